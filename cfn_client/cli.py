@@ -1,0 +1,85 @@
+"""``cfnctl``: the command line of cfnd. Imports only click, msgspec and cfn_client."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cfn_client import __version__
+from cfn_client.commands import CliEnv, report_error
+from cfn_client.commands.config import config
+from cfn_client.commands.system import doctor, ping, status, test_group
+from cfn_client.connection import DEFAULT_TIMEOUT_S
+from cfn_client.errors import CfnError
+from cfn_client.paths import default_socket_path
+
+# "\b" keeps click from re-wrapping the table.
+EPILOG = """\b
+Exit codes:
+  0  success
+  1  cfnd reported an error, or a check failed
+  2  usage error
+  3  cfnd unreachable (start it with `cfnd` or `systemctl start cfnd`)
+  4  permission denied (join the socket's group)
+"""
+
+
+class CfnGroup(click.Group):
+    """The root group: turns any ``CfnError`` into one message and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CfnError as err:
+            env = ctx.find_object(CliEnv)
+            report_error(err, json_mode=env.json if env else False)
+            ctx.exit(err.exit_code)
+
+
+@click.group(cls=CfnGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(path_type=Path, readable=False),  # checked by connect, with advice
+    default=None,
+    metavar="PATH",
+    help="cfnd's socket [default: $CFN_SOCKET, else /run/cfn/cfnd.sock as root, "
+    "$XDG_RUNTIME_DIR/cfn/cfnd.sock otherwise].",
+)
+@click.option("--json", "json_output", is_flag=True, help="Print JSON (one document) for scripts.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for each reply.",
+)
+@click.version_option(
+    __version__, "-V", "--version", prog_name="cfnctl", message="%(prog)s %(version)s"
+)
+@click.pass_context
+def cfnctl(ctx: click.Context, socket_path: Path | None, json_output: bool, timeout: float) -> None:
+    """Control cfnd, the coordinator of AI-agent swarms."""
+    ctx.obj = CliEnv(
+        socket=socket_path or default_socket_path(), json=json_output, timeout_s=timeout
+    )
+
+
+cfnctl.add_command(status)
+cfnctl.add_command(ping)
+cfnctl.add_command(doctor)
+cfnctl.add_command(test_group)
+cfnctl.add_command(config)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    cfnctl.main(args=list(argv) if argv is not None else None, prog_name="cfnctl")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""The daemon's lifecycle: open resources, run one task group, drain on stop.
+
+    async with Daemon(config) as d:
+        await d.run()
+
+Resources (state-dir lock, socket, Redis) are opened through one AsyncExitStack
+and closed in reverse order. ``run`` starts every background loop as a named
+child of one task group, sets ``ready``, and on ``request_stop`` drains the
+server within the grace period before the children wind down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Awaitable, Iterator, Mapping
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import structlog
+
+from cfn_client.errors import CfnError, Conflict
+from cfn_daemon.config import Config
+from cfn_daemon.handlers.config_ops import ConfigOps
+from cfn_daemon.handlers.system import SystemOps
+from cfn_daemon.logs import configure_logging
+from cfn_daemon.runtime_config import ConfigManager
+from cfn_daemon.sdnotify import Notifier
+from cfn_daemon.server import RoleResolver, Router, Server
+from cfn_daemon.store import Store
+
+log = structlog.get_logger("cfn.daemon")
+
+
+@contextlib.contextmanager
+def state_dir_lock(state_dir: Path) -> Iterator[None]:
+    """Hold an exclusive flock on the state dir: two daemons must never share it
+    (they would fight over the embedded Redis)."""
+    path = state_dir / "cfnd.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise Conflict(
+                f"another cfnd (pid {holder}) is using state dir {state_dir}; stop it first "
+                "or give this one another --state-dir",
+                details={"state_dir": str(state_dir), "pid": holder},
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+async def until_stopped(aw: Awaitable[Any], stop: asyncio.Event) -> bool:
+    """Await ``aw`` unless ``stop`` fires first; True when ``aw`` finished."""
+    task = asyncio.ensure_future(aw)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, stopper):
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(task, stopper, return_exceptions=True)
+    return task in done and not task.cancelled()
+
+
+class Daemon:
+    """cfnd: owns the socket server, the store and the background loops."""
+
+    def __init__(
+        self,
+        config: ConfigManager,
+        *,
+        env: Mapping[str, str] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config_manager = config
+        self.env = dict(os.environ if env is None else env)
+        self.notifier = notifier or Notifier({})
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._stack = AsyncExitStack()
+        self.started_at = time.time()
+        self.started_mono = time.monotonic()
+
+    @property
+    def settings(self) -> Config:
+        return self.config_manager.config
+
+    # ------------------------------------------------------------------ resources
+
+    async def __aenter__(self) -> Daemon:
+        cfg = self.settings
+        self.state_dir = cfg.state_path()
+        self.socket_path = cfg.socket_path()
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._stack.enter_context(state_dir_lock(self.state_dir))
+            self.router = Router()
+            self.server = Server(
+                path=self.socket_path,
+                router=self.router,
+                roles=RoleResolver(cfg.auth),
+                mode=cfg.daemon.socket_mode,
+                group=cfg.daemon.socket_group,
+                max_frame_bytes=cfg.daemon.max_frame_bytes,
+                max_connections=cfg.daemon.max_connections,
+                max_inflight_per_connection=cfg.daemon.max_inflight_per_connection,
+            )
+            # Bind before starting Redis so a second cfnd fails fast and touches nothing.
+            self.server.bind()
+            self._stack.callback(self.server.unlink)
+            self.store = await self._stack.enter_async_context(
+                Store.open(cfg.redis, self.state_dir, self.env)
+            )
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        self.config_manager.on_change(self._config_changed)
+        SystemOps(
+            store=self.store,
+            config=self.config_manager,
+            server=self.server,
+            state_dir=self.state_dir,
+            started_at=self.started_at,
+            started_mono=self.started_mono,
+        ).register(self.router)
+        ConfigOps(store=self.store, config=self.config_manager).register(self.router)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+        log.info("cfnd_stopped")
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (signal-handler safe: it only sets an event)."""
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        """Re-read the config file and environment (SIGHUP)."""
+        self._reload.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(self) -> None:
+        """Serve until ``request_stop``; then drain and return."""
+        cfg = self.settings.daemon
+        async with asyncio.TaskGroup() as tg:
+            serve = tg.create_task(self.server.serve(), name="server")
+            tg.create_task(self.store.run_health(self._stop), name="store-health")
+            tg.create_task(self._store_watch(), name="store-watch")
+            tg.create_task(self._reloader(), name="config-reload")
+            if self.notifier.watchdog_interval_s:
+                tg.create_task(self._watchdog(self.notifier.watchdog_interval_s), name="watchdog")
+            self.ready.set()
+            self.notifier.notify("READY=1")
+            self._notify_status()
+            log.info(
+                "cfnd_ready",
+                socket=str(self.socket_path),
+                pid=os.getpid(),
+                store=self.store.mode,
+                redis=self.store.display_url,
+            )
+            await self._stop.wait()
+            self.notifier.notify("STOPPING=1", "STATUS=draining")
+            log.info("cfnd_stopping", grace_s=cfg.shutdown_grace_s)
+            await self.server.shutdown(serve, cfg.shutdown_grace_s, cfg.shutdown_hard_s)
+            # The other children watch the stop event and return by themselves.
+
+    # ------------------------------------------------------------------ background loops
+
+    async def _store_watch(self) -> None:
+        """Follow Redis availability: reload runtime overrides whenever it (re)appears,
+        and tell systemd (``systemctl status cfnd`` shows the STATUS line)."""
+        while not self._stop.is_set():
+            if not await until_stopped(self.store.wait_available(), self._stop):
+                return
+            try:
+                await self.config_manager.load_overrides(self.store)
+            except CfnError as exc:
+                log.warning("config_overrides_unavailable", error=str(exc))
+            self._notify_status()
+            if not await until_stopped(self.store.wait_unavailable(), self._stop):
+                return
+            self._notify_status()
+
+    def _notify_status(self) -> None:
+        state = "available" if self.store.available else "UNAVAILABLE"
+        self.notifier.notify(f"STATUS=serving on {self.socket_path}; Redis {state}")
+
+    async def _reloader(self) -> None:
+        while await until_stopped(self._reload.wait(), self._stop):
+            self._reload.clear()
+            try:
+                restart = self.config_manager.reload(os.environ)
+            except CfnError as exc:
+                log.error("config_reload_failed", error=str(exc), **exc.details)
+                continue
+            except OSError as exc:
+                log.error("config_reload_failed", error=str(exc))
+                continue
+            log.info("config_reloaded", needs_restart=restart)
+
+    async def _watchdog(self, interval_s: float) -> None:
+        while await until_stopped(asyncio.sleep(interval_s), self._stop):
+            self.notifier.notify("WATCHDOG=1")
+
+    def _config_changed(self, old: Config, new: Config) -> None:
+        if (old.daemon.log_level, old.daemon.log_format) != (
+            new.daemon.log_level,
+            new.daemon.log_format,
+        ):
+            configure_logging(new.daemon.log_format, new.daemon.log_level)

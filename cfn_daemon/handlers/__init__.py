@@ -1,0 +1,1 @@
+"""Op handlers, one module per area; each exposes ``register(router, ...)``."""

@@ -1,0 +1,422 @@
+"""``Store``: cfnd's one handle on Redis, and whether Redis can be used right now.
+
+The store opens even when an external Redis is down (cfnd stays up and reports it);
+``run_health`` keeps probing with backoff and flips ``available`` both ways, and
+``guard`` turns connection failures in request handlers into ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import (
+    ClusterDownError,
+    MaxConnectionsError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from cfn_client.errors import StoreUnavailable
+from cfn_client.protocol import StoreStatus
+from cfn_daemon.config import RedisConfig
+from cfn_daemon.constants import Keys
+from cfn_daemon.store.client import Client, build_client
+from cfn_daemon.store.embedded import EmbeddedRedis
+from cfn_daemon.store.urls import (
+    ConnectionParams,
+    Mode,
+    check_embedded_config,
+    embedded_params,
+    resolve,
+    uses_embedded,
+)
+
+log = structlog.get_logger("cfn.store")
+
+# Errors meaning "Redis cannot be reached", as opposed to a bad command or a full pool.
+# (OSError covers the builtin TimeoutError raised by asyncio.timeout as well.)
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    ClusterDownError,
+    SlotNotCoveredError,
+)
+# The probe client is separate from the main pool so that a pool full of blocking
+# reads (XREADGROUP BLOCK) cannot starve the health check into a false "down".
+PROBE_POOL_SIZE = 4
+_MAX_EXPONENT = 30
+
+
+class Store:
+    """The Redis client of cfnd plus its availability state; create it with ``open``."""
+
+    def __init__(
+        self,
+        cfg: RedisConfig,
+        params: ConnectionParams,
+        *,
+        embedded: EmbeddedRedis | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.params = params
+        self.mode: Mode = params.mode
+        self.display_url = params.display_url
+        self.keys = Keys(cfg.key_prefix)
+        self.embedded = embedded
+        self.redis: Client = build_client(params, cfg, pool_size=cfg.pool_size)
+        # No redis-py retries on the probe: the health loop has its own backoff.
+        self._probe_client: Client = build_client(params, cfg, pool_size=PROBE_POOL_SIZE, retries=0)
+        self._available = False
+        self._up = asyncio.Event()
+        self._down = asyncio.Event()
+        self._down.set()
+        self._wake = asyncio.Event()
+        self._error: str | None = "not probed yet"
+        self._latency_ms: float | None = None
+        self._failures = 0
+        self._retry_at: float | None = None
+        self._down_since: float | None = time.monotonic()
+        self._version: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, cfg: RedisConfig, state_dir: Path, env: Mapping[str, str]
+    ) -> AsyncIterator[Store]:
+        """Connect (starting the embedded server when no Redis is configured).
+
+        Raises ``ConfigError`` for a bad config and ``EmbeddedStartError`` if the
+        embedded server cannot start; an unreachable external Redis is *not* an
+        error: the store opens with ``available`` false and the health loop retries.
+        """
+        if uses_embedded(cfg):
+            check_embedded_config(cfg)
+            async with EmbeddedRedis(cfg, state_dir) as server:
+                store = cls(cfg, embedded_params(server.socket_path), embedded=server)
+                async with store._opened():
+                    yield store
+        else:
+            store = cls(cfg, resolve(cfg, env))
+            async with store._opened():
+                yield store
+
+    @contextlib.asynccontextmanager
+    async def _opened(self) -> AsyncIterator[None]:
+        try:
+            await self._probe_and_record()
+            log.info(
+                "store_opened",
+                mode=self.mode,
+                url=self.display_url,
+                available=self._available,
+                key_prefix=self.keys.prefix,
+                password_source=self.params.password_source,
+            )
+            yield
+        finally:
+            await self.redis.aclose()
+            await self._probe_client.aclose()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def available(self) -> bool:
+        """Whether the last probe or command reached Redis."""
+        return self._available
+
+    async def wait_available(self) -> None:
+        """Return once Redis is (or becomes) available."""
+        await self._up.wait()
+
+    async def wait_unavailable(self) -> None:
+        """Return once Redis is (or becomes) unavailable."""
+        await self._down.wait()
+
+    def retry_in_s(self) -> float | None:
+        """Seconds until the next probe while unavailable, else None."""
+        if self._available:
+            return None
+        if self._retry_at is None:
+            return self.cfg.retry_base_s
+        return round(max(0.0, self._retry_at - time.monotonic()), 3)
+
+    def check(self) -> None:
+        """Raise ``StoreUnavailable`` (with ``retry_after_s``) unless Redis is available."""
+        if not self._available:
+            raise self._unavailable_error()
+
+    @contextlib.asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        """Run Redis calls; a connection failure marks the store down and raises
+        ``StoreUnavailable``. Other Redis errors (bad command, WRONGTYPE) pass through.
+
+        >>> async with store.guard():
+        ...     await store.redis.hset(key, mapping=fields)
+        """
+        self.check()
+        try:
+            yield
+        except Exception as exc:
+            if _is_pool_exhausted(exc):
+                raise self._pool_exhausted_error() from exc
+            if not is_unavailable_error(exc):
+                raise
+            self._mark_unavailable(exc)
+            raise self._unavailable_error() from exc
+
+    # ------------------------------------------------------------------ health loop
+
+    async def run_health(self, stop: asyncio.Event) -> None:
+        """PING every ``health_interval_s``; while down, retry with jittered exponential
+        backoff from ``retry_base_s`` to ``retry_max_s``. Returns promptly once ``stop``
+        is set, even mid-probe. A failure seen by ``guard`` triggers an immediate probe."""
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                probe = asyncio.ensure_future(self._probe_and_record())
+                try:
+                    await asyncio.wait({probe, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    await _cancel(probe)
+                if stop.is_set():
+                    break
+                delay = self.cfg.health_interval_s if self._available else self.retry_in_s()
+                waking = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait(
+                        {waking, stopping}, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    await _cancel(waking)
+        finally:
+            await _cancel(stopping)
+
+    async def _probe_and_record(self) -> None:
+        """One PING (bounded); update availability, latency and the next retry time."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.cfg.connect_timeout_s + self.cfg.command_timeout_s):
+                await self._probe_client.ping()
+                if isinstance(self._probe_client, RedisCluster):
+                    # Nodes can answer PING while the cluster refuses data commands.
+                    info = await self._one_node("CLUSTER INFO")
+                    state = _text(info.get("cluster_state")) if isinstance(info, dict) else None
+                    if state != "ok":
+                        raise ClusterDownError(f"cluster_state is {state}")
+        except Exception as exc:
+            # Any failure to PING (auth, cluster down, LOADING...) means unusable.
+            self._failures += 1
+            delay = self._backoff(self._failures)
+            self._retry_at = time.monotonic() + delay
+            self._mark_unavailable(exc, wake=False)
+            log.debug(
+                "store_probe_failed",
+                error=_describe(exc),
+                attempt=self._failures,
+                retry_in_s=round(delay, 3),
+            )
+            return
+        self._failures = 0
+        self._retry_at = None
+        self._mark_available((time.perf_counter() - started) * 1000.0)
+
+    def _backoff(self, failures: int) -> float:
+        exponent = min(failures - 1, _MAX_EXPONENT)
+        delay = min(self.cfg.retry_max_s, self.cfg.retry_base_s * 2**exponent)
+        # Jitter spreads the reconnects of many daemons/agents after an outage.
+        return float(delay * random.uniform(0.5, 1.0))
+
+    def _mark_available(self, latency_ms: float) -> None:
+        self._latency_ms = round(latency_ms, 3)
+        if self._available:
+            return
+        down_for = time.monotonic() - self._down_since if self._down_since else None
+        self._available = True
+        self._error = None
+        self._down_since = None
+        self._down.clear()
+        self._up.set()
+        log.info(
+            "store_available",
+            url=self.display_url,
+            latency_ms=self._latency_ms,
+            down_for_s=round(down_for, 3) if down_for is not None else None,
+        )
+
+    def _mark_unavailable(self, exc: BaseException, *, wake: bool = True) -> None:
+        """Record a failure; ``wake`` (a failure seen outside the health loop) makes
+        the loop re-probe at once instead of at the next interval."""
+        self._error = _describe(exc)
+        self._latency_ms = None
+        if not self._available:
+            return
+        self._available = False
+        self._down_since = time.monotonic()
+        if self._retry_at is None or self._failures == 0:
+            self._retry_at = time.monotonic()
+        self._up.clear()
+        self._down.set()
+        if wake:
+            # Only on the transition, so a burst of failing requests costs one probe.
+            self._wake.set()
+        log.warning(
+            "store_unavailable",
+            url=self.display_url,
+            error=self._error,
+            retry_in_s=self.retry_in_s(),
+        )
+
+    def _unavailable_error(self) -> StoreUnavailable:
+        retry = self.retry_in_s()
+        return StoreUnavailable(
+            f"Redis at {self.display_url} is unavailable: {self._error}",
+            details={
+                "retry_after_s": retry,
+                "url": self.display_url,
+                "mode": self.mode,
+                "error": self._error,
+            },
+        )
+
+    def _pool_exhausted_error(self) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"all {self.cfg.pool_size} Redis connections stayed busy for "
+            f"{self.cfg.command_timeout_s:g}s (raise redis.pool_size if this persists)",
+            details={
+                "retry_after_s": self.cfg.retry_base_s,
+                "url": self.display_url,
+                "reason": "pool_exhausted",
+            },
+        )
+
+    # ------------------------------------------------------------------ status
+
+    async def status(self) -> StoreStatus:
+        """How Redis is reached and how it is doing; reports (never raises) when down."""
+        aof_enabled: bool | None = None
+        rdb_saves: str | None = None
+        if self._available:
+            try:
+                async with asyncio.timeout(self.cfg.command_timeout_s):
+                    server = await self._info("server")
+                    persistence = await self._info("persistence")
+                    rdb_saves = await self._rdb_saves()
+                self._version = _text(server.get("redis_version")) or self._version
+                aof = persistence.get("aof_enabled")
+                aof_enabled = None if aof is None else str(aof) == "1"
+            except Exception as exc:
+                if is_unavailable_error(exc):
+                    self._mark_unavailable(exc)
+                elif isinstance(exc, RedisError | RedisClusterException):
+                    # e.g. INFO denied by an ACL: report what is known, keep going.
+                    log.debug("store_status_partial", error=_describe(exc))
+                else:
+                    raise
+        return StoreStatus(
+            mode=self.mode,
+            url=self.display_url,
+            available=self._available,
+            key_prefix=self.keys.prefix,
+            version=self._version,
+            latency_ms=self._latency_ms if self._available else None,
+            error=None if self._available else self._error,
+            retry_in_s=self.retry_in_s(),
+            embedded_pid=self.embedded.pid if self.embedded else None,
+            aof_enabled=aof_enabled,
+            rdb_saves=rdb_saves,
+        )
+
+    async def _info(self, section: str) -> dict[str, Any]:
+        reply = await self._one_node("INFO", section)
+        return reply if isinstance(reply, dict) else {}
+
+    async def _rdb_saves(self) -> str | None:
+        """The ``save`` schedule ("" = RDB off); None when CONFIG is renamed or denied."""
+        try:
+            reply = await self._one_node("CONFIG GET", "save")
+        except RedisError as exc:
+            if is_unavailable_error(exc):
+                raise
+            return None  # CONFIG renamed away or denied by an ACL
+        if isinstance(reply, dict):
+            for key, value in reply.items():
+                if _text(key) == "save":
+                    return _text(value)
+        return None
+
+    def _one_node(self, *args: str) -> Awaitable[Any]:
+        # Server-wide commands go to every node in cluster mode; one node is enough here.
+        execute: Callable[..., Awaitable[Any]] = self._probe_client.execute_command
+        if isinstance(self._probe_client, RedisCluster):
+            return execute(*args, target_nodes=RedisCluster.RANDOM)
+        return execute(*args)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait for it; never swallows our own cancellation."""
+    if not task.done():
+        task.cancel()
+    # asyncio.wait does not raise the task's exception, but propagates our cancel.
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()  # mark retrieved: an unexpected error was logged by the caller
+
+
+def is_unavailable_error(exc: BaseException) -> bool:
+    """True if ``exc`` means Redis cannot be reached or used right now (as opposed to a
+    bad command, a wrong type or a busy connection pool)."""
+    if _is_pool_exhausted(exc):
+        return False
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return True
+    if isinstance(exc, RedisClusterException):
+        # "Redis Cluster cannot be connected" wraps the connection error; "All slots
+        # are not covered" means a node is missing. Others are usage errors.
+        return isinstance(exc.__cause__, UNAVAILABLE_ERRORS) or str(exc).startswith(
+            "All slots are not covered"
+        )
+    return False
+
+
+def _is_pool_exhausted(exc: BaseException) -> bool:
+    # BlockingConnectionPool raises ConnectionError("No connection available.") from
+    # an asyncio timeout, the cluster's pools MaxConnectionsError: the pool is busy,
+    # Redis itself may be fine.
+    if isinstance(exc, MaxConnectionsError):
+        return True
+    return (
+        type(exc) is RedisConnectionError
+        and isinstance(exc.__cause__, TimeoutError)
+        and "No connection available" in str(exc)
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
