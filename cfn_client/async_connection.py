@@ -29,6 +29,7 @@ from cfn_client.connection import (
     check_hello,
     closed_error,
     decode_message,
+    for_op,
     timeout_error,
 )
 from cfn_client.diagnose import connect_error
@@ -125,7 +126,7 @@ class AsyncConnection(ConnectionBase):
 
     async def request(self, op: str, args: ArgsLike = None, timeout_s: float | None = None) -> Any:
         """Send one request and wait for its result; safe to call from many tasks at once."""
-        self._check_open()
+        self._check_open(op)
         timeout = self._timeout(timeout_s)
         rid = next(self._ids)
         reply = _Reply(anyio.Event())
@@ -139,7 +140,7 @@ class AsyncConnection(ConnectionBase):
         finally:
             self._pending.pop(rid, None)
         if reply.error is not None:
-            raise reply.error
+            raise for_op(reply.error, op)
         assert reply.response is not None
         raise_for_error(reply.response)
         return reply.response.result
@@ -179,9 +180,9 @@ class AsyncConnection(ConnectionBase):
 
     # -- internals
 
-    def _check_open(self) -> None:
+    def _check_open(self, op: str | None = None) -> None:
         if self._dead is not None:
-            raise self._dead
+            raise for_op(self._dead, op)
         if self._stack is None or self._stream is None:
             raise CfnError("not connected to cfnd: use `async with` or call connect() first")
 
@@ -196,7 +197,7 @@ class AsyncConnection(ConnectionBase):
         frame = encode_frame(Request(id=rid, op=op, args=args_to_wire(args)), "msgpack")
         assert self._send_lock is not None
         async with self._send_lock:
-            self._check_open()
+            self._check_open(op)
             stream = self._stream
             assert stream is not None
             # Shielded so a caller's timeout cannot cut a frame in half; a daemon that
@@ -212,7 +213,7 @@ class AsyncConnection(ConnectionBase):
                 # Closing the socket wakes the reader, which fails every pending request.
                 await stream.aclose()
             if self._dead is not None:
-                raise self._dead
+                raise for_op(self._dead, op)
 
     async def _reader(self, stream: SocketStream) -> None:
         """Route every incoming frame to its request until EOF, a fatal fault or close()."""
@@ -295,7 +296,7 @@ class AsyncEventStream:
 
     async def __aenter__(self) -> Self:
         conn = self._conn
-        conn._check_open()
+        conn._check_open(self.op)
         send, recv = anyio.create_memory_object_stream[Message](STREAM_BUFFER)
         rid = next(conn._ids)
         self.id, self._sink, self._recv = rid, _Sink(send), recv
@@ -337,7 +338,8 @@ class AsyncEventStream:
         except anyio.EndOfStream:
             self.done = True
             assert self._sink is not None
-            raise self._sink.error or closed_error(self._conn.socket_path, self.op) from None
+            error = self._sink.error or closed_error(self._conn.socket_path, self.op)
+            raise for_op(error, self.op) from None
         if isinstance(msg, EventFrame):
             return msg.event
         self.done = True

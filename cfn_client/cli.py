@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cfn_client import __version__
+from cfn_client import __version__, render
 from cfn_client.commands import CliEnv, report_error
 from cfn_client.commands.config import config
 from cfn_client.commands.system import doctor, ping, status, test_group
@@ -30,6 +30,9 @@ Exit codes:
 class CfnGroup(click.Group):
     """The root group: turns any ``CfnError`` into one message and its exit code."""
 
+    # Exit-code contract: CfnError subclasses carry their exit_code (1, 3, 4); click usage
+    # errors exit 2; "Aborted!" (declined prompt, Ctrl-C) exits 1.
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -37,6 +40,15 @@ class CfnGroup(click.Group):
             env = ctx.find_object(CliEnv)
             report_error(err, json_mode=env.json if env else False)
             ctx.exit(err.exit_code)
+        except click.ClickException as exc:
+            # A subcommand's bad argument, once --json is known: scripts still get JSON.
+            env = ctx.find_object(CliEnv)
+            if env is None or not env.json:
+                raise
+            code = "usage_error" if isinstance(exc, click.UsageError) else "cli_error"
+            doc = render.cli_error_document(code, exc.format_message(), exc.exit_code)
+            click.echo(render.to_json(doc))
+            ctx.exit(exc.exit_code)
 
 
 @click.group(cls=CfnGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})

@@ -127,17 +127,39 @@ def timeout_error(op: str, timeout: float, path: Path) -> RequestTimeout:
     )
 
 
-def closed_error(path: Path, op: str | None, cause: BaseException | None = None) -> CfnError:
-    what = f"before answering {op!r}" if op else ""
+def closed_error(path: Path, op: str | None, cause: object = None) -> DaemonUnreachable:
+    """The connection ended (``op``: the request left without an answer, if known)."""
+    what = f" before answering {op!r}" if op else ""
     why = f" ({cause})" if cause is not None else ""
     return DaemonUnreachable(
-        f"cfnd closed the connection{' ' if what else ''}{what}{why}: it may have stopped or "
+        f"cfnd closed the connection{what}{why}: it may have stopped or "
         f"restarted; check `cfnctl status` (socket {path}) and retry",
-        details={"socket": str(path), "op": op, "reason": "closed"},
+        details={"socket": str(path), "op": op, "reason": "closed", "cause": _text(cause)},
     )
 
 
+def for_op(err: CfnError, op: str | None) -> CfnError:
+    """A fresh copy of ``err`` to raise for request ``op``.
+
+    One connection error may fail many requests; each gets its own instance (so
+    tracebacks don't pile up on a shared one), and a generic "closed" error names the op.
+    """
+    details = err.details
+    generic_close = details.get("reason") == "closed" and not details.get("op")
+    if op and isinstance(err, DaemonUnreachable) and generic_close:
+        return closed_error(Path(details["socket"]), op, details.get("cause"))
+    copy = type(err)(err.message, details=dict(details), code=err.instance_code)
+    copy.__cause__ = err.__cause__
+    return copy
+
+
+def _text(cause: object) -> str | None:
+    return None if cause is None else str(cause)
+
+
 class ConnectionBase:
+    """What the sync and async connections share: socket path, timeouts, ids, handshake."""
+
     def __init__(
         self,
         socket_path: str | Path | None = None,
@@ -261,7 +283,9 @@ class SyncConnection(ConnectionBase):
 
     def _require(self) -> socket.socket:
         if self._sock is None:
-            raise self._dead or CfnError("not connected to cfnd: call connect() first")
+            if self._dead is not None:
+                raise for_op(self._dead, None)
+            raise CfnError("not connected to cfnd: call connect() first")
         return self._sock
 
     def _die(self, err: CfnError) -> CfnError:

@@ -56,6 +56,11 @@ def connect_error(exc: OSError, path: Path) -> CfnError:
         )
     if exc.errno in (errno.EACCES, errno.EPERM):
         return permission_denied(path)
+    if exc.errno == errno.ECONNREFUSED:
+        # Linux refuses connects to non-sockets too: name what is really there.
+        kind = _kind_at(path)
+        if kind != "socket":
+            return unreachable(path, f"the path is a {kind}, not a socket")
     reason = _REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
     return unreachable(path, reason)
 
@@ -100,7 +105,11 @@ def socket_checks(path: Path) -> tuple[list[Check], CfnError | None]:
     if not stat.S_ISSOCK(st.st_mode):
         err = unreachable(path, "the path exists but is not a socket")
         detail = f"{path} is a {_kind(st.st_mode)}, not a socket"
-        fix = f"point --socket/CFN_SOCKET at cfnd's socket, or remove {path} and restart cfnd"
+        fix = "point --socket or CFN_SOCKET at cfnd's socket"
+        if stat.S_ISREG(st.st_mode):
+            fix += (
+                f" (or, if cfnd should listen here, remove the stale file {path} and restart cfnd)"
+            )
         return [*checks, _fail("socket.type", detail, fix)], err
     checks.append(Check(name="socket.type", ok=True, detail=stat.filemode(st.st_mode)))
     # Connecting needs write permission on the socket file (search on the dirs we already had).
@@ -116,7 +125,16 @@ def _fail(name: str, detail: str, fix: str) -> Check:
     return Check(name=name, ok=False, detail=detail, fix=fix)
 
 
+def _kind_at(path: Path) -> str:
+    try:
+        return _kind(os.stat(path).st_mode)
+    except OSError:
+        return "socket"  # vanished or unreadable: keep the errno's own explanation
+
+
 def _kind(mode: int) -> str:
+    if stat.S_ISSOCK(mode):
+        return "socket"
     if stat.S_ISDIR(mode):
         return "directory"
     if stat.S_ISREG(mode):

@@ -59,9 +59,10 @@ class ErrorInfo(msgspec.Struct, kw_only=True):
 
 
 class Response(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Reply to one request; a streaming op ends with one of these."""
+    """Reply to one request; a streaming op ends with one of these. ``id`` is always sent
+    (null when the request had none or could not be read)."""
 
-    id: int | str | None = None
+    id: int | str | None
     ok: bool
     result: Any = None
     error: ErrorInfo | None = None

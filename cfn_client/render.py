@@ -55,6 +55,12 @@ def error_document(err: CfnError) -> dict[str, Any]:
     }
 
 
+def cli_error_document(code: str, message: str, exit_code: int) -> dict[str, Any]:
+    """The ``--json`` form of an error cfnctl found itself (bad usage, unreadable file)."""
+    error = {"code": code, "message": message, "details": {}, "exit_code": exit_code}
+    return {"ok": False, "error": error}
+
+
 def error_text(err: CfnError, prog: str = "cfnctl") -> str:
     """``cfnctl: error[<code>]: <message>`` plus one indented line per notable detail."""
     lines = [f"{prog}: error[{err.instance_code}]: {err.message}"]
@@ -77,7 +83,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, int | float):
-        return f"{value:g}" if isinstance(value, float) else str(value)
+        return repr(value)  # exact: "0.8", "10.0", never 1e+06
     return to_json(value)
 
 

@@ -210,17 +210,21 @@ class Daemon:
         self.notifier.notify(f"STATUS=serving on {self.socket_path}; Redis {state}")
 
     async def _reloader(self) -> None:
+        """SIGHUP: re-read file and env; a broken file keeps the running config."""
         while await until_stopped(self._reload.wait(), self._stop):
             self._reload.clear()
+            # systemd's reload protocol (Type=notify-reload): RELOADING=1 ... READY=1.
+            usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={usec}")
             try:
                 restart = self.config_manager.reload(os.environ)
-            except CfnError as exc:
-                log.error("config_reload_failed", error=str(exc), **exc.details)
-                continue
-            except OSError as exc:
-                log.error("config_reload_failed", error=str(exc))
+            except (CfnError, OSError) as exc:
+                details = exc.details if isinstance(exc, CfnError) else {}
+                log.error("config_reload_failed", error=str(exc), **details)
+                self.notifier.notify("READY=1", f"STATUS=config reload failed: {exc}")
                 continue
             log.info("config_reloaded", needs_restart=restart)
+            self.notifier.notify("READY=1", "STATUS=config reloaded")
 
     async def _watchdog(self, interval_s: float) -> None:
         while await until_stopped(asyncio.sleep(interval_s), self._stop):

@@ -14,6 +14,9 @@ import pytest
 from cfn_daemon.daemon import Daemon
 from cfn_daemon.runtime_config import ConfigManager
 from tests.daemon_proc import CfndProcess
+from tests.redis_servers import redis_factory, tls_files
+
+__all__ = ["redis_factory", "tls_files"]  # fixtures shared with every test module
 
 # scripts/test exports this (127.0.0.1:6379 when it answers, else a private server).
 SHARED_REDIS = os.environ.get("CFN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

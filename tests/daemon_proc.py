@@ -57,19 +57,30 @@ class CfndProcess:
             self.wait_for("READY=1", timeout_s)
         return self
 
-    def wait_for(self, state: str, timeout_s: float = 30.0) -> None:
-        """Block until cfnd sends ``state`` over sd_notify (or fail if it exits first)."""
+    def wait_for(self, prefix: str, timeout_s: float = 30.0) -> str:
+        """Block until cfnd sends a notification starting with ``prefix``; return it.
+
+        Notifications queued before cfnd exited are still read, so this also works
+        for STOPPING=1 after the process is gone.
+        """
         deadline = time.monotonic() + timeout_s
-        while state not in self.notifications:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"cfnd exited with {self.proc.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"cfnd did not send {state} in {timeout_s}s:\n{self.log()}")
-            self._notify.settimeout(0.2)
+        self._notify.settimeout(0.2)
+        while True:
+            for line in self.notifications:
+                if line.startswith(prefix):
+                    return line
             try:
                 data = self._notify.recv(4096)
             except TimeoutError:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise AssertionError(
+                        f"cfnd exited ({self.proc.returncode}) before {prefix!r}:\n{self.log()}"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"cfnd sent no {prefix!r} in {timeout_s}s:\n{self.log()}"
+                    ) from None
                 continue
             self.notifications += data.decode().splitlines()
 

@@ -7,6 +7,7 @@ is exercised on every test. It needs no Redis and no cfn_daemon.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -154,11 +155,9 @@ class FakeCfnd:
                     return
 
     def _write(self, conn: socket.socket, lock: threading.Lock, obj: Any) -> None:
-        with lock:
-            try:
-                conn.sendall(encode_frame(obj, "msgpack"))
-            except OSError:
-                pass  # the client left; nothing to tell it
+        # OSError: the client left; there is nobody to tell.
+        with lock, contextlib.suppress(OSError):
+            conn.sendall(encode_frame(obj, "msgpack"))
 
     def _handle(self, conn: socket.socket, lock: threading.Lock, req: Request) -> bool:
         if req.op == "test.hangup":
@@ -345,7 +344,7 @@ def test_sync_error_reply_raises_matching_class(
 
 def test_sync_timeout_then_late_reply_is_dropped(fake: FakeCfnd) -> None:
     with SyncConnection(fake.path) as conn:
-        with pytest.raises(RequestTimeout, match="test.slow"):
+        with pytest.raises(RequestTimeout, match=r"test\.slow"):
             conn.request("test.slow", {"ms": 150}, timeout_s=0.02)
         time.sleep(0.2)  # let the late reply arrive first
         assert conn.request("test.echo", {"after": True}) == {"after": True}
@@ -401,7 +400,7 @@ def test_stale_socket_is_unreachable(sock_dir: Path) -> None:
 def test_regular_file_is_unreachable(sock_dir: Path) -> None:
     path = sock_dir / "file.sock"
     path.write_text("")
-    with pytest.raises(DaemonUnreachable):
+    with pytest.raises(DaemonUnreachable, match="is a regular file, not a socket"):
         SyncConnection(path).connect()
 
 
@@ -455,7 +454,8 @@ async def test_async_pipelined_requests_are_correlated(fake: FakeCfnd) -> None:
                 tg.start_soon(one, i)
     assert results == {i: {"i": i} for i in range(200)}
     ids = [r.id for r in fake.received if r.op == "test.echo"]
-    assert sorted(ids) == list(range(2, 202))
+    assert len(ids) == 200
+    assert set(ids) == set(range(2, 202))
 
 
 async def test_async_timeout_leaves_other_requests_alone(fake: FakeCfnd) -> None:
@@ -505,6 +505,25 @@ async def test_async_hangup_fails_every_pending_request(fake: FakeCfnd) -> None:
         assert conn.closed
         with pytest.raises(DaemonUnreachable):
             await conn.request("ping")
+
+
+async def test_async_close_fails_requests_still_pending(fake: FakeCfnd) -> None:
+    errors: list[BaseException] = []
+
+    async def waiter(conn: AsyncConnection, ready: anyio.Event) -> None:
+        ready.set()
+        try:
+            await conn.request("test.never", timeout_s=math.inf)
+        except CfnError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg, AsyncConnection(fake.path) as conn:
+        ready = anyio.Event()
+        tg.start_soon(waiter, conn, ready)
+        await ready.wait()
+        await anyio.sleep(0.02)
+    assert len(errors) == 1
+    assert "closed by the client" in str(errors[0])
 
 
 async def test_async_stream_and_early_exit(fake: FakeCfnd) -> None:

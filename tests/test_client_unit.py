@@ -81,7 +81,8 @@ def status_result(available: bool = True, verbose: bool = False) -> StatusResult
         store=StoreStatus(
             mode="external", url="redis://db:6379/0", available=available, key_prefix="cfn",
             version="7.2.4" if available else None, latency_ms=0.42 if available else None,
-            error=None if available else "Connection refused", retry_in_s=None if available else 1.5,
+            error=None if available else "Connection refused",
+            retry_in_s=None if available else 1.5,
             aof_enabled=True,
         ),
         swarms=SwarmCounts(total=2 if available else None),
@@ -187,8 +188,9 @@ def test_config_show_table() -> None:
 def test_json_output_is_one_document() -> None:
     doc = json.loads(render.to_json(status_result()))
     assert doc["store"]["mode"] == "external"
-    lines = list(render.json_lines([{"a": 1}, status_result()]))
-    assert [json.loads(line) for line in lines][0] == {"a": 1}
+    first, second = (json.loads(line) for line in render.json_lines([{"a": 1}, status_result()]))
+    assert first == {"a": 1}
+    assert second["store"]["mode"] == "external"
 
 
 def test_error_text_and_document() -> None:
@@ -360,6 +362,14 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     code, out, err = run(*args)
     assert code == 2, (out, err)
     assert "Usage:" in err or "Error:" in err
+
+
+def test_usage_errors_after_json_flag_are_json() -> None:
+    code, out, _ = run("--json", "config", "set", "only-a-key")
+    assert code == 2
+    doc = json.loads(out)
+    assert (doc["ok"], doc["error"]["code"], doc["error"]["exit_code"]) == (False, "usage_error", 2)
+    assert "VALUE" in doc["error"]["message"]
 
 
 def test_help_documents_exit_codes_and_version() -> None:

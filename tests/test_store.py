@@ -17,12 +17,23 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    ClusterDownError,
+    MaxConnectionsError,
+    NoPermissionError,
+    RedisClusterException,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.testing import capture_logs
 
 from cfn_client.errors import ConfigError, StoreUnavailable
 from cfn_daemon.config import RedisConfig
 from cfn_daemon.store import EmbeddedRedis, EmbeddedStartError, Store
+from cfn_daemon.store.client import is_unavailable_error
 from tests.redis_servers import (
     RedisFactory,
     RedisProcess,
@@ -78,8 +89,9 @@ async def roundtrip(store: Store, value: bytes = b"v") -> bytes | None:
     key = f"{store.keys.prefix}:probe"
     async with store.guard():
         await store.redis.set(key, value, ex=60)
-        got: bytes | None = await store.redis.get(key)
+        got = await store.redis.get(key)
         await store.redis.delete(key)
+    assert got is None or isinstance(got, bytes)
     return got
 
 
@@ -96,6 +108,53 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+# --------------------------------------------------------------------------- error classes
+
+
+def _pool_timeout() -> RedisConnectionError:
+    try:
+        try:
+            raise TimeoutError
+        except TimeoutError as cause:
+            raise RedisConnectionError("No connection available.") from cause
+    except RedisConnectionError as exc:
+        return exc
+
+
+def _cluster_unreachable() -> RedisClusterException:
+    try:
+        try:
+            raise RedisConnectionError("Error 111 connecting")
+        except RedisConnectionError as cause:
+            raise RedisClusterException("Redis Cluster cannot be connected.") from cause
+    except RedisClusterException as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "outage"),
+    [
+        (RedisConnectionError("refused"), True),
+        (AuthenticationError("invalid password"), True),
+        (BusyLoadingError("LOADING"), True),
+        (RedisTimeoutError("Timeout reading from socket"), True),
+        (TimeoutError(), True),
+        (ConnectionRefusedError(111, "refused"), True),
+        (ClusterDownError("CLUSTERDOWN"), True),
+        (_cluster_unreachable(), True),
+        (RedisClusterException("All slots are not covered after query all startup_nodes."), True),
+        (ResponseError("WRONGTYPE"), False),
+        (NoPermissionError("NOPERM"), False),
+        (RedisClusterException("No way to dispatch this command"), False),
+        (MaxConnectionsError("Too many connections"), False),
+        (_pool_timeout(), False),
+        (ValueError("x"), False),
+    ],
+)
+def test_error_classification(exc: BaseException, outage: bool) -> None:
+    assert is_unavailable_error(exc) is outage
 
 
 # --------------------------------------------------------------------------- embedded server
@@ -296,8 +355,25 @@ async def test_store_embedded(state_dir: Path) -> None:
     assert not pid_alive(pid)
 
 
+async def test_store_reports_a_crashed_embedded_server(state_dir: Path) -> None:
+    async with Store.open(fast_cfg(), state_dir, {}) as store, health_running(store):
+        assert store.embedded is not None
+        assert store.embedded.pid is not None
+        os.kill(store.embedded.pid, signal.SIGKILL)
+        async with asyncio.timeout(WAIT_S):
+            assert await store.embedded.wait() == -signal.SIGKILL
+            await store.wait_unavailable()
+        status = await store.status()
+        assert status.embedded_pid is None
+        assert status.error is not None
+        assert "embedded redis-server exited with code -9" in status.error
+        assert str(store.embedded.log_path) in status.error
+        with pytest.raises(StoreUnavailable, match="exited"):
+            store.check()
+
+
 async def test_store_embedded_rejects_external_settings(state_dir: Path) -> None:
-    with pytest.raises(ConfigError, match="redis.username"):
+    with pytest.raises(ConfigError, match=r"redis\.username"):
         async with Store.open(fast_cfg(username="cfn"), state_dir, {}):
             pass
 
@@ -325,10 +401,15 @@ async def test_store_external_unix(redis_factory: RedisFactory, state_dir: Path)
         assert await roundtrip(store) == b"v"
         # Command errors pass through the guard and do not mark the store down.
         key = f"{store.keys.prefix}:list"
-        with pytest.raises(ResponseError):
+
+        async def wrong_type() -> None:
             async with store.guard():
                 await store.redis.lpush(key, b"x")
                 await store.redis.incr(key)
+
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await wrong_type()
+        await store.redis.delete(key)
         assert store.available
         status = await store.status()
         assert (status.aof_enabled, status.rdb_saves) == (False, "")
@@ -517,18 +598,25 @@ async def test_run_health_returns_promptly_on_stop(
     redis_factory: RedisFactory, state_dir: Path
 ) -> None:
     server = redis_factory()
-    cfg = fast_cfg(url=server.url, health_interval_s=60.0, retry_max_s=60.0)
+    cfg = fast_cfg(url=server.url, connect_timeout_s=30.0, command_timeout_s=30.0)
     async with Store.open(cfg, state_dir, {}) as store:
-        stop = asyncio.Event()
-        task = asyncio.create_task(store.run_health(stop))
+        assert server.pid is not None
+        # Frozen server: the loop's first PING hangs (up to 60 s with these timeouts).
+        os.kill(server.pid, signal.SIGSTOP)
         try:
-            await asyncio.sleep(0)  # let it probe and start waiting
-            stop.set()
-            async with asyncio.timeout(2.0):
-                await task
+            stop = asyncio.Event()
+            task = asyncio.create_task(store.run_health(stop))
+            try:
+                await asyncio.sleep(0)  # the task runs up to its first wait: the probe
+                assert not task.done()
+                stop.set()
+                async with asyncio.timeout(2.0):
+                    await task
+            finally:
+                task.cancel()
+                await asyncio.wait({task})
         finally:
-            task.cancel()
-            await asyncio.wait({task})
+            os.kill(server.pid, signal.SIGCONT)
 
 
 async def test_pool_exhaustion_is_not_an_outage(
@@ -537,8 +625,9 @@ async def test_pool_exhaustion_is_not_an_outage(
     server = redis_factory()
     cfg = fast_cfg(url=server.url, pool_size=1, command_timeout_s=0.2)
     async with Store.open(cfg, state_dir, {}) as store:
+        assert isinstance(store.redis, aioredis.Redis)
         pool = store.redis.connection_pool
-        held = await pool.get_connection()
+        held = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             with pytest.raises(StoreUnavailable) as info:
                 async with store.guard():
@@ -572,7 +661,9 @@ async def test_tls(redis_factory: RedisFactory, state_dir: Path, tls_files: TlsF
         assert "certificate" in str((await store.status()).error).lower()
 
 
-async def test_mutual_tls(redis_factory: RedisFactory, state_dir: Path, tls_files: TlsFiles) -> None:
+async def test_mutual_tls(
+    redis_factory: RedisFactory, state_dir: Path, tls_files: TlsFiles
+) -> None:
     server = redis_factory(tls=tls_files, tls_auth_clients=True)
     ca = str(tls_files.ca_cert)
     async with Store.open(fast_cfg(url=server.url, tls_ca_file=ca), state_dir, {}) as store:
@@ -588,15 +679,18 @@ async def test_mutual_tls(redis_factory: RedisFactory, state_dir: Path, tls_file
         assert await roundtrip(store) == b"v"
 
 
-@pytest.mark.parametrize("form", ["url", "nodes"])
-async def test_cluster(redis_factory: RedisFactory, state_dir: Path, form: str) -> None:
+async def test_cluster(redis_factory: RedisFactory, state_dir: Path) -> None:
+    # One server for both forms: a cluster node needs ~2 s after start to accept writes.
     server: RedisProcess = redis_factory(cluster=True)
     node = f"127.0.0.1:{server.port}"
-    cfg = (
-        fast_cfg(url=f"redis+cluster://{node}")
-        if form == "url"
-        else fast_cfg(cluster_nodes=[f"redis://{node}"])
-    )
+    for cfg in (
+        fast_cfg(url=f"redis+cluster://{node}"),
+        fast_cfg(cluster_nodes=[f"redis://{node}"]),
+    ):
+        await _check_cluster_store(cfg, state_dir)
+
+
+async def _check_cluster_store(cfg: RedisConfig, state_dir: Path) -> None:
     async with Store.open(cfg, state_dir, {}) as store:
         assert store.mode == "cluster"
         assert store.available

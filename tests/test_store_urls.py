@@ -298,7 +298,7 @@ def test_embedded_selection() -> None:
     assert uses_embedded(cfg())
     assert not uses_embedded(cfg(url="redis://h:1"))
     assert not uses_embedded(cfg(cluster_nodes=["redis://h:1"]))
-    with pytest.raises(ValueError, match="embedded|url"):
+    with pytest.raises(ValueError, match=r"embedded|url"):
         resolve(cfg(), NO_ENV)
 
 

@@ -1,4 +1,5 @@
-"""Build redis-py asyncio clients from ``ConnectionParams`` (no I/O: clients connect lazily)."""
+"""redis-py specifics: build asyncio clients from ``ConnectionParams`` (no I/O: clients
+connect lazily) and classify their errors (outage vs. usage error vs. busy pool)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,14 @@ from redis.asyncio.connection import (
 )
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    MaxConnectionsError,
+    RedisClusterException,
+    SlotNotCoveredError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cfn_daemon.config import RedisConfig
 from cfn_daemon.store.urls import ConnectionParams
@@ -24,6 +33,16 @@ Client: TypeAlias = "Redis | RedisCluster"
 # redis-py retries a command this many times on a transient connection error before
 # the error reaches Store.guard (which then reports the store unavailable).
 COMMAND_RETRIES = 2
+
+# Errors meaning "Redis cannot be reached", as opposed to a bad command or a full pool.
+# (OSError covers the builtin TimeoutError raised by asyncio.timeout as well.)
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    ClusterDownError,
+    SlotNotCoveredError,
+)
 
 
 def build_client(
@@ -83,3 +102,39 @@ def build_client(
         **common,
     )
     return Redis.from_pool(pool)
+
+
+def is_unavailable_error(exc: BaseException) -> bool:
+    """True if ``exc`` means Redis cannot be reached or used right now (as opposed to a
+    bad command, a wrong type or a busy connection pool)."""
+    if is_pool_exhausted(exc):
+        return False
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return True
+    if isinstance(exc, RedisClusterException):
+        # "Redis Cluster cannot be connected" wraps the connection error; "All slots
+        # are not covered" means a node is missing. Others are usage errors.
+        return isinstance(exc.__cause__, UNAVAILABLE_ERRORS) or str(exc).startswith(
+            "All slots are not covered"
+        )
+    return False
+
+
+def is_pool_exhausted(exc: BaseException) -> bool:
+    """True if no pooled connection became free in time (Redis itself may be fine)."""
+    # BlockingConnectionPool raises ConnectionError("No connection available.") from
+    # an asyncio timeout, the cluster's pools MaxConnectionsError: the pool is busy,
+    # Redis itself may be fine.
+    if isinstance(exc, MaxConnectionsError):
+        return True
+    return (
+        type(exc) is RedisConnectionError
+        and isinstance(exc.__cause__, TimeoutError)
+        and "No connection available" in str(exc)
+    )
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` for logs and status (some errors have an empty message)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -72,6 +72,17 @@ class EmbeddedRedis:
         proc = self._proc
         return proc.pid if proc is not None and proc.returncode is None else None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the server has died on its own (a crash), else None."""
+        return self._proc.returncode if self._proc is not None else None
+
+    async def wait(self) -> int:
+        """Wait until the server exits (e.g. to supervise it); returns its exit code."""
+        if self._proc is None:
+            raise RuntimeError("EmbeddedRedis is not running")
+        return await self._proc.wait()
+
     async def __aenter__(self) -> EmbeddedRedis:
         await self.start()
         return self

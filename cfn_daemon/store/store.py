@@ -17,21 +17,19 @@ from typing import Any
 
 import structlog
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import (
-    ClusterDownError,
-    MaxConnectionsError,
-    RedisClusterException,
-    RedisError,
-    SlotNotCoveredError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
 
 from cfn_client.errors import StoreUnavailable
 from cfn_client.protocol import StoreStatus
 from cfn_daemon.config import RedisConfig
 from cfn_daemon.constants import Keys
-from cfn_daemon.store.client import Client, build_client
+from cfn_daemon.store.client import (
+    Client,
+    build_client,
+    describe_error,
+    is_pool_exhausted,
+    is_unavailable_error,
+)
 from cfn_daemon.store.embedded import EmbeddedRedis
 from cfn_daemon.store.urls import (
     ConnectionParams,
@@ -44,19 +42,11 @@ from cfn_daemon.store.urls import (
 
 log = structlog.get_logger("cfn.store")
 
-# Errors meaning "Redis cannot be reached", as opposed to a bad command or a full pool.
-# (OSError covers the builtin TimeoutError raised by asyncio.timeout as well.)
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    OSError,
-    ClusterDownError,
-    SlotNotCoveredError,
-)
 # The probe client is separate from the main pool so that a pool full of blocking
 # reads (XREADGROUP BLOCK) cannot starve the health check into a false "down".
 PROBE_POOL_SIZE = 4
 _MAX_EXPONENT = 30
+_RECANCEL_S = 0.05
 
 
 class Store:
@@ -128,8 +118,10 @@ class Store:
             )
             yield
         finally:
-            await self.redis.aclose()
-            await self._probe_client.aclose()
+            try:
+                await self.redis.aclose()
+            finally:
+                await self._probe_client.aclose()
 
     # ------------------------------------------------------------------ state
 
@@ -164,6 +156,9 @@ class Store:
         """Run Redis calls; a connection failure marks the store down and raises
         ``StoreUnavailable``. Other Redis errors (bad command, WRONGTYPE) pass through.
 
+        A ``TimeoutError`` raised inside counts as an outage, so put a deadline of your
+        own (``asyncio.timeout``) outside the guard, not inside it.
+
         >>> async with store.guard():
         ...     await store.redis.hset(key, mapping=fields)
         """
@@ -171,7 +166,7 @@ class Store:
         try:
             yield
         except Exception as exc:
-            if _is_pool_exhausted(exc):
+            if is_pool_exhausted(exc):
                 raise self._pool_exhausted_error() from exc
             if not is_unavailable_error(exc):
                 raise
@@ -193,6 +188,8 @@ class Store:
                     await asyncio.wait({probe, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     await _cancel(probe)
+                if not probe.cancelled():
+                    probe.result()  # the probe catches Exception: anything else is a bug
                 if stop.is_set():
                     break
                 delay = self.cfg.health_interval_s if self._available else self.retry_in_s()
@@ -226,7 +223,7 @@ class Store:
             self._mark_unavailable(exc, wake=False)
             log.debug(
                 "store_probe_failed",
-                error=_describe(exc),
+                error=describe_error(exc),
                 attempt=self._failures,
                 retry_in_s=round(delay, 3),
             )
@@ -261,7 +258,7 @@ class Store:
     def _mark_unavailable(self, exc: BaseException, *, wake: bool = True) -> None:
         """Record a failure; ``wake`` (a failure seen outside the health loop) makes
         the loop re-probe at once instead of at the next interval."""
-        self._error = _describe(exc)
+        self._error = describe_error(exc)
         self._latency_ms = None
         if not self._available:
             return
@@ -281,15 +278,27 @@ class Store:
             retry_in_s=self.retry_in_s(),
         )
 
+    def _current_error(self) -> str | None:
+        # "connection refused" hides the real story when our own server crashed.
+        server = self.embedded
+        if server is not None and server.returncode is not None:
+            return (
+                f"the embedded redis-server exited with code {server.returncode}; "
+                f"see {server.log_path}"
+            )
+        return self._error
+
     def _unavailable_error(self) -> StoreUnavailable:
-        retry = self.retry_in_s()
+        # Never hint 0 (a probe is running right now): clients would spin.
+        retry = max(self.retry_in_s() or 0.0, self.cfg.retry_base_s)
+        error = self._current_error()
         return StoreUnavailable(
-            f"Redis at {self.display_url} is unavailable: {self._error}",
+            f"Redis at {self.display_url} is unavailable: {error}",
             details={
                 "retry_after_s": retry,
                 "url": self.display_url,
                 "mode": self.mode,
-                "error": self._error,
+                "error": error,
             },
         )
 
@@ -324,7 +333,7 @@ class Store:
                     self._mark_unavailable(exc)
                 elif isinstance(exc, RedisError | RedisClusterException):
                     # e.g. INFO denied by an ACL: report what is known, keep going.
-                    log.debug("store_status_partial", error=_describe(exc))
+                    log.debug("store_status_partial", error=describe_error(exc))
                 else:
                     raise
         return StoreStatus(
@@ -334,7 +343,7 @@ class Store:
             key_prefix=self.keys.prefix,
             version=self._version,
             latency_ms=self._latency_ms if self._available else None,
-            error=None if self._available else self._error,
+            error=None if self._available else self._current_error(),
             retry_in_s=self.retry_in_s(),
             embedded_pid=self.embedded.pid if self.embedded else None,
             aof_enabled=aof_enabled,
@@ -371,47 +380,16 @@ class Store:
 
 
 async def _cancel(task: asyncio.Future[Any]) -> None:
-    """Cancel ``task`` and wait for it; never swallows our own cancellation."""
-    if not task.done():
+    """Cancel ``task`` and wait until it is done; never swallows our own cancellation
+    (asyncio.wait propagates it, unlike ``suppress(CancelledError)`` around ``await``).
+
+    The cancel is repeated: on Python 3.11 ``asyncio.wait_for`` (used by redis-py to
+    send a command) drops a cancel that lands as the send completes (CPython
+    gh-86296). The loop is bounded by the probe's own deadline.
+    """
+    while not task.done():
         task.cancel()
-    # asyncio.wait does not raise the task's exception, but propagates our cancel.
-    await asyncio.wait({task})
-    if not task.cancelled():
-        task.exception()  # mark retrieved: an unexpected error was logged by the caller
-
-
-def is_unavailable_error(exc: BaseException) -> bool:
-    """True if ``exc`` means Redis cannot be reached or used right now (as opposed to a
-    bad command, a wrong type or a busy connection pool)."""
-    if _is_pool_exhausted(exc):
-        return False
-    if isinstance(exc, UNAVAILABLE_ERRORS):
-        return True
-    if isinstance(exc, RedisClusterException):
-        # "Redis Cluster cannot be connected" wraps the connection error; "All slots
-        # are not covered" means a node is missing. Others are usage errors.
-        return isinstance(exc.__cause__, UNAVAILABLE_ERRORS) or str(exc).startswith(
-            "All slots are not covered"
-        )
-    return False
-
-
-def _is_pool_exhausted(exc: BaseException) -> bool:
-    # BlockingConnectionPool raises ConnectionError("No connection available.") from
-    # an asyncio timeout, the cluster's pools MaxConnectionsError: the pool is busy,
-    # Redis itself may be fine.
-    if isinstance(exc, MaxConnectionsError):
-        return True
-    return (
-        type(exc) is RedisConnectionError
-        and isinstance(exc.__cause__, TimeoutError)
-        and "No connection available" in str(exc)
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        await asyncio.wait({task}, timeout=_RECANCEL_S)
 
 
 def _text(value: Any) -> str | None:
