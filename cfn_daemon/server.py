@@ -412,6 +412,17 @@ class _Session:
             else:
                 result = await server.router.handlers[op](ctx, args)
                 await self._send(Response(id=rid, ok=True, result=result), frame.framing)
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            if server._draining:
+                # Tell the client why rather than just dropping the connection.
+                err = ShuttingDown(
+                    f"{op} was cancelled: cfnd is shutting down and the "
+                    "shutdown grace period ran out"
+                )
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(self._send(error_response(rid, err), frame.framing), 1)
+            raise
         except CfnError as err:
             outcome = err.instance_code
             server.stats.errors_total += 1

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import structlog.testing
 
 from cfn_client.errors import Conflict
 from cfn_client.protocol import (
@@ -253,3 +254,57 @@ def test_role_resolver() -> None:
     assert RoleResolver(AuthConfig(default_role="viewer")).resolve(nobody, nobody)[1] == (
         Role.viewer
     )
+
+
+async def test_sigterm_drain_answers_inflight_requests(daemon_factory: DaemonFactory) -> None:
+    d = await daemon_factory(**{"daemon.shutdown_grace_s": 10.0})
+    entered, release = asyncio.Event(), asyncio.Event()
+    original = d.router.handlers["ping"]
+
+    async def slow_ping(ctx: Any, args: Any) -> Any:
+        entered.set()
+        await release.wait()
+        return await original(ctx, args)
+
+    d.router.handlers["ping"] = slow_ping
+    raw = await RawClient.open(d.socket_path)
+    await raw.send(Request(id=1, op="ping"))
+    await entered.wait()
+    d.request_stop()
+    # While draining, a new request is refused with a specific error...
+    await raw.send(Request(id=2, op="status"))
+    refused = await raw.recv()
+    assert refused is not None
+    assert (refused["id"], refused["error"]["code"]) == (2, "shutting_down")
+    # ...and the one in flight still gets its answer.
+    release.set()
+    answered = await raw.recv()
+    assert answered is not None
+    assert (answered["id"], answered["ok"]) == (1, True)
+    await raw.close()
+
+
+async def test_grace_expiry_cancels_and_logs_what_was_running(
+    daemon_factory: DaemonFactory,
+) -> None:
+    d = await daemon_factory(**{"daemon.shutdown_grace_s": 0.2, "daemon.shutdown_hard_s": 5.0})
+    entered = asyncio.Event()
+
+    async def stuck(ctx: Any, args: Any) -> Any:
+        entered.set()
+        await asyncio.Event().wait()  # never finishes by itself
+
+    d.router.handlers["doctor"] = stuck
+    raw = await RawClient.open(d.socket_path)
+    await raw.send(Request(id=1, op="doctor"))
+    await entered.wait()
+    with structlog.testing.capture_logs() as logs:
+        d.request_stop()
+        reply = await raw.recv()  # cancelled after the grace period, and told so
+        assert reply is not None
+        assert reply["error"]["code"] == "shutting_down"
+        assert "grace period ran out" in reply["error"]["message"]
+        assert await raw.recv() is None
+    await raw.close()
+    expired = [e for e in logs if e["event"] == "shutdown_grace_expired"]
+    assert [e["still_running"] for e in expired] == [["doctor"]]
