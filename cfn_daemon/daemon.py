@@ -170,6 +170,8 @@ class Daemon:
             tg.create_task(self.store.run_health(self._stop), name="store-health")
             tg.create_task(self._store_watch(), name="store-watch")
             tg.create_task(self._reloader(), name="config-reload")
+            if self.store.embedded is not None:
+                tg.create_task(self._supervise_embedded(), name="embedded-redis")
             if self.notifier.watchdog_interval_s:
                 tg.create_task(self._watchdog(self.notifier.watchdog_interval_s), name="watchdog")
             self.ready.set()
@@ -225,6 +227,33 @@ class Daemon:
                 continue
             log.info("config_reloaded", needs_restart=restart)
             self.notifier.notify("READY=1", "STATUS=config reloaded")
+
+    async def _supervise_embedded(self) -> None:
+        """Restart the private redis-server if it dies (with backoff); AOF brings the data."""
+        embedded = self.store.embedded
+        assert embedded is not None
+        failures = 0
+        while not self._stop.is_set():
+            if embedded.pid is not None:
+                if not await until_stopped(embedded.wait(), self._stop):
+                    return
+                log.error(
+                    "embedded_redis_died",
+                    returncode=embedded.returncode,
+                    log=str(embedded.log_path),
+                )
+            delay_s = min(0.2 * 2**failures, 30.0)
+            failures += 1
+            if not await until_stopped(asyncio.sleep(delay_s), self._stop):
+                return
+            try:
+                await embedded.stop()  # reaps the dead process
+                await embedded.start()
+            except CfnError as exc:
+                log.error("embedded_redis_restart_failed", error=str(exc), attempt=failures)
+                continue
+            log.info("embedded_redis_restarted", pid=embedded.pid, attempt=failures)
+            failures = 0
 
     async def _watchdog(self, interval_s: float) -> None:
         while await until_stopped(asyncio.sleep(interval_s), self._stop):

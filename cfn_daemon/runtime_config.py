@@ -163,6 +163,8 @@ class ConfigManager:
             value = flat[k]
             if k == "redis.url" and isinstance(value, str):
                 value = redact_url(value)
+            elif k == "daemon.socket_mode" and isinstance(value, int):
+                value = f"0o{value:03o}"  # as written in TOML; 432 means nothing to people
             out.append(
                 ConfigEntry(key=k, value=value, source=self.loaded.sources.get(k, "default"))
             )

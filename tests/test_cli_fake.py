@@ -91,6 +91,8 @@ def test_config_set_show_reset(fake: FakeCfnd) -> None:
     code, out, _ = run(fake, "config", "reset", "--yes")
     assert (code, out.strip()) == (0, "reset 1 runtime override(s): loop.gate_threshold")
     code, out, _ = run(fake, "--json", "config", "reset")
+    assert code == 2  # a script must say --yes to wipe every override
+    code, out, _ = run(fake, "--json", "config", "reset", "--yes")
     assert (code, json.loads(out)) == (0, {"reset": []})
 
 

@@ -62,7 +62,7 @@ def cfnctl_json(cfnd: HasSocket, *args: str) -> tuple[int, Any]:
         ["config", "show", "loop.gate_threshold"],
         ["config", "set", "loop.max_loop2", "5"],
         ["config", "reset", "loop.max_loop2"],
-        ["config", "reset"],
+        ["config", "reset", "--yes"],
         ["config", "validate"],
     ],
 )
@@ -146,9 +146,10 @@ def test_config_set_rejects_out_of_range_value(cfnd: HasSocket) -> None:
 def test_config_reset(cfnd: HasSocket) -> None:
     assert cfnctl(cfnd, "config", "set", "loop.gate_threshold", "0.8").returncode == 0
     assert cfnctl(cfnd, "config", "set", "loop.max_loop3", "4").returncode == 0
-    # Declining the prompt changes nothing.
-    proc = cfnctl(cfnd, "config", "reset", input="n\n")
-    assert proc.returncode == 1
+    # Without a terminal to confirm on, resetting everything needs --yes; nothing changes.
+    proc = cfnctl(cfnd, "config", "reset", input="y\n")
+    assert proc.returncode == 2
+    assert "--yes" in proc.stderr
     _, doc = cfnctl_json(cfnd, "config", "show", "loop.gate_threshold")
     assert doc["entries"][0]["source"] == "runtime"
     # One key.

@@ -329,7 +329,10 @@ def test_doctor_without_daemon_explains_each_local_failure(sock_dir: Path) -> No
     assert [c["name"] for c in doc["checks"]] == ["socket.exists", "socket.type"]
 
 
-def test_reset_all_asks_first_but_never_with_json(sock_dir: Path) -> None:
+def test_reset_all_asks_on_a_terminal(sock_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cfn_client.commands import config as config_cmd
+
+    monkeypatch.setattr(config_cmd, "interactive", lambda: True)
     sock = str(sock_dir / "x.sock")
     code, _, err = run("--socket", sock, "config", "reset", input="n\n")
     assert code == 1
@@ -337,9 +340,17 @@ def test_reset_all_asks_first_but_never_with_json(sock_dir: Path) -> None:
     # Confirmed: it goes on to connect (and finds no daemon).
     code, _, err = run("--socket", sock, "config", "reset", input="y\n")
     assert code == EXIT_UNREACHABLE
-    code, out, err = run("--socket", sock, "--json", "config", "reset")
+
+
+def test_reset_all_without_terminal_or_with_json_needs_yes(sock_dir: Path) -> None:
+    sock = str(sock_dir / "x.sock")
+    for args in (["config", "reset"], ["--json", "config", "reset"]):
+        code, out, err = run("--socket", sock, *args, input="y\n")
+        assert code == 2
+        assert "--yes" in out + err
+        assert "Reset every" not in out + err
+    code, _, err = run("--socket", sock, "--json", "config", "reset", "--yes")
     assert code == EXIT_UNREACHABLE
-    assert "Reset every" not in out + err
     code, _, err = run("--socket", sock, "config", "reset", "loop.gate_threshold")
     assert code == EXIT_UNREACHABLE
     assert "Reset every" not in err

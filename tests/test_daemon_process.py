@@ -183,3 +183,9 @@ def test_sighup_reloads_config_file(cfnd_factory: CfndFactory, tmp_path: Path) -
     res = cfnctl(proc.socket, "--json", "config", "show", "loop.max_loop2")
     assert json.loads(res.stdout)["entries"][0]["value"] == 6
     assert proc.stop() == 0
+
+
+def test_systemd_watchdog_pings(cfnd_factory: CfndFactory) -> None:
+    proc = cfnd_factory("--redis-url", SHARED_REDIS, env={"WATCHDOG_USEC": "200000"})
+    proc.wait_for("WATCHDOG=1", timeout_s=10)
+    assert proc.stop() == 0

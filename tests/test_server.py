@@ -308,3 +308,20 @@ async def test_grace_expiry_cancels_and_logs_what_was_running(
     await raw.close()
     expired = [e for e in logs if e["event"] == "shutdown_grace_expired"]
     assert [e["still_running"] for e in expired] == [["doctor"]]
+
+
+async def test_embedded_redis_is_restarted_after_a_crash(daemon_factory: DaemonFactory) -> None:
+    d = await daemon_factory(redis_url=None)
+    embedded = d.store.embedded
+    assert embedded is not None
+    old_pid = embedded.pid
+    assert old_pid is not None
+    os.kill(old_pid, 9)
+    await asyncio.wait_for(d.store.wait_unavailable(), 10)
+    await asyncio.wait_for(d.store.wait_available(), 20)
+    assert embedded.pid not in (None, old_pid)
+    raw = await RawClient.open(d.socket_path)
+    status = (await raw.call("status"))["result"]
+    assert status["store"]["available"] is True
+    assert status["store"]["embedded_pid"] == embedded.pid
+    await raw.close()

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from cfn_client import render
 from cfn_client.commands import CliEnv, pass_env
 from cfn_client.errors import EXIT_ERROR, ConfigError
+
+
+def interactive() -> bool:
+    """Whether a person can answer a prompt (stdin is a terminal)."""
+    return sys.stdin.isatty()
 
 
 @click.group()
@@ -45,9 +52,12 @@ def set_(env: CliEnv, key: str, value: str) -> None:
 def reset(env: CliEnv, key: str | None, yes: bool) -> None:
     """Drop the runtime override of KEY, or of every key (asks first unless --yes).
 
-    With --json it never prompts: scripts must not hang on a question.
+    Without a terminal to ask on (or with --json), resetting every key needs --yes:
+    a script must neither hang on a question nor wipe overrides by accident.
     """
-    if key is None and not (yes or env.json):
+    if key is None and not yes:
+        if env.json or not interactive():
+            raise click.UsageError("resetting every override needs --yes (or name a KEY)")
         click.confirm("Reset every runtime override?", abort=True, err=True)
     result = env.call(lambda c: c.config_reset(key))
     env.emit(result, lambda: render.config_reset(result))
