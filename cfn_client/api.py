@@ -7,6 +7,10 @@
     async with AsyncClient() as cfn:          # asyncio or trio
         results = await cfn.ping()
 
+    with Client() as cfn, cfn.events_follow(types=["task.failed"]) as events:
+        for event in events:                  # typed ``Event``s until cfnd ends the stream
+            print(event.data)
+
 Arguments are checked against the op's schema before anything is sent, so a
 typo fails locally with ``InvalidArgs`` naming the field. Adding an op is one
 method per class: ``return self._op("name", NameResult, **args)``.
@@ -14,7 +18,9 @@ method per class: ``return self._op("name", NameResult, **args)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -23,9 +29,9 @@ import msgspec
 
 from cfn_client.connection import DEFAULT_TIMEOUT_S, SyncConnection, SyncEventStream
 from cfn_client.errors import CfnError, ProtocolError
+from cfn_client.ops import OPS
 from cfn_client.paths import default_socket_path
 from cfn_client.protocol import (
-    OPS,
     Args,
     ConfigResetResult,
     ConfigSetResult,
@@ -38,6 +44,25 @@ from cfn_client.protocol import (
     StatusResult,
     decode_args,
 )
+from cfn_client.swarm_schema import (
+    AgentInfo,
+    AgentListResult,
+    AgentRole,
+    CountResult,
+    DeliveriesResult,
+    Event,
+    EventsResult,
+    Priority,
+    Strategy,
+    SwarmDestroyResult,
+    SwarmInfo,
+    SwarmListResult,
+    SwarmScaleResult,
+    SwarmStatusResult,
+    TaskInfo,
+    TaskListResult,
+    Topology,
+)
 
 if TYPE_CHECKING:
     # Imported lazily at run time: scripts using only Client (and cfnctl) never load anyio.
@@ -45,7 +70,18 @@ if TYPE_CHECKING:
 
 R = TypeVar("R", bound=Result)
 
-__all__ = ["AsyncClient", "Client", "build_args", "decode_result"]
+__all__ = [
+    "AsyncClient",
+    "AsyncEventFollow",
+    "Client",
+    "EventFollow",
+    "build_args",
+    "decode_result",
+    "wait_request_timeout",
+]
+
+# A wait's reply comes when the wait ends: allow at least this much on top for the reply.
+WAIT_MARGIN_S = 5.0
 
 
 def build_args(op: str, args: Mapping[str, Any]) -> Args | dict[str, Any]:
@@ -69,6 +105,108 @@ def decode_result(op: str, raw: Any, result_type: type[R] | None = None) -> Any:
             "is cfnctl older than the daemon?",
             details={"op": op},
         ) from None
+
+
+def wait_request_timeout(wait_s: float | None, reply_timeout_s: float) -> float:
+    """How long to wait for the reply to a request that itself waits ``wait_s`` (None: no limit)."""
+    if wait_s is None:
+        return math.inf
+    return wait_s + max(reply_timeout_s, WAIT_MARGIN_S)
+
+
+def _events_args(
+    swarm: str | None, since_ms: int | None, types: Iterable[str], limit: int
+) -> dict[str, Any]:
+    return {"swarm": swarm, "since_ms": since_ms, "types": list(types), "limit": limit}
+
+
+class EventFollow(Iterator[Event]):
+    """``events.follow`` on a blocking client: iterate for ``Event``s until the daemon ends it.
+
+    Leaving early (``close()``, the end of a ``with`` block, Ctrl-C) closes the
+    connection, which is how cfnd learns to stop; the Client reconnects on its next call.
+    """
+
+    def __init__(self, raw: SyncEventStream) -> None:
+        self._raw = raw
+
+    @property
+    def done(self) -> bool:
+        """True once the stream ended (daemon's final response, or ``close()``)."""
+        return self._raw.done
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Event:
+        event: Event = decode_result("events.follow", next(self._raw), Event)
+        return event
+
+    def close(self) -> None:
+        """Stop following."""
+        self._raw.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncEventFollow:
+    """``events.follow`` on an async client, over a connection of its own.
+
+    ``async with cfn.events_follow() as events: async for event in events: ...``.
+    The dedicated connection is closed on exit, so cfnd stops sending even when the
+    caller leaves early; the client's shared connection is never tied up.
+    """
+
+    def __init__(self, socket_path: Path, timeout_s: float, args: Args | dict[str, Any]) -> None:
+        self._socket_path = socket_path
+        self._timeout_s = timeout_s
+        self._args = args
+        self._stack: AsyncExitStack | None = None
+        self._raw: AsyncEventStream | None = None
+
+    async def __aenter__(self) -> Self:
+        from cfn_client.async_connection import AsyncConnection
+
+        stack = AsyncExitStack()
+        try:
+            conn = await stack.enter_async_context(
+                AsyncConnection(self._socket_path, timeout_s=self._timeout_s)
+            )
+            raw = conn.stream("events.follow", self._args, math.inf)
+            self._raw = await stack.enter_async_context(raw)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._raw is None:
+            raise CfnError("use `async with cfn.events_follow() as events` before iterating")
+        event: Event = decode_result("events.follow", await self._raw.__anext__(), Event)
+        return event
 
 
 class _ClientBase:
@@ -159,10 +297,208 @@ class Client(_ClientBase):
         """Validate TOML ``text`` (reported as ``name``), or the daemon's effective config."""
         return self._op("config.validate", ConfigValidateResult, text=text, name=name)
 
+    # -- swarms
+
+    def swarm_init(
+        self,
+        topology: Topology,
+        max_agents: int,
+        *,
+        strategy: Strategy = "balanced",
+        name: str | None = None,
+        force: bool = False,
+    ) -> SwarmInfo:
+        """Create a swarm of up to ``max_agents`` (2-50).
+
+        ``force`` goes ahead where cfnd would otherwise refuse.
+        """
+        return self._op(
+            "swarm.init", SwarmInfo, topology=topology, max_agents=max_agents,
+            strategy=strategy, name=name, force=force,
+        )  # fmt: skip
+
+    def swarm_list(self) -> SwarmListResult:
+        """Every swarm."""
+        return self._op("swarm.list", SwarmListResult)
+
+    def swarm_status(self, swarm: str | None = None, verbose: bool = False) -> SwarmStatusResult:
+        """A swarm with its agents, queue lengths and task counts (None: the only swarm)."""
+        return self._op("swarm.status", SwarmStatusResult, swarm=swarm, verbose=verbose)
+
+    def swarm_scale(
+        self, agents: int, *, swarm: str | None = None, type: str = "shell", force: bool = False
+    ) -> SwarmScaleResult:
+        """Scale to ``agents``: up spawns ``type`` agents, down drains idle ones first
+        (busy ones are stopped only with ``force``)."""
+        return self._op(
+            "swarm.scale", SwarmScaleResult, swarm=swarm, agents=agents, type=type, force=force
+        )
+
+    def swarm_destroy(self, swarm: str | None = None, force: bool = False) -> SwarmDestroyResult:
+        """Stop a swarm's agents and delete it (``force``: even with busy agents)."""
+        return self._op("swarm.destroy", SwarmDestroyResult, swarm=swarm, force=force)
+
+    def swarm_reset(self, swarm: str | None = None, force: bool = False) -> SwarmDestroyResult:
+        """Reset a swarm to empty (admin only; cfnd refuses without ``force``)."""
+        return self._op("swarm.reset", SwarmDestroyResult, swarm=swarm, force=force)
+
+    def swarm_broadcast(
+        self, message: str, *, swarm: str | None = None, from_agent: str | None = None
+    ) -> DeliveriesResult:
+        """Send ``message`` to every agent of the swarm along the topology."""
+        return self._op(
+            "swarm.broadcast", DeliveriesResult, swarm=swarm, message=message,
+            from_agent=from_agent,
+        )  # fmt: skip
+
+    # -- agents
+
+    def agent_create(
+        self,
+        type: str,
+        *,
+        swarm: str | None = None,
+        task: str | None = None,
+        role: AgentRole | None = None,
+        capabilities: Iterable[str] = (),
+        count: int = 1,
+    ) -> AgentListResult:
+        """Spawn ``count`` agents of ``type`` (optionally starting on ``task``)."""
+        return self._op(
+            "agent.create", AgentListResult, swarm=swarm, type=type, task=task, role=role,
+            capabilities=list(capabilities), count=count,
+        )  # fmt: skip
+
+    def agent_list(self, swarm: str | None = None, status: str | None = None) -> AgentListResult:
+        """A swarm's agents, optionally only those with ``status``."""
+        return self._op("agent.list", AgentListResult, swarm=swarm, status=status)
+
+    def agent_status(self, agent: str, swarm: str | None = None) -> AgentInfo:
+        """One agent."""
+        return self._op("agent.status", AgentInfo, swarm=swarm, agent=agent)
+
+    def agent_terminate(
+        self, agent: str, swarm: str | None = None, force: bool = False
+    ) -> AgentInfo:
+        """Stop an agent once idle (``force``: now, failing its current task over)."""
+        return self._op("agent.terminate", AgentInfo, swarm=swarm, agent=agent, force=force)
+
+    def agent_restart(self, agent: str, swarm: str | None = None) -> AgentInfo:
+        """Restart an agent's process."""
+        return self._op("agent.restart", AgentInfo, swarm=swarm, agent=agent)
+
+    def agent_reset(self, agent: str, swarm: str | None = None) -> AgentInfo:
+        """Reset an agent's state (e.g. after it failed)."""
+        return self._op("agent.reset", AgentInfo, swarm=swarm, agent=agent)
+
+    def agent_send(
+        self, from_agent: str, to_agent: str, message: str, swarm: str | None = None
+    ) -> DeliveriesResult:
+        """Send ``message`` between two agents; the delivery's path follows the topology."""
+        return self._op(
+            "agent.send", DeliveriesResult, swarm=swarm, from_agent=from_agent,
+            to_agent=to_agent, message=message,
+        )  # fmt: skip
+
+    # -- tasks
+
+    def task_submit(
+        self,
+        text: str,
+        *,
+        swarm: str | None = None,
+        type: str = "shell",
+        priority: Priority = "normal",
+        timeout_s: float | None = None,
+        max_attempts: int | None = None,
+    ) -> TaskInfo:
+        """Queue a task; ``timeout_s`` bounds each attempt (None: the daemon's default)."""
+        return self._op(
+            "task.submit", TaskInfo, swarm=swarm, text=text, type=type, priority=priority,
+            timeout_s=timeout_s, max_attempts=max_attempts,
+        )  # fmt: skip
+
+    def task_list(
+        self, swarm: str | None = None, status: str | None = None, limit: int = 100
+    ) -> TaskListResult:
+        """A swarm's tasks, optionally only those with ``status``."""
+        return self._op("task.list", TaskListResult, swarm=swarm, status=status, limit=limit)
+
+    def task_status(self, task: str, swarm: str | None = None) -> TaskInfo:
+        """One task, with its result once finished."""
+        return self._op("task.status", TaskInfo, swarm=swarm, task=task)
+
+    def task_cancel(self, task: str, swarm: str | None = None) -> TaskInfo:
+        """Cancel a queued or running task."""
+        return self._op("task.cancel", TaskInfo, swarm=swarm, task=task)
+
+    def task_retry(self, task: str, swarm: str | None = None) -> TaskInfo:
+        """Queue a finished (failed, cancelled, dead) task again."""
+        return self._op("task.retry", TaskInfo, swarm=swarm, task=task)
+
+    def task_wait(
+        self,
+        tasks: Iterable[str] = (),
+        *,
+        all: bool = False,
+        timeout_s: float | None = None,
+        swarm: str | None = None,
+    ) -> TaskListResult:
+        """Block until ``tasks`` (or ``all`` of the swarm's) finished, or ``timeout_s`` passed
+        (None: no limit); tasks still unfinished then come back with their current status."""
+        return self._call(
+            "task.wait", TaskListResult,
+            {"swarm": swarm, "tasks": list(tasks), "all": all, "timeout_s": timeout_s},
+            wait_request_timeout(timeout_s, self.timeout_s),
+        )  # fmt: skip
+
+    def task_clean(self, swarm: str | None = None, older_than_s: float = 0) -> CountResult:
+        """Delete finished tasks older than ``older_than_s``; returns how many."""
+        return self._op("task.clean", CountResult, swarm=swarm, older_than_s=float(older_than_s))
+
+    def dlq_list(self, swarm: str | None = None, limit: int = 100) -> TaskListResult:
+        """Dead tasks (out of attempts)."""
+        return self._op("dlq.list", TaskListResult, swarm=swarm, limit=limit)
+
+    def dlq_requeue(self, task: str | None = None, swarm: str | None = None) -> CountResult:
+        """Queue a dead task again, or every dead task when ``task`` is None."""
+        return self._op("dlq.requeue", CountResult, swarm=swarm, task=task)
+
+    # -- events
+
+    def events_list(
+        self,
+        swarm: str | None = None,
+        since_ms: int | None = None,
+        types: Iterable[str] = (),
+        limit: int = 100,
+    ) -> EventsResult:
+        """A swarm's recent events, oldest first (``types``: only those)."""
+        return self._op("events.list", EventsResult, **_events_args(swarm, since_ms, types, limit))
+
+    def events_follow(
+        self,
+        swarm: str | None = None,
+        since_ms: int | None = None,
+        types: Iterable[str] = (),
+        limit: int = 100,
+    ) -> EventFollow:
+        """Live events: ``with cfn.events_follow() as events: for event in events: ...``.
+
+        There is no idle timeout; the connection serves nothing else meanwhile.
+        """
+        args = build_args("events.follow", _events_args(swarm, since_ms, types, limit))
+        return EventFollow(self._connection().stream("events.follow", args, math.inf))
+
     # -- internals
 
     def _op(self, op: str, result_type: type[R], /, **args: Any) -> R:
-        raw = self._connection().request(op, build_args(op, args))
+        return self._call(op, result_type, args)
+
+    def _call(
+        self, op: str, result_type: type[R], args: dict[str, Any], timeout_s: float | None = None
+    ) -> R:
+        raw = self._connection().request(op, build_args(op, args), timeout_s)
         out: R = decode_result(op, raw, result_type)
         return out
 
@@ -268,10 +604,220 @@ class AsyncClient(_ClientBase):
         """Validate TOML ``text`` (reported as ``name``), or the daemon's effective config."""
         return await self._op("config.validate", ConfigValidateResult, text=text, name=name)
 
+    # -- swarms
+
+    async def swarm_init(
+        self,
+        topology: Topology,
+        max_agents: int,
+        *,
+        strategy: Strategy = "balanced",
+        name: str | None = None,
+        force: bool = False,
+    ) -> SwarmInfo:
+        """Create a swarm of up to ``max_agents`` (2-50).
+
+        ``force`` goes ahead where cfnd would otherwise refuse.
+        """
+        return await self._op(
+            "swarm.init", SwarmInfo, topology=topology, max_agents=max_agents,
+            strategy=strategy, name=name, force=force,
+        )  # fmt: skip
+
+    async def swarm_list(self) -> SwarmListResult:
+        """Every swarm."""
+        return await self._op("swarm.list", SwarmListResult)
+
+    async def swarm_status(
+        self, swarm: str | None = None, verbose: bool = False
+    ) -> SwarmStatusResult:
+        """A swarm with its agents, queue lengths and task counts (None: the only swarm)."""
+        return await self._op("swarm.status", SwarmStatusResult, swarm=swarm, verbose=verbose)
+
+    async def swarm_scale(
+        self, agents: int, *, swarm: str | None = None, type: str = "shell", force: bool = False
+    ) -> SwarmScaleResult:
+        """Scale to ``agents``: up spawns ``type`` agents, down drains idle ones first
+        (busy ones are stopped only with ``force``)."""
+        return await self._op(
+            "swarm.scale", SwarmScaleResult, swarm=swarm, agents=agents, type=type, force=force
+        )
+
+    async def swarm_destroy(
+        self, swarm: str | None = None, force: bool = False
+    ) -> SwarmDestroyResult:
+        """Stop a swarm's agents and delete it (``force``: even with busy agents)."""
+        return await self._op("swarm.destroy", SwarmDestroyResult, swarm=swarm, force=force)
+
+    async def swarm_reset(
+        self, swarm: str | None = None, force: bool = False
+    ) -> SwarmDestroyResult:
+        """Reset a swarm to empty (admin only; cfnd refuses without ``force``)."""
+        return await self._op("swarm.reset", SwarmDestroyResult, swarm=swarm, force=force)
+
+    async def swarm_broadcast(
+        self, message: str, *, swarm: str | None = None, from_agent: str | None = None
+    ) -> DeliveriesResult:
+        """Send ``message`` to every agent of the swarm along the topology."""
+        return await self._op(
+            "swarm.broadcast", DeliveriesResult, swarm=swarm, message=message,
+            from_agent=from_agent,
+        )  # fmt: skip
+
+    # -- agents
+
+    async def agent_create(
+        self,
+        type: str,
+        *,
+        swarm: str | None = None,
+        task: str | None = None,
+        role: AgentRole | None = None,
+        capabilities: Iterable[str] = (),
+        count: int = 1,
+    ) -> AgentListResult:
+        """Spawn ``count`` agents of ``type`` (optionally starting on ``task``)."""
+        return await self._op(
+            "agent.create", AgentListResult, swarm=swarm, type=type, task=task, role=role,
+            capabilities=list(capabilities), count=count,
+        )  # fmt: skip
+
+    async def agent_list(
+        self, swarm: str | None = None, status: str | None = None
+    ) -> AgentListResult:
+        """A swarm's agents, optionally only those with ``status``."""
+        return await self._op("agent.list", AgentListResult, swarm=swarm, status=status)
+
+    async def agent_status(self, agent: str, swarm: str | None = None) -> AgentInfo:
+        """One agent."""
+        return await self._op("agent.status", AgentInfo, swarm=swarm, agent=agent)
+
+    async def agent_terminate(
+        self, agent: str, swarm: str | None = None, force: bool = False
+    ) -> AgentInfo:
+        """Stop an agent once idle (``force``: now, failing its current task over)."""
+        return await self._op("agent.terminate", AgentInfo, swarm=swarm, agent=agent, force=force)
+
+    async def agent_restart(self, agent: str, swarm: str | None = None) -> AgentInfo:
+        """Restart an agent's process."""
+        return await self._op("agent.restart", AgentInfo, swarm=swarm, agent=agent)
+
+    async def agent_reset(self, agent: str, swarm: str | None = None) -> AgentInfo:
+        """Reset an agent's state (e.g. after it failed)."""
+        return await self._op("agent.reset", AgentInfo, swarm=swarm, agent=agent)
+
+    async def agent_send(
+        self, from_agent: str, to_agent: str, message: str, swarm: str | None = None
+    ) -> DeliveriesResult:
+        """Send ``message`` between two agents; the delivery's path follows the topology."""
+        return await self._op(
+            "agent.send", DeliveriesResult, swarm=swarm, from_agent=from_agent,
+            to_agent=to_agent, message=message,
+        )  # fmt: skip
+
+    # -- tasks
+
+    async def task_submit(
+        self,
+        text: str,
+        *,
+        swarm: str | None = None,
+        type: str = "shell",
+        priority: Priority = "normal",
+        timeout_s: float | None = None,
+        max_attempts: int | None = None,
+    ) -> TaskInfo:
+        """Queue a task; ``timeout_s`` bounds each attempt (None: the daemon's default)."""
+        return await self._op(
+            "task.submit", TaskInfo, swarm=swarm, text=text, type=type, priority=priority,
+            timeout_s=timeout_s, max_attempts=max_attempts,
+        )  # fmt: skip
+
+    async def task_list(
+        self, swarm: str | None = None, status: str | None = None, limit: int = 100
+    ) -> TaskListResult:
+        """A swarm's tasks, optionally only those with ``status``."""
+        return await self._op("task.list", TaskListResult, swarm=swarm, status=status, limit=limit)
+
+    async def task_status(self, task: str, swarm: str | None = None) -> TaskInfo:
+        """One task, with its result once finished."""
+        return await self._op("task.status", TaskInfo, swarm=swarm, task=task)
+
+    async def task_cancel(self, task: str, swarm: str | None = None) -> TaskInfo:
+        """Cancel a queued or running task."""
+        return await self._op("task.cancel", TaskInfo, swarm=swarm, task=task)
+
+    async def task_retry(self, task: str, swarm: str | None = None) -> TaskInfo:
+        """Queue a finished (failed, cancelled, dead) task again."""
+        return await self._op("task.retry", TaskInfo, swarm=swarm, task=task)
+
+    async def task_wait(
+        self,
+        tasks: Iterable[str] = (),
+        *,
+        all: bool = False,
+        timeout_s: float | None = None,
+        swarm: str | None = None,
+    ) -> TaskListResult:
+        """Block until ``tasks`` (or ``all`` of the swarm's) finished, or ``timeout_s`` passed
+        (None: no limit); tasks still unfinished then come back with their current status."""
+        return await self._call(
+            "task.wait", TaskListResult,
+            {"swarm": swarm, "tasks": list(tasks), "all": all, "timeout_s": timeout_s},
+            wait_request_timeout(timeout_s, self.timeout_s),
+        )  # fmt: skip
+
+    async def task_clean(self, swarm: str | None = None, older_than_s: float = 0) -> CountResult:
+        """Delete finished tasks older than ``older_than_s``; returns how many."""
+        return await self._op(
+            "task.clean", CountResult, swarm=swarm, older_than_s=float(older_than_s)
+        )
+
+    async def dlq_list(self, swarm: str | None = None, limit: int = 100) -> TaskListResult:
+        """Dead tasks (out of attempts)."""
+        return await self._op("dlq.list", TaskListResult, swarm=swarm, limit=limit)
+
+    async def dlq_requeue(self, task: str | None = None, swarm: str | None = None) -> CountResult:
+        """Queue a dead task again, or every dead task when ``task`` is None."""
+        return await self._op("dlq.requeue", CountResult, swarm=swarm, task=task)
+
+    # -- events
+
+    async def events_list(
+        self,
+        swarm: str | None = None,
+        since_ms: int | None = None,
+        types: Iterable[str] = (),
+        limit: int = 100,
+    ) -> EventsResult:
+        """A swarm's recent events, oldest first (``types``: only those)."""
+        return await self._op(
+            "events.list", EventsResult, **_events_args(swarm, since_ms, types, limit)
+        )
+
+    def events_follow(
+        self,
+        swarm: str | None = None,
+        since_ms: int | None = None,
+        types: Iterable[str] = (),
+        limit: int = 100,
+    ) -> AsyncEventFollow:
+        """Live events: ``async with cfn.events_follow() as events: async for e in events``.
+
+        Runs on a connection of its own (closed on exit), with no idle timeout.
+        """
+        args = build_args("events.follow", _events_args(swarm, since_ms, types, limit))
+        return AsyncEventFollow(self.socket_path, self.timeout_s, args)
+
     # -- internals
 
     async def _op(self, op: str, result_type: type[R], /, **args: Any) -> R:
-        raw = await self._connection().request(op, build_args(op, args))
+        return await self._call(op, result_type, args)
+
+    async def _call(
+        self, op: str, result_type: type[R], args: dict[str, Any], timeout_s: float | None = None
+    ) -> R:
+        raw = await self._connection().request(op, build_args(op, args), timeout_s)
         out: R = decode_result(op, raw, result_type)
         return out
 

@@ -10,8 +10,12 @@ import click
 
 from cfn_client import __version__, render
 from cfn_client.commands import CliEnv, report_error
+from cfn_client.commands.agent import agent
 from cfn_client.commands.config import config
+from cfn_client.commands.events import events
+from cfn_client.commands.swarm import swarm
 from cfn_client.commands.system import doctor, ping, status, test_group
+from cfn_client.commands.task import dlq, run, task
 from cfn_client.connection import DEFAULT_TIMEOUT_S
 from cfn_client.errors import CfnError
 from cfn_client.paths import default_socket_path
@@ -68,16 +72,33 @@ class CfnGroup(click.Group):
     default=DEFAULT_TIMEOUT_S,
     show_default=True,
     metavar="SECONDS",
-    help="How long to wait for each reply.",
+    help="How long to wait for each reply (waits and follows add their own time).",
+)
+@click.option(
+    "--swarm",
+    "swarm_id",
+    envvar="CFN_SWARM",
+    default=None,
+    metavar="ID",
+    help="The swarm to act on [default: $CFN_SWARM, else the only swarm].",
 )
 @click.version_option(
     __version__, "-V", "--version", prog_name="cfnctl", message="%(prog)s %(version)s"
 )
 @click.pass_context
-def cfnctl(ctx: click.Context, socket_path: Path | None, json_output: bool, timeout: float) -> None:
+def cfnctl(
+    ctx: click.Context,
+    socket_path: Path | None,
+    json_output: bool,
+    timeout: float,
+    swarm_id: str | None,
+) -> None:
     """Control cfnd, the coordinator of AI-agent swarms."""
     ctx.obj = CliEnv(
-        socket=socket_path or default_socket_path(), json=json_output, timeout_s=timeout
+        socket=socket_path or default_socket_path(),
+        json=json_output,
+        timeout_s=timeout,
+        swarm=swarm_id or None,
     )
 
 
@@ -86,6 +107,12 @@ cfnctl.add_command(ping)
 cfnctl.add_command(doctor)
 cfnctl.add_command(test_group)
 cfnctl.add_command(config)
+cfnctl.add_command(swarm)
+cfnctl.add_command(agent)
+cfnctl.add_command(run)
+cfnctl.add_command(task)
+cfnctl.add_command(dlq)
+cfnctl.add_command(events)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

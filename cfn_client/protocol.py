@@ -10,7 +10,6 @@ A reply uses the framing of the request it answers. See docs/PROTOCOL.md.
 
 from __future__ import annotations
 
-import difflib
 import enum
 import struct
 from dataclasses import dataclass
@@ -218,42 +217,6 @@ class ConfigValidateResult(Result):
 
 
 A = TypeVar("A", bound=Args)
-
-
-@dataclass(frozen=True, slots=True)
-class OpSpec:
-    """What an op takes, returns, and who may call it."""
-
-    args: type[Args]
-    result: type[Result]
-    role: Role
-    streaming: bool = False
-
-
-OPS: dict[str, OpSpec] = {
-    "hello": OpSpec(HelloArgs, HelloResult, Role.viewer),
-    "ping": OpSpec(PingArgs, PingResult, Role.viewer),
-    "status": OpSpec(StatusArgs, StatusResult, Role.viewer),
-    "doctor": OpSpec(DoctorArgs, DoctorResult, Role.viewer),
-    "config.show": OpSpec(ConfigShowArgs, ConfigShowResult, Role.viewer),
-    "config.set": OpSpec(ConfigSetArgs, ConfigSetResult, Role.admin),
-    "config.reset": OpSpec(ConfigResetArgs, ConfigResetResult, Role.admin),
-    "config.validate": OpSpec(ConfigValidateArgs, ConfigValidateResult, Role.viewer),
-}
-
-
-def lookup_op(op: str) -> OpSpec:
-    """Return the spec of ``op`` or raise ``unknown_op`` listing close matches."""
-    spec = OPS.get(op)
-    if spec is None:
-        close = difflib.get_close_matches(op, list(OPS), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ProtocolError(
-            f"unknown op {op!r}{hint}",
-            code="unknown_op",
-            details={"op": op, "close_matches": close, "known_ops": sorted(OPS)},
-        )
-    return spec
 
 
 def decode_args(args_type: type[A], raw: dict[str, Any]) -> A:

@@ -109,6 +109,39 @@ class SwarmConfig(Section):
     max_agents: MaxAgents = 8
 
 
+class TasksConfig(Section):
+    max_attempts: Annotated[int, Meta(ge=1, le=100)] = 3
+    retry_base_s: PositiveSeconds = 1.0
+    retry_max_s: PositiveSeconds = 60.0
+    # A task waiting longer than this is served before newer higher-priority tasks.
+    aging_s: PositiveSeconds = 30.0
+    retention_s: PositiveSeconds = 7 * 86_400.0
+    default_timeout_s: Annotated[float, Meta(ge=0.0, le=86_400.0)] = 0.0  # 0: no limit
+
+
+class AgentsConfig(Section):
+    heartbeat_interval_s: PositiveSeconds = 1.0
+    # No heartbeat for this long: the agent is lapsed and its work is reclaimed.
+    lapse_s: PositiveSeconds = 5.0
+    max_restarts_per_minute: Annotated[int, Meta(ge=0, le=1000)] = 5
+    restart_backoff_s: PositiveSeconds = 1.0
+    stop_grace_s: PositiveSeconds = 10.0
+
+
+class AgentTypeConfig(Section):
+    """``[agent_types.NAME]``: how agents of one type run their tasks."""
+
+    kind: Literal["command", "claude", "python", "shell"] = "command"
+    exec: list[str] = []
+    entry: str | None = None
+    workdir: str | None = None
+    env: dict[str, str] = {}
+    timeout_s: Annotated[float, Meta(gt=0.0)] | None = None
+    role: Literal["implementer", "validator", "coordinator", "owner"] = "implementer"
+    capabilities: list[str] = []
+    concurrency: Annotated[int, Meta(ge=1, le=64)] = 1
+
+
 class Config(Section):
     """The whole configuration tree."""
 
@@ -118,6 +151,9 @@ class Config(Section):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     loop: LoopConfig = msgspec.field(default_factory=LoopConfig)
     swarm: SwarmConfig = msgspec.field(default_factory=SwarmConfig)
+    tasks: TasksConfig = msgspec.field(default_factory=TasksConfig)
+    agents: AgentsConfig = msgspec.field(default_factory=AgentsConfig)
+    agent_types: dict[str, AgentTypeConfig] = {}
 
     def socket_path(self) -> Path:
         return Path(self.daemon.socket) if self.daemon.socket else default_socket_path({})
@@ -127,7 +163,7 @@ class Config(Section):
 
 
 # Keys that `cfnctl config set` may change while cfnd runs; the rest need a restart.
-RUNTIME_SECTIONS = ("loop", "limits", "swarm")
+RUNTIME_SECTIONS = ("loop", "limits", "swarm", "tasks")
 RUNTIME_KEYS = frozenset({"daemon.log_level"})
 
 # Short env names kept stable for systemd units and scripts.
@@ -310,6 +346,8 @@ _SECTIONS: dict[str, type[Section]] = {
     "limits": LimitsConfig,
     "loop": LoopConfig,
     "swarm": SwarmConfig,
+    "tasks": TasksConfig,
+    "agents": AgentsConfig,
 }
 
 

@@ -10,6 +10,12 @@ from dataclasses import dataclass
 
 DEFAULT_PREFIX = "cfn"
 PRIORITIES = ("high", "normal", "low")
+# Consumer groups: the daemon's dispatcher reads the shared priority queues; each
+# agent reads its own work stream.
+DISPATCH_GROUP = "dispatch"
+DISPATCH_CONSUMER = "cfnd"
+AGENT_GROUP = "agent"
+EVENTS_MAXLEN = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +58,16 @@ class Keys:
     def metrics(self, name: str) -> str:
         return f"{self.prefix}:metrics:{name}"
 
+    @property
+    def agent_types(self) -> str:
+        """hash: agent type → JSON executor config, published by cfnd for remote agents."""
+        return f"{self.prefix}:agent_types"
+
+    @property
+    def notify_pattern(self) -> str:
+        """pattern matching every swarm's notify channel (one PSUBSCRIBE per daemon)."""
+        return f"{self.prefix}:{{*}}:notify"
+
     # ---- per-swarm keys (hash-tagged)
     def _s(self, swarm: str) -> str:
         return f"{self.prefix}:{{{swarm}}}"
@@ -60,7 +76,28 @@ class Keys:
         return f"{self._s(swarm)}:state"
 
     def agents(self, swarm: str) -> str:
+        """set: the swarm's agent ids (each agent's record is its own hash, see agent())."""
         return f"{self._s(swarm)}:agents"
+
+    def agent(self, swarm: str, agent: str) -> str:
+        """hash: one agent's record (AgentInfo fields plus load, concurrency, ewma_ms)."""
+        return f"{self._s(swarm)}:agent:{agent}"
+
+    def work(self, swarm: str, agent: str) -> str:
+        """stream + group ``agent``: tasks assigned to one agent."""
+        return f"{self._s(swarm)}:work:{agent}"
+
+    def tasks(self, swarm: str) -> str:
+        """zset: task id → created ms (listing, retention)."""
+        return f"{self._s(swarm)}:tasks"
+
+    def delayed(self, swarm: str) -> str:
+        """zset: task id → due ms for retries waiting out their backoff."""
+        return f"{self._s(swarm)}:delayed"
+
+    def notify(self, swarm: str) -> str:
+        """channel: wake-ups (``ev`` new event, ``done:<task>``, ``agent``, ``queued``)."""
+        return f"{self._s(swarm)}:notify"
 
     def heartbeats(self, swarm: str) -> str:
         return f"{self._s(swarm)}:hb"

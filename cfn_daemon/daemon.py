@@ -16,15 +16,15 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import structlog
 
 from cfn_client.errors import CfnError, Conflict
+from cfn_daemon.aio import until_stopped
 from cfn_daemon.config import Config
 from cfn_daemon.handlers.config_ops import ConfigOps
 from cfn_daemon.handlers.system import SystemOps
@@ -58,20 +58,6 @@ def state_dir_lock(state_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-async def until_stopped(aw: Awaitable[Any], stop: asyncio.Event) -> bool:
-    """Await ``aw`` unless ``stop`` fires first; True when ``aw`` finished."""
-    task = asyncio.ensure_future(aw)
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in (task, stopper):
-            if not t.done():
-                t.cancel()
-        await asyncio.gather(task, stopper, return_exceptions=True)
-    return task in done and not task.cancelled()
 
 
 class Daemon:

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from cfn_client.errors import CfnError, Conflict, PermissionDenied, ProtocolError, ShuttingDown
+from cfn_client.ops import lookup_op
 from cfn_client.protocol import (
     Args,
     EventFrame,
@@ -38,7 +39,6 @@ from cfn_client.protocol import (
     decode_body,
     encode_frame,
     error_response,
-    lookup_op,
     parse_request,
     request_id_of,
 )

@@ -36,8 +36,8 @@ from cfn_client.errors import (
     ProtocolError,
     RequestTimeout,
 )
+from cfn_client.ops import OPS
 from cfn_client.protocol import (
-    OPS,
     Check,
     ConfigEntry,
     ConfigResetResult,

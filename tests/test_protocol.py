@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cfn_client.errors import CfnError, InvalidArgs, NotFound, PermissionDenied, ProtocolError
+from cfn_client.ops import OPS, lookup_op
 from cfn_client.protocol import (
-    OPS,
     ConfigSetArgs,
     Frame,
     FrameDecoder,
@@ -20,7 +20,6 @@ from cfn_client.protocol import (
     decode_body,
     encode_frame,
     error_response,
-    lookup_op,
     parse_request,
     raise_for_error,
     request_id_of,

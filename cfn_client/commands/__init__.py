@@ -7,10 +7,15 @@ by ``report_error``, from the root group.
 
 from __future__ import annotations
 
+import math
+import re
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, get_args
 
 import click
 
@@ -20,6 +25,12 @@ from cfn_client.errors import CfnError
 
 T = TypeVar("T")
 
+if TYPE_CHECKING:  # click >= 8.2 types ParamType; older clicks cannot subscript it at run time
+    FloatParam = click.ParamType[float, Any]
+    IntParam = click.ParamType[int, Any]
+else:
+    FloatParam = IntParam = click.ParamType
+
 
 @dataclass(frozen=True, slots=True)
 class CliEnv:
@@ -28,6 +39,8 @@ class CliEnv:
     socket: Path
     json: bool
     timeout_s: float
+    #: The current swarm (``--swarm``/``$CFN_SWARM``); None lets cfnd pick the only one.
+    swarm: str | None = None
 
     def client(self) -> Client:
         """A client for the chosen socket (not yet connected)."""
@@ -62,3 +75,88 @@ def report_error(err: CfnError, json_mode: bool) -> None:
         click.echo(render.to_json(render.error_document(err)))
     else:
         click.echo(render.error_text(err), err=True)
+
+
+def interactive() -> bool:
+    """Whether a person can answer a prompt (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
+def confirm_or_require_yes(env: CliEnv, yes: bool, question: str, usage: str) -> None:
+    """Ask ``question`` before a sweeping change, unless ``--yes``.
+
+    Without a terminal (or with --json) nobody can answer: that is a usage error
+    saying ``usage``, so a script neither hangs nor wipes things by accident.
+    """
+    if yes:
+        return
+    if env.json or not interactive():
+        raise click.UsageError(usage)
+    click.confirm(question, abort=True, err=True)
+
+
+def choice_of(literal: Any) -> click.Choice[str]:
+    """A click.Choice of a ``Literal[...]``'s values, so a typo is a usage error."""
+    return click.Choice([str(v) for v in get_args(literal)])
+
+
+_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_duration(text: str) -> float | None:
+    """``90s``, ``5m``, ``1h30m``, ``250ms``, ``2d`` in seconds; None if not a duration."""
+    text = text.strip().lower()
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            return None
+        total += float(match.group(1)) * _UNITS_S[match.group(2)]
+        pos = match.end()
+    return total if pos == len(text) and pos > 0 else None
+
+
+class Duration(FloatParam):
+    """Seconds: a plain number, or a duration such as ``90s``, ``5m``, ``1h30m``."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        seconds: float | None
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = parse_duration(value)
+        if seconds is None or not math.isfinite(seconds) or seconds < 0:
+            self.fail(f"{value!r} is not a duration (e.g. 30, 90s, 5m, 1h30m)", param, ctx)
+        return seconds
+
+
+class Since(IntParam):
+    """A moment as epoch milliseconds: a duration ago (``10m``), a timestamp in ms
+    (as events show it), or a local ISO date-time (``2024-05-01T14:00``)."""
+
+    name = "since"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if text.isdigit():
+            return int(text)
+        seconds = parse_duration(text)
+        if seconds is not None:
+            return int((time.time() - seconds) * 1000)
+        try:
+            return int(datetime.fromisoformat(text).timestamp() * 1000)
+        except ValueError:
+            self.fail(
+                f"{value!r} is neither a duration ago (10m, 1h30m), epoch milliseconds "
+                "nor an ISO date-time (2024-05-01T14:00)",
+                param,
+                ctx,
+            )

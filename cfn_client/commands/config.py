@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from cfn_client import render
-from cfn_client.commands import CliEnv, pass_env
+from cfn_client.commands import CliEnv, interactive, pass_env
 from cfn_client.errors import EXIT_ERROR, ConfigError
 
-
-def interactive() -> bool:
-    """Whether a person can answer a prompt (stdin is a terminal)."""
-    return sys.stdin.isatty()
+__all__ = ["config", "interactive"]  # interactive: re-exported, tests patch it here
 
 
 @click.group()

@@ -1,0 +1,64 @@
+"""``cfnctl events``: a swarm's event history, or its live stream with --follow."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+import click
+
+from cfn_client import render
+from cfn_client.api import Client
+from cfn_client.commands import CliEnv, Since, pass_env
+from cfn_client.errors import EXIT_OK
+
+
+@click.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events until Ctrl-C.")
+@click.option(
+    "--since", type=Since(), metavar="DURATION_OR_MS",
+    help="Only events since then: a duration ago (10m, 1h30m), epoch ms, or an ISO date-time.",
+)  # fmt: skip
+@click.option("--type", "types", multiple=True, metavar="T", help="Only this type (repeatable).")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=100, show_default=True,
+    help="At most this many past events.",
+)  # fmt: skip
+@pass_env
+def events(
+    env: CliEnv, follow: bool, since: int | None, types: tuple[str, ...], limit: int
+) -> None:
+    """Show the current swarm's events, oldest first.
+
+    With --follow, stream new events as they happen until Ctrl-C or until cfnd
+    ends the stream; --json then prints one JSON object per line.
+    """
+    if not follow:
+        result = env.call(
+            lambda c: c.events_list(env.swarm, since_ms=since, types=types, limit=limit)
+        )
+        env.emit(result, lambda: render.events_table(result.events))
+        return
+
+    def stream(client: Client) -> None:
+        with client.events_follow(env.swarm, since_ms=since, types=types, limit=limit) as follow:
+            for event in follow:
+                click.echo(render.to_json(event) if env.json else render.event_line(event))
+
+    try:
+        env.call(stream)
+    except KeyboardInterrupt:
+        env.exit(EXIT_OK)  # Ctrl-C is how a follow is meant to end
+    except BrokenPipeError:
+        _quiet_stdout()  # `cfnctl events -f | head`: the reader left; so do we
+        env.exit(EXIT_OK)
+    if not env.json:
+        env.warn("cfnd ended the event stream")
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

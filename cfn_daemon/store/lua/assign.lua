@@ -1,0 +1,19 @@
+-- Move one queue entry to one or more agents' work streams (replicas), atomically.
+-- KEYS: task, queue, events, then (agent hash, work stream) per agent
+-- ARGV: task id, queue entry id, now, maxlen, channel, dispatch group, via, agent ids...
+local status = redis.call('HGET', KEYS[1], 'status')
+redis.call('XACK', KEYS[2], ARGV[6], ARGV[2])
+redis.call('XDEL', KEYS[2], ARGV[2])
+if status ~= 'queued' then return 0 end
+local agents = {}
+for i = 8, #ARGV do
+  local n = i - 8
+  redis.call('XADD', KEYS[5 + n * 2], '*', 't', ARGV[1])
+  redis.call('HINCRBY', KEYS[4 + n * 2], 'load', 1)
+  agents[#agents + 1] = ARGV[i]
+end
+redis.call('HSET', KEYS[1], 'status', 'assigned', 'agent', table.concat(agents, ','),
+  'updated_ms', ARGV[3], 'pending_replicas', #agents)
+emit(KEYS[3], ARGV[4], ARGV[5], ARGV[3], 'task.assigned',
+  {task = ARGV[1], agents = agents, via = ARGV[7]})
+return 1
