@@ -310,7 +310,7 @@ class Client(_ClientBase):
     ) -> SwarmInfo:
         """Create a swarm of up to ``max_agents`` (2-50).
 
-        ``force`` goes ahead where cfnd would otherwise refuse.
+        ``name`` is its id (default: generated); ``force`` replaces a swarm of that name.
         """
         return self._op(
             "swarm.init", SwarmInfo, topology=topology, max_agents=max_agents,
@@ -617,7 +617,7 @@ class AsyncClient(_ClientBase):
     ) -> SwarmInfo:
         """Create a swarm of up to ``max_agents`` (2-50).
 
-        ``force`` goes ahead where cfnd would otherwise refuse.
+        ``name`` is its id (default: generated); ``force`` replaces a swarm of that name.
         """
         return await self._op(
             "swarm.init", SwarmInfo, topology=topology, max_agents=max_agents,

@@ -301,9 +301,14 @@ def format_counts(counts: Mapping[str, int]) -> str:
 def swarm_init(info: SwarmInfo) -> str:
     """``cfnctl swarm init``."""
     return (
-        f"swarm {info.id} ({info.name}) created: {info.topology}, {info.strategy}, "
+        f"swarm {swarm_label(info)} created: {info.topology}, {info.strategy}, "
         f"up to {info.max_agents} agents"
     )
+
+
+def swarm_label(info: SwarmInfo) -> str:
+    """``web`` or, when the name differs from the id, ``s-1 (web)``."""
+    return info.id if info.name in ("", info.id) else f"{info.id} ({info.name})"
 
 
 def swarm_list(result: SwarmListResult) -> str:
@@ -324,7 +329,7 @@ def swarm_status(result: SwarmStatusResult, verbose: bool = False) -> str:
     info = result.swarm
     head = fields(
         [
-            ("swarm", f"{info.id} ({info.name})"),
+            ("swarm", swarm_label(info)),
             ("status", info.status),
             ("topology", f"{info.topology}, {info.strategy}"),
             ("agents", f"{len(result.agents)} of at most {info.max_agents}"),

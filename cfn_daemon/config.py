@@ -126,6 +126,9 @@ class AgentsConfig(Section):
     max_restarts_per_minute: Annotated[int, Meta(ge=0, le=1000)] = 5
     restart_backoff_s: PositiveSeconds = 1.0
     stop_grace_s: PositiveSeconds = 10.0
+    # A graceful cfnd stop also stops its local agents; after a crash they keep
+    # running and the next cfnd adopts them.
+    stop_with_daemon: bool = True
 
 
 class AgentTypeConfig(Section):

@@ -26,13 +26,17 @@ import structlog
 from cfn_client.errors import CfnError, Conflict
 from cfn_daemon.aio import until_stopped
 from cfn_daemon.config import Config
+from cfn_daemon.events import NotifyHub
 from cfn_daemon.handlers.config_ops import ConfigOps
+from cfn_daemon.handlers.swarm_ops import SwarmOps
 from cfn_daemon.handlers.system import SystemOps
+from cfn_daemon.handlers.task_ops import TaskOps
 from cfn_daemon.logs import configure_logging
 from cfn_daemon.runtime_config import ConfigManager
 from cfn_daemon.sdnotify import Notifier
 from cfn_daemon.server import RoleResolver, Router, Server
 from cfn_daemon.store import Store
+from cfn_daemon.swarm import SwarmService
 
 log = structlog.get_logger("cfn.daemon")
 
@@ -123,6 +127,10 @@ class Daemon:
             started_mono=self.started_mono,
         ).register(self.router)
         ConfigOps(store=self.store, config=self.config_manager).register(self.router)
+        self.hub = NotifyHub(self.store)
+        self.swarms = SwarmService(self.store, self.config_manager, self.hub, self.state_dir)
+        SwarmOps(self.swarms).register(self.router)
+        TaskOps(self.swarms, self._stop).register(self.router)
         return self
 
     async def __aexit__(
@@ -156,6 +164,10 @@ class Daemon:
             tg.create_task(self.store.run_health(self._stop), name="store-health")
             tg.create_task(self._store_watch(), name="store-watch")
             tg.create_task(self._reloader(), name="config-reload")
+            tg.create_task(self.hub.run(self._stop), name="notify-hub")
+            # Swarm runtimes end with the stop event, after the server has drained.
+            swarm_stop = asyncio.Event()
+            tg.create_task(self.swarms.run(swarm_stop), name="swarms")
             if self.store.embedded is not None:
                 tg.create_task(self._supervise_embedded(), name="embedded-redis")
             if self.notifier.watchdog_interval_s:
@@ -174,6 +186,7 @@ class Daemon:
             self.notifier.notify("STOPPING=1", "STATUS=draining")
             log.info("cfnd_stopping", grace_s=cfg.shutdown_grace_s)
             await self.server.shutdown(serve, cfg.shutdown_grace_s, cfg.shutdown_hard_s)
+            swarm_stop.set()
             # The other children watch the stop event and return by themselves.
 
     # ------------------------------------------------------------------ background loops

@@ -325,9 +325,10 @@ class TaskQueue:
         priority: str,
         agents: list[str],
         via: str = "",
-    ) -> bool:
-        """Move a queue entry to the agents' work streams; False if the task was not
-        queued any more (cancelled), in which case the entry is just acknowledged."""
+    ) -> int:
+        """Move a queue entry to the agents' work streams. Returns 1 when assigned, 0 when
+        the task was not queued any more (the entry is just acknowledged), -1 when one of
+        the agents has gone meanwhile (the entry stays pending for another try)."""
         keys = [
             self.keys.task(swarm, task_id),
             self.keys.queue(swarm, priority),

@@ -19,7 +19,10 @@ import_ms = (time.perf_counter() - t0) * 1000
 from cfn_client.cli import main
 missing = sys.argv[1]
 runs = (["--help"], ["--socket", missing, "status"], ["--socket", missing, "doctor"],
-        ["--socket", missing, "--json", "config", "show"])
+        ["--socket", missing, "--json", "config", "show"],
+        ["--socket", missing, "swarm", "status"], ["--socket", missing, "agent", "list"],
+        ["--socket", missing, "run", "x", "--wait"], ["--socket", missing, "task", "wait", "--all"],
+        ["--socket", missing, "dlq", "list"], ["--socket", missing, "events", "--follow"])
 for argv in runs:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:

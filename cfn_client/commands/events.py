@@ -20,10 +20,13 @@ from cfn_client.errors import EXIT_OK
     "--since", type=Since(), metavar="DURATION_OR_MS",
     help="Only events since then: a duration ago (10m, 1h30m), epoch ms, or an ISO date-time.",
 )  # fmt: skip
-@click.option("--type", "types", multiple=True, metavar="T", help="Only this type (repeatable).")
+@click.option(
+    "--type", "types", multiple=True, metavar="T",
+    help="Only this type or family, e.g. task.failed or task (repeatable).",
+)  # fmt: skip
 @click.option(
     "--limit", type=click.IntRange(min=1), default=100, show_default=True,
-    help="At most this many past events.",
+    help="At most this many past events (without --follow).",
 )  # fmt: skip
 @pass_env
 def events(
@@ -31,8 +34,9 @@ def events(
 ) -> None:
     """Show the current swarm's events, oldest first.
 
-    With --follow, stream new events as they happen until Ctrl-C or until cfnd
-    ends the stream; --json then prints one JSON object per line.
+    With --follow, print new events as they happen (and, with --since, the
+    earlier ones first) until Ctrl-C or until cfnd ends the stream; --json then
+    prints one JSON object per line.
     """
     if not follow:
         result = env.call(

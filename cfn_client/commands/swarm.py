@@ -28,14 +28,17 @@ def _check_max_agents(ctx: click.Context, param: click.Parameter, value: int) ->
 
 
 @swarm.command("init")
-@click.argument("topology", type=choice_of(Topology))
+@click.argument("topology", type=choice_of(Topology), metavar="TOPOLOGY")
 @click.argument("max_agents", type=int, callback=_check_max_agents, metavar="MAX_AGENTS")
 @click.option(
     "--strategy", type=choice_of(Strategy), default="balanced", show_default=True,
     help="How tasks are spread over agents.",
 )  # fmt: skip
-@click.option("--name", help="A name for people.")
-@click.option("--force", is_flag=True, help="Go ahead where cfnd would refuse.")
+@click.option(
+    "--name", metavar="NAME",
+    help="The swarm's id: a-z, 0-9, - and _ [default: swarm-<random>].",
+)  # fmt: skip
+@click.option("--force", is_flag=True, help="Replace an existing swarm of that name.")
 @pass_env
 def init(
     env: CliEnv, topology: Topology, max_agents: int, strategy: Strategy, name: str | None,

@@ -1,6 +1,11 @@
 -- Move one queue entry to one or more agents' work streams (replicas), atomically.
 -- KEYS: task, queue, events, then (agent hash, work stream) per agent
 -- ARGV: task id, queue entry id, now, maxlen, channel, dispatch group, via, agent ids...
+-- Returns 1 assigned, 0 dropped (task no longer queued), -1 kept (an agent is gone).
+for i = 8, #ARGV do
+  local st = redis.call('HGET', KEYS[4 + (i - 8) * 2], 'status')
+  if st ~= 'idle' and st ~= 'busy' then return -1 end
+end
 local status = redis.call('HGET', KEYS[1], 'status')
 redis.call('XACK', KEYS[2], ARGV[6], ARGV[2])
 redis.call('XDEL', KEYS[2], ARGV[2])
