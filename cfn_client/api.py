@@ -339,7 +339,8 @@ class Client(_ClientBase):
         return self._op("swarm.destroy", SwarmDestroyResult, swarm=swarm, force=force)
 
     def swarm_reset(self, swarm: str | None = None, force: bool = False) -> SwarmDestroyResult:
-        """Reset a swarm to empty (admin only; cfnd refuses without ``force``)."""
+        """Delete every task and agent of a swarm and recreate it empty with the same
+        settings (admin only; cfnd refuses without ``force``)."""
         return self._op("swarm.reset", SwarmDestroyResult, swarm=swarm, force=force)
 
     def swarm_broadcast(
@@ -384,11 +385,12 @@ class Client(_ClientBase):
         return self._op("agent.terminate", AgentInfo, swarm=swarm, agent=agent, force=force)
 
     def agent_restart(self, agent: str, swarm: str | None = None) -> AgentInfo:
-        """Restart an agent's process."""
+        """Stop an agent (its task goes back to the queue) and start a fresh one of the
+        same type and role; returns the new agent (it has a new id)."""
         return self._op("agent.restart", AgentInfo, swarm=swarm, agent=agent)
 
     def agent_reset(self, agent: str, swarm: str | None = None) -> AgentInfo:
-        """Reset an agent's state (e.g. after it failed)."""
+        """Give an agent's assigned and running tasks back to the queue; clear its load."""
         return self._op("agent.reset", AgentInfo, swarm=swarm, agent=agent)
 
     def agent_send(
@@ -652,7 +654,8 @@ class AsyncClient(_ClientBase):
     async def swarm_reset(
         self, swarm: str | None = None, force: bool = False
     ) -> SwarmDestroyResult:
-        """Reset a swarm to empty (admin only; cfnd refuses without ``force``)."""
+        """Delete every task and agent of a swarm and recreate it empty with the same
+        settings (admin only; cfnd refuses without ``force``)."""
         return await self._op("swarm.reset", SwarmDestroyResult, swarm=swarm, force=force)
 
     async def swarm_broadcast(
@@ -699,11 +702,12 @@ class AsyncClient(_ClientBase):
         return await self._op("agent.terminate", AgentInfo, swarm=swarm, agent=agent, force=force)
 
     async def agent_restart(self, agent: str, swarm: str | None = None) -> AgentInfo:
-        """Restart an agent's process."""
+        """Stop an agent (its task goes back to the queue) and start a fresh one of the
+        same type and role; returns the new agent (it has a new id)."""
         return await self._op("agent.restart", AgentInfo, swarm=swarm, agent=agent)
 
     async def agent_reset(self, agent: str, swarm: str | None = None) -> AgentInfo:
-        """Reset an agent's state (e.g. after it failed)."""
+        """Give an agent's assigned and running tasks back to the queue; clear its load."""
         return await self._op("agent.reset", AgentInfo, swarm=swarm, agent=agent)
 
     async def agent_send(

@@ -292,6 +292,11 @@ def format_age(ms: int | None, now: int | None = None) -> str:
     return format_duration(max(0, (now if now is not None else now_ms()) - ms) / 1000)
 
 
+def format_run_time(ms: float) -> str:
+    """A task's run time: ``12 ms`` below a second, else ``4.2s``, ``3m 05s``."""
+    return format_ms(ms) if ms < 1000 else format_duration(ms / 1000)
+
+
 def format_counts(counts: Mapping[str, int]) -> str:
     """``queued 2, running 1`` (``none`` when every count is zero)."""
     parts = [f"{name} {n}" for name, n in counts.items() if n]
@@ -388,8 +393,13 @@ def _age_text(ms: int | None) -> str:
     return "-" if ms is None else f"{format_duration(ms / 1000)} ago"
 
 
-def agent_change(agent: AgentInfo, action: str) -> str:
-    """One line after terminate/restart/reset: ``agent a1 (shell) terminated; now draining``."""
+def agent_change(agent: AgentInfo, action: str, requested: str | None = None) -> str:
+    """One line after terminate/restart/reset: ``agent a1 (shell) terminated; now draining``.
+
+    ``requested``: the id asked for, when the answer may be another agent (a restart's).
+    """
+    if requested is not None and requested != agent.id:
+        return f"agent {requested} {action} as {agent.id} ({agent.type}); now {agent.status}"
     return f"agent {agent.id} ({agent.type}) {action}; now {agent.status}"
 
 
@@ -428,10 +438,10 @@ def broadcast(result: DeliveriesResult) -> str:
 # --------------------------------------------------------------------------- tasks
 
 
-def tasks_table(tasks: Sequence[TaskInfo], errors: bool = False) -> str:
+def tasks_table(tasks: Sequence[TaskInfo], errors: bool = False, empty: str = "no tasks") -> str:
     """Tasks, one per row; ``errors`` adds each task's last error."""
     if not tasks:
-        return "no tasks"
+        return empty
     now = now_ms()
     headers = ["ID", "STATUS", "PRIORITY", "TYPE", "AGENT", "ATTEMPTS", "AGE", "TEXT"]
     if errors:
@@ -480,9 +490,9 @@ def task_info(task: TaskInfo) -> str:
             ("  exit code", "-" if res.exit_code is None else res.exit_code),
             ("  agent", res.agent),
             ("  attempt", res.attempt),
-            ("  duration", format_ms(res.duration_ms)),
+            ("  duration", format_run_time(res.duration_ms)),
         ]
-        if res.error:
+        if res.error and res.error != task.error:
             pairs.append(("  error", res.error))
         if res.confidence is not None:
             pairs.append(("  confidence", res.confidence))
@@ -515,7 +525,7 @@ def wait_outcomes(tasks: Sequence[TaskInfo]) -> str:
     for t in tasks:
         res = t.result
         exit_code = "-" if res is None or res.exit_code is None else res.exit_code
-        duration = "-" if res is None else format_ms(res.duration_ms)
+        duration = "-" if res is None else format_run_time(res.duration_ms)
         rows.append([t.id, t.status, exit_code, t.agent or "-", duration,
                      shorten(task_error(t) or "", 40) or "-"])  # fmt: skip
     ok = sum(t.status == "succeeded" for t in tasks)

@@ -61,27 +61,15 @@ import msgspec
 from cfn_client.errors import ConfigError
 from cfn_daemon.proc import KILL_GRACE_S, ProcOutcome, run_process
 
-__all__ = [
-    "BUILTIN_TYPES",
-    "ExecResult",
-    "ExecutorConfig",
-    "TaskInput",
-    "builtin_executor",
-    "parse_executor_config",
-    "run_task",
-]
+__all__ = ["BUILTIN_TYPES", "ExecResult", "ExecutorConfig", "TaskInput"]
+__all__ += ["builtin_executor", "parse_executor_config", "run_task"]
 
 Kind = Literal["command", "claude", "python", "shell"]
 Vote = Literal["approve", "reject"]
 KINDS = ("command", "claude", "python", "shell")
 CLAUDE_TYPES = (
-    "coder",
-    "reviewer",
-    "tester",
-    "researcher",
-    "architect",
-    "security-specialist",
-    "product-owner",
+    *("coder", "reviewer", "tester", "researcher", "architect"),
+    *("security-specialist", "product-owner"),
 )
 BUILTIN_TYPES = ("shell", *CLAUDE_TYPES)
 SECRET_ENV = ("CFN_REDIS_PASSWORD",)
@@ -213,14 +201,9 @@ async def run_task(
 
 def substitute(template: str, task: TaskInput) -> str:
     """Replace the known ``{placeholders}`` in one argument; everything else stays."""
-    values = {
-        "task": task.text,
-        "task_id": task.task_id,
-        "swarm": task.swarm,
-        "agent_id": task.agent_id,
-        "agent_type": task.agent_type,
-        "attempt": str(task.attempt),
-    }
+    values = {"task": task.text, "task_id": task.task_id, "swarm": task.swarm}
+    values |= {"agent_id": task.agent_id, "agent_type": task.agent_type}
+    values["attempt"] = str(task.attempt)
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
@@ -265,9 +248,13 @@ async def _run_argv(
 ) -> ExecResult:
     argv = build_argv(cfg, task)
     try:
+        stdin_data = msgspec.json.encode(task) + b"\n"
+    except (TypeError, msgspec.EncodeError) as exc:
+        return ExecResult(ok=False, error=f"the task cannot be encoded as JSON: {exc}")
+    try:
         proc = await run_process(
             argv,
-            stdin_data=msgspec.json.encode(task) + b"\n",
+            stdin_data=stdin_data,
             env=build_env(cfg, task),
             cwd=cfg.workdir,
             timeout_s=cfg.timeout_s,
@@ -277,14 +264,6 @@ async def _run_argv(
     except OSError as exc:
         return ExecResult(ok=False, error=_spawn_error(exc, cfg, argv[0], cfg.workdir))
     return _process_result(cfg, proc)
-
-
-def _signal_text(returncode: int) -> str:
-    try:
-        name = signal.Signals(-returncode).name
-    except ValueError:
-        name = "unknown signal"
-    return f"killed by signal {-returncode} ({name})"
 
 
 def _process_result(cfg: ExecutorConfig, proc: ProcOutcome) -> ExecResult:
@@ -297,11 +276,8 @@ def _process_result(cfg: ExecutorConfig, proc: ProcOutcome) -> ExecResult:
         stderr=proc.stderr.decode("utf-8", "replace"),
         truncated=proc.truncated,
     )
-    if proc.stopped == "timeout":
-        result.ok, result.error = False, f"timed out after {cfg.timeout_s} s"
-        return result
-    if proc.stopped == "cancelled":
-        result.ok, result.error = False, "cancelled"
+    if proc.stopped is not None:
+        result.ok, result.error = False, _stopped_error(cfg, proc.stopped)
         return result
     line = _last_line(proc.stdout_tail, complete=proc.stdout_total <= len(proc.stdout_tail))
     structured = _structured(line) if line is not None else None
@@ -318,11 +294,22 @@ def _process_result(cfg: ExecutorConfig, proc: ProcOutcome) -> ExecResult:
             result.error = "the task reported ok=false"
     if result.ok or result.error:
         return result
-    assert proc.returncode is not None
+    code = proc.returncode
+    assert code is not None
     result.error = (
-        f"exit status {proc.returncode}" if proc.returncode >= 0 else _signal_text(proc.returncode)
+        f"exit status {code}" if code >= 0 else f"killed by signal {-code} ({_sig(code)})"
     )
     return result
+
+
+def _sig(code: int) -> str:
+    with contextlib.suppress(ValueError):
+        return signal.Signals(-code).name
+    return "unknown signal"
+
+
+def _stopped_error(cfg: ExecutorConfig, why: str) -> str:
+    return "cancelled" if why == "cancelled" else f"timed out after {float(cfg.timeout_s or 0)} s"
 
 
 def _last_line(tail: bytes, *, complete: bool) -> str | None:
@@ -401,12 +388,8 @@ def _in_thread(func: Callable[..., Any], arg: Any) -> asyncio.Future[Any]:
     ctx = contextvars.copy_context()
 
     def settle(value: Any, exc: BaseException | None) -> None:
-        if fut.done():
-            return
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(value)
+        if not fut.done():  # else: timed out or cancelled meanwhile
+            fut.set_exception(exc) if exc is not None else fut.set_result(value)
 
     def worker() -> None:
         value: Any = None
@@ -420,7 +403,8 @@ def _in_thread(func: Callable[..., Any], arg: Any) -> asyncio.Future[Any]:
         with contextlib.suppress(RuntimeError):  # the loop closed while we were stuck
             loop.call_soon_threadsafe(settle, value, exc)
 
-    threading.Thread(target=worker, name=f"cfn-exec-{func.__name__}", daemon=True).start()
+    name = f"cfn-exec-{getattr(func, '__name__', 'entry')}"
+    threading.Thread(target=worker, name=name, daemon=True).start()
     return fut
 
 
@@ -461,8 +445,8 @@ async def _run_python(
     if not call.done():
         await asyncio.wait({call}, timeout=KILL_GRACE_S)  # let it run its cleanup
     if not call.done() or call.cancelled():
-        error = "cancelled" if cancel is not None and cancel.is_set() else None
-        return ExecResult(ok=False, error=error or f"timed out after {cfg.timeout_s} s")
+        why = "cancelled" if cancel is not None and cancel.is_set() else "timeout"
+        return ExecResult(ok=False, error=_stopped_error(cfg, why))
     exc = call.exception()
     if exc is not None:
         trace = "".join(traceback.format_exception(exc))

@@ -102,6 +102,15 @@ async def _wait(fut: asyncio.Future[None], limit_s: float) -> bool:
     return fut.done()
 
 
+async def _kill_now(transport: asyncio.SubprocessTransport, proto: _Capture) -> None:
+    """SIGKILL the group and reap the leader (so no Popen is left "still running")."""
+    signal_group(transport.get_pid(), signal.SIGKILL)
+    try:
+        await _wait(proto.exited, KILL_GRACE_S)
+    finally:
+        transport.close()
+
+
 async def _terminate(pgid: int, proto: _Capture, grace: float) -> None:
     """SIGTERM the group, wait for the leader and the pipes, then SIGKILL what is left."""
     if not signal_group(pgid, signal.SIGTERM):
@@ -146,16 +155,26 @@ async def run_process(
 ) -> ProcOutcome:
     """Run argv to completion (or until stopped). Spawn failures raise ``OSError``."""
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.subprocess_exec(
-        lambda: _Capture(loop, max_bytes),
-        *argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(env) if env is not None else None,
-        cwd=cwd,
-        start_new_session=True,
+    spawn = asyncio.ensure_future(
+        loop.subprocess_exec(
+            lambda: _Capture(loop, max_bytes),
+            *argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
     )
+    try:
+        # Cancelling subprocess_exec mid-spawn can hang (CPython 3.11 waits for pipes
+        # that never connected) and would only kill the leader: shield it instead.
+        transport, proto = await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        with contextlib.suppress(OSError):
+            await _kill_now(*await spawn)
+        raise
     pgid = transport.get_pid()  # session leader: pgid == pid
     finished = False
     try:
@@ -170,9 +189,10 @@ async def run_process(
         await _terminate(pgid, proto, kill_grace_s)  # stragglers (or the whole task)
         finished = True
     finally:
-        if not finished:  # we were cancelled ourselves: no grace, nothing left behind
-            signal_group(pgid, signal.SIGKILL)
-        transport.close()
+        if finished:
+            transport.close()
+        else:  # we were cancelled ourselves: no grace, nothing left behind
+            await _kill_now(transport, proto)
     out, err = proto.streams[1], proto.streams[2]
     return ProcOutcome(
         returncode=transport.get_returncode(),

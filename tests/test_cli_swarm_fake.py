@@ -11,7 +11,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -68,6 +71,7 @@ class SwarmFake(FakeCfnd):
         super().__init__(path)
         self.agent_limit = agent_limit
         self.wait_delay_s = 0.0
+        self.endless_follow = False  # follows never get their final response
         self.swarms: dict[str, SwarmInfo] = {}
         self.agents: dict[str, AgentInfo] = {}
         self.tasks: dict[str, TaskInfo] = {}
@@ -359,7 +363,8 @@ class SwarmFake(FakeCfnd):
             return True
         for event in events:
             self._write(conn, lock, EventFrame(id=req.id, event=event))
-        self._write(conn, lock, Response(id=req.id, ok=True, result=None))
+        if not self.endless_follow:
+            self._write(conn, lock, Response(id=req.id, ok=True, result=None))
         return True
 
 
@@ -603,8 +608,12 @@ def test_agent_list_status_and_changes(swarm: SwarmFake) -> None:
     assert out.strip() == "agent a3 (shell) terminated; now stopped"
     code, out, _ = run(swarm, "agent", "restart", "a3")
     assert out.strip() == "agent a3 (shell) restarted; now starting"
+    swarm.agents["a3"].id = "a9"  # cfnd answers a restart with the new agent
+    code, out, _ = run(swarm, "agent", "restart", "a3")
+    assert out.strip() == "agent a3 restarted as a9 (shell); now starting"
+    swarm.agents["a3"].id = "a3"
     code, out, _ = run(swarm, "--json", "agent", "reset", "a3")
-    assert json.loads(out)["restarts"] == 1
+    assert json.loads(out)["restarts"] == 2
     assert swarm.sent("agent.terminate") == [{"agent": "a2"}, {"agent": "a3", "force": True}]
     assert swarm.sent("agent.reset") == [{"agent": "a3"}]
 
@@ -758,6 +767,8 @@ def test_task_clean(swarm: SwarmFake) -> None:
 
 
 def test_dlq_list_and_requeue(swarm: SwarmFake, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = run(swarm, "dlq", "list")
+    assert (code, out) == (0, "no dead tasks\n")
     for text in ("fail a", "fail b"):
         run(swarm, "run", text)
     run(swarm, "task", "wait", "--all")
@@ -838,6 +849,27 @@ def test_events_follow_ctrl_c_exits_0(swarm: SwarmFake, monkeypatch: pytest.Monk
     assert (code, out, err) == (0, "", "")
 
 
+def test_events_follow_ctrl_c_in_a_real_process(swarm: SwarmFake) -> None:
+    swarm.endless_follow = True
+    cfnctl_bin = str(Path(sys.executable).parent / "cfnctl")
+    proc = subprocess.Popen(
+        [cfnctl_bin, "--socket", str(swarm.path), "--timeout", "0.5", "events", "--follow"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # the stream is open; then it idles, past --timeout
+        assert "swarm.created" in first
+        time.sleep(1.0)
+        assert proc.poll() is None  # no per-frame timeout on a follow
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (proc.returncode, err) == (0, "")
+
+
 def test_events_follow_error_is_reported(fake: SwarmFake) -> None:
     code, _, err = run(fake, "events", "--follow")
     assert code == 1
@@ -877,10 +909,10 @@ def test_wait_request_timeout_covers_the_wait() -> None:
 
 
 def test_client_task_wait_outlasts_the_reply_timeout(swarm: SwarmFake) -> None:
-    swarm.wait_delay_s = 0.3
-    with Client(swarm.path, timeout_s=0.05) as cfn:
+    swarm.wait_delay_s = 0.6
+    with Client(swarm.path, timeout_s=0.2) as cfn:
         task = cfn.task_submit("echo slow")
-        done = cfn.task_wait([task.id], timeout_s=0.1)  # reply in 0.3s > 0.05s: still fine
+        done = cfn.task_wait([task.id], timeout_s=0.1)  # reply in 0.6s > 0.2s: still fine
         assert [t.status for t in done.tasks] == ["succeeded"]
         done = cfn.task_wait(all=True)  # no limit at all
         assert done.tasks[0].result is not None
@@ -906,8 +938,8 @@ def test_client_methods_return_typed_results(swarm: SwarmFake) -> None:
 
 
 async def test_async_client_methods_and_follow(swarm: SwarmFake) -> None:
-    async with AsyncClient(swarm.path, timeout_s=0.05) as cfn:
-        swarm.wait_delay_s = 0.2
+    async with AsyncClient(swarm.path, timeout_s=0.2) as cfn:
+        swarm.wait_delay_s = 0.5
         task = await cfn.task_submit("echo async", priority="high")
         done = await cfn.task_wait([task.id], timeout_s=0.1)
         assert done.tasks[0].status == "succeeded"

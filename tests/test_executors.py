@@ -94,7 +94,9 @@ async def test_exit_status_decides_without_json(tmp_path: Path) -> None:
     ok = await run_py(tmp_path, "print('all good')")
     assert (ok.ok, ok.exit_code, ok.output, ok.error) == (True, 0, "all good\n", None)
     assert ok.stdout == ok.output and ok.duration_ms > 0
-    bad = await run_py(tmp_path, "import sys; print('nope'); print('oops', file=sys.stderr); exit(3)")
+    bad = await run_py(
+        tmp_path, "import sys; print('nope'); print('oops', file=sys.stderr); exit(3)"
+    )
     assert (bad.ok, bad.exit_code, bad.error) == (False, 3, "exit status 3")
     assert (bad.stdout, bad.stderr) == ("nope\n", "oops\n")
 
@@ -121,14 +123,17 @@ async def test_json_without_result_keys_or_not_last_is_plain_output(tmp_path: Pa
     assert res.ok and res.output == '{"x": 1}\n' and res.confidence is None
     res = await run_py(tmp_path, "print('{\"confidence\": 0.5}'); print('done')")
     assert res.ok and res.confidence is None and res.output.endswith("done\n")
-    res = await run_py(tmp_path, "print('{\"output\": [1, 2], \"confidence\": 1}')")
+    res = await run_py(tmp_path, 'print(\'{"output": [1, 2], "confidence": 1}\')')
     assert (res.output, res.confidence) == ("[1,2]", 1.0)
 
 
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ('{"confidence": 1.5}', "`confidence` in the last stdout line: expected a number in [0, 1]"),
+        (
+            '{"confidence": 1.5}',
+            "`confidence` in the last stdout line: expected a number in [0, 1]",
+        ),
         ('{"confidence": "high"}', "`confidence` in the last stdout line: expected a number"),
         ('{"confidence": true}', "`confidence` in the last stdout line: expected a number"),
         ('{"vote": "maybe"}', "`vote` in the last stdout line: expected 'approve' or 'reject'"),
@@ -145,9 +150,9 @@ async def test_invalid_json_fields_are_specific_errors(
 
 
 async def test_ok_in_json_overrides_exit_status(tmp_path: Path) -> None:
-    res = await run_py(tmp_path, "print('{\"ok\": true, \"output\": \"fine\"}'); exit(4)")
+    res = await run_py(tmp_path, 'print(\'{"ok": true, "output": "fine"}\'); exit(4)')
     assert (res.ok, res.exit_code, res.output, res.error) == (True, 4, "fine", None)
-    res = await run_py(tmp_path, "print('{\"ok\": false, \"feedback\": \"tests fail\"}')")
+    res = await run_py(tmp_path, 'print(\'{"ok": false, "feedback": "tests fail"}\')')
     assert (res.ok, res.exit_code, res.feedback) == (False, 0, "tests fail")
     assert res.error == "the task reported ok=false"
 
@@ -171,11 +176,8 @@ async def test_placeholders_substituted_without_injection(tmp_path: Path) -> Non
     res = await run_task(cfg, task)
     assert res.ok, res
     got = msgspec.json.decode(res.output)
-    assert got["argv"] == [evil, "t-1", "s1", "coder-1", "coder", "3"] + [
-        "x{unknown}y{",
-        "t-1-3",
-        "{s1}",
-    ]
+    expected = [evil, "t-1", "s1", "coder-1", "coder", "3", "x{unknown}y{", "t-1-3", "{s1}"]
+    assert got["argv"] == expected
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / "PWNED2").exists()
     assert msgspec.json.decode(got["stdin"], type=TaskInput) == task
     assert got["cwd"] == str(tmp_path)
@@ -348,7 +350,9 @@ async def test_claude_missing_binary_explains_how_to_fix(
     res = await run_task(ExecutorConfig(kind="claude"), TASK)
     assert not res.ok and res.error is not None
     assert res.error.startswith("executable 'claude' not found on PATH")
-    assert "npm install -g @anthropic-ai/claude-code" in res.error and "`claude_binary`" in res.error
+    assert (
+        "npm install -g @anthropic-ai/claude-code" in res.error and "`claude_binary`" in res.error
+    )
 
 
 async def test_shell_kind(tmp_path: Path) -> None:
@@ -487,7 +491,7 @@ def test_config_validation(kwargs: dict[str, Any], message: str) -> None:
 def test_parse_executor_config_names_unknown_keys() -> None:
     with pytest.raises(ConfigError, match="key shel = 1 is invalid: unknown key; expected one of"):
         parse_executor_config({"kind": "shell", "shel": 1})
-    with pytest.raises(ConfigError, match="key kind = 'bash' .*expected one of command, claude"):
+    with pytest.raises(ConfigError, match=r"key kind = 'bash' .*expected one of command, claude"):
         parse_executor_config({"kind": "bash"})
     cfg = parse_executor_config({"kind": "python", "entry": "pkg.mod:Cls.run", "timeout_s": 5})
     assert cfg.entry == "pkg.mod:Cls.run" and cfg.timeout_s == 5

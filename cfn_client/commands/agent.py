@@ -74,16 +74,16 @@ def terminate(env: CliEnv, agent_id: str, force: bool) -> None:
 @click.argument("agent_id", metavar="ID")
 @pass_env
 def restart(env: CliEnv, agent_id: str) -> None:
-    """Restart an agent's process."""
+    """Replace an agent by a fresh one of the same type and role (its task is requeued)."""
     result = env.call(lambda c: c.agent_restart(agent_id, env.swarm))
-    env.emit(result, lambda: render.agent_change(result, "restarted"))
+    env.emit(result, lambda: render.agent_change(result, "restarted", agent_id))
 
 
 @agent.command("reset")
 @click.argument("agent_id", metavar="ID")
 @pass_env
 def reset(env: CliEnv, agent_id: str) -> None:
-    """Reset an agent's state (e.g. after it failed)."""
+    """Give an agent's assigned and running tasks back to the queue and clear its load."""
     result = env.call(lambda c: c.agent_reset(agent_id, env.swarm))
     env.emit(result, lambda: render.agent_change(result, "reset"))
 

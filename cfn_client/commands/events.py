@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-
 import click
 
 from cfn_client import render
@@ -54,15 +50,6 @@ def events(
         env.call(stream)
     except KeyboardInterrupt:
         env.exit(EXIT_OK)  # Ctrl-C is how a follow is meant to end
-    except BrokenPipeError:
-        _quiet_stdout()  # `cfnctl events -f | head`: the reader left; so do we
-        env.exit(EXIT_OK)
+    # (A closed pipe, as in `cfnctl events -f | head`, is click's: it exits quietly.)
     if not env.json:
         env.warn("cfnd ended the event stream")
-
-
-def _quiet_stdout() -> None:
-    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())

@@ -100,9 +100,12 @@ def destroy(env: CliEnv, force: bool) -> None:
 @click.option("--force", is_flag=True, help="Required: confirms the reset.")
 @pass_env
 def reset(env: CliEnv, force: bool) -> None:
-    """Reset the swarm: stop its agents and clear its state (needs --force)."""
+    """Delete every task and agent of the swarm, keeping it (empty) with the same
+    settings. Needs --force."""
     if not force:
-        raise click.UsageError("swarm reset clears the swarm's state; confirm with --force")
+        raise click.UsageError(
+            "swarm reset deletes every task and agent of the swarm; confirm with --force"
+        )
     result = env.call(lambda c: c.swarm_reset(env.swarm, force=True))
     env.emit(result, lambda: render.swarm_destroy(result, "reset"))
 

@@ -175,7 +175,10 @@ def dlq() -> None:
 def dlq_list(env: CliEnv, limit: int) -> None:
     """List dead tasks with their last error."""
     result = env.call(lambda c: c.dlq_list(env.swarm, limit=limit))
-    env.emit(result, lambda: render.tasks_table(result.tasks, errors=True))
+    env.emit(
+        result,
+        lambda: render.tasks_table(result.tasks, errors=True, empty="no dead tasks"),
+    )
 
 
 @dlq.command("requeue")

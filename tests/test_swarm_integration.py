@@ -1,0 +1,300 @@
+"""Swarms of real cfn-agent processes against a real Redis: delivery, crashes, topologies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cfn_client.api import AsyncClient
+from cfn_client.errors import InvalidArgs, NotFound
+from cfn_client.swarm_schema import Event, TaskInfo
+from cfn_daemon.daemon import Daemon
+from tests.conftest import DaemonFactory
+
+FAST = {"agents.heartbeat_interval_s": 0.2, "agents.lapse_s": 1.5, "tasks.retry_base_s": 0.05,
+        "agents.restart_backoff_s": 0.05}
+
+
+@pytest.fixture
+async def d(daemon_factory: DaemonFactory) -> Daemon:
+    return await daemon_factory(**FAST)
+
+
+@pytest.fixture
+async def cfn(d: Daemon) -> AsyncIterator[AsyncClient]:
+    # pytest-asyncio runs setup and teardown in different tasks, and anyio requires a
+    # client's task group to be entered and left by the same task: one task owns it.
+    ready: asyncio.Future[AsyncClient] = asyncio.get_running_loop().create_future()
+    done = asyncio.Event()
+
+    async def owner() -> None:
+        async with AsyncClient(d.socket_path, timeout_s=60) as client:
+            ready.set_result(client)
+            await done.wait()
+
+    task = asyncio.create_task(owner())
+    yield await ready
+    done.set()
+    await task
+
+
+async def wait_tasks(cfn: AsyncClient, ids: list[str], timeout_s: float = 60) -> list[TaskInfo]:
+    result = await cfn.call("task.wait", tasks=ids, timeout_s=timeout_s)
+    return list(result.tasks)
+
+
+async def all_events(cfn: AsyncClient, types: list[str] | None = None) -> list[Event]:
+    return list((await cfn.call("events.list", types=types or [], limit=100_000)).events)
+
+
+async def next_event(events: Any, etype: str, **match: Any) -> Event:
+    async for ev in events:
+        if ev.type == etype and all(ev.data.get(k) == v for k, v in match.items()):
+            return ev
+    raise AssertionError(f"stream ended before {etype}")
+
+
+async def test_four_agents_process_200_tasks_exactly_once(cfn: AsyncClient, tmp_path: Path) -> None:
+    await cfn.call("swarm.init", topology="mesh", max_agents=4, name="crowd")
+    await cfn.call("agent.create", type="shell", count=4)
+    log = tmp_path / "runs.log"
+    ids = []
+    for i in range(200):
+        task = await cfn.call("task.submit", text=f'echo "$CFN_TASK_ID" >> {log}; echo out-{i}')
+        ids.append(task.id)
+    tasks = await wait_tasks(cfn, ids)
+    assert [t.status for t in tasks] == ["succeeded"] * 200
+    assert {t.result.output.strip() for t in tasks} == {f"out-{i}" for i in range(200)}
+    runs = Counter(log.read_text().split())
+    assert set(runs) == set(ids)
+    assert max(runs.values()) == 1  # no task ran twice
+    done = Counter(e.data["task"] for e in await all_events(cfn, ["task.succeeded"]))
+    assert done == Counter(ids)  # exactly one result per task
+    workers = {t.agent for t in tasks}
+    assert len(workers) == 4  # the work was spread over every agent
+
+
+async def test_killed_agent_task_is_redelivered_once(cfn: AsyncClient, tmp_path: Path) -> None:
+    await cfn.call("swarm.init", topology="mesh", max_agents=4, name="crash")
+    await cfn.call("agent.create", type="shell", count=2)
+    marker = tmp_path / "attempts"
+    text = f'echo x >> {marker}; [ "$(wc -l < {marker})" -ge 2 ] || sleep 30; echo done'
+    async with cfn.events_follow(types=["task", "agent"]) as events:
+        task = await cfn.call("task.submit", text=text)
+        started = await next_event(events, "task.started", task=task.id)
+        victim = started.data["agent"]
+        info = await cfn.call("agent.status", agent=victim)
+        os.killpg(info.pid, signal.SIGKILL)
+        replaced = await next_event(events, "agent.replaced", agent=victim)
+    (final,) = await wait_tasks(cfn, [task.id])
+    assert final.status == "succeeded"
+    assert final.agent != victim
+    assert final.attempts == 2
+    assert final.result.output.strip() == "done"
+    succeeded = [e for e in await all_events(cfn, ["task.succeeded"]) if e.data["task"] == task.id]
+    assert len(succeeded) == 1
+    lost = [e for e in await all_events(cfn, ["agent.failed"]) if e.data["agent"] == victim]
+    assert lost and task.id in lost[0].data["requeued"]
+    # The dead agent was replaced.
+    agents = {a.id: a for a in (await cfn.call("agent.list")).agents}
+    assert agents[victim].status == "failed"
+    assert agents[replaced.data["replacement"]].status in ("starting", "idle", "busy")
+
+
+async def test_slow_heartbeating_agent_keeps_its_task(cfn: AsyncClient) -> None:
+    await cfn.call("swarm.init", topology="mesh", max_agents=3, name="slow")
+    await cfn.call("agent.create", type="shell", count=2)
+    # Runs 2x the lapse time; the agent heartbeats meanwhile so nobody takes it away.
+    task = await cfn.call("task.submit", text="sleep 3; echo slow-but-alive")
+    (final,) = await wait_tasks(cfn, [task.id])
+    assert final.status == "succeeded"
+    assert final.attempts == 1
+    assert not await all_events(cfn, ["task.requeued"])
+
+
+async def test_failing_task_retries_with_backoff_then_dead_letters(cfn: AsyncClient) -> None:
+    await cfn.call("swarm.init", topology="mesh", max_agents=2, name="dlq")
+    task = await cfn.call("task.submit", text="echo nope >&2; exit 3", max_attempts=3)
+    (final,) = await wait_tasks(cfn, [task.id])
+    assert final.status == "failed"
+    assert final.attempts == 3
+    assert final.result.exit_code == 3
+    assert "nope" in final.result.stderr
+    retries = [e for e in await all_events(cfn, ["task.retrying"])]
+    assert [e.data["attempt"] for e in retries] == [1, 2]
+    assert retries[1].data["delay_ms"] == 2 * retries[0].data["delay_ms"]  # exponential
+    dlq = (await cfn.call("dlq.list")).tasks
+    assert [t.id for t in dlq] == [task.id]
+    assert (await cfn.call("dlq.requeue", task=task.id)).count == 1
+    assert (await cfn.call("dlq.list")).tasks == []
+
+
+async def test_cancel_stops_a_running_task(cfn: AsyncClient) -> None:
+    await cfn.call("swarm.init", topology="mesh", max_agents=2, name="cancel")
+    async with cfn.events_follow(types=["task"]) as events:
+        task = await cfn.call("task.submit", text="sleep 60")
+        await next_event(events, "task.started", task=task.id)
+        await cfn.call("task.cancel", task=task.id)
+        await next_event(events, "task.cancelled", task=task.id)
+    (final,) = await wait_tasks(cfn, [task.id])
+    assert final.status == "cancelled"
+
+
+async def test_priorities_high_before_low(cfn: AsyncClient, tmp_path: Path) -> None:
+    await cfn.call("swarm.init", topology="mesh", max_agents=2, name="prio")
+    order = tmp_path / "order"
+    # A single agent, held busy while the queue fills up.
+    gate = tmp_path / "gate"
+    await cfn.call("agent.create", type="shell")
+    async with cfn.events_follow(types=["task"]) as events:
+        blocker = await cfn.call("task.submit", text=f"while [ ! -e {gate} ]; do sleep 0.05; done")
+        await next_event(events, "task.started", task=blocker.id)
+    ids = [blocker.id]
+    for prio in ("low", "normal", "high", "low", "high"):
+        t = await cfn.call("task.submit", text=f"echo {prio} >> {order}", priority=prio)
+        ids.append(t.id)
+    gate.touch()
+    await wait_tasks(cfn, ids)
+    assert order.read_text().split() == ["high", "high", "normal", "low", "low"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "error", "fragment"),
+    [
+        ({"topology": "cube", "max_agents": 4}, InvalidArgs, "Invalid enum value 'cube'"),
+        ({"topology": "mesh", "max_agents": 1}, InvalidArgs, "between 2 and 50, got 1"),
+        ({"topology": "mesh", "max_agents": 51}, InvalidArgs, "between 2 and 50, got 51"),
+        ({"topology": "mesh", "max_agents": 4, "name": "Bad Name"}, InvalidArgs, "swarm name"),
+    ],
+)
+async def test_bad_swarm_init_changes_nothing(
+    d: Daemon, cfn: AsyncClient, payload: dict[str, Any], error: type[Exception], fragment: str
+) -> None:
+    before = await snapshot(d)
+    with pytest.raises(error, match=fragment):
+        await cfn.call("swarm.init", **payload)
+    assert await snapshot(d) == before
+
+
+async def test_unknown_ids_are_specific_errors(d: Daemon, cfn: AsyncClient) -> None:
+    await cfn.call("swarm.init", topology="ring", max_agents=3, name="ids")
+    before = await snapshot(d)
+    with pytest.raises(NotFound, match="no agent 'ghost'"):
+        await cfn.call("agent.status", agent="ghost")
+    with pytest.raises(NotFound, match="no task 'nope'"):
+        await cfn.call("task.status", task="nope")
+    with pytest.raises(NotFound, match="no task 'nope'"):
+        await cfn.call("task.wait", tasks=["nope"])
+    with pytest.raises(NotFound, match="no swarm 'missing'"):
+        await cfn.call("swarm.destroy", swarm="missing")
+    with pytest.raises(InvalidArgs, match="unknown agent type 'wizard'"):
+        await cfn.call("task.submit", text="x", type="wizard")
+    assert await snapshot(d) == before
+
+
+async def snapshot(d: Daemon) -> dict[bytes, Any]:
+    """Every key under the daemon's prefix with a type-specific digest of its content."""
+    redis = d.store.redis
+    out: dict[bytes, Any] = {}
+    async for key in redis.scan_iter(match=f"{d.store.keys.prefix}:*"):
+        kind = await redis.type(key)
+        if kind == b"hash":
+            out[key] = await redis.hgetall(key)
+        elif kind == b"set":
+            out[key] = await redis.smembers(key)
+        elif kind == b"stream":
+            out[key] = await redis.xlen(key)
+        else:
+            out[key] = kind
+    return out
+
+
+async def test_remote_agent_joins_and_receives_work(d: Daemon, cfn: AsyncClient) -> None:
+    await cfn.call("swarm.init", topology="star", max_agents=4, name="remote")
+    url = d.store.params
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CFN_")}
+    redis_url = (f"unix://{url.unix_socket_path}?db={url.db}" if url.unix_socket_path
+                 else f"redis://{url.host}:{url.port}/{url.db}")
+    from cfn_daemon.supervisor import agent_command
+
+    proc = await asyncio.create_subprocess_exec(
+        *agent_command(), "--redis", redis_url, "--swarm", "remote", "--type", "shell",
+        "--id", "far-away", "--key-prefix", d.store.keys.prefix, "--heartbeat-s", "0.2",
+        env=env,
+    )
+    try:
+        async with cfn.events_follow(types=["agent"]) as events:
+            await next_event(events, "agent.registered", agent="far-away")
+        task = await cfn.call("task.submit", text="echo served-remotely")
+        (final,) = await wait_tasks(cfn, [task.id])
+        assert final.agent == "far-away"
+        assert final.result.output.strip() == "served-remotely"
+        agent = await cfn.call("agent.status", agent="far-away")
+        assert agent.local is False
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    assert (await cfn.call("agent.status", agent="far-away")).status == "stopped"
+
+
+async def test_star_routes_messages_through_the_hub_and_assigns_via_it(cfn: AsyncClient) -> None:
+    await cfn.call("swarm.init", topology="star", max_agents=4, name="star")
+    created = (await cfn.call("agent.create", type="shell", count=3)).agents
+    async with cfn.events_follow(types=["agent"]) as events:
+        for _ in range(3):
+            await next_event(events, "agent.registered")
+    agents = [a.id for a in (await cfn.call("agent.list")).agents]
+    hub = agents[0]
+    reply = await cfn.call("agent.send", from_agent=agents[1], to_agent=agents[2], message="hi")
+    assert [d.path for d in reply.deliveries] == [[agents[1], hub, agents[2]]]
+    sent = (await all_events(cfn, ["message.sent"]))[-1]
+    assert sent.data["deliveries"][0]["path"] == [agents[1], hub, agents[2]]
+    task = await cfn.call("task.submit", text="echo via-hub")
+    await wait_tasks(cfn, [task.id])
+    assigned = [e for e in await all_events(cfn, ["task.assigned"]) if e.data["task"] == task.id]
+    assert assigned[0].data["via"] == hub
+    assert assigned[0].data["agents"] != [hub]  # spokes work first, the hub coordinates
+    assert {a.id for a in created} == set(agents)
+
+
+async def test_ring_passes_the_work_token_in_order(cfn: AsyncClient) -> None:
+    await cfn.call("swarm.init", topology="ring", max_agents=3, name="ring")
+    await cfn.call("agent.create", type="shell", count=3)
+    async with cfn.events_follow(types=["agent"]) as events:
+        for _ in range(3):
+            await next_event(events, "agent.registered")
+    ring = [a.id for a in (await cfn.call("agent.list")).agents]
+    ids = []
+    for i in range(6):
+        ids.append((await cfn.call("task.submit", text=f"echo {i}")).id)
+        await wait_tasks(cfn, ids[-1:])
+    order = [t.agent for t in await wait_tasks(cfn, ids)]
+    start = ring.index(order[0])
+    assert order == [ring[(start + i) % 3] for i in range(6)]
+    broadcast = await cfn.call("swarm.broadcast", message="all", from_agent=ring[0])
+    assert [d.path for d in broadcast.deliveries] == [ring[:2], ring]
+
+
+async def test_hierarchical_and_mesh_broadcast_reach_everyone_once(cfn: AsyncClient) -> None:
+    await cfn.call("swarm.init", topology="hierarchical", max_agents=6, name="tree")
+    await cfn.call("agent.create", type="shell", count=6)
+    async with cfn.events_follow(types=["agent"]) as events:
+        for _ in range(6):
+            await next_event(events, "agent.registered")
+    members = [a.id for a in (await cfn.call("agent.list")).agents]
+    reply = await cfn.call("swarm.broadcast", message="hello tree")
+    assert sorted(d.to for d in reply.deliveries) == sorted(members)
+    root = members[0]
+    assert all(d.path[0] == root for d in reply.deliveries)
+    leaf_route = await cfn.call("agent.send", from_agent=members[5], to_agent=members[1],
+                                message="up and down")
+    path = leaf_route.deliveries[0].path
+    assert path[0] == members[5] and path[-1] == members[1]
+    assert root in path or members[5] in (members[1],)
