@@ -140,6 +140,9 @@ class AgentTypeConfig(Section):
     workdir: str | None = None
     env: dict[str, str] = {}
     timeout_s: Annotated[float, Meta(gt=0.0)] | None = None
+    max_output_bytes: Annotated[int, Meta(ge=1, le=64 << 20)] = 1 << 20
+    claude_binary: str = "claude"
+    claude_args: list[str] = []
     role: Literal["implementer", "validator", "coordinator", "owner"] = "implementer"
     capabilities: list[str] = []
     concurrency: Annotated[int, Meta(ge=1, le=64)] = 1

@@ -32,7 +32,8 @@ any of ``output``, ``confidence`` (a number in [0, 1]), ``vote`` (``approve`` or
 are used; otherwise exit status 0 means ok. stdout and stderr are each capped at
 ``max_output_bytes`` (``truncated=True``; the last line is still parsed). On
 ``timeout_s`` or when the ``cancel`` event is set the whole process group gets
-SIGTERM, then SIGKILL 5 s later (see ``cfn_daemon.proc``). Failures never raise:
+SIGTERM, then SIGKILL 5 s later; whatever is left in the group after the main
+process exits is terminated too (see ``cfn_daemon.proc``). Failures never raise:
 they come back as ``ok=False`` with a specific ``error``.
 
 Built-in agent types (``builtin_executor``): ``shell`` runs kind ``shell``;
@@ -49,7 +50,6 @@ import importlib
 import inspect
 import os
 import re
-import signal
 import threading
 import time
 import traceback
@@ -279,7 +279,7 @@ def _process_result(cfg: ExecutorConfig, proc: ProcOutcome) -> ExecResult:
     if proc.stopped is not None:
         result.ok, result.error = False, _stopped_error(cfg, proc.stopped)
         return result
-    line = _last_line(proc.stdout_tail, complete=proc.stdout_total <= len(proc.stdout_tail))
+    line = proc.last_stdout_line()
     structured = _structured(line) if line is not None else None
     if isinstance(structured, str):
         result.ok, result.error = False, structured
@@ -294,33 +294,12 @@ def _process_result(cfg: ExecutorConfig, proc: ProcOutcome) -> ExecResult:
             result.error = "the task reported ok=false"
     if result.ok or result.error:
         return result
-    code = proc.returncode
-    assert code is not None
-    result.error = (
-        f"exit status {code}" if code >= 0 else f"killed by signal {-code} ({_sig(code)})"
-    )
+    result.error = proc.exit_text()
     return result
-
-
-def _sig(code: int) -> str:
-    with contextlib.suppress(ValueError):
-        return signal.Signals(-code).name
-    return "unknown signal"
 
 
 def _stopped_error(cfg: ExecutorConfig, why: str) -> str:
     return "cancelled" if why == "cancelled" else f"timed out after {float(cfg.timeout_s or 0)} s"
-
-
-def _last_line(tail: bytes, *, complete: bool) -> str | None:
-    """The last non-empty line, or None when only part of it was kept."""
-    stripped = tail.rstrip()
-    if not stripped:
-        return None
-    _, sep, last = stripped.rpartition(b"\n")
-    if not sep and not complete:
-        return None
-    return last.decode("utf-8", "replace").strip()
 
 
 def _structured(line: str) -> dict[str, Any] | str | None:

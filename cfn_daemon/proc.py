@@ -40,6 +40,25 @@ class ProcOutcome:
     truncated: bool
     stopped: Stopped | None
 
+    def last_stdout_line(self) -> str | None:
+        """The last non-empty stdout line (even past the cap); None if only part was kept."""
+        stripped = self.stdout_tail.rstrip()
+        _, sep, last = stripped.rpartition(b"\n")
+        if not stripped or (not sep and self.stdout_total > len(self.stdout_tail)):
+            return None
+        return last.decode("utf-8", "replace").strip()
+
+    def exit_text(self) -> str:
+        """``exit status 3`` or ``killed by signal 9 (SIGKILL)``."""
+        code = self.returncode
+        if code is None or code >= 0:
+            return f"exit status {code}"
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        return f"killed by signal {-code} ({name})"
+
 
 class _Stream:
     def __init__(self, cap: int) -> None:

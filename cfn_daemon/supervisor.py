@@ -36,6 +36,7 @@ from cfn_daemon.store.client import describe_error, is_unavailable_error
 from cfn_daemon.tasks import TaskQueue, now_ms
 
 log = structlog.get_logger("cfn.supervisor")
+CLEAN_EVERY_S = 300.0
 
 
 @dataclass
@@ -115,8 +116,13 @@ class Supervisor:
                     raise
             self.ready.set()
             interval = self.config().agents.heartbeat_interval_s
+            next_clean = 0.0
             while await until_stopped(asyncio.sleep(interval), stop):
                 try:
+                    now = asyncio.get_running_loop().time()
+                    if now >= next_clean:  # retention: finished tasks expire
+                        await self.tasks.clean(self.swarm, self.config().tasks.retention_s)
+                        next_clean = now + CLEAN_EVERY_S
                     await self.tasks.promote_due(self.swarm)
                     await self._check_lapsed()
                     await self._replace_due()

@@ -119,6 +119,8 @@ class SwarmService:
 
     def _start_runtime(self, info: SwarmInfo) -> SwarmRuntime:
         assert self._tg is not None, "swarm service is not running"
+        if info.id in self.runtimes:  # resumed and created at the same time: one runtime
+            return self.runtimes[info.id]
         stop = asyncio.Event()
 
         def current() -> SwarmInfo | None:
@@ -209,6 +211,9 @@ class SwarmService:
                 f"swarm name {sid!r}: expected 1-32 of a-z, 0-9, '-', '_' (starting with a "
                 "letter or digit)"
             )
+        if not self.ready.is_set():  # swarms found in Redis are resumed first
+            self.store.check()
+            await asyncio.wait_for(self.ready.wait(), 10)
         async with self._lock:
             exists = await self.redis.sismember(self.store.keys.swarms, sid)
             if exists and not args.force:

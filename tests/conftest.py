@@ -78,10 +78,15 @@ async def daemon_factory(short_tmp: Path, key_prefix: str) -> AsyncIterator[Daem
             await asyncio.wait_for(asyncio.shield(task), 30)
         except TimeoutError:
             # Say what is stuck: a hang at shutdown is a bug worth a clear report.
-            stuck = [f"{t.get_name()}: {t.get_stack(limit=3)}" for t in asyncio.all_tasks()
-                     if not t.done()]
+            stuck = [
+                f"{t.get_name()}: {t.get_stack(limit=3)}"
+                for t in asyncio.all_tasks()
+                if not t.done()
+            ]
             task.cancel()
-            raise AssertionError("daemon did not stop in 30 s; running:\n" + "\n".join(stuck))
+            raise AssertionError(
+                "daemon did not stop in 30 s; running:\n" + "\n".join(stuck)
+            ) from None
         finally:
             await daemon.__aexit__(None, None, None)
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cfn_client.errors import ConfigError
 from cfn_daemon import proc
@@ -24,6 +26,7 @@ from cfn_daemon.executors import (
     builtin_executor,
     parse_executor_config,
     run_task,
+    substitute,
 )
 
 PY = sys.executable
@@ -403,6 +406,10 @@ def exits(task):
 
 def wrong(task):
     return 42
+
+def full(task):
+    from cfn_daemon.executors import ExecResult
+    return ExecResult(ok=True, output="custom", confidence=0.5, stdout="raw")
 """
 
 
@@ -434,6 +441,10 @@ async def test_python_dict_and_bad_returns(entry_module: str) -> None:
     assert (res.ok, res.output, res.feedback) == (False, "partial", "x")
     res = await run_task(py_cfg(entry_module, "bad_conf"), TASK)
     assert res.error == "`confidence` in the returned dict: expected a number in [0, 1], got 2"
+    res = await run_task(py_cfg(entry_module, "full"), TASK)
+    assert (res.ok, res.output, res.confidence, res.stdout) == (True, "custom", 0.5, "raw")
+    res = await run_task(py_cfg(entry_module, "sync", max_output_bytes=4), TASK)
+    assert (res.output, res.truncated) == ("sync", True)
     res = await run_task(py_cfg(entry_module, "wrong"), TASK)
     assert res.error == f"{entry_module}:wrong returned int; expected str or dict"
 
@@ -462,6 +473,34 @@ async def test_python_timeout_and_cancel(entry_module: str) -> None:
     cancel.set()
     res = await asyncio.wait_for(run, 10)
     assert (res.ok, res.error) == (False, "cancelled")
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+@given(st.text(), st.text())
+def test_substitute_is_single_pass_and_literal(text: str, other: str) -> None:
+    task = msgspec.structs.replace(TASK, text=text)
+    assert substitute("{task}", task) == text
+    assert substitute("<{task}|{attempt}>", task) == f"<{text}|1>"
+    if "{" not in other:
+        assert substitute(other, task) == other
+
+
+def outcome(stdout: bytes, total: int | None = None, returncode: int = 0) -> proc.ProcOutcome:
+    tail = stdout[-proc.TAIL_BYTES :]
+    total = len(stdout) if total is None else total
+    return proc.ProcOutcome(returncode, stdout, b"", tail, total, False, None)
+
+
+def test_last_stdout_line_and_exit_text() -> None:
+    assert outcome(b'a\n{"ok": true}\n\n  \n').last_stdout_line() == '{"ok": true}'
+    assert outcome(b"").last_stdout_line() is None
+    assert outcome(b"only line").last_stdout_line() == "only line"
+    # a last line longer than the kept tail is incomplete: never parsed
+    assert outcome(b"x" * 10, total=10_000_000).last_stdout_line() is None
+    assert outcome(b"", returncode=3).exit_text() == "exit status 3"
+    assert outcome(b"", returncode=-15).exit_text() == "killed by signal 15 (SIGTERM)"
 
 
 # --------------------------------------------------------------------------- config

@@ -18,8 +18,12 @@ from cfn_client.swarm_schema import Event, TaskInfo
 from cfn_daemon.daemon import Daemon
 from tests.conftest import DaemonFactory
 
-FAST = {"agents.heartbeat_interval_s": 0.2, "agents.lapse_s": 1.5, "tasks.retry_base_s": 0.05,
-        "agents.restart_backoff_s": 0.05}
+FAST = {
+    "agents.heartbeat_interval_s": 0.2,
+    "agents.lapse_s": 1.5,
+    "tasks.retry_base_s": 0.05,
+    "agents.restart_backoff_s": 0.05,
+}
 
 
 @pytest.fixture
@@ -127,7 +131,7 @@ async def test_failing_task_retries_with_backoff_then_dead_letters(cfn: AsyncCli
     assert final.attempts == 3
     assert final.result.exit_code == 3
     assert "nope" in final.result.stderr
-    retries = [e for e in await all_events(cfn, ["task.retrying"])]
+    retries = list(await all_events(cfn, ["task.retrying"]))
     assert [e.data["attempt"] for e in retries] == [1, 2]
     assert retries[1].data["delay_ms"] == 2 * retries[0].data["delay_ms"]  # exponential
     dlq = (await cfn.call("dlq.list")).tasks
@@ -220,13 +224,27 @@ async def test_remote_agent_joins_and_receives_work(d: Daemon, cfn: AsyncClient)
     await cfn.call("swarm.init", topology="star", max_agents=4, name="remote")
     url = d.store.params
     env = {k: v for k, v in os.environ.items() if not k.startswith("CFN_")}
-    redis_url = (f"unix://{url.unix_socket_path}?db={url.db}" if url.unix_socket_path
-                 else f"redis://{url.host}:{url.port}/{url.db}")
+    redis_url = (
+        f"unix://{url.unix_socket_path}?db={url.db}"
+        if url.unix_socket_path
+        else f"redis://{url.host}:{url.port}/{url.db}"
+    )
     from cfn_daemon.supervisor import agent_command
 
     proc = await asyncio.create_subprocess_exec(
-        *agent_command(), "--redis", redis_url, "--swarm", "remote", "--type", "shell",
-        "--id", "far-away", "--key-prefix", d.store.keys.prefix, "--heartbeat-s", "0.2",
+        *agent_command(),
+        "--redis",
+        redis_url,
+        "--swarm",
+        "remote",
+        "--type",
+        "shell",
+        "--id",
+        "far-away",
+        "--key-prefix",
+        d.store.keys.prefix,
+        "--heartbeat-s",
+        "0.2",
         env=env,
     )
     try:
@@ -293,8 +311,41 @@ async def test_hierarchical_and_mesh_broadcast_reach_everyone_once(cfn: AsyncCli
     assert sorted(d.to for d in reply.deliveries) == sorted(members)
     root = members[0]
     assert all(d.path[0] == root for d in reply.deliveries)
-    leaf_route = await cfn.call("agent.send", from_agent=members[5], to_agent=members[1],
-                                message="up and down")
+    leaf_route = await cfn.call(
+        "agent.send", from_agent=members[5], to_agent=members[1], message="up and down"
+    )
     path = leaf_route.deliveries[0].path
     assert path[0] == members[5] and path[-1] == members[1]
     assert root in path or members[5] in (members[1],)
+
+
+async def test_reliability_strategy_replicates_and_keeps_one_result(
+    cfn: AsyncClient, tmp_path: Path
+) -> None:
+    await cfn.call("swarm.init", topology="mesh", max_agents=3, strategy="reliability",
+                   name="twice")
+    await cfn.call("agent.create", type="shell", count=2)
+    async with cfn.events_follow(types=["agent"]) as events:
+        for _ in range(2):
+            await next_event(events, "agent.registered")
+    runs = tmp_path / "runs"
+    task = await cfn.call("task.submit", text=f"echo $CFN_AGENT_ID >> {runs}; echo replicated")
+    (final,) = await wait_tasks(cfn, [task.id])
+    assert final.status == "succeeded"
+    assigned = [e for e in await all_events(cfn, ["task.assigned"]) if e.data["task"] == task.id]
+    assert len(assigned[0].data["agents"]) == 2  # both replicas ran...
+    succeeded = [e for e in await all_events(cfn, ["task.succeeded"]) if e.data["task"] == task.id]
+    assert len(succeeded) == 1  # ...and exactly one result was kept
+
+
+async def test_balanced_strategy_prefers_the_least_loaded_agent(cfn: AsyncClient) -> None:
+    await cfn.call("swarm.init", topology="mesh", max_agents=3, name="balance")
+    await cfn.call("agent.create", type="shell", count=2)
+    async with cfn.events_follow(types=["agent", "task"]) as events:
+        for _ in range(2):
+            await next_event(events, "agent.registered")
+        long = await cfn.call("task.submit", text="sleep 2")
+        busy = (await next_event(events, "task.started", task=long.id)).data["agent"]
+        ids = [(await cfn.call("task.submit", text="echo quick")).id for _ in range(3)]
+        tasks = await wait_tasks(cfn, ids)
+    assert busy not in {t.agent for t in tasks}  # the idle agent took every quick task
