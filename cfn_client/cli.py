@@ -13,6 +13,7 @@ from cfn_client.commands import CliEnv, report_error
 from cfn_client.commands.agent import agent
 from cfn_client.commands.config import config
 from cfn_client.commands.events import events
+from cfn_client.commands.monitor import monitor
 from cfn_client.commands.swarm import swarm
 from cfn_client.commands.system import doctor, ping, status, test_group
 from cfn_client.commands.task import dlq, run, task
@@ -113,6 +114,7 @@ cfnctl.add_command(run)
 cfnctl.add_command(task)
 cfnctl.add_command(dlq)
 cfnctl.add_command(events)
+cfnctl.add_command(monitor)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -48,10 +48,17 @@ async def daemon_factory(short_tmp: Path, key_prefix: str) -> AsyncIterator[Daem
     running: list[tuple[Daemon, asyncio.Task[None]]] = []
     counter = 0
 
-    async def start(*, redis_url: str | None = SHARED_REDIS, **flags: Any) -> Daemon:
+    async def start(
+        *, redis_url: str | None = SHARED_REDIS, config_text: str | None = None, **flags: Any
+    ) -> Daemon:
         nonlocal counter
         counter += 1
         base = short_tmp / f"d{counter}"
+        config_file = None
+        if config_text is not None:
+            base.mkdir(parents=True, exist_ok=True)
+            config_file = base / "cfnd.toml"
+            config_file.write_text(config_text)
         all_flags = {
             "daemon.socket": str(base / "cfnd.sock"),
             "daemon.state_dir": str(base / "state"),
@@ -59,7 +66,7 @@ async def daemon_factory(short_tmp: Path, key_prefix: str) -> AsyncIterator[Daem
             "redis.key_prefix": key_prefix,
             **flags,
         }
-        manager = ConfigManager(file=None, env={}, flags=all_flags)
+        manager = ConfigManager(file=config_file, env={}, flags=all_flags)
         daemon = Daemon(manager, env={})
         await daemon.__aenter__()
         task = asyncio.create_task(daemon.run(), name=f"daemon-{counter}")

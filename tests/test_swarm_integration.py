@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 from collections import Counter
@@ -13,16 +14,19 @@ from typing import Any
 import pytest
 
 from cfn_client.api import AsyncClient
-from cfn_client.errors import InvalidArgs, NotFound
+from cfn_client.errors import Conflict, InvalidArgs, NotFound
 from cfn_client.swarm_schema import Event, TaskInfo
+from cfn_daemon import topology
 from cfn_daemon.daemon import Daemon
 from tests.conftest import DaemonFactory
+from tests.redis_servers import pid_alive
 
 FAST = {
     "agents.heartbeat_interval_s": 0.2,
     "agents.lapse_s": 1.5,
     "tasks.retry_base_s": 0.05,
     "agents.restart_backoff_s": 0.05,
+    "agents.stop_grace_s": 1.0,
 }
 
 
@@ -65,13 +69,27 @@ async def next_event(events: Any, etype: str, **match: Any) -> Event:
     raise AssertionError(f"stream ended before {etype}")
 
 
-async def test_four_agents_process_200_tasks_exactly_once(cfn: AsyncClient, tmp_path: Path) -> None:
-    await cfn.call("swarm.init", topology="mesh", max_agents=4, name="crowd")
-    await cfn.call("agent.create", type="shell", count=4)
+async def test_four_command_agents_process_200_tasks_exactly_once(
+    daemon_factory: DaemonFactory, tmp_path: Path
+) -> None:
     log = tmp_path / "runs.log"
+    # A `command` agent type: argv template, no shell in between, task text as {task}.
+    config = (
+        "[agent_types.worker]\n"
+        'kind = "command"\n'
+        f'exec = ["sh", "-c", "echo $CFN_TASK_ID >> $1; echo out-$2", "sh", "{log}", "{{task}}"]\n'
+    )
+    d = await daemon_factory(config_text=config, **FAST)
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await _two_hundred(cfn, log)
+
+
+async def _two_hundred(cfn: AsyncClient, log: Path) -> None:
+    await cfn.call("swarm.init", topology="mesh", max_agents=4, name="crowd")
+    await cfn.call("agent.create", type="worker", count=4)
     ids = []
     for i in range(200):
-        task = await cfn.call("task.submit", text=f'echo "$CFN_TASK_ID" >> {log}; echo out-{i}')
+        task = await cfn.call("task.submit", text=str(i), type="worker")
         ids.append(task.id)
     tasks = await wait_tasks(cfn, ids)
     assert [t.status for t in tasks] == ["succeeded"] * 200
@@ -315,15 +333,21 @@ async def test_hierarchical_and_mesh_broadcast_reach_everyone_once(cfn: AsyncCli
         "agent.send", from_agent=members[5], to_agent=members[1], message="up and down"
     )
     path = leaf_route.deliveries[0].path
-    assert path[0] == members[5] and path[-1] == members[1]
-    assert root in path or members[5] in (members[1],)
+    assert path[0] == members[5]
+    assert path[-1] == members[1]
+    tree = topology.layout("hierarchical", [topology.Member(id=m) for m in members])
+    assert all(frozenset(hop) in tree.edges() for hop in itertools.pairwise(path))
+    assert len(path) > 2  # two leaves talk through their parent(s), never directly
+    for d in reply.deliveries:
+        assert all(frozenset(hop) in tree.edges() for hop in zip(d.path, d.path[1:], strict=False))
 
 
 async def test_reliability_strategy_replicates_and_keeps_one_result(
     cfn: AsyncClient, tmp_path: Path
 ) -> None:
-    await cfn.call("swarm.init", topology="mesh", max_agents=3, strategy="reliability",
-                   name="twice")
+    await cfn.call(
+        "swarm.init", topology="mesh", max_agents=3, strategy="reliability", name="twice"
+    )
     await cfn.call("agent.create", type="shell", count=2)
     async with cfn.events_follow(types=["agent"]) as events:
         for _ in range(2):
@@ -349,3 +373,43 @@ async def test_balanced_strategy_prefers_the_least_loaded_agent(cfn: AsyncClient
         ids = [(await cfn.call("task.submit", text="echo quick")).id for _ in range(3)]
         tasks = await wait_tasks(cfn, ids)
     assert busy not in {t.agent for t in tasks}  # the idle agent took every quick task
+
+
+async def test_scale_up_and_down_never_stops_a_busy_agent_without_force(
+    cfn: AsyncClient,
+) -> None:
+    await cfn.call("swarm.init", topology="mesh", max_agents=4, name="scale")
+    up = await cfn.call("swarm.scale", agents=3)
+    assert len(up.spawned) == 3
+    async with cfn.events_follow(types=["agent", "task"]) as events:
+        for _ in range(3):
+            await next_event(events, "agent.registered")
+        long = await cfn.call("task.submit", text="sleep 30")
+        busy = (await next_event(events, "task.started", task=long.id)).data["agent"]
+        down = await cfn.call("swarm.scale", agents=1)
+        assert busy not in down.stopping  # idle ones go first
+        assert len(down.stopping) == 2
+        with pytest.raises(Conflict, match="would stop busy agents"):
+            await cfn.call("swarm.scale", agents=0)
+        await cfn.call("swarm.scale", agents=0, force=True)
+        await next_event(events, "task.requeued", task=long.id)  # handed back, not lost
+    with pytest.raises(InvalidArgs, match=r"expected 0\.\.4"):
+        await cfn.call("swarm.scale", agents=5)
+
+
+async def test_destroy_stops_agents_and_deletes_every_key(d: Daemon, cfn: AsyncClient) -> None:
+    await cfn.call("swarm.init", topology="star", max_agents=3, name="doomed")
+    await cfn.call("agent.create", type="shell", count=2)
+    task = await cfn.call("task.submit", text="echo bye")
+    await wait_tasks(cfn, [task.id])
+    pids = [a.pid for a in (await cfn.call("agent.list")).agents]
+    result = await cfn.call("swarm.destroy")
+    assert len(result.stopped_agents) == 2
+    assert (await cfn.call("swarm.list")).swarms == []
+    assert not [
+        k async for k in d.store.redis.scan_iter(match=f"{d.store.keys.prefix}:{{doomed}}*")
+    ]
+    for pid in pids:
+        assert not pid_alive(pid)
+    with pytest.raises(NotFound):
+        await cfn.call("swarm.status", swarm="doomed")
