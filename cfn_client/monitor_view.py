@@ -13,12 +13,16 @@ from datetime import datetime
 from typing import get_args
 
 from cfn_client import render
-from cfn_client.swarm_schema import SwarmStatusResult, TaskStatus
+from cfn_client.swarm_schema import TERMINAL_TASK_STATUSES, SwarmStatusResult, TaskStatus
 
 #: Queue depths, in this order (cfnd's keys; any other key follows them).
 QUEUE_ORDER: tuple[str, ...] = ("high", "normal", "low", "retrying")
 #: Task counts, in lifecycle order; every status is shown, zeros too, so columns stay put.
+#: Unfinished ones on a ``tasks`` line (with any status this client does not know), the
+#: terminal ones on an ``ended`` line: both fit 80 columns.
 TASK_ORDER: tuple[str, ...] = get_args(TaskStatus)
+ENDED_ORDER: tuple[str, ...] = tuple(s for s in TASK_ORDER if s in TERMINAL_TASK_STATUSES)
+OPEN_ORDER: tuple[str, ...] = tuple(s for s in TASK_ORDER if s not in ENDED_ORDER)
 #: The statuses whose growth is throughput: a task that ended by running.
 FINISHED_STATUSES: tuple[str, ...] = ("succeeded", "failed")
 
@@ -66,20 +70,23 @@ def format_rate(rate: float | None) -> str:
     return f"{rate:.2f}/s" if rate < 10 else f"{rate:.1f}/s"
 
 
-def _ordered(counts: Mapping[str, int], order: Sequence[str]) -> str:
-    names = [*order, *sorted(k for k in counts if k not in order)]
+def _ordered(counts: Mapping[str, int], order: Sequence[str], others_after: bool = True) -> str:
+    """``name n`` for each of ``order`` (then, if ``others_after``, for every other key)."""
+    names = [*order, *sorted(k for k in counts if k not in order and others_after)]
     return "  ".join(f"{name} {counts.get(name, 0)}" for name in names)
 
 
 def swarm_block(status: SwarmStatusResult, rate: float | None) -> list[str]:
-    """One swarm: a header, its queues, its tasks, then its agents table."""
+    """One swarm: a header, its queues, its tasks (open, then ended), its agents table."""
     info = status.swarm
+    open_tasks = {name: n for name, n in status.tasks.items() if name not in ENDED_ORDER}
     lines = [
         f"swarm {render.swarm_label(info)}  {info.topology}/{info.strategy}  "
         f"agents {info.agents}/{info.max_agents}  {info.status}  "
         f"throughput {format_rate(rate)}",
         "  queues  " + _ordered(status.queues, QUEUE_ORDER),
-        "  tasks   " + _ordered(status.tasks, TASK_ORDER),
+        "  tasks   " + _ordered(open_tasks, OPEN_ORDER),
+        "  ended   " + _ordered(status.tasks, ENDED_ORDER, others_after=False),
     ]
     if status.agents:
         lines += ["  " + line for line in render.agents_table(status.agents).splitlines()]

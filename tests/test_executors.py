@@ -189,6 +189,8 @@ async def test_placeholders_substituted_without_injection(tmp_path: Path) -> Non
 async def test_env_has_cfn_vars_and_no_redis_secrets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for var in [v for v in os.environ if v.startswith("CFN_")]:
+        monkeypatch.delenv(var)  # e.g. CFN_TEST_REDIS_URL from scripts/test
     monkeypatch.setenv("CFN_REDIS_PASSWORD", "s3cret")
     monkeypatch.setenv("CFN_REDIS_URL", "redis://:s3cret@localhost:6379/0")
     monkeypatch.setenv("MY_INHERITED", "yes")
