@@ -125,9 +125,6 @@ class RoundOutcome(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
-# --------------------------------------------------------------------------- signatures
-
-
 def _payload(vote: Vote) -> list[object]:
     """The signed content of a vote, independent of run and round (fixed tuple layout)."""
     return [
@@ -158,9 +155,6 @@ def verify_vote(token: bytes, run_id: str, round_no: int, vote: Vote) -> bool:
         return False
     expected = sign_vote(token, run_id, round_no, vote).encode()
     return hmac.compare_digest(expected, vote.signature.encode("utf-8", "replace"))
-
-
-# --------------------------------------------------------------------------- fault math
 
 
 def tolerated_faults(n: int) -> int:
@@ -223,9 +217,6 @@ def suspects(votes: Sequence[Vote]) -> dict[str, str]:
         if reasons:
             out[vote.validator] = "; ".join(reasons)
     return out
-
-
-# --------------------------------------------------------------------------- the round
 
 
 class RoundInput(msgspec.Struct, frozen=True, kw_only=True):
@@ -301,9 +292,7 @@ def close_round(
     missing = [m for m in members if m not in first]
     approvals = sum(v.approve for v in counted)
     score = trimmed_score(counted, members=n) if counted else None
-    issues: list[list[Issue]] = [
-        v.issues or (issues_from_text(v.reasoning) if not v.approve else []) for v in counted
-    ]
+    issues = [v.issues or ([] if v.approve else issues_from_text(v.reasoning)) for v in counted]
     tally = f"{len(counted)}/{n} votes counted, quorum {q}/{n}"
     faults = [
         f"{len(x)} {label}: {', '.join(x)}"
@@ -313,8 +302,7 @@ def close_round(
     status: RoundStatus
     if len(counted) + len(faulty) < n and not deadline_passed:
         status = "open"
-        waiting = [m for m in members if m not in first]
-        reason = f"open: {tally}; waiting for {', '.join(waiting)}"
+        reason = f"open: {tally}; waiting for {', '.join(missing)}"
     elif len(counted) < q:
         status, reason = "no_quorum", f"no quorum: {tally}"
     else:
@@ -349,10 +337,8 @@ def close_round(
     )
 
 
-# --------------------------------------------------------------------------- feedback
-
 _WS = re.compile(r"\s+")
-_BULLET = re.compile(r"^(?:[-*•+]|\d+[.)])\s+")
+_BULLET = re.compile(r"^(?:[-*•+]|\d+[.)])(?:\s+|$)")
 _TAG = re.compile(r"^\[(\w+)\]\s*")
 
 
@@ -370,15 +356,20 @@ def aggregate_feedback(
     """Merge issues across validators and iterations into one ordered, de-duplicated list.
 
     Issues with the same type, normalised message (casefolded, whitespace collapsed) and
-    location are one; the most severe is kept (the earliest seen on a tie; ``previous``
-    counts as earliest). Ordered by severity (critical first), then type, then message.
+    location are one: the most severe (ties: the smallest message, then location), so the
+    result depends only on the issues, not on their order. Ordered by severity (critical
+    first), then type, then normalised message, then location.
     """
     best: dict[tuple[str, str, str], Issue] = {}
     for issue in [*previous, *(i for batch in rounds_issues for i in batch)]:
         key = _key(issue)
-        if key not in best or _RANK[issue.severity] < _RANK[best[key].severity]:
+        if key not in best or _pick(issue) < _pick(best[key]):
             best[key] = issue
-    return sorted(best.values(), key=lambda i: (_RANK[i.severity], *_key(i), i.message))
+    return sorted(best.values(), key=lambda i: (_RANK[i.severity], *_key(i), *_pick(i)))
+
+
+def _pick(issue: Issue) -> tuple[int, str, str]:
+    return _RANK[issue.severity], issue.message, issue.location or ""
 
 
 def render_feedback(issues: Iterable[Issue], *, round_no: int) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,14 +24,13 @@ import structlog
 
 from cfn_client.swarm_schema import SwarmInfo
 from cfn_daemon import topology
-from cfn_daemon.agents import LIVE_STATUSES, AgentRecord, AgentRegistry
+from cfn_daemon.agents import LIVE_STATUSES, AgentRecord
 from cfn_daemon.aio import until_stopped
-from cfn_daemon.config import Config
 from cfn_daemon.constants import DISPATCH_CONSUMER, DISPATCH_GROUP, PRIORITIES
+from cfn_daemon.context import SwarmContext
 from cfn_daemon.events import NotifyHub
-from cfn_daemon.store import Store
 from cfn_daemon.store.client import describe_error, is_unavailable_error
-from cfn_daemon.tasks import TaskQueue, now_ms
+from cfn_daemon.tasks import now_ms
 
 log = structlog.get_logger("cfn.dispatch")
 READ_COUNT = 500
@@ -86,23 +84,14 @@ def choose(
 class Dispatcher:
     """Assigns one swarm's queued tasks until stopped."""
 
-    def __init__(
-        self,
-        swarm: str,
-        store: Store,
-        tasks: TaskQueue,
-        registry: AgentRegistry,
-        hub: NotifyHub,
-        config: Callable[[], Config],
-        info: Callable[[], SwarmInfo | None],
-    ) -> None:
-        self.swarm = swarm
-        self.store = store
-        self.tasks = tasks
-        self.registry = registry
+    def __init__(self, ctx: SwarmContext, hub: NotifyHub) -> None:
+        self.swarm = ctx.swarm
+        self.store = ctx.store
+        self.tasks = ctx.tasks
+        self.registry = ctx.registry
         self.hub = hub
-        self.config = config
-        self.info = info
+        self.config = ctx.config
+        self.info = ctx.info
         self.backlog: dict[str, Pending] = {}
         self._cursor: str | None = None
         self.assigned_total = 0

@@ -17,7 +17,6 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,14 @@ from typing import Any
 import structlog
 
 from cfn_client.errors import InvalidArgs
-from cfn_client.swarm_schema import SwarmInfo
 from cfn_daemon import agent_types
-from cfn_daemon.agents import LIVE_STATUSES, AgentRecord, AgentRegistry, host_name, new_agent_id
+from cfn_daemon.agents import LIVE_STATUSES, AgentRecord, host_name, new_agent_id
 from cfn_daemon.aio import until_stopped
-from cfn_daemon.config import Config
+from cfn_daemon.context import SwarmContext
 from cfn_daemon.events import emit
 from cfn_daemon.store import Store
 from cfn_daemon.store.client import describe_error, is_unavailable_error
-from cfn_daemon.tasks import TaskQueue, now_ms
+from cfn_daemon.tasks import now_ms
 
 log = structlog.get_logger("cfn.supervisor")
 CLEAN_EVERY_S = 300.0
@@ -80,22 +78,13 @@ def _cmdline(pid: int) -> str:
 class Supervisor:
     """Keeps one swarm's agents alive and its retries moving."""
 
-    def __init__(
-        self,
-        swarm: str,
-        store: Store,
-        tasks: TaskQueue,
-        registry: AgentRegistry,
-        config: Callable[[], Config],
-        info: Callable[[], SwarmInfo | None],
-        state_dir: Path,
-    ) -> None:
-        self.swarm = swarm
-        self.store = store
-        self.tasks = tasks
-        self.registry = registry
-        self.config = config
-        self.info = info
+    def __init__(self, ctx: SwarmContext, state_dir: Path) -> None:
+        self.swarm = ctx.swarm
+        self.store = ctx.store
+        self.tasks = ctx.tasks
+        self.registry = ctx.registry
+        self.config = ctx.config
+        self.info = ctx.info
         self.log_dir = state_dir / "agents"
         self.local: dict[str, LocalAgent] = {}
         self._restarts: collections.deque[float] = collections.deque()

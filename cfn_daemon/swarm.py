@@ -32,6 +32,7 @@ from cfn_daemon.agents import LIVE_STATUSES, AgentRegistry
 from cfn_daemon.aio import until_stopped
 from cfn_daemon.config import Config
 from cfn_daemon.constants import PRIORITIES
+from cfn_daemon.context import SwarmContext
 from cfn_daemon.dispatch import Dispatcher, ensure_groups
 from cfn_daemon.events import NotifyHub, emit
 from cfn_daemon.runtime_config import ConfigManager
@@ -127,14 +128,11 @@ class SwarmService:
             rt = self.runtimes.get(info.id)
             return rt.info if rt else None
 
+        ctx = SwarmContext(info.id, self.store, self.tasks, self.registry, self.config, current)
         rt = SwarmRuntime(
             info=info,
-            dispatcher=Dispatcher(
-                info.id, self.store, self.tasks, self.registry, self.hub, self.config, current
-            ),
-            supervisor=Supervisor(
-                info.id, self.store, self.tasks, self.registry, self.config, current, self.state_dir
-            ),
+            dispatcher=Dispatcher(ctx, self.hub),
+            supervisor=Supervisor(ctx, self.state_dir),
             stop=stop,
         )
         self.runtimes[info.id] = rt

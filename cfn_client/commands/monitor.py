@@ -88,8 +88,8 @@ def _check_interval(ctx: click.Context, param: click.Parameter, value: float) ->
 @click.option("--once", is_flag=True, help="Print one snapshot and exit.")
 @pass_env
 def monitor(env: CliEnv, interval: float, once: bool) -> None:
-    """Watch every swarm live (only --swarm's, if given): queues, tasks,
-    throughput and agents, redrawn every --interval. Quit with q or Ctrl-C.
+    """Watch every swarm live (only one, with --swarm or $CFN_SWARM): queues,
+    tasks, throughput and agents, redrawn every --interval. Quit with q or Ctrl-C.
 
     Throughput is tasks finished (succeeded or failed) per second since the
     previous refresh. When stdout is not a terminal, or with --once or --json,
