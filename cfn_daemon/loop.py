@@ -2,8 +2,11 @@
 
 ``step(state, event) -> (state, effects)``. The runner persists the new state and
 the event atomically, then executes the effects; after a crash it replays the
-event log from the initial state. ``step`` never raises and never reads clocks
-or randomness, so a replay reproduces the same states and effects.
+event log from the initial state. ``step`` never raises (for states it produced
+or decoded from them, and events of the declared types or any other object) and
+never reads clocks or randomness, so a replay reproduces the same states and
+effects. Persist with ``msgspec.json``; a non-finite float becomes ``null`` and
+is treated exactly like a missing value, so a JSON log replays identically.
 
 Statuses: ``new`` (before ``Start``), ``loop3``, ``loop2``, ``loop4``,
 ``escalated`` (waiting for a human; not terminal) and the terminal ``done``,
@@ -372,15 +375,15 @@ def _implementer_done(state: RunState, event: ImplementerDone) -> Step:
 
 
 def _effective_confidence(event: ImplementerDone) -> tuple[float, str]:
-    value, reason = event.confidence, event.reason
+    value, reason = _finite(event.confidence), event.reason
     suffix = f": {reason}" if reason else ""
     if not event.ok:
         return 0.0, f"the implementer failed{suffix}; counted as confidence 0"
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+    if value is None:
         return 0.0, f"no valid confidence reported{suffix}; counted as 0"
     if not 0.0 <= value <= 1.0:
         return 0.0, f"confidence {value:g} outside [0, 1]{suffix}; counted as 0"
-    return float(value), reason
+    return value, reason
 
 
 def _gate(state: RunState) -> Step:

@@ -62,6 +62,18 @@ async def all_events(cfn: AsyncClient, types: list[str] | None = None) -> list[E
     return list((await cfn.call("events.list", types=types or [], limit=100_000)).events)
 
 
+def started_signal(tmp_path: Path) -> tuple[Path, str]:
+    """A FIFO a task writes to once its process really runs (``task.started`` comes
+    just before the agent spawns it), and the shell snippet that writes to it."""
+    fifo = tmp_path / "started.fifo"
+    os.mkfifo(fifo)
+    return fifo, f"echo go > {fifo}"
+
+
+async def until_running(fifo: Path) -> None:
+    await asyncio.wait_for(asyncio.to_thread(fifo.read_text), 30)
+
+
 async def next_event(events: Any, etype: str, **match: Any) -> Event:
     async for ev in events:
         if ev.type == etype and all(ev.data.get(k) == v for k, v in match.items()):
@@ -107,10 +119,15 @@ async def test_killed_agent_task_is_redelivered_once(cfn: AsyncClient, tmp_path:
     await cfn.call("swarm.init", topology="mesh", max_agents=4, name="crash")
     await cfn.call("agent.create", type="shell", count=2)
     marker = tmp_path / "attempts"
-    text = f'echo x >> {marker}; [ "$(wc -l < {marker})" -ge 2 ] || sleep 30; echo done'
+    fifo, signal_running = started_signal(tmp_path)
+    text = (
+        f'echo x >> {marker}; [ "$(wc -l < {marker})" -ge 2 ] || '
+        f"{{ {signal_running}; sleep 30; }}; echo done"
+    )
     async with cfn.events_follow(types=["task", "agent"]) as events:
         task = await cfn.call("task.submit", text=text)
         started = await next_event(events, "task.started", task=task.id)
+        await until_running(fifo)
         victim = started.data["agent"]
         info = await cfn.call("agent.status", agent=victim)
         os.killpg(info.pid, signal.SIGKILL)
@@ -413,3 +430,63 @@ async def test_destroy_stops_agents_and_deletes_every_key(d: Daemon, cfn: AsyncC
         assert not pid_alive(pid)
     with pytest.raises(NotFound):
         await cfn.call("swarm.status", swarm="doomed")
+
+
+async def test_lapsed_remote_agent_is_marked_lost_and_its_task_requeued(
+    d: Daemon, cfn: AsyncClient, tmp_path: Path
+) -> None:
+    await cfn.call("swarm.init", topology="mesh", max_agents=3, name="lost")
+    from cfn_daemon.supervisor import agent_command, agent_redis_url
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CFN_")}
+    proc = await asyncio.create_subprocess_exec(
+        *agent_command(),
+        "--redis",
+        agent_redis_url(d.store),
+        "--swarm",
+        "lost",
+        "--type",
+        "shell",
+        "--id",
+        "remote-1",
+        "--key-prefix",
+        d.store.keys.prefix,
+        "--heartbeat-s",
+        "0.2",
+        env=env,
+        start_new_session=True,
+    )
+    marker = tmp_path / "first"
+    fifo, signal_running = started_signal(tmp_path)
+    text = (
+        f"if [ -e {marker} ]; then echo second-try; "
+        f"else touch {marker}; {signal_running}; sleep 30; fi"
+    )
+    async with cfn.events_follow(types=["agent", "task"]) as events:
+        await next_event(events, "agent.registered", agent="remote-1")
+        task = await cfn.call("task.submit", text=text)
+        await next_event(events, "task.started", task=task.id, agent="remote-1")
+        await until_running(fifo)
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole host "disappears"
+        await proc.wait()
+        lost = await next_event(events, "agent.lost", agent="remote-1")
+        assert task.id in lost.data["requeued"]
+    # A local agent (spawned on demand) picks the task up again.
+    await cfn.call("agent.create", type="shell")
+    (final,) = await wait_tasks(cfn, [task.id])
+    assert final.status == "succeeded"
+    assert final.result.output.strip() == "second-try"
+    assert (await cfn.call("agent.status", agent="remote-1")).status == "lost"
+
+
+async def test_task_clean_and_several_swarms(cfn: AsyncClient) -> None:
+    await cfn.call("swarm.init", topology="mesh", max_agents=2, name="one")
+    task = await cfn.call("task.submit", text="echo x")
+    await wait_tasks(cfn, [task.id])
+    assert (await cfn.call("task.clean", older_than_s=0)).count == 1
+    with pytest.raises(NotFound, match="no task"):
+        await cfn.call("task.status", task=task.id)
+    await cfn.call("swarm.init", topology="ring", max_agents=2, name="two")
+    with pytest.raises(InvalidArgs, match=r"several swarms \(one, two\)"):
+        await cfn.call("task.list")
+    assert (await cfn.call("task.list", swarm="two")).tasks == []
