@@ -11,6 +11,13 @@
         for event in events:                  # typed ``Event``s until cfnd ends the stream
             print(event.data)
 
+    with Client() as cfn:                     # a CFN loop run, followed to its end
+        run = cfn.loop_start("add a --dry-run flag", max_loop2=3)
+        with cfn.loop_follow(run.id) as events:
+            for event in events:              # loop.implementer_done, loop.vote, ...
+                print(event.type, event.data)
+        print(cfn.loop_status(run.id).status)
+
 Arguments are checked against the op's schema before anything is sent, so a
 typo fails locally with ``InvalidArgs`` naming the field. Adding an op is one
 method per class: ``return self._op("name", NameResult, **args)``.
@@ -29,6 +36,7 @@ import msgspec
 
 from cfn_client.connection import DEFAULT_TIMEOUT_S, SyncConnection, SyncEventStream
 from cfn_client.errors import CfnError, ProtocolError
+from cfn_client.loop_schema import LoopBacklogResult, LoopListResult, RunInfo
 from cfn_client.ops import OPS
 from cfn_client.paths import default_socket_path
 from cfn_client.protocol import (
@@ -114,6 +122,28 @@ def wait_request_timeout(wait_s: float | None, reply_timeout_s: float) -> float:
     return wait_s + max(reply_timeout_s, WAIT_MARGIN_S)
 
 
+def _loop_start_args(
+    task: str,
+    swarm: str | None,
+    phase: str | None,
+    implementers: Iterable[str] | None,
+    validators: Iterable[str] | None,
+    owner: str | None,
+    max_loop2: int | None,
+    max_loop3: int | None,
+) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "swarm": swarm, "task": task, "phase": phase, "owner": owner,
+        "max_loop2": max_loop2, "max_loop3": max_loop3,
+    }  # fmt: skip
+    # None: leave the field out, so the schema's default team applies.
+    if implementers is not None:
+        args["implementers"] = list(implementers)
+    if validators is not None:
+        args["validators"] = list(validators)
+    return args
+
+
 def _events_args(
     swarm: str | None, since_ms: int | None, types: Iterable[str], limit: int
 ) -> dict[str, Any]:
@@ -121,7 +151,8 @@ def _events_args(
 
 
 class EventFollow(Iterator[Event]):
-    """``events.follow`` on a blocking client: iterate for ``Event``s until the daemon ends it.
+    """``events.follow`` or ``loop.follow`` on a blocking client: iterate for ``Event``s
+    until the daemon ends the stream.
 
     Leaving early (``close()``, the end of a ``with`` block, Ctrl-C) closes the
     connection, which is how cfnd learns to stop; the Client reconnects on its next call.
@@ -129,6 +160,7 @@ class EventFollow(Iterator[Event]):
 
     def __init__(self, raw: SyncEventStream) -> None:
         self._raw = raw
+        self._op = raw.op
 
     @property
     def done(self) -> bool:
@@ -139,7 +171,7 @@ class EventFollow(Iterator[Event]):
         return self
 
     def __next__(self) -> Event:
-        event: Event = decode_result("events.follow", next(self._raw), Event)
+        event: Event = decode_result(self._op, next(self._raw), Event)
         return event
 
     def close(self) -> None:
@@ -159,17 +191,25 @@ class EventFollow(Iterator[Event]):
 
 
 class AsyncEventFollow:
-    """``events.follow`` on an async client, over a connection of its own.
+    """``events.follow`` (or ``op``, another stream of Events) on an async client, over a
+    connection of its own.
 
     ``async with cfn.events_follow() as events: async for event in events: ...``.
     The dedicated connection is closed on exit, so cfnd stops sending even when the
     caller leaves early; the client's shared connection is never tied up.
     """
 
-    def __init__(self, socket_path: Path, timeout_s: float, args: Args | dict[str, Any]) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        timeout_s: float,
+        args: Args | dict[str, Any],
+        op: str = "events.follow",
+    ) -> None:
         self._socket_path = socket_path
         self._timeout_s = timeout_s
         self._args = args
+        self._op = op
         self._stack: AsyncExitStack | None = None
         self._raw: AsyncEventStream | None = None
 
@@ -181,7 +221,7 @@ class AsyncEventFollow:
             conn = await stack.enter_async_context(
                 AsyncConnection(self._socket_path, timeout_s=self._timeout_s)
             )
-            raw = conn.stream("events.follow", self._args, math.inf)
+            raw = conn.stream(self._op, self._args, math.inf)
             self._raw = await stack.enter_async_context(raw)
         except BaseException:
             await stack.aclose()
@@ -204,8 +244,8 @@ class AsyncEventFollow:
 
     async def __anext__(self) -> Event:
         if self._raw is None:
-            raise CfnError("use `async with cfn.events_follow() as events` before iterating")
-        event: Event = decode_result("events.follow", await self._raw.__anext__(), Event)
+            raise CfnError("enter the follow (`async with ... as events`) before iterating")
+        event: Event = decode_result(self._op, await self._raw.__anext__(), Event)
         return event
 
 
@@ -491,6 +531,70 @@ class Client(_ClientBase):
         """
         args = build_args("events.follow", _events_args(swarm, since_ms, types, limit))
         return EventFollow(self._connection().stream("events.follow", args, math.inf))
+
+    # -- CFN loop runs
+
+    def loop_start(
+        self,
+        task: str,
+        *,
+        swarm: str | None = None,
+        phase: str | None = None,
+        implementers: Iterable[str] | None = None,
+        validators: Iterable[str] | None = None,
+        owner: str | None = None,
+        max_loop2: int | None = None,
+        max_loop3: int | None = None,
+    ) -> RunInfo:
+        """Start a CFN loop run of ``task``: Loop 3 ``implementers`` (agent types; None:
+        coder, coder), Loop 2 ``validators`` (None: reviewer, tester, security-specialist),
+        Loop 4 ``owner`` (an agent type; None: cfnd's built-in rule). ``max_loop2`` /
+        ``max_loop3`` bound rounds and iterations (None: cfnd's configured limits)."""
+        return self._op(
+            "loop.start", RunInfo,
+            **_loop_start_args(
+                task, swarm, phase, implementers, validators, owner, max_loop2, max_loop3
+            ),
+        )  # fmt: skip
+
+    def loop_status(self, run: str, swarm: str | None = None) -> RunInfo:
+        """One run: its state, pending agents, decision and consensus rounds."""
+        return self._op("loop.status", RunInfo, swarm=swarm, run=run)
+
+    def loop_list(
+        self, swarm: str | None = None, status: str | None = None, limit: int = 100
+    ) -> LoopListResult:
+        """A swarm's runs, optionally only those with ``status``."""
+        return self._op("loop.list", LoopListResult, swarm=swarm, status=status, limit=limit)
+
+    def loop_follow(self, run: str, swarm: str | None = None) -> EventFollow:
+        """A run's events: ``with cfn.loop_follow(run) as events: for event in events: ...``.
+
+        cfnd ends the stream once the run is done, cancelled, failed or escalated.
+        There is no idle timeout; the connection serves nothing else meanwhile.
+        """
+        args = build_args("loop.follow", {"swarm": swarm, "run": run})
+        return EventFollow(self._connection().stream("loop.follow", args, math.inf))
+
+    def loop_approve(self, run: str, reason: str = "", *, swarm: str | None = None) -> RunInfo:
+        """Approve an escalated run (done, decision PROCEED)."""
+        return self._op("loop.approve", RunInfo, swarm=swarm, run=run, reason=reason)
+
+    def loop_reject(self, run: str, feedback: str = "", *, swarm: str | None = None) -> RunInfo:
+        """Reject an escalated run: a new Loop 2 round starts with ``feedback``."""
+        return self._op("loop.reject", RunInfo, swarm=swarm, run=run, feedback=feedback)
+
+    def loop_extend(self, run: str, max_loop2: int, *, swarm: str | None = None) -> RunInfo:
+        """Raise a run's Loop 2 budget to ``max_loop2`` rounds (an escalated run goes on)."""
+        return self._op("loop.extend", RunInfo, swarm=swarm, run=run, max_loop2=max_loop2)
+
+    def loop_cancel(self, run: str, reason: str = "", *, swarm: str | None = None) -> RunInfo:
+        """Cancel a run that has not finished."""
+        return self._op("loop.cancel", RunInfo, swarm=swarm, run=run, reason=reason)
+
+    def loop_backlog(self, run: str, *, swarm: str | None = None) -> LoopBacklogResult:
+        """The backlog items a DEFER decision left."""
+        return self._op("loop.backlog", LoopBacklogResult, swarm=swarm, run=run)
 
     # -- internals
 
@@ -812,6 +916,74 @@ class AsyncClient(_ClientBase):
         """
         args = build_args("events.follow", _events_args(swarm, since_ms, types, limit))
         return AsyncEventFollow(self.socket_path, self.timeout_s, args)
+
+    # -- CFN loop runs
+
+    async def loop_start(
+        self,
+        task: str,
+        *,
+        swarm: str | None = None,
+        phase: str | None = None,
+        implementers: Iterable[str] | None = None,
+        validators: Iterable[str] | None = None,
+        owner: str | None = None,
+        max_loop2: int | None = None,
+        max_loop3: int | None = None,
+    ) -> RunInfo:
+        """Start a CFN loop run of ``task``: Loop 3 ``implementers`` (agent types; None:
+        coder, coder), Loop 2 ``validators`` (None: reviewer, tester, security-specialist),
+        Loop 4 ``owner`` (an agent type; None: cfnd's built-in rule). ``max_loop2`` /
+        ``max_loop3`` bound rounds and iterations (None: cfnd's configured limits)."""
+        return await self._op(
+            "loop.start", RunInfo,
+            **_loop_start_args(
+                task, swarm, phase, implementers, validators, owner, max_loop2, max_loop3
+            ),
+        )  # fmt: skip
+
+    async def loop_status(self, run: str, swarm: str | None = None) -> RunInfo:
+        """One run: its state, pending agents, decision and consensus rounds."""
+        return await self._op("loop.status", RunInfo, swarm=swarm, run=run)
+
+    async def loop_list(
+        self, swarm: str | None = None, status: str | None = None, limit: int = 100
+    ) -> LoopListResult:
+        """A swarm's runs, optionally only those with ``status``."""
+        return await self._op("loop.list", LoopListResult, swarm=swarm, status=status, limit=limit)
+
+    def loop_follow(self, run: str, swarm: str | None = None) -> AsyncEventFollow:
+        """A run's events: ``async with cfn.loop_follow(run) as events: async for e in events``.
+
+        cfnd ends the stream once the run is done, cancelled, failed or escalated.
+        Runs on a connection of its own (closed on exit), with no idle timeout.
+        """
+        args = build_args("loop.follow", {"swarm": swarm, "run": run})
+        return AsyncEventFollow(self.socket_path, self.timeout_s, args, op="loop.follow")
+
+    async def loop_approve(
+        self, run: str, reason: str = "", *, swarm: str | None = None
+    ) -> RunInfo:
+        """Approve an escalated run (done, decision PROCEED)."""
+        return await self._op("loop.approve", RunInfo, swarm=swarm, run=run, reason=reason)
+
+    async def loop_reject(
+        self, run: str, feedback: str = "", *, swarm: str | None = None
+    ) -> RunInfo:
+        """Reject an escalated run: a new Loop 2 round starts with ``feedback``."""
+        return await self._op("loop.reject", RunInfo, swarm=swarm, run=run, feedback=feedback)
+
+    async def loop_extend(self, run: str, max_loop2: int, *, swarm: str | None = None) -> RunInfo:
+        """Raise a run's Loop 2 budget to ``max_loop2`` rounds (an escalated run goes on)."""
+        return await self._op("loop.extend", RunInfo, swarm=swarm, run=run, max_loop2=max_loop2)
+
+    async def loop_cancel(self, run: str, reason: str = "", *, swarm: str | None = None) -> RunInfo:
+        """Cancel a run that has not finished."""
+        return await self._op("loop.cancel", RunInfo, swarm=swarm, run=run, reason=reason)
+
+    async def loop_backlog(self, run: str, *, swarm: str | None = None) -> LoopBacklogResult:
+        """The backlog items a DEFER decision left."""
+        return await self._op("loop.backlog", LoopBacklogResult, swarm=swarm, run=run)
 
     # -- internals
 

@@ -13,6 +13,7 @@ from cfn_client.commands import CliEnv, report_error
 from cfn_client.commands.agent import agent
 from cfn_client.commands.config import config
 from cfn_client.commands.events import events
+from cfn_client.commands.loop import cfn_loop, loop
 from cfn_client.commands.monitor import monitor
 from cfn_client.commands.swarm import swarm
 from cfn_client.commands.system import doctor, ping, status, test_group
@@ -29,6 +30,8 @@ Exit codes:
   2  usage error
   3  cfnd unreachable (start it with `cfnd` or `systemctl start cfnd`)
   4  permission denied (join the socket's group)
+  5  `loop` (followed): the run escalated, a human must approve or reject it
+  6  `loop` (followed): the run failed or was cancelled
 """
 
 
@@ -115,6 +118,8 @@ cfnctl.add_command(task)
 cfnctl.add_command(dlq)
 cfnctl.add_command(events)
 cfnctl.add_command(monitor)
+cfnctl.add_command(loop)
+cfnctl.add_command(cfn_loop)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -11,6 +11,19 @@ import difflib
 from dataclasses import dataclass
 
 from cfn_client.errors import ProtocolError
+from cfn_client.loop_schema import (
+    LoopApproveArgs,
+    LoopBacklogResult,
+    LoopCancelArgs,
+    LoopExtendArgs,
+    LoopFollowArgs,
+    LoopListArgs,
+    LoopListResult,
+    LoopRefArgs,
+    LoopRejectArgs,
+    LoopStartArgs,
+    RunInfo,
+)
 from cfn_client.protocol import (
     Args,
     ConfigResetArgs,
@@ -117,6 +130,16 @@ OPS: dict[str, OpSpec] = {
     # events
     "events.list": OpSpec(EventsArgs, EventsResult, Role.viewer),
     "events.follow": OpSpec(EventsArgs, Event, Role.viewer, streaming=True),
+    # CFN loop runs
+    "loop.start": OpSpec(LoopStartArgs, RunInfo, Role.operator),
+    "loop.status": OpSpec(LoopRefArgs, RunInfo, Role.viewer),
+    "loop.list": OpSpec(LoopListArgs, LoopListResult, Role.viewer),
+    "loop.follow": OpSpec(LoopFollowArgs, Event, Role.viewer, streaming=True),
+    "loop.approve": OpSpec(LoopApproveArgs, RunInfo, Role.operator),
+    "loop.reject": OpSpec(LoopRejectArgs, RunInfo, Role.operator),
+    "loop.extend": OpSpec(LoopExtendArgs, RunInfo, Role.operator),
+    "loop.cancel": OpSpec(LoopCancelArgs, RunInfo, Role.operator),
+    "loop.backlog": OpSpec(LoopRefArgs, LoopBacklogResult, Role.viewer),
 }
 
 

@@ -69,6 +69,7 @@ class TaskResult(Result, kw_only=True):
     feedback: Any = None
     error: str | None = None
     duration_ms: float = 0.0
+    signature: str = ""  # HMAC of a validator's vote with its agent token
 
 
 class TaskInfo(Result, kw_only=True):
@@ -86,6 +87,8 @@ class TaskInfo(Result, kw_only=True):
     timeout_s: float | None = None
     error: str | None = None
     result: TaskResult | None = None
+    target: str | None = None  # only this agent may run it (CFN loop roles)
+    context: dict[str, Any] = {}
 
 
 class Delivery(Result, kw_only=True):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import sys
 import time
@@ -30,6 +31,7 @@ from cfn_daemon import agent_types
 from cfn_daemon.agents import AgentRecord, AgentRegistry, host_name, new_agent_id
 from cfn_daemon.aio import until_stopped
 from cfn_daemon.config import RedisConfig
+from cfn_daemon.consensus import sign_vote
 from cfn_daemon.constants import AGENT_GROUP, Keys
 from cfn_daemon.executors import ExecResult, TaskInput, run_task
 from cfn_daemon.logs import configure_logging
@@ -37,6 +39,7 @@ from cfn_daemon.store.client import build_client, describe_error, is_unavailable
 from cfn_daemon.store.scripts import Scripts
 from cfn_daemon.store.urls import resolve
 from cfn_daemon.tasks import Retry, TaskQueue, now_ms
+from cfn_daemon.votes import vote_from_result
 
 log = structlog.get_logger("cfn.agent")
 
@@ -71,6 +74,8 @@ class AgentRuntime:
         self.stop = asyncio.Event()
         self.registered = asyncio.Event()
         self._running: dict[str, asyncio.Event] = {}  # task id → cancel event
+        # Signs this agent's validator votes; cfnd learns it on first registration.
+        self.token = os.environ.get("CFN_AGENT_TOKEN") or secrets.token_hex(16)
         self._slots = asyncio.Semaphore(max(1, record.concurrency))
         self._free = max(1, record.concurrency)
 
@@ -106,6 +111,7 @@ class AgentRuntime:
     async def _register(self) -> None:
         self.record.status = "idle"
         self.record.started_ms = self.record.started_ms or now_ms()
+        await self.redis.hsetnx(self.keys.tokens(self.swarm), self.id, self.token)
         await self.registry.register(self.record)
         self.registered.set()
         log.info("agent_registered", agent=self.id, swarm=self.swarm, type=self.record.type)
@@ -230,14 +236,23 @@ class AgentRuntime:
                     agent_type=self.record.type,
                     text=task.text,
                     attempt=task.attempts,
+                    context=task.context,
                 ),
                 cancel=cancel,
             )
-            await self._complete(entry_id, task_id, to_result(res, self.id, task.attempts))
+            result = to_result(res, self.id, task.attempts)
+            if task.context.get("kind") == "validate":
+                result.signature = self._sign(task.context, result)
+            await self._complete(entry_id, task_id, result)
         finally:
             self._running.pop(task_id, None)
             self._free += 1
             self._slots.release()
+
+    def _sign(self, context: dict[str, Any], result: TaskResult) -> str:
+        run, round_no = str(context.get("run", "")), int(context.get("round", 0))
+        vote = vote_from_result(self.id, result, round_no)
+        return sign_vote(self.token.encode(), run, round_no, vote) if vote else ""
 
     async def _complete(self, entry_id: str, task_id: str, result: TaskResult) -> None:
         delay = 0.1

@@ -101,6 +101,8 @@ class LoopConfig(Section):
     consensus_threshold: Probability = 0.90
     max_loop2: Iterations = 10
     max_loop3: Iterations = 10
+    # A validator round closes when every validator answered or after this long.
+    round_timeout_s: PositiveSeconds = 600.0
 
 
 class SwarmConfig(Section):

@@ -124,5 +124,13 @@ class Keys:
     def votes(self, swarm: str, run_id: str, round_no: int) -> str:
         return f"{self._s(swarm)}:votes:{run_id}:{round_no}"
 
+    def tokens(self, swarm: str) -> str:
+        """hash: agent id → its vote-signing token (trust on first use)."""
+        return f"{self._s(swarm)}:tokens"
+
+    def runs(self, swarm: str) -> str:
+        """zset: CFN run id → created ms."""
+        return f"{self._s(swarm)}:runs"
+
     def dlq(self, swarm: str) -> str:
         return f"{self._s(swarm)}:dlq"

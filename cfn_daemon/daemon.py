@@ -28,10 +28,12 @@ from cfn_daemon.aio import until_stopped
 from cfn_daemon.config import Config
 from cfn_daemon.events import NotifyHub
 from cfn_daemon.handlers.config_ops import ConfigOps
+from cfn_daemon.handlers.loop_ops import LoopOps
 from cfn_daemon.handlers.swarm_ops import SwarmOps
 from cfn_daemon.handlers.system import SystemOps
 from cfn_daemon.handlers.task_ops import TaskOps
 from cfn_daemon.logs import configure_logging
+from cfn_daemon.loop_runner import LoopService
 from cfn_daemon.runtime_config import ConfigManager
 from cfn_daemon.sdnotify import Notifier
 from cfn_daemon.server import RoleResolver, Router, Server
@@ -131,6 +133,8 @@ class Daemon:
         self.swarms = SwarmService(self.store, self.config_manager, self.hub, self.state_dir)
         SwarmOps(self.swarms).register(self.router)
         TaskOps(self.swarms, self._stop).register(self.router)
+        self.loops = LoopService(self.swarms, self.hub)
+        LoopOps(self.loops).register(self.router)
         return self
 
     async def __aexit__(
@@ -168,6 +172,7 @@ class Daemon:
             # Swarm runtimes end with the stop event, after the server has drained.
             swarm_stop = asyncio.Event()
             tg.create_task(self.swarms.run(swarm_stop), name="swarms")
+            tg.create_task(self.loops.run(swarm_stop), name="loops")
             if self.store.embedded is not None:
                 tg.create_task(self._supervise_embedded(), name="embedded-redis")
             if self.notifier.watchdog_interval_s:

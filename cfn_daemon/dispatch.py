@@ -44,6 +44,7 @@ class Pending:
     priority: str
     type: str
     enqueued_ms: int
+    target: str | None = None
 
 
 async def ensure_groups(redis: Any, queues: list[str]) -> None:
@@ -60,13 +61,23 @@ def members_of(agents: list[AgentRecord]) -> list[topology.Member]:
 
 
 def choose(
-    swarm: SwarmInfo, agents: list[AgentRecord], task_type: str, cursor: str | None
+    swarm: SwarmInfo,
+    agents: list[AgentRecord],
+    task_type: str,
+    cursor: str | None,
+    target: str | None = None,
 ) -> tuple[list[str], str]:
-    """Pick the agent(s) for one task; returns (agent ids, via). Pure."""
+    """Pick the agent(s) for one task; returns (agent ids, via). Pure.
+
+    A ``target`` pins the task to that agent (CFN loop roles): nobody else takes it.
+    """
     live = [a for a in agents if a.status in ("idle", "busy")]
     order = topology.assignment_order(swarm.topology, members_of(live), start_after=cursor)
     rank = {aid: i for i, aid in enumerate(order)}
     free = [a for a in live if a.type == task_type and a.load < a.concurrency and a.id in rank]
+    if target is not None:
+        free = [a for a in free if a.id == target]
+        return ([free[0].id] if free else []), ""
     if not free:
         return [], ""
     if swarm.topology == "ring":
@@ -148,11 +159,16 @@ class Dispatcher:
             fresh.append((entry_id, tid, prio))
         async with self.store.redis.pipeline(transaction=False) as pipe:
             for _, tid, _ in fresh:
-                pipe.hmget(self.store.keys.task(self.swarm, tid), "type", "enqueued_ms")
+                pipe.hmget(self.store.keys.task(self.swarm, tid), "type", "enqueued_ms", "target")
             meta = await pipe.execute()
-        for (entry_id, tid, prio), (ttype, enq) in zip(fresh, meta, strict=True):
+        for (entry_id, tid, prio), (ttype, enq, target) in zip(fresh, meta, strict=True):
             self.backlog[entry_id] = Pending(
-                entry_id, tid, prio, (ttype or b"").decode(), int(enq or now_ms())
+                entry_id,
+                tid,
+                prio,
+                (ttype or b"").decode(),
+                int(enq or now_ms()),
+                target.decode() if target else None,
             )
 
     def _ordered(self) -> list[Pending]:
@@ -175,7 +191,7 @@ class Dispatcher:
         by_id = {a.id: a for a in agents}
         started = time.monotonic()
         for pending in self._ordered():
-            picked, via = choose(swarm, agents, pending.type, self._cursor)
+            picked, via = choose(swarm, agents, pending.type, self._cursor, pending.target)
             if not picked:
                 continue  # nobody free for this type yet; others may still fit
             placed = await self.tasks.assign(

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import secrets
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -219,6 +220,9 @@ class Supervisor:
         }
         if self.store.params.password:
             env["CFN_REDIS_PASSWORD"] = self.store.params.password
+        # The vote-signing token travels in the environment, never in argv.
+        env["CFN_AGENT_TOKEN"] = token = secrets.token_hex(16)
+        await self.store.redis.hset(self.store.keys.tokens(self.swarm), agent.id, token)
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_fd = os.open(
             self.log_dir / f"{agent.id}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600

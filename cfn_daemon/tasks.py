@@ -30,7 +30,7 @@ from cfn_client.swarm_schema import (
 from cfn_daemon.constants import DISPATCH_GROUP, EVENTS_MAXLEN, PRIORITIES, Keys
 from cfn_daemon.store.scripts import Scripts
 
-_OPTIONAL_STR = ("agent", "error")
+_OPTIONAL_STR = ("agent", "error", "target")
 _json = msgspec.json.Encoder()
 
 
@@ -51,9 +51,12 @@ def decode_task(raw: Mapping[Any, Any]) -> TaskInfo:
     """A task hash (bytes or str fields) → TaskInfo."""
     fields = {_text(k): _text(v) for k, v in raw.items()}
     result_json = fields.pop("result", "")
+    context_json = fields.pop("context", "")
     record: dict[str, Any] = {
         k: v for k, v in fields.items() if k in TaskInfo.__struct_fields__ and k != "result"
     }
+    if context_json:
+        record["context"] = msgspec.json.decode(context_json)
     for key in _OPTIONAL_STR:
         if not record.get(key):
             record.pop(key, None)
@@ -96,6 +99,8 @@ class TaskQueue:
         timeout_s: float | None = None,
         max_attempts: int = 3,
         task_id: str | None = None,
+        target: str | None = None,
+        context: dict[str, Any] | None = None,
     ) -> TaskInfo:
         """Enqueue a task; returns its record."""
         if not text.strip():
@@ -120,10 +125,14 @@ class TaskQueue:
             created_ms=ts,
             updated_ms=ts,
             timeout_s=timeout_s,
+            target=target,
+            context=dict(context or {}),
         )
         fields: list[Any] = []
         for key, value in msgspec.structs.asdict(info).items():
-            if value is not None:
+            if key == "context":
+                fields += [key, _json.encode(value)]
+            elif value is not None:
                 fields += [key, str(value) if not isinstance(value, str) else value]
         fields += ["enqueued_ms", ts]
         event = _json.encode({"task": tid, "type": type, "priority": priority})

@@ -1,0 +1,162 @@
+"""The CFN loop end to end: real cfn-agent processes running the example agents."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cfn_client.api import AsyncClient
+from cfn_daemon.daemon import Daemon
+from tests.conftest import DaemonFactory
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "agents"
+FAST = {
+    "agents.heartbeat_interval_s": 0.2,
+    "agents.lapse_s": 3.0,
+    "agents.stop_grace_s": 1.0,
+}
+
+
+def agent_types(
+    impl_env: dict[str, str], check_env: dict[str, str], owner_env: dict[str, str] | None = None
+) -> str:
+    def table(name: str, script: str, role: str, env: dict[str, str]) -> str:
+        env_toml = ", ".join(f'{k} = "{v}"' for k, v in env.items())
+        return (
+            f'[agent_types.{name}]\nkind = "command"\n'
+            f'exec = ["{sys.executable}", "{EXAMPLES / script}"]\n'
+            f'role = "{role}"\nenv = {{ {env_toml} }}\n'
+        )
+
+    out = table("impl", "implementer.py", "implementer", impl_env)
+    out += table("check", "validator.py", "validator", check_env)
+    if owner_env is not None:
+        out += table("po", "owner.py", "owner", owner_env)
+    return out
+
+
+async def start(daemon_factory: DaemonFactory, config: str) -> Daemon:
+    return await daemon_factory(config_text=config, **FAST)
+
+
+async def run_to_rest(cfn: AsyncClient, **args: Any) -> Any:
+    """Start a run and follow it until it finishes or escalates; return its info."""
+    info = await cfn.call("loop.start", **args)
+    async with cfn.stream("loop.follow", {"run": info.id}) as events:
+        async for _ in events:
+            pass
+    return await cfn.call("loop.status", run=info.id)
+
+
+async def test_passes_on_the_first_round(daemon_factory: DaemonFactory) -> None:
+    d = await start(daemon_factory, agent_types({"EXAMPLE_CONFIDENCE": "0.9"}, {}))
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=8, name="loop1")
+        info = await run_to_rest(
+            cfn,
+            task="add a health endpoint",
+            implementers=["impl", "impl"],
+            validators=["check"] * 4,
+        )
+        assert info.status == "done"
+        assert info.decision == "PROCEED"
+        assert info.loop2_round == 1
+        assert [r["status"] for r in info.rounds] == ["passed"]
+        assert info.rounds[0]["votes_counted"] == 4
+        kinds = [e.type for e in (await cfn.call("events.list", types=["loop"])).events]
+        assert kinds[0] == "loop.started"
+        assert kinds[-1] == "loop.finished"
+        assert kinds.count("loop.vote") == 4
+        votes = list((await cfn.call("events.list", types=["loop.vote"])).events)
+        assert all(v.data["verified"] for v in votes)  # signed with each agent's token
+
+
+async def test_fails_the_gate_then_passes(daemon_factory: DaemonFactory, tmp_path: Path) -> None:
+    log = tmp_path / "impl.log"
+    d = await start(
+        daemon_factory, agent_types({"EXAMPLE_CONFIDENCE": "0.5,0.9", "EXAMPLE_LOG": str(log)}, {})
+    )
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=6, name="gate")
+        info = await run_to_rest(
+            cfn,
+            task="write the parser",
+            implementers=["impl", "impl"],
+            validators=["check", "check", "check"],
+        )
+        assert info.status == "done"
+        gates = [h for h in info.history if h["kind"] == "loop3"]
+        assert [g["outcome"] for g in gates] == ["gate-failed", "gate-passed"]
+        assert gates[0]["low"] == 0.5
+        runs = [json.loads(line) for line in log.read_text().splitlines()]
+        assert {r["iteration"] for r in runs} == {1, 2}
+        second = [r for r in runs if r["iteration"] == 2]
+        # The gate's reasons (who was below the threshold) reach the next iteration.
+        assert all("0.5" in r["feedback"] and "0.75" in r["feedback"] for r in second)
+
+
+async def test_consensus_fails_twice_feedback_reaches_implementers_then_passes(
+    daemon_factory: DaemonFactory, tmp_path: Path
+) -> None:
+    log = tmp_path / "impl.log"
+    d = await start(
+        daemon_factory,
+        agent_types(
+            {"EXAMPLE_LOG": str(log)},
+            {"EXAMPLE_APPROVE_FROM_ROUND": "3", "EXAMPLE_ISSUE": "SQL built by string concat"},
+        ),
+    )
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=8, name="rounds")
+        info = await run_to_rest(
+            cfn, task="store the users", implementers=["impl", "impl"], validators=["check"] * 4
+        )
+        assert info.status == "done"
+        assert info.loop2_round == 3
+        assert [r["status"] for r in info.rounds] == ["failed", "failed", "passed"]
+        runs = [json.loads(line) for line in log.read_text().splitlines()]
+        round3 = [r for r in runs if r["round"] == 3]
+        assert round3
+        for r in round3:
+            # The validators' structured feedback is in the implementer's input.
+            assert "SQL built by string concat" in r["feedback"]
+            assert "SQL built by string concat" in r["prompt"]
+            assert "[security]" in r["feedback"]
+        first = [r for r in runs if r["round"] == 1]
+        assert all(r["feedback"] == "" for r in first)
+
+
+async def test_exhausted_run_escalates_then_a_human_approves(
+    daemon_factory: DaemonFactory,
+) -> None:
+    d = await start(daemon_factory, agent_types({}, {"EXAMPLE_APPROVE_FROM_ROUND": "0"}))
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=6, name="human")
+        info = await run_to_rest(
+            cfn, task="migrate the db", implementers=["impl"], validators=["check"] * 3, max_loop2=2
+        )
+        assert info.status == "escalated"
+        assert "consensus failed in 2 rounds" in info.outcome_reason
+        approved = await cfn.call("loop.approve", run=info.id, reason="shipping it")
+        assert approved.status == "done"
+        assert approved.decision == "PROCEED"
+
+
+async def test_owner_defers_with_backlog(daemon_factory: DaemonFactory) -> None:
+    d = await start(
+        daemon_factory,
+        agent_types(
+            {}, {}, {"EXAMPLE_DECISION": "DEFER", "EXAMPLE_BACKLOG": "add metrics;write docs"}
+        ),
+    )
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=6, name="owner")
+        info = await run_to_rest(
+            cfn, task="ship v1", implementers=["impl"], validators=["check"] * 3, owner="po"
+        )
+        assert info.status == "done"
+        assert info.decision == "DEFER"
+        backlog = await cfn.call("loop.backlog", run=info.id)
+        assert backlog.items == ["add metrics", "write docs"]
