@@ -84,9 +84,9 @@ def of(n: int, limit: int) -> str:
 def _commands(run: RunInfo) -> list[tuple[str, str]]:
     if run.status == "escalated":
         return [
-            ("next", f"cfnctl loop approve {run.id}   (accept: done, PROCEED)"),
-            ("", f"cfnctl loop reject {run.id} --feedback TEXT   (one more round)"),
-        ]
+            ("next", f"`cfnctl loop approve {run.id}` (done, PROCEED) or "
+                     f"`cfnctl loop reject {run.id} --feedback TEXT` (one more round)"),
+        ]  # fmt: skip
     if run.backlog:
         return [("next", f"cfnctl loop backlog {run.id}")]
     return []

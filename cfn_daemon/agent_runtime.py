@@ -39,7 +39,7 @@ from cfn_daemon.store.client import build_client, describe_error, is_unavailable
 from cfn_daemon.store.scripts import Scripts
 from cfn_daemon.store.urls import resolve
 from cfn_daemon.tasks import Retry, TaskQueue, now_ms
-from cfn_daemon.votes import vote_from_result
+from cfn_daemon.votes import submit_vote, vote_from_result
 
 log = structlog.get_logger("cfn.agent")
 
@@ -242,17 +242,22 @@ class AgentRuntime:
             )
             result = to_result(res, self.id, task.attempts)
             if task.context.get("kind") == "validate":
-                result.signature = self._sign(task.context, result)
+                await self._vote(task.context, result)
             await self._complete(entry_id, task_id, result)
         finally:
             self._running.pop(task_id, None)
             self._free += 1
             self._slots.release()
 
-    def _sign(self, context: dict[str, Any], result: TaskResult) -> str:
+    async def _vote(self, context: dict[str, Any], result: TaskResult) -> None:
+        """Sign the vote this validator task produced and submit it to the round."""
         run, round_no = str(context.get("run", "")), int(context.get("round", 0))
         vote = vote_from_result(self.id, result, round_no)
-        return sign_vote(self.token.encode(), run, round_no, vote) if vote else ""
+        if vote is None:
+            return
+        result.signature = sign_vote(self.token.encode(), run, round_no, vote)
+        signed = msgspec.structs.replace(vote, signature=result.signature)
+        await submit_vote(self.redis, self.keys.votes(self.swarm, run, round_no), signed)
 
     async def _complete(self, entry_id: str, task_id: str, result: TaskResult) -> None:
         delay = 0.1

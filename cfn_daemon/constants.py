@@ -122,6 +122,8 @@ class Keys:
         return f"{self._s(swarm)}:run:{run_id}:log"
 
     def votes(self, swarm: str, run_id: str, round_no: int) -> str:
+        """stream: every vote submitted in one round, in arrival order. Only the first
+        per validator counts; a later different one is recorded as an equivocation."""
         return f"{self._s(swarm)}:votes:{run_id}:{round_no}"
 
     def tokens(self, swarm: str) -> str:

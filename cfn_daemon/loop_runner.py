@@ -43,7 +43,7 @@ from cfn_daemon.run_records import (
 )
 from cfn_daemon.swarm import SwarmService
 from cfn_daemon.tasks import now_ms
-from cfn_daemon.votes import vote_from_result
+from cfn_daemon.votes import read_votes
 
 log = structlog.get_logger("cfn.loop")
 RECHECK_S = 2.0
@@ -62,7 +62,7 @@ class LoopService:
         self._pulses: dict[str, Pulse] = {}
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._submitted: set[str] = set()
-        self._votes_seen: set[tuple[str, int, str]] = set()
+        self._votes_seen: set[tuple[str, int, str, str]] = set()
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
@@ -470,23 +470,16 @@ class LoopService:
         run, rnd = state.run_id, state.loop2_round
         ids = [val_task_id(run, rnd, a) for a in state.validators]
         tasks = await self.swarms.tasks.get_many(swarm, ids)
+        finished = sum(1 for t in tasks if t.status in TERMINAL_TASK_STATUSES)
         tokens = await self.redis.hgetall(self.keys.tokens(swarm))
         received: list[tuple[consensus.Vote, bool]] = []
-        finished = 0
-        for task in tasks:
-            if task.status not in TERMINAL_TASK_STATUSES:
-                continue
-            finished += 1
-            if task.result is None or task.target is None:
-                continue
-            vote = vote_from_result(task.target, task.result, rnd)
-            if vote is None:
-                continue
-            token = tokens.get(task.target.encode(), b"")
+        for vote in await read_votes(self.redis, self.keys.votes(swarm, run, rnd)):
+            token = tokens.get(vote.validator.encode(), b"")
             verified = bool(token) and consensus.verify_vote(token, run, rnd, vote)
             received.append((vote, verified))
-            if (run, rnd, task.target) not in self._votes_seen:
-                self._votes_seen.add((run, rnd, task.target))
+            seen = (run, rnd, vote.validator, vote.signature)
+            if seen not in self._votes_seen:
+                self._votes_seen.add(seen)
                 await emit(
                     self.redis,
                     self.keys,
@@ -495,7 +488,7 @@ class LoopService:
                     {
                         "run": run,
                         "round": rnd,
-                        "validator": task.target,
+                        "validator": vote.validator,
                         "approve": vote.approve,
                         "confidence": vote.confidence,
                         "verified": verified,
@@ -504,6 +497,7 @@ class LoopService:
         started = await self.redis.hget(self.keys.run(swarm, run), f"round_started:{rnd}")
         timeout_ms = self.swarms.config().loop.round_timeout_s * 1000
         deadline = bool(started) and now_ms() - int(started) > timeout_ms
+        # Every validator task ended: nothing more is coming from honest agents.
         all_done = finished == len(state.validators)
         outcome = consensus.close_round(
             state.validators,

@@ -7,8 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from cfn_client.api import AsyncClient
+from cfn_daemon import consensus
 from cfn_daemon.daemon import Daemon
+from cfn_daemon.votes import submit_vote
 from tests.conftest import DaemonFactory
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "agents"
@@ -160,3 +164,65 @@ async def test_owner_defers_with_backlog(daemon_factory: DaemonFactory) -> None:
         assert info.decision == "DEFER"
         backlog = await cfn.call("loop.backlog", run=info.id)
         assert backlog.items == ["add metrics", "write docs"]
+
+
+async def test_byzantine_validators_cannot_sway_the_honest_majority(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """7 validators, f = 2: one never answers; another equivocates (votes twice,
+    differently) and forges a vote under an honest validator's name with its own
+    token. The 5 honest approvals decide; every fault is recorded in the round."""
+    config = agent_types({}, {}) + (
+        '[agent_types.mute]\nkind = "command"\nrole = "validator"\n'
+        f'exec = ["{sys.executable}", "{EXAMPLES / "validator.py"}"]\n'
+        'env = { EXAMPLE_MUTE = "1" }\n'
+    )
+    d = await daemon_factory(config_text=config, **FAST, **{"loop.round_timeout_s": 3.0})
+    redis, keys = d.store.redis, d.store.keys
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=10, name="byz")
+        info = await cfn.call(
+            "loop.start",
+            task="harden the login",
+            implementers=["impl"],
+            validators=["check"] * 6 + ["mute"],
+        )
+        honest, liar = info.validators[:5], info.validators[5]
+        async with cfn.stream("loop.follow", {"run": info.id}) as events:
+            async for ev in events:
+                if ev["type"] == "loop.vote" and ev["data"]["validator"] == liar:
+                    # The liar's Redis access lets it vote again, differently...
+                    token = await redis.hget(keys.tokens("byz"), liar)
+                    second = consensus.Vote(
+                        validator=liar,
+                        approve=False,
+                        confidence=0.99,
+                        reasoning="changed my mind",
+                        round=1,
+                    )
+                    second = msgspec.structs.replace(
+                        second, signature=consensus.sign_vote(token, info.id, 1, second)
+                    )
+                    await submit_vote(redis, keys.votes("byz", info.id, 1), second)
+                    # ...and forge a reject in an honest validator's name with its own token.
+                    forged = consensus.Vote(
+                        validator=honest[0],
+                        approve=False,
+                        confidence=1.0,
+                        reasoning="forged",
+                        round=1,
+                    )
+                    forged = msgspec.structs.replace(
+                        forged, signature=consensus.sign_vote(token, info.id, 1, forged)
+                    )
+                    await submit_vote(redis, keys.votes("byz", info.id, 1), forged)
+        final = await cfn.call("loop.status", run=info.id)
+    assert final.status == "done"
+    (round1,) = final.rounds
+    assert round1["status"] == "passed"
+    assert round1["missing"] == [info.validators[6]]  # the mute one
+    assert round1["equivocations"] == [liar]
+    assert liar in round1["faulty"]
+    assert [honest[0], "bad signature"] in round1["rejected"]
+    assert sorted(round1["accepted"]) == sorted(honest)
+    assert round1["votes_counted"] == 5

@@ -176,7 +176,7 @@ def _followed(env: CliEnv, fn: Any) -> int:
     if env.json:
         click.echo(render.to_json(run))
     else:
-        click.echo(render_loop.run_summary(run))
+        click.echo("\n" + render_loop.run_summary(run))
     code = run_exit_code(run)
     if code == EXIT_ERROR:
         env.warn(f"cfnd ended the stream while run {run.id} is {run.status}")

@@ -9,6 +9,8 @@ Environment:
                               on (default 1; 0 = never approve)
   EXAMPLE_CONFIDENCE          confidence of the vote (default 0.95)
   EXAMPLE_ISSUE               the issue message raised when rejecting
+  EXAMPLE_MUTE                if set, never answer (a validator that hangs; the round
+                              closes without it at its deadline)
 """
 
 import json
@@ -16,6 +18,10 @@ import os
 import sys
 
 task = json.load(sys.stdin)
+if os.environ.get("EXAMPLE_MUTE"):
+    import time
+
+    time.sleep(3600)
 ctx = task.get("context", {})
 round_no = int(ctx.get("round", 1))
 approve_from = int(os.environ.get("EXAMPLE_APPROVE_FROM_ROUND", "1"))
