@@ -238,6 +238,9 @@ def test_start_sends_every_option(fake: LoopFake) -> None:
         (["loop", "start", "--", "--dry-run"], "--dry-run"),
         (["cfn-loop", "y"], "y"),
         (["cfn-loop", "--", "follow"], "follow"),
+        (["loop", "--", "lsit"], "lsit"),
+        (["loop", "fix it"], "fix it"),
+        (["loop", "refactor"], "refactor"),
     ],
 )
 def test_start_spellings(fake: LoopFake, args: list[str], task: str) -> None:
@@ -262,6 +265,8 @@ def test_start_spellings(fake: LoopFake, args: list[str], task: str) -> None:
         (["loop", "extend", "r1", "--max-loop2", "0"], "not in the range"),
         (["loop", "list", "--status", "sleeping"], "'sleeping' is not one of"),
         (["loop", "status"], "Missing argument 'RUN'"),
+        (["loop", "lsit"], "no command 'lsit'; did you mean `loop list`?"),
+        (["loop", "statsu"], "To start a run of the task 'statsu': cfnctl loop -- statsu"),
     ],
 )
 def test_usage_errors_exit_2_without_a_request(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+
+from redis import Redis
 
 from cfn_client.api import Client
 from tests.conftest import SHARED_REDIS
@@ -47,4 +50,57 @@ def test_sigkill_cfnd_mid_work_then_restart_loses_nothing(
             assert agents_after[agent_id].pid == pid
             assert agents_after[agent_id].status in ("idle", "busy")
     assert set(runs.read_text().split()) == set(ids)
+    assert proc.stop() == 0
+
+
+def test_sigkill_cfnd_during_loop2_of_round_2_resumes_without_rework(
+    cfnd_factory: Callable[..., CfndProcess], tmp_path: Path, key_prefix: str
+) -> None:
+    from tests.test_loop_integration import agent_types
+
+    impl_log = tmp_path / "impl.log"
+    conf = tmp_path / "cfnd.toml"
+    conf.write_text(
+        agent_types({"EXAMPLE_LOG": str(impl_log)}, {"EXAMPLE_APPROVE_FROM_ROUND": "3"})
+    )
+    proc = cfnd_factory("--config", str(conf), "--redis-url", SHARED_REDIS, env=FAST_ENV)
+    with Client(proc.socket, timeout_s=60) as cfn:
+        cfn.swarm_init("mesh", 8, name="crashloop")
+        run = cfn.loop_start(
+            "build the importer",
+            implementers=["impl", "impl"],
+            validators=["check", "check", "check", "check"],
+        )
+        with cfn.loop_follow(run.id) as events:
+            for ev in events:
+                if ev.type == "loop.validating" and ev.data["round"] == 2:
+                    break
+    proc.stop(signal.SIGKILL)  # in the middle of Loop 2, round 2
+    proc.notifications.clear()
+    proc.start()
+    with Client(proc.socket, timeout_s=60) as cfn:
+        with cfn.loop_follow(run.id) as events:
+            for _ in events:
+                pass
+        final = cfn.loop_status(run.id)
+    # The same outcome as an uninterrupted run (see test_loop_integration).
+    assert final.status == "done"
+    assert final.decision == "PROCEED"
+    assert [r["status"] for r in final.rounds] == ["failed", "failed", "passed"]
+    # No implementer step ran twice...
+    runs = Counter(
+        (r["agent"], r["round"], r["iteration"])
+        for r in map(json.loads, impl_log.read_text().splitlines())
+    )
+    assert set(runs.values()) == {1}
+    assert len(runs) == 2 * 3  # two implementers, one iteration in each of 3 rounds
+    # ...and no vote was counted twice: one per validator per round.
+    redis = Redis.from_url(SHARED_REDIS)
+    try:
+        for rnd in (1, 2, 3):
+            entries = redis.xrange(f"{key_prefix}:{{crashloop}}:votes:{run.id}:{rnd}")
+            voters = [f[b"validator"] for _, f in entries]
+            assert len(voters) == len(set(voters)) == 4
+    finally:
+        redis.close()
     assert proc.stop() == 0

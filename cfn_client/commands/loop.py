@@ -6,6 +6,7 @@ words after ``loop`` are subcommands. ``cfn-loop`` is a top-level alias of start
 
 from __future__ import annotations
 
+import difflib
 import sys
 from typing import Any
 
@@ -57,11 +58,22 @@ class LoopGroup(click.Group):
     """``loop TASK ...`` runs ``loop start TASK ...``; ``loop COMMAND ...`` a subcommand.
 
     The first word decides: a subcommand name or a help option goes to the group,
-    anything else (a task text, an option of ``start``, ``--``) to ``start``.
+    anything else (a task text, an option of ``start``, ``--``) to ``start``. A
+    one-word task that looks like a misspelt subcommand (``loop lsit``) is refused
+    rather than started; ``loop -- lsit`` starts it.
     """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            first = args[0]
+            if not first.startswith("-") and not any(ch.isspace() for ch in first):
+                close = difflib.get_close_matches(first, list(self.commands), n=1, cutoff=0.75)
+                if close:
+                    raise click.UsageError(
+                        f"no command {first!r}; did you mean `loop {close[0]}`? "
+                        f"To start a run of the task {first!r}: cfnctl loop -- {first}",
+                        ctx,
+                    )
             args = ["start", *args]
         return super().parse_args(ctx, args)
 
