@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -153,7 +154,8 @@ class LoopService:
         run = new.run_id
         out: list[tuple[str, dict[str, Any]]] = []
         if isinstance(event, loop.ImplementerDone):
-            res = new.results.get(event.agent) or old.results.get(event.agent)
+            c = event.confidence
+            valid = event.ok and c is not None and math.isfinite(c) and 0.0 <= c <= 1.0
             out.append(
                 (
                     "loop.implementer_done",
@@ -163,27 +165,42 @@ class LoopService:
                         "ok": event.ok,
                         "round": event.round,
                         "iteration": event.iteration,
-                        "confidence": res.confidence if res else None,
+                        "confidence": c if valid else 0.0,
+                        "reason": event.reason,
                     },
                 )
             )
         for h in new.history[len(old.history) :]:
-            kind = {
-                "loop3": "loop.gate",
-                "loop2": "loop.round",
-                "loop4": "loop.owner",
-                "human": "loop.human",
-            }[h.kind]
-            out.append(
-                (
-                    kind,
-                    {
-                        "run": run,
-                        **msgspec.to_builtins(h),
-                        "threshold": new.limits.consensus_threshold,
-                    },
+            base = {"run": run, "round": h.round, "iteration": h.iteration}
+            if h.kind == "loop3":
+                out.append(
+                    (
+                        "loop.gate",
+                        {
+                            **base,
+                            "passed": h.outcome == "gate-passed",
+                            "mean": h.score,
+                            "low": h.low,
+                            "gate_threshold": new.limits.gate_threshold,
+                            "gate_mean": new.limits.gate_mean,
+                        },
+                    )
                 )
-            )
+            elif h.kind == "loop4" and isinstance(event, loop.OwnerDecided):
+                out.append(
+                    (
+                        "loop.owner",
+                        {
+                            **base,
+                            "decision": event.decision,
+                            "reason": event.reason,
+                            "backlog": list(event.backlog),
+                        },
+                    )
+                )
+            elif h.kind == "human":
+                out.append(("loop.human", {**base, "outcome": h.outcome}))
+            # loop2 rounds are announced with their full consensus record by _close_round.
         for eff in effects:
             if isinstance(eff, loop.RunImplementers):
                 out.append(
@@ -508,6 +525,13 @@ class LoopService:
         if outcome.status == "open":
             return None
         record = {"round": rnd, **msgspec.to_builtins(outcome)}
+        await emit(
+            self.redis,
+            self.keys,
+            swarm,
+            "loop.round",
+            {"run": run, "threshold": state.limits.consensus_threshold, **record},
+        )
         await self.redis.hset(self.keys.run(swarm, run), f"round:{rnd:03d}", _json.encode(record))
         feedback = consensus.render_feedback(outcome.feedback, round_no=rnd)
         return loop.ValidatorsClosed(
