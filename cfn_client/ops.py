@@ -80,6 +80,13 @@ from cfn_client.swarm_schema import (
     TaskSubmitArgs,
     TaskWaitArgs,
 )
+from cfn_client.workflow_schema import (
+    EpicInfo,
+    EpicListArgs,
+    EpicListResult,
+    EpicRefArgs,
+    EpicStartArgs,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +147,10 @@ OPS: dict[str, OpSpec] = {
     "loop.extend": OpSpec(LoopExtendArgs, RunInfo, Role.operator),
     "loop.cancel": OpSpec(LoopCancelArgs, RunInfo, Role.operator),
     "loop.backlog": OpSpec(LoopRefArgs, LoopBacklogResult, Role.viewer),
+    # epics: phases of runs in dependency order
+    "epic.start": OpSpec(EpicStartArgs, EpicInfo, Role.operator),
+    "epic.status": OpSpec(EpicRefArgs, EpicInfo, Role.viewer),
+    "epic.list": OpSpec(EpicListArgs, EpicListResult, Role.viewer),
 }
 
 

@@ -53,6 +53,10 @@ STATUS_MEANING = {
 FEEDBACK_EXCERPT = 160
 # Width of the follow view's "where" column (loop, round, iteration).
 WHERE_WIDTH = 26
+# How much of a free-text reason one follow line shows.
+REASON_WIDTH = 80
+# Event data that says where the run is: shown in the "where" column, not repeated.
+_POSITION_KEYS = ("round", "iteration", "max_loop2", "max_loop3")
 
 
 # --------------------------------------------------------------------------- values
@@ -68,10 +72,10 @@ def number(value: Any) -> str:
 
 
 def listing(value: Any) -> str:
-    """Agent ids (a list), a count, or ``-`` for none."""
-    if value is None or value == [] or value == "":
+    """Agent ids (a list, or a dict's keys), a count, or ``-`` for none."""
+    if value is None or value == "" or (isinstance(value, list | tuple | dict) and not value):
         return "-"
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | dict):
         return ", ".join(str(v) for v in value)
     return format_value(value)
 
@@ -157,11 +161,12 @@ def rounds_table(rounds: Sequence[Mapping[str, Any]]) -> str:
     """One row per Loop 2 round (as cfnd recorded its consensus outcome)."""
     rows = [
         [r.get("round", i), r.get("status", "-"), number(r.get("score")),
-         number(r.get("threshold")), listing(r.get("approvals")), listing(r.get("faulty")),
-         listing(r.get("suspects"))]
+         listing(r.get("approvals")), listing(r.get("votes_counted")), listing(r.get("faulty")),
+         listing(r.get("suspects")), shorten(str(r.get("reason") or "-"), 40)]
         for i, r in enumerate(rounds, 1)
     ]  # fmt: skip
-    return table(["ROUND", "STATUS", "SCORE", "THRESHOLD", "APPROVALS", "FAULTY", "SUSPECTS"], rows)
+    headers = ["ROUND", "STATUS", "SCORE", "APPROVALS", "VOTES", "FAULTY", "SUSPECTS", "REASON"]
+    return table(headers, rows)
 
 
 def runs_table(runs: Sequence[RunInfo]) -> str:
@@ -210,16 +215,19 @@ class FollowView:
         self._track(data)
         render = _RENDERERS.get(event.type)
         where, text, used = ("", event.type, ()) if render is None else render(self, data)
-        rest = event_data({k: v for k, v in data.items() if k not in used})
+        shown = {*used, *_POSITION_KEYS} if render is not None else set()
+        rest = event_data({k: v for k, v in data.items() if k not in shown})
         text = f"{text}  {rest}" if rest else text
         return f"{format_time(event.ts_ms)}  {where.ljust(WHERE_WIDTH)}  {text}".rstrip()
 
     def _track(self, data: Mapping[str, Any]) -> None:
-        for key, attr in (("round", "round"), ("iteration", "iteration"),
-                          ("max_loop2", "max_loop2"), ("max_loop3", "max_loop3")):  # fmt: skip
+        for key in _POSITION_KEYS:
             value = data.get(key)
             if isinstance(value, int) and not isinstance(value, bool):
-                setattr(self, attr, value)
+                setattr(self, key, value)
+        # A reject or an extend grants rounds beyond the budget the follow started with.
+        if self.max_loop2:
+            self.max_loop2 = max(self.max_loop2, self.round)
 
     def loop3(self) -> str:
         return (
@@ -231,55 +239,93 @@ class FollowView:
         return f"loop2 round {of(self.round, self.max_loop2)}"
 
 
-Rendered = tuple[str, str, Iterable[str]]  # where, text, data keys shown in the text
+Rendered = tuple[str, str, Iterable[str]]  # where, text, data keys shown (or hidden) by it
+
+
+def _vs(value: Any, minimum: Any) -> str:
+    """``0.82`` or, against a threshold, ``0.82 >= 0.75`` / ``0.40 < 0.75``."""
+    if not isinstance(minimum, int | float):
+        return number(value)
+    if not isinstance(value, int | float):
+        return f"{number(value)} (threshold {number(minimum)})"
+    return f"{number(value)} {'>=' if value >= minimum else '<'} {number(minimum)}"
 
 
 def _started(view: FollowView, d: Mapping[str, Any]) -> Rendered:
-    task = d.get("task")
-    return "", "started" + (f": {shorten(str(task))}" if task else ""), ("task",)
+    text = "started" + (f": {shorten(str(d['task']))}" if d.get("task") else "")
+    team = [f"{key} {listing(d[key])}" for key in ("implementers", "validators") if d.get(key)]
+    if d.get("owner"):
+        team.append(f"owner {d['owner']}")
+    text += f" ({'; '.join(team)})" if team else ""
+    return "", text, ("task", "implementers", "validators", "owner")
+
+
+def _iteration(view: FollowView, d: Mapping[str, Any]) -> Rendered:
+    return view.loop3(), f"implementers working: {listing(d.get('agents'))}", ("agents",)
 
 
 def _implementer_done(view: FollowView, d: Mapping[str, Any]) -> Rendered:
     state = "done" if d.get("ok", True) else "FAILED"
     text = f"{d.get('agent', '?')} {state}, confidence {number(d.get('confidence'))}"
-    return view.loop3(), text, ("round", "iteration", "agent", "ok", "confidence")
+    if d.get("reason"):
+        text += f": {shorten(str(d['reason']), REASON_WIDTH)}"
+    return view.loop3(), text, ("agent", "ok", "confidence", "reason")
 
 
 def _gate(view: FollowView, d: Mapping[str, Any]) -> Rendered:
     verdict = "passed" if d.get("passed") else "FAILED"
-    text = f"gate {verdict}: mean {number(d.get('mean'))}"
-    if d.get("low") not in (None, [], ""):
-        text += f", low {number(d['low']) if isinstance(d['low'], float) else listing(d['low'])}"
-    return view.loop3(), text, ("round", "iteration", "passed", "mean", "low")
+    text = f"gate {verdict}: lowest {_vs(d.get('low'), d.get('gate_threshold'))}"
+    text += f", mean {_vs(d.get('mean'), d.get('gate_mean'))}"
+    return view.loop3(), text, ("passed", "mean", "low", "gate_threshold", "gate_mean")
+
+
+def _validating(view: FollowView, d: Mapping[str, Any]) -> Rendered:
+    return view.loop2(), f"validators voting: {listing(d.get('agents'))}", ("agents",)
 
 
 def _vote(view: FollowView, d: Mapping[str, Any]) -> Rendered:
     vote = "approves" if d.get("approve") else "REJECTS"
     text = f"{d.get('validator', '?')} {vote}, confidence {number(d.get('confidence'))}"
-    return view.loop2(), text, ("round", "validator", "approve", "confidence")
+    if d.get("verified") is False:
+        text += " (UNVERIFIED signature)"
+    return view.loop2(), text, ("validator", "approve", "confidence", "verified")
+
+
+# The consensus record's details that do not fit on one line (`loop status` has them).
+_ROUND_HIDDEN = ("accepted", "rejected", "equivocations", "feedback", "f", "missing")
 
 
 def _round(view: FollowView, d: Mapping[str, Any]) -> Rendered:
-    score, threshold = d.get("score"), d.get("threshold")
-    versus = ""
-    if isinstance(score, int | float) and isinstance(threshold, int | float):
-        versus = " >= " if score >= threshold else " < "
-        versus += number(threshold)
-    elif threshold is not None:
-        versus = f" (threshold {number(threshold)})"
+    approvals = listing(d.get("approvals"))
+    if isinstance(d.get("votes_counted"), int):
+        approvals += f" of {d['votes_counted']} vote(s)"
+    if isinstance(d.get("quorum"), int):
+        approvals += f" (quorum {d['quorum']})"
     text = (
-        f"round {d.get('status', '?')}: score {number(score)}{versus}, "
-        f"approvals {listing(d.get('approvals'))}, faulty {listing(d.get('faulty'))}, "
+        f"round {d.get('status', '?')}: score {_vs(d.get('score'), d.get('threshold'))}, "
+        f"approvals {approvals}, faulty {listing(d.get('faulty'))}, "
         f"suspects {listing(d.get('suspects'))}"
     )
-    used = ("round", "status", "score", "threshold", "approvals", "faulty", "suspects")
+    if d.get("missing"):
+        text += f", missing {listing(d['missing'])}"
+    if d.get("reason"):
+        text += f"; {shorten(str(d['reason']), REASON_WIDTH)}"
+    used = ("status", "score", "threshold", "approvals", "votes_counted", "quorum", "faulty",
+            "suspects", "reason", *_ROUND_HIDDEN)  # fmt: skip
     return view.loop2(), text, used
 
 
 def _owner(view: FollowView, d: Mapping[str, Any]) -> Rendered:
-    reason = d.get("reason")
-    text = f"owner decided {d.get('decision', '?')}" + (f": {reason}" if reason else "")
-    return "loop4", text, ("decision", "reason")
+    text = f"owner decided {d.get('decision', '?')}"
+    if d.get("reason"):
+        text += f": {shorten(str(d['reason']), REASON_WIDTH)}"
+    if d.get("backlog"):
+        text += f" (backlog: {len(d['backlog'])} item(s))"
+    return "loop4", text, ("decision", "reason", "backlog")
+
+
+def _human(view: FollowView, d: Mapping[str, Any]) -> Rendered:
+    return "human", f"{d.get('outcome', '?')}", ("outcome",)
 
 
 def _escalated(view: FollowView, d: Mapping[str, Any]) -> Rendered:
@@ -297,11 +343,14 @@ def _finished(view: FollowView, d: Mapping[str, Any]) -> Rendered:
 
 _RENDERERS = {
     "loop.started": _started,
+    "loop.iteration": _iteration,
     "loop.implementer_done": _implementer_done,
     "loop.gate": _gate,
+    "loop.validating": _validating,
     "loop.vote": _vote,
     "loop.round": _round,
     "loop.owner": _owner,
+    "loop.human": _human,
     "loop.escalated": _escalated,
     "loop.finished": _finished,
 }

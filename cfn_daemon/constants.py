@@ -134,5 +134,13 @@ class Keys:
         """zset: CFN run id → created ms."""
         return f"{self._s(swarm)}:runs"
 
+    def epic(self, swarm: str, epic_id: str) -> str:
+        """hash: an epic's spec, creation time and ``phase:<name>`` → run id."""
+        return f"{self._s(swarm)}:epic:{epic_id}"
+
+    def epics(self, swarm: str) -> str:
+        """zset: epic id → created ms."""
+        return f"{self._s(swarm)}:epics"
+
     def dlq(self, swarm: str) -> str:
         return f"{self._s(swarm)}:dlq"

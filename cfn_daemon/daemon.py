@@ -26,6 +26,7 @@ import structlog
 from cfn_client.errors import CfnError, Conflict
 from cfn_daemon.aio import until_stopped
 from cfn_daemon.config import Config
+from cfn_daemon.epic_runner import EpicService
 from cfn_daemon.events import NotifyHub
 from cfn_daemon.handlers.config_ops import ConfigOps
 from cfn_daemon.handlers.loop_ops import LoopOps
@@ -134,7 +135,8 @@ class Daemon:
         SwarmOps(self.swarms).register(self.router)
         TaskOps(self.swarms, self._stop).register(self.router)
         self.loops = LoopService(self.swarms, self.hub)
-        LoopOps(self.loops).register(self.router)
+        self.epics = EpicService(self.loops)
+        LoopOps(self.loops, self.epics).register(self.router)
         return self
 
     async def __aexit__(
@@ -173,6 +175,7 @@ class Daemon:
             swarm_stop = asyncio.Event()
             tg.create_task(self.swarms.run(swarm_stop), name="swarms")
             tg.create_task(self.loops.run(swarm_stop), name="loops")
+            tg.create_task(self.epics.run(swarm_stop), name="epics")
             if self.store.embedded is not None:
                 tg.create_task(self._supervise_embedded(), name="embedded-redis")
             if self.notifier.watchdog_interval_s:

@@ -37,23 +37,46 @@ from tests.test_client_connection import sock_dir
 
 __all__ = ["sock_dir"]  # fixture, imported for pytest
 
+
+def consensus(rnd: int, status: str, score: float, approvals: int, **kw: Any) -> dict[str, Any]:
+    """A consensus record as cfnd stores it per round (and sends in ``loop.round``)."""
+    return {
+        "round": rnd, "status": status, "score": score, "approvals": approvals,
+        "votes_counted": 3, "quorum": 3, "f": 0, "accepted": ["v1", "v2", "v3"],
+        "rejected": [], "equivocations": [], "faulty": [], "suspects": {}, "missing": [],
+        "feedback": [{"type": "bug", "severity": "high", "message": "empty input crashes"}],
+        "reason": f"score {score}", **kw,
+    }  # fmt: skip
+
+
+GATE = {"gate_threshold": 0.75, "gate_mean": 0.8}
 # A run that needs two rounds: the gate fails once, round 1's consensus fails, round 2 passes.
+# The data has the shapes cfnd's loop runner emits.
 SCRIPT: list[tuple[str, dict[str, Any]]] = [
-    ("loop.started", {"task": "add a flag"}),
-    ("loop.implementer_done",
-     {"round": 1, "iteration": 1, "agent": "a1", "confidence": 0.82, "ok": True}),
-    ("loop.implementer_done",
-     {"round": 1, "iteration": 1, "agent": "a2", "confidence": 0.4, "ok": False}),
-    ("loop.gate", {"round": 1, "iteration": 1, "passed": False, "mean": 0.61, "low": ["a2"]}),
-    ("loop.gate", {"round": 1, "iteration": 2, "passed": True, "mean": 0.88, "low": []}),
-    ("loop.vote", {"round": 1, "validator": "v1", "approve": True, "confidence": 0.93}),
-    ("loop.vote", {"round": 1, "validator": "v2", "approve": False, "confidence": 0.7}),
-    ("loop.round", {"round": 1, "status": "failed", "score": 0.61, "threshold": 0.9,
-                    "approvals": 1, "faulty": [], "suspects": ["v3"]}),
-    ("loop.round", {"round": 2, "status": "passed", "score": 0.92, "threshold": 0.9,
-                    "approvals": 3, "faulty": [], "suspects": []}),
-    ("loop.owner", {"decision": "DEFER", "reason": "ship it; docs later"}),
-    ("loop.weird", {"x": 1}),
+    ("loop.started", {"task": "add a flag", "implementers": ["coder", "coder"],
+                      "validators": ["reviewer", "tester"], "owner": None}),
+    ("loop.iteration", {"round": 1, "iteration": 1, "max_loop3": 10, "agents": ["a1", "a2"]}),
+    ("loop.implementer_done", {"agent": "a1", "ok": True, "round": 1, "iteration": 1,
+                               "confidence": 0.82, "reason": "done; tests pass"}),
+    ("loop.implementer_done", {"agent": "a2", "ok": False, "round": 1, "iteration": 1,
+                               "confidence": 0.0, "reason": ""}),
+    ("loop.gate", {"round": 1, "iteration": 1, "passed": False, "mean": 0.41, "low": 0.0,
+                   **GATE}),
+    ("loop.iteration", {"round": 1, "iteration": 2, "max_loop3": 10, "agents": ["a1", "a2"]}),
+    ("loop.gate", {"round": 1, "iteration": 2, "passed": True, "mean": 0.88, "low": 0.81,
+                   **GATE}),
+    ("loop.validating", {"round": 1, "agents": ["v1", "v2", "v3"]}),
+    ("loop.vote", {"round": 1, "validator": "v1", "approve": True, "confidence": 0.93,
+                   "verified": True}),
+    ("loop.vote", {"round": 1, "validator": "v2", "approve": False, "confidence": 0.7,
+                   "verified": False}),
+    ("loop.round", {"threshold": 0.9,
+                    **consensus(1, "failed", 0.61, 1, suspects={"v3": "equivocated"})}),
+    ("loop.round", {"threshold": 0.9, **consensus(2, "passed", 0.92, 3)}),
+    ("loop.owner", {"round": 2, "iteration": 1, "decision": "DEFER",
+                    "reason": "ship it; docs later", "backlog": ["write docs"]}),
+    ("loop.human", {"round": 2, "iteration": 1, "outcome": "approved"}),
+    ("loop.weird", {"x": 1, "round": 2}),
     ("loop.finished", {"status": "done", "decision": "DEFER", "reason": "ship it; docs later"}),
 ]  # fmt: skip
 
@@ -69,11 +92,9 @@ ENDINGS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 ROUNDS = [
-    {"round": 1, "status": "failed", "score": 0.61, "threshold": 0.9, "approvals": 1,
-     "faulty": [], "suspects": ["v3"]},
-    {"round": 2, "status": "passed", "score": 0.92, "threshold": 0.9, "approvals": 3,
-     "faulty": ["v2"], "suspects": []},
-]  # fmt: skip
+    consensus(1, "failed", 0.61, 1, suspects={"v3": "equivocated"}),
+    consensus(2, "passed", 0.92, 3, faulty=["v2"]),
+]
 
 
 class LoopFake(SwarmFake):
@@ -314,24 +335,36 @@ def test_start_follows_on_a_terminal(fake: LoopFake, terminal: None) -> None:
         "owner built-in rule; at most 3 round(s) of 10 iteration(s)"
     )
     events = lines[2 : 2 + len(SCRIPT)]
-    assert events[0].endswith("  started: add a flag")
+    assert events[0].endswith(
+        "  started: add a flag (implementers coder, coder; validators reviewer, tester)"
+    )
     assert "loop3 round 1/3 iter 1/10" in events[1]
-    assert events[1].endswith("a1 done, confidence 0.82")
-    assert events[2].endswith("a2 FAILED, confidence 0.40")
-    assert events[3].endswith("gate FAILED: mean 0.61, low a2")
-    assert "loop3 round 1/3 iter 2/10" in events[4]
-    assert events[4].endswith("gate passed: mean 0.88")
-    assert "loop2 round 1/3" in events[5]
-    assert events[5].endswith("v1 approves, confidence 0.93")
-    assert events[6].endswith("v2 REJECTS, confidence 0.70")
-    assert events[7].endswith("round failed: score 0.61 < 0.90, approvals 1, faulty -, suspects v3")
-    assert "loop2 round 2/3" in events[8]
-    assert events[8].endswith("round passed: score 0.92 >= 0.90, approvals 3, faulty -, suspects -")
-    assert "  loop4  " in events[9]
-    assert events[9].endswith("owner decided DEFER: ship it; docs later")
-    assert events[10].endswith("  loop.weird  x=1")  # unknown types: generic
-    assert events[11].endswith("finished: done (DEFER): ship it; docs later")
-    assert all("run=" not in line for line in events)
+    assert events[1].endswith("implementers working: a1, a2")
+    assert events[2].endswith("a1 done, confidence 0.82: done; tests pass")
+    assert events[3].endswith("a2 FAILED, confidence 0.00")
+    assert events[4].endswith("gate FAILED: lowest 0.00 < 0.75, mean 0.41 < 0.80")
+    assert "loop3 round 1/3 iter 2/10" in events[5]
+    assert events[6].endswith("gate passed: lowest 0.81 >= 0.75, mean 0.88 >= 0.80")
+    assert "loop2 round 1/3" in events[7]
+    assert events[7].endswith("validators voting: v1, v2, v3")
+    assert events[8].endswith("v1 approves, confidence 0.93")
+    assert events[9].endswith("v2 REJECTS, confidence 0.70 (UNVERIFIED signature)")
+    assert events[10].endswith(
+        "round failed: score 0.61 < 0.90, approvals 1 of 3 vote(s) (quorum 3), faulty -, "
+        "suspects v3; score 0.61"
+    )
+    assert "loop2 round 2/3" in events[11]
+    assert events[11].endswith(
+        "round passed: score 0.92 >= 0.90, approvals 3 of 3 vote(s) (quorum 3), faulty -, "
+        "suspects -; score 0.92"
+    )
+    assert "  loop4  " in events[12]
+    assert events[12].endswith("owner decided DEFER: ship it; docs later (backlog: 1 item(s))")
+    assert "  human  " in events[13]
+    assert events[13].endswith("  approved")
+    assert events[14].endswith("  loop.weird  x=1 round=2")  # unknown types: generic
+    assert events[15].endswith("finished: done (DEFER): ship it; docs later")
+    assert not [line for line in events if "run=" in line or "feedback" in line]
     summary = "\n".join(lines[2 + len(SCRIPT) :])
     assert field(summary, "status") == "done"
     assert field(summary, "decision") == "DEFER"
@@ -454,10 +487,12 @@ def test_status_view_and_rounds_table(fake: LoopFake) -> None:
         "`cfnctl loop approve r1` (done, PROCEED) or "
         "`cfnctl loop reject r1 --feedback TEXT` (one more round)"
     )
-    assert header(table) == ["ROUND", "STATUS", "SCORE", "THRESHOLD", "APPROVALS", "FAULTY",
-                             "SUSPECTS"]  # fmt: skip
-    assert table.splitlines()[1].split() == ["1", "failed", "0.61", "0.90", "1", "-", "v3"]
-    assert table.splitlines()[2].split() == ["2", "passed", "0.92", "0.90", "3", "v2", "-"]
+    assert header(table) == ["ROUND", "STATUS", "SCORE", "APPROVALS", "VOTES", "FAULTY",
+                             "SUSPECTS", "REASON"]  # fmt: skip
+    assert table.splitlines()[1].split() == ["1", "failed", "0.61", "1", "3", "-", "v3", "score",
+                                             "0.61"]  # fmt: skip
+    assert table.splitlines()[2].split() == ["2", "passed", "0.92", "3", "3", "v2", "-", "score",
+                                             "0.92"]  # fmt: skip
     code, out, _ = run(fake, "--json", "loop", "status", "r1")
     assert msgspec.convert(json.loads(out), RunInfo).rounds == ROUNDS
     started(fake)
@@ -594,7 +629,7 @@ def test_client_loop_methods(fake: LoopFake) -> None:
             got = list(events)
         assert events.done
         assert [type(e) for e in got] == [Event] * len(SCRIPT)
-        assert got[1].data["confidence"] == 0.82
+        assert got[2].data["confidence"] == 0.82
         done = cfn.loop_status(info.id)  # the same connection, after the stream ended
         assert (done.status, done.decision) == ("done", "PROCEED")
         assert [r.id for r in cfn.loop_list(status="done").runs] == ["r1"]
@@ -667,7 +702,7 @@ def test_follow_view_without_limits_or_positions() -> None:
     e = Event(id="1-0", ts_ms=0, swarm="s", type="loop.gate",
               data={"round": 2, "iteration": 3, "passed": True, "mean": 1, "low": 0.5})  # fmt: skip
     where = "loop3 round 2 iter 3".ljust(render_loop.WHERE_WIDTH)
-    assert view.line(e).endswith(f"{where}  gate passed: mean 1, low 0.50")
+    assert view.line(e).endswith(f"{where}  gate passed: lowest 0.50, mean 1")
     e = Event(id="1-0", ts_ms=0, swarm="s", type="loop.round",
               data={"status": "no_quorum", "score": None, "threshold": 0.9})  # fmt: skip
     assert view.line(e).endswith("round no_quorum: score - (threshold 0.90), approvals -, "

@@ -19,7 +19,15 @@ from cfn_client.loop_schema import (
     RunInfo,
 )
 from cfn_client.swarm_schema import Event
+from cfn_client.workflow_schema import (
+    EpicInfo,
+    EpicListArgs,
+    EpicListResult,
+    EpicRefArgs,
+    EpicStartArgs,
+)
 from cfn_daemon import loop
+from cfn_daemon.epic_runner import EpicService
 from cfn_daemon.loop_runner import LoopService
 from cfn_daemon.server import Handler, RequestContext, Router
 
@@ -27,6 +35,7 @@ from cfn_daemon.server import Handler, RequestContext, Router
 @dataclass
 class LoopOps:
     service: LoopService
+    epics: EpicService
 
     def register(self, router: Router) -> None:
         handlers: dict[str, Handler] = {
@@ -38,6 +47,9 @@ class LoopOps:
             "loop.extend": self.extend,
             "loop.cancel": self.cancel,
             "loop.backlog": self.backlog,
+            "epic.start": self.epic_start,
+            "epic.status": self.epic_status,
+            "epic.list": self.epic_list,
         }
         for op, handler in handlers.items():
             router.add(op, handler)
@@ -86,3 +98,12 @@ class LoopOps:
     async def follow(self, ctx: RequestContext, args: LoopFollowArgs) -> AsyncIterator[Event]:
         async for ev in self.service.follow(await self._swarm(args.swarm), args.run):
             yield ev
+
+    async def epic_start(self, ctx: RequestContext, args: EpicStartArgs) -> EpicInfo:
+        return await self.epics.start(args)
+
+    async def epic_status(self, ctx: RequestContext, args: EpicRefArgs) -> EpicInfo:
+        return await self.epics.info(await self._swarm(args.swarm), args.epic_id)
+
+    async def epic_list(self, ctx: RequestContext, args: EpicListArgs) -> EpicListResult:
+        return EpicListResult(epics=await self.epics.all(await self._swarm(args.swarm)))

@@ -9,6 +9,7 @@ Environment (set per agent type in cfnd.toml, [agent_types.NAME] env = {...}):
                       (the last value repeats); default 0.9
   EXAMPLE_LOG         if set, append one JSON line per execution (round, iteration,
                       and the feedback this implementer received) to that file
+  EXAMPLE_SLEEP       seconds to work before answering (default 0)
 """
 
 import json
@@ -27,6 +28,11 @@ if os.environ.get("EXAMPLE_LOG"):
         log.write(json.dumps({"agent": task["agent_id"], "round": ctx.get("round"),
                               "iteration": iteration, "feedback": feedback,
                               "prompt": task["text"]}) + "\n")
+
+if os.environ.get("EXAMPLE_SLEEP"):
+    import time
+
+    time.sleep(float(os.environ["EXAMPLE_SLEEP"]))
 
 work = f"{task['agent_id']} implemented: {task['text'].splitlines()[0]}"
 if feedback:

@@ -1,0 +1,87 @@
+"""Epics: phases of CFN runs in dependency order (Loop 1), as sent over the wire.
+
+An epic file (TOML or JSON) names phases; each phase becomes one CFN run::
+
+    name = "auth"
+    [[phases]]
+    name = "design"
+    [[phases]]
+    name = "backend"
+    depends_on = ["design"]
+    parallel = true
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from cfn_client.loop_schema import DEFAULT_IMPLEMENTERS, DEFAULT_VALIDATORS
+from cfn_client.protocol import Result
+from cfn_client.swarm_schema import SwarmArgs
+
+
+class PhaseSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    description: str = ""
+    implementers: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_IMPLEMENTERS))
+    validators: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_VALIDATORS))
+    owner: str | None = None
+    depends_on: list[str] = []
+    parallel: bool = False
+    max_loop2: int | None = None
+    max_loop3: int | None = None
+
+
+class EpicSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    description: str = ""
+    phases: list[PhaseSpec]
+
+
+class EpicStartArgs(SwarmArgs, kw_only=True):
+    epic: EpicSpec
+
+
+class EpicRefArgs(SwarmArgs, kw_only=True):
+    epic_id: str
+
+
+class EpicListArgs(SwarmArgs, kw_only=True):
+    pass
+
+
+class PhaseInfo(Result, kw_only=True):
+    name: str
+    status: str  # waiting, running, done, escalated, failed, cancelled
+    run: str | None = None
+    depends_on: list[str] = []
+    decision: str | None = None
+
+
+class EpicInfo(Result, kw_only=True):
+    id: str
+    swarm: str
+    name: str
+    status: str  # running, done, blocked, failed
+    phases: list[PhaseInfo]
+    order: list[list[str]]  # the dependency layers
+    created_ms: int = 0
+
+
+class EpicListResult(Result, kw_only=True):
+    epics: list[EpicInfo]
+
+
+def parse_epic(text: str, name: str) -> dict[str, Any]:
+    """Read an epic file's text (TOML, or JSON when it starts with ``{``)."""
+    if text.lstrip().startswith("{"):
+        data = msgspec.json.decode(text.encode())
+    else:
+        import tomllib
+
+        data = tomllib.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{name}: expected a table with `name` and `phases`")
+    return data

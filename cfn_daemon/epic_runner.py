@@ -1,0 +1,185 @@
+"""Epics (Loop 1): each phase is a CFN run, started in dependency order.
+
+An epic is the hash ``epic:{id}`` (its spec and ``phase:<name>`` → run id) in the
+swarm's keyspace; a phase's status is its run's status, so a restarted cfnd knows
+exactly which phases ran, run or wait, and carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import msgspec
+import structlog
+
+from cfn_client.errors import NotFound
+from cfn_client.loop_schema import LoopStartArgs
+from cfn_client.workflow_schema import EpicInfo, EpicSpec, EpicStartArgs, PhaseInfo
+from cfn_daemon import workflow
+from cfn_daemon.aio import until_stopped
+from cfn_daemon.events import emit
+from cfn_daemon.loop_runner import LoopService
+from cfn_daemon.tasks import now_ms
+
+log = structlog.get_logger("cfn.epic")
+RECHECK_S = 2.0
+RUN_TO_PHASE = {
+    "done": "done",
+    "escalated": "escalated",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
+class EpicService:
+    """Starts epics and drives their phases through CFN runs."""
+
+    def __init__(self, loops: LoopService) -> None:
+        self.loops = loops
+        self.swarms = loops.swarms
+        self.keys = loops.keys
+        self._tg: asyncio.TaskGroup | None = None
+        self._stop = asyncio.Event()
+        self._drivers: set[str] = set()
+
+    @property
+    def redis(self) -> Any:
+        return self.swarms.redis
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            if await until_stopped(self.loops.ready.wait(), stop):
+                try:
+                    for info in await self.swarms.all():
+                        for raw in await self.redis.zrange(self.keys.epics(info.id), 0, -1):
+                            epic = await self.info(info.id, raw.decode())
+                            if epic.status not in ("done", "failed"):
+                                self._drive(info.id, epic.id)
+                except Exception as exc:
+                    log.warning("epic_resume_failed", error=str(exc))
+                await stop.wait()
+        self._tg = None
+
+    def _drive(self, swarm: str, epic_id: str) -> None:
+        if epic_id in self._drivers or self._tg is None:
+            return
+        self._drivers.add(epic_id)
+        task = self._tg.create_task(self._driver(swarm, epic_id), name=f"epic-{epic_id}")
+        task.add_done_callback(lambda _: self._drivers.discard(epic_id))
+
+    async def start(self, args: EpicStartArgs) -> EpicInfo:
+        swarm = await self.swarms.resolve(args.swarm)
+        workflow.validate(args.epic)
+        epic_id = f"epic-{uuid.uuid4().hex[:8]}"
+        now = now_ms()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self.keys.epic(swarm, epic_id),
+                mapping={"spec": msgspec.json.encode(args.epic), "created_ms": now},
+            )
+            pipe.zadd(self.keys.epics(swarm), {epic_id: now})
+            await pipe.execute()
+        await emit(
+            self.redis,
+            self.keys,
+            swarm,
+            "epic.started",
+            {"epic": epic_id, "name": args.epic.name, "phases": [p.name for p in args.epic.phases]},
+        )
+        self._drive(swarm, epic_id)
+        return await self.info(swarm, epic_id)
+
+    async def _load(self, swarm: str, epic_id: str) -> tuple[EpicSpec, dict[str, str], int]:
+        raw = await self.redis.hgetall(self.keys.epic(swarm, epic_id))
+        if not raw:
+            raise NotFound(f"no epic {epic_id!r} in swarm {swarm}")
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        spec = msgspec.json.decode(fields["spec"], type=EpicSpec)
+        runs = {k.removeprefix("phase:"): v for k, v in fields.items() if k.startswith("phase:")}
+        return spec, runs, int(fields.get("created_ms", "0"))
+
+    async def _statuses(self, swarm: str, runs: dict[str, str]) -> dict[str, tuple[str, Any]]:
+        out: dict[str, tuple[str, Any]] = {}
+        for phase, run_id in runs.items():
+            run = await self.loops.info(swarm, run_id)
+            out[phase] = (RUN_TO_PHASE.get(run.status, "running"), run.decision)
+        return out
+
+    async def info(self, swarm: str, epic_id: str) -> EpicInfo:
+        spec, runs, created = await self._load(swarm, epic_id)
+        statuses = await self._statuses(swarm, runs)
+        flat = {k: v[0] for k, v in statuses.items()}
+        return EpicInfo(
+            id=epic_id,
+            swarm=swarm,
+            name=spec.name,
+            status=workflow.epic_status(spec, flat),
+            order=workflow.layers(
+                {p.name: p.depends_on for p in spec.phases}, [p.name for p in spec.phases]
+            ),
+            phases=[
+                PhaseInfo(
+                    name=p.name,
+                    status=flat.get(p.name, "waiting"),
+                    run=runs.get(p.name),
+                    depends_on=list(p.depends_on),
+                    decision=statuses.get(p.name, ("", None))[1],
+                )
+                for p in spec.phases
+            ],
+            created_ms=created,
+        )
+
+    async def all(self, swarm: str) -> list[EpicInfo]:
+        ids = [r.decode() for r in await self.redis.zrevrange(self.keys.epics(swarm), 0, -1)]
+        return [await self.info(swarm, i) for i in ids]
+
+    async def _driver(self, swarm: str, epic_id: str) -> None:
+        pulse = self.loops.hub.pulses(swarm).events
+        while not self._stop.is_set():
+            waiter = pulse.current()
+            try:
+                if await self._advance(swarm, epic_id):
+                    return
+            except Exception as exc:
+                log.exception("epic_driver_failed", epic=epic_id, error=str(exc))
+            await until_stopped(asyncio.wait_for(waiter.wait(), RECHECK_S), self._stop)
+
+    async def _advance(self, swarm: str, epic_id: str) -> bool:
+        """Start what may start; True once the epic is over."""
+        spec, runs, _ = await self._load(swarm, epic_id)
+        flat = {k: v[0] for k, v in (await self._statuses(swarm, runs)).items()}
+        status = workflow.epic_status(spec, flat)
+        if status in ("done", "failed"):
+            await emit(
+                self.redis, self.keys, swarm, "epic.finished", {"epic": epic_id, "status": status}
+            )
+            return True
+        by_name = {p.name: p for p in spec.phases}
+        for name in workflow.next_to_start(spec, flat):
+            phase = by_name[name]
+            run = await self.loops.start(
+                LoopStartArgs(
+                    swarm=swarm,
+                    task=f"{spec.name}: {phase.name}\n{phase.description}".strip(),
+                    phase=phase.name,
+                    implementers=phase.implementers,
+                    validators=phase.validators,
+                    owner=phase.owner,
+                    max_loop2=phase.max_loop2,
+                    max_loop3=phase.max_loop3,
+                )
+            )
+            await self.redis.hsetnx(self.keys.epic(swarm, epic_id), f"phase:{name}", run.id)
+            await emit(
+                self.redis,
+                self.keys,
+                swarm,
+                "epic.phase_started",
+                {"epic": epic_id, "phase": name, "run": run.id},
+            )
+        return False
