@@ -308,7 +308,8 @@ def _round(view: FollowView, d: Mapping[str, Any]) -> Rendered:
     )
     if d.get("missing"):
         text += f", missing {listing(d['missing'])}"
-    if d.get("reason"):
+    # A pass or fail is said above already; other outcomes (no_quorum...) need the why.
+    if d.get("reason") and d.get("status") not in ("passed", "failed"):
         text += f"; {shorten(str(d['reason']), REASON_WIDTH)}"
     used = ("status", "score", "threshold", "approvals", "votes_counted", "quorum", "faulty",
             "suspects", "reason", *_ROUND_HIDDEN)  # fmt: skip
