@@ -71,6 +71,7 @@ from cfn_client.swarm_schema import (
     TaskListResult,
     Topology,
 )
+from cfn_client.workflow_schema import EpicInfo, EpicListResult, EpicSpec
 
 if TYPE_CHECKING:
     # Imported lazily at run time: scripts using only Client (and cfnctl) never load anyio.
@@ -596,6 +597,23 @@ class Client(_ClientBase):
         """The backlog items a DEFER decision left."""
         return self._op("loop.backlog", LoopBacklogResult, swarm=swarm, run=run)
 
+    # -- epics
+
+    def epic_start(
+        self, epic: EpicSpec | Mapping[str, Any], *, swarm: str | None = None
+    ) -> EpicInfo:
+        """Start an epic: its phases run as CFN runs in dependency order."""
+        spec = epic if isinstance(epic, EpicSpec) else msgspec.convert(dict(epic), EpicSpec)
+        return self._op("epic.start", EpicInfo, swarm=swarm, epic=spec)
+
+    def epic_status(self, epic_id: str, *, swarm: str | None = None) -> EpicInfo:
+        """An epic's phases with their runs and statuses."""
+        return self._op("epic.status", EpicInfo, swarm=swarm, epic_id=epic_id)
+
+    def epic_list(self, swarm: str | None = None) -> EpicListResult:
+        """The swarm's epics, newest first."""
+        return self._op("epic.list", EpicListResult, swarm=swarm)
+
     # -- internals
 
     def _op(self, op: str, result_type: type[R], /, **args: Any) -> R:
@@ -984,6 +1002,23 @@ class AsyncClient(_ClientBase):
     async def loop_backlog(self, run: str, *, swarm: str | None = None) -> LoopBacklogResult:
         """The backlog items a DEFER decision left."""
         return await self._op("loop.backlog", LoopBacklogResult, swarm=swarm, run=run)
+
+    # -- epics
+
+    async def epic_start(
+        self, epic: EpicSpec | Mapping[str, Any], *, swarm: str | None = None
+    ) -> EpicInfo:
+        """Start an epic: its phases run as CFN runs in dependency order."""
+        spec = epic if isinstance(epic, EpicSpec) else msgspec.convert(dict(epic), EpicSpec)
+        return await self._op("epic.start", EpicInfo, swarm=swarm, epic=spec)
+
+    async def epic_status(self, epic_id: str, *, swarm: str | None = None) -> EpicInfo:
+        """An epic's phases with their runs and statuses."""
+        return await self._op("epic.status", EpicInfo, swarm=swarm, epic_id=epic_id)
+
+    async def epic_list(self, swarm: str | None = None) -> EpicListResult:
+        """The swarm's epics, newest first."""
+        return await self._op("epic.list", EpicListResult, swarm=swarm)
 
     # -- internals
 

@@ -12,6 +12,8 @@ from cfn_client import __version__, render
 from cfn_client.commands import CliEnv, report_error
 from cfn_client.commands.agent import agent
 from cfn_client.commands.config import config
+from cfn_client.commands.epic import epic
+from cfn_client.commands.epic import start as epic_start
 from cfn_client.commands.events import events
 from cfn_client.commands.loop import cfn_loop, loop
 from cfn_client.commands.monitor import monitor
@@ -120,6 +122,8 @@ cfnctl.add_command(events)
 cfnctl.add_command(monitor)
 cfnctl.add_command(loop)
 cfnctl.add_command(cfn_loop)
+cfnctl.add_command(epic)
+cfnctl.add_command(epic_start, "cfn-loop-epic")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -170,9 +170,11 @@ async def follow(
     since_ms: int | None,
     types: list[str],
     stop: asyncio.Event,
+    after_id: str | None = None,
 ) -> AsyncIterator[Event]:
-    """History since ``since_ms`` (or nothing), then live events until ``stop``."""
-    last = f"{since_ms}-0" if since_ms is not None else "$"
+    """History since ``since_ms`` (or after the entry ``after_id``; else nothing), then
+    live events until ``stop``."""
+    last = after_id or (f"{since_ms}-0" if since_ms is not None else "$")
     if last == "$":
         tail = await redis.xrevrange(keys.events(swarm), count=1)
         last = tail[0][0].decode() if tail else "0-0"

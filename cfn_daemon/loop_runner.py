@@ -343,23 +343,45 @@ class LoopService:
                 await self.swarms.tasks.cancel(swarm, task.id)
 
     async def follow(self, swarm: str, run_id: str) -> AsyncIterator[Event]:
-        """The run's loop events so far, then live ones, until it finishes or escalates."""
+        """The run's loop events so far, then live ones until it is at rest (finished, or
+        escalated and waiting for a human)."""
         await self._load(swarm, run_id)
         started = int((await self._fields(swarm, run_id)).get("created_ms", "0"))
+        past = await events.history(
+            self.redis,
+            self.keys,
+            swarm,
+            since_ms=max(0, started - 1),
+            types=["loop"],
+            limit=1_000_000,
+        )
+        last_id = None
+        for ev in past:
+            last_id = ev.id
+            if ev.data.get("run") == run_id:
+                yield ev
+        if await self._at_rest(swarm, run_id):
+            return
         async for ev in events.follow(
             self.redis,
             self.keys,
             self.hub,
             swarm,
             since_ms=max(0, started - 1),
+            after_id=last_id,
             types=["loop"],
             stop=self._stop,
         ):
             if ev.data.get("run") != run_id:
                 continue
             yield ev
-            if ev.type in ENDS_FOLLOW:
+            # An escalation may already have been answered (approve/extend): check now.
+            if ev.type in ENDS_FOLLOW and await self._at_rest(swarm, run_id):
                 return
+
+    async def _at_rest(self, swarm: str, run_id: str) -> bool:
+        status = (await self._load(swarm, run_id)).status
+        return status in loop.TERMINAL or status == "escalated"
 
     # ------------------------------------------------------------------ driving
 

@@ -146,6 +146,11 @@ async def test_exhausted_run_escalates_then_a_human_approves(
         approved = await cfn.call("loop.approve", run=info.id, reason="shipping it")
         assert approved.status == "done"
         assert approved.decision == "PROCEED"
+        # Following it again replays past the old escalation up to the real end.
+        async with cfn.stream("loop.follow", {"run": info.id}) as events:
+            seen = [ev["type"] async for ev in events]
+        assert "loop.escalated" in seen
+        assert seen[-1] == "loop.finished"
 
 
 async def test_owner_defers_with_backlog(daemon_factory: DaemonFactory) -> None:
