@@ -12,7 +12,7 @@ from cfn_client import __version__, render
 from cfn_client.commands import CliEnv, report_error
 from cfn_client.commands.agent import agent
 from cfn_client.commands.config import config
-from cfn_client.commands.epic import epic
+from cfn_client.commands.epic import epic, sprints
 from cfn_client.commands.epic import start as epic_start
 from cfn_client.commands.events import events
 from cfn_client.commands.loop import cfn_loop, loop
@@ -124,6 +124,8 @@ cfnctl.add_command(loop)
 cfnctl.add_command(cfn_loop)
 cfnctl.add_command(epic)
 cfnctl.add_command(epic_start, "cfn-loop-epic")
+cfnctl.add_command(sprints)
+cfnctl.add_command(sprints, "cfn-loop-sprints")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

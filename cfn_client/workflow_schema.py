@@ -32,6 +32,10 @@ class PhaseSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     parallel: bool = False
     max_loop2: int | None = None
     max_loop3: int | None = None
+    # Sprint checkpoint: after the run, its last gate's mean confidence must reach
+    # min_confidence and every command in checks must exit 0 (run as shell tasks).
+    min_confidence: float | None = None
+    checks: list[str] = []
 
 
 class EpicSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -54,10 +58,11 @@ class EpicListArgs(SwarmArgs, kw_only=True):
 
 class PhaseInfo(Result, kw_only=True):
     name: str
-    status: str  # waiting, running, done, escalated, failed, cancelled
+    status: str  # waiting, running, checking, done, escalated, failed, cancelled
     run: str | None = None
     depends_on: list[str] = []
     decision: str | None = None
+    checkpoint: str | None = None  # "passed" or "failed: why"
 
 
 class EpicInfo(Result, kw_only=True):
@@ -72,6 +77,26 @@ class EpicInfo(Result, kw_only=True):
 
 class EpicListResult(Result, kw_only=True):
     epics: list[EpicInfo]
+
+
+def sprints_spec(
+    goal: str, n: int, checks: list[str], min_confidence: float | None
+) -> dict[str, Any]:
+    """N sprints towards GOAL, one after the other, each with the same checkpoint."""
+    return {
+        "name": goal[:60],
+        "description": goal,
+        "phases": [
+            {
+                "name": f"sprint-{i}",
+                "description": f"{goal} (sprint {i} of {n})",
+                "checks": list(checks),
+                "min_confidence": min_confidence,
+                **({"depends_on": [f"sprint-{i - 1}"]} if i > 1 else {}),
+            }
+            for i in range(1, n + 1)
+        ],
+    }
 
 
 def parse_epic(text: str, name: str) -> dict[str, Any]:

@@ -8,14 +8,16 @@ exactly which phases ran, run or wait, and carries on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Any
 
 import msgspec
 import structlog
 
-from cfn_client.errors import NotFound
+from cfn_client.errors import Conflict, NotFound
 from cfn_client.loop_schema import LoopStartArgs
+from cfn_client.swarm_schema import TERMINAL_TASK_STATUSES
 from cfn_client.workflow_schema import EpicInfo, EpicSpec, EpicStartArgs, PhaseInfo
 from cfn_daemon import workflow
 from cfn_daemon.aio import until_stopped
@@ -93,25 +95,45 @@ class EpicService:
         self._drive(swarm, epic_id)
         return await self.info(swarm, epic_id)
 
-    async def _load(self, swarm: str, epic_id: str) -> tuple[EpicSpec, dict[str, str], int]:
+    async def _load(
+        self, swarm: str, epic_id: str
+    ) -> tuple[EpicSpec, dict[str, str], dict[str, str], int]:
         raw = await self.redis.hgetall(self.keys.epic(swarm, epic_id))
         if not raw:
             raise NotFound(f"no epic {epic_id!r} in swarm {swarm}")
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         spec = msgspec.json.decode(fields["spec"], type=EpicSpec)
         runs = {k.removeprefix("phase:"): v for k, v in fields.items() if k.startswith("phase:")}
-        return spec, runs, int(fields.get("created_ms", "0"))
+        checks = {k.removeprefix("check:"): v for k, v in fields.items() if k.startswith("check:")}
+        return spec, runs, checks, int(fields.get("created_ms", "0"))
 
-    async def _statuses(self, swarm: str, runs: dict[str, str]) -> dict[str, tuple[str, Any]]:
+    async def _statuses(
+        self,
+        swarm: str,
+        epic_id: str,
+        spec: EpicSpec,
+        runs: dict[str, str],
+        checks: dict[str, str],
+    ) -> dict[str, tuple[str, Any]]:
+        """Each started phase's status: its run's, held at ``checking`` until a sprint
+        checkpoint passed (a failed checkpoint fails the phase)."""
+        by_name = {p.name: p for p in spec.phases}
         out: dict[str, tuple[str, Any]] = {}
         for phase, run_id in runs.items():
             run = await self.loops.info(swarm, run_id)
-            out[phase] = (RUN_TO_PHASE.get(run.status, "running"), run.decision)
+            status = RUN_TO_PHASE.get(run.status, "running")
+            p = by_name[phase]
+            if status == "done" and (p.checks or p.min_confidence is not None):
+                verdict = checks.get(phase)
+                status = (
+                    "checking" if verdict is None else "done" if verdict == "passed" else "failed"
+                )
+            out[phase] = (status, run.decision)
         return out
 
     async def info(self, swarm: str, epic_id: str) -> EpicInfo:
-        spec, runs, created = await self._load(swarm, epic_id)
-        statuses = await self._statuses(swarm, runs)
+        spec, runs, checks, created = await self._load(swarm, epic_id)
+        statuses = await self._statuses(swarm, epic_id, spec, runs, checks)
         flat = {k: v[0] for k, v in statuses.items()}
         return EpicInfo(
             id=epic_id,
@@ -128,6 +150,7 @@ class EpicService:
                     run=runs.get(p.name),
                     depends_on=list(p.depends_on),
                     decision=statuses.get(p.name, ("", None))[1],
+                    checkpoint=checks.get(p.name),
                 )
                 for p in spec.phases
             ],
@@ -151,8 +174,21 @@ class EpicService:
 
     async def _advance(self, swarm: str, epic_id: str) -> bool:
         """Start what may start; True once the epic is over."""
-        spec, runs, _ = await self._load(swarm, epic_id)
-        flat = {k: v[0] for k, v in (await self._statuses(swarm, runs)).items()}
+        spec, runs, checks, _ = await self._load(swarm, epic_id)
+        statuses = await self._statuses(swarm, epic_id, spec, runs, checks)
+        flat = {k: v[0] for k, v in statuses.items()}
+        for name in [n for n, st in flat.items() if st == "checking"]:
+            verdict = await self._checkpoint(swarm, epic_id, spec, name, runs[name])
+            if verdict is not None:
+                await self.redis.hsetnx(self.keys.epic(swarm, epic_id), f"check:{name}", verdict)
+                await emit(
+                    self.redis,
+                    self.keys,
+                    swarm,
+                    "epic.checkpoint",
+                    {"epic": epic_id, "phase": name, "verdict": verdict},
+                )
+                flat[name] = "done" if verdict == "passed" else "failed"
         status = workflow.epic_status(spec, flat)
         if status in ("done", "failed"):
             await emit(
@@ -183,3 +219,34 @@ class EpicService:
                 {"epic": epic_id, "phase": name, "run": run.id},
             )
         return False
+
+    async def _checkpoint(
+        self, swarm: str, epic_id: str, spec: EpicSpec, phase: str, run_id: str
+    ) -> str | None:
+        """A sprint checkpoint's verdict, or None while its checks still run."""
+        p = next(x for x in spec.phases if x.name == phase)
+        if p.min_confidence is not None:
+            run = await self.loops.info(swarm, run_id)
+            gates = [h for h in run.history if h.get("kind") == "loop3"]
+            mean = gates[-1].get("score") if gates else None
+            if mean is None or mean < p.min_confidence:
+                return f"failed: confidence {mean} below the checkpoint's {p.min_confidence}"
+        tasks = self.swarms.tasks
+        ids = [f"{epic_id}.{phase}.check{i}" for i in range(len(p.checks))]
+        for task_id, command in zip(ids, p.checks, strict=True):
+            with contextlib.suppress(Conflict):  # submitted before a restart
+                await tasks.submit(
+                    swarm, text=command, type="shell", task_id=task_id, max_attempts=1
+                )
+        results = await tasks.get_many(swarm, ids)
+        if any(t.status not in TERMINAL_TASK_STATUSES for t in results):
+            await self._ensure_shell(swarm)
+            return None
+        failed = [f"`{t.text}` ({t.error or t.status})" for t in results if t.status != "succeeded"]
+        return "passed" if not failed else "failed: " + "; ".join(failed)
+
+    async def _ensure_shell(self, swarm: str) -> None:
+        agents = await self.swarms.registry.all(swarm)
+        if not any(a.type == "shell" and a.status in ("starting", "idle", "busy") for a in agents):
+            rt = await self.swarms.runtime(swarm)
+            await rt.supervisor.spawn("shell")

@@ -14,7 +14,7 @@ from cfn_client.errors import InvalidArgs
 from cfn_client.workflow_schema import EpicSpec
 
 DONE = "done"
-ACTIVE = frozenset({"running"})
+ACTIVE = frozenset({"running", "checking"})
 
 
 def validate(epic: EpicSpec) -> list[list[str]]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from cfn_client.api import AsyncClient
@@ -107,3 +110,58 @@ async def test_epic_of_four_phases_runs_in_order_with_two_in_parallel(
                     ],
                 },
             )
+
+
+async def test_sprints_stop_at_a_failing_checkpoint(daemon_factory: DaemonFactory) -> None:
+    from cfn_client.workflow_schema import sprints_spec
+
+    d = await daemon_factory(config_text=agent_types({"EXAMPLE_CONFIDENCE": "0.9"}, {}), **FAST)
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=12, name="sprints")
+        spec = sprints_spec("ship the cart", 3, ["test -e /", "true"], 0.85)
+        for phase in spec["phases"]:
+            phase.update(implementers=["impl"], validators=["check"] * 3)
+        spec["phases"][1]["checks"] = ["echo lint failed >&2; exit 1"]
+        started = await cfn.call("epic.start", epic=spec)
+        async with cfn.stream("events.follow", {"types": ["epic"]}) as events:
+            async for ev in events:
+                if ev["type"] == "epic.finished" and ev["data"]["epic"] == started.id:
+                    break
+        info = await cfn.call("epic.status", epic_id=started.id)
+    assert info.status == "failed"
+    by_name = {p.name: p for p in info.phases}
+    assert by_name["sprint-1"].checkpoint == "passed"
+    assert by_name["sprint-2"].status == "failed"
+    assert by_name["sprint-2"].checkpoint.startswith("failed: `echo lint failed")
+    assert by_name["sprint-3"].status == "waiting"  # never started after the failure
+
+
+def test_cfnctl_epic_file_and_cycle(cfnd_factory: Any, tmp_path: Path) -> None:
+    from tests.conftest import SHARED_REDIS
+    from tests.daemon_proc import cfnctl
+
+    conf = tmp_path / "cfnd.toml"
+    conf.write_text(agent_types({}, {}))
+    proc = cfnd_factory("--config", str(conf), "--redis-url", SHARED_REDIS)
+    assert cfnctl(proc.socket, "swarm", "init", "mesh", "12", "--name", "cli").returncode == 0
+    good = tmp_path / "epic.toml"
+    good.write_text(
+        'name = "cli epic"\n'
+        '[[phases]]\nname = "one"\nimplementers = ["impl"]\nvalidators = ["check", "check"]\n'
+        '[[phases]]\nname = "two"\ndepends_on = ["one"]\nimplementers = ["impl"]\n'
+        'validators = ["check", "check"]\nchecks = ["true"]\n'
+    )
+    res = cfnctl(proc.socket, "epic", "start", str(good), timeout_s=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "phase two started" in res.stdout
+    assert "checkpoint of two: passed" in res.stdout
+    assert ": done" in res.stdout
+    bad = tmp_path / "cycle.json"
+    bad.write_text(
+        '{"name": "loopy", "phases": [{"name": "a", "depends_on": ["b"]},'
+        ' {"name": "b", "depends_on": ["a"]}]}'
+    )
+    res = cfnctl(proc.socket, "cfn-loop-epic", str(bad))
+    assert res.returncode == 1
+    assert "dependency cycle: a -> b -> a" in res.stderr
+    assert proc.stop() == 0

@@ -9,7 +9,7 @@ import click
 
 from cfn_client.api import Client
 from cfn_client.commands import CliEnv, pass_env
-from cfn_client.workflow_schema import EpicInfo, parse_epic
+from cfn_client.workflow_schema import EpicInfo, parse_epic, sprints_spec
 
 EXIT_ESCALATED, EXIT_FAILED = 5, 6
 
@@ -59,15 +59,8 @@ def epic() -> None:
     5 blocked on an escalated phase, 6 failed."""
 
 
-@epic.command("start")
-@click.argument("source", metavar='FILE|"GOAL"')
-@click.option("--phases", type=click.IntRange(1, 50), help="Split a GOAL into N phases.")
-@click.option("--follow/--detach", default=True, help="Wait and show progress (default).")
-@pass_env
-def start(env: CliEnv, source: str, phases: int | None, follow: bool) -> None:
-    """Start an epic from FILE (TOML or JSON: name, phases[name, depends_on, parallel,
-    implementers, validators, owner]) or from a GOAL with --phases N."""
-    spec = epic_spec(source, phases)
+def start_epic(env: CliEnv, spec: dict[str, Any], follow: bool) -> None:
+    """Start ``spec``; with ``follow``, print phases as they start and exit by the end."""
 
     def go(c: Client) -> EpicInfo:
         info = c.epic_start(spec, swarm=env.swarm)
@@ -79,6 +72,8 @@ def start(env: CliEnv, source: str, phases: int | None, follow: bool) -> None:
                     continue
                 if ev.type == "epic.phase_started" and not env.json:
                     click.echo(f"phase {ev.data['phase']} started as run {ev.data['run']}")
+                elif ev.type == "epic.checkpoint" and not env.json:
+                    click.echo(f"checkpoint of {ev.data['phase']}: {ev.data['verdict']}")
                 if ev.type == "epic.finished":
                     break
         return c.epic_status(info.id, swarm=info.swarm)
@@ -87,6 +82,17 @@ def start(env: CliEnv, source: str, phases: int | None, follow: bool) -> None:
     env.emit(info, lambda: render_epic(info))
     if follow and info.status != "done":
         env.exit(EXIT_ESCALATED if info.status == "blocked" else EXIT_FAILED)
+
+
+@epic.command("start")
+@click.argument("source", metavar='FILE|"GOAL"')
+@click.option("--phases", type=click.IntRange(1, 50), help="Split a GOAL into N phases.")
+@click.option("--follow/--detach", default=True, help="Wait and show progress (default).")
+@pass_env
+def start(env: CliEnv, source: str, phases: int | None, follow: bool) -> None:
+    """Start an epic from FILE (TOML or JSON: name, phases[name, depends_on, parallel,
+    implementers, validators, owner]) or from a GOAL with --phases N."""
+    start_epic(env, epic_spec(source, phases), follow)
 
 
 @epic.command("status")
@@ -104,3 +110,43 @@ def list_epics(env: CliEnv) -> None:
     """List the swarm's epics."""
     result = env.call(lambda c: c.epic_list(swarm=env.swarm))
     env.emit(result, lambda: "\n\n".join(render_epic(e) for e in result.epics) or "no epics")
+
+
+@click.command("sprints")
+@click.argument("goal", metavar='"GOAL"')
+@click.option("--sprints", "count", type=click.IntRange(1, 50), default=3, show_default=True)
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="An epic file whose phases are the sprints (overrides GOAL/--sprints).",
+)
+@click.option(
+    "--check",
+    "checks",
+    multiple=True,
+    metavar="CMD",
+    help="Checkpoint command that must exit 0 after each sprint (repeatable).",
+)
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1),
+    help="Checkpoint: the sprint's final gate mean must reach this.",
+)
+@click.option("--follow/--detach", default=True)
+@pass_env
+def sprints(
+    env: CliEnv,
+    goal: str,
+    count: int,
+    file: str | None,
+    checks: tuple[str, ...],
+    min_confidence: float | None,
+    follow: bool,
+) -> None:
+    """Run GOAL as N sprints, one after the other, each a CFN run followed by its
+    checkpoint (--check commands, --min-confidence); a failed checkpoint stops."""
+    spec = (
+        epic_spec(file, None) if file else sprints_spec(goal, count, list(checks), min_confidence)
+    )
+    start_epic(env, spec, follow)

@@ -25,9 +25,18 @@ feedback = ctx.get("feedback", "")
 
 if os.environ.get("EXAMPLE_LOG"):
     with open(os.environ["EXAMPLE_LOG"], "a") as log:
-        log.write(json.dumps({"agent": task["agent_id"], "round": ctx.get("round"),
-                              "iteration": iteration, "feedback": feedback,
-                              "prompt": task["text"]}) + "\n")
+        log.write(
+            json.dumps(
+                {
+                    "agent": task["agent_id"],
+                    "round": ctx.get("round"),
+                    "iteration": iteration,
+                    "feedback": feedback,
+                    "prompt": task["text"],
+                }
+            )
+            + "\n"
+        )
 
 if os.environ.get("EXAMPLE_SLEEP"):
     import time

@@ -30,13 +30,19 @@ confidence = float(os.environ.get("EXAMPLE_CONFIDENCE", "0.95"))
 issue = os.environ.get("EXAMPLE_ISSUE", "input validation is missing")
 
 if approve:
-    answer = {"vote": "approve", "confidence": confidence,
-              "output": f"{task['agent_id']}: looks good in round {round_no}", "feedback": []}
+    answer = {
+        "vote": "approve",
+        "confidence": confidence,
+        "output": f"{task['agent_id']}: looks good in round {round_no}",
+        "feedback": [],
+    }
 else:
     answer = {
-        "vote": "reject", "confidence": confidence,
+        "vote": "reject",
+        "confidence": confidence,
         "output": f"{task['agent_id']}: not yet (round {round_no})",
-        "feedback": [{"type": "security", "severity": "high", "message": issue,
-                      "location": "app.py"}],
+        "feedback": [
+            {"type": "security", "severity": "high", "message": issue, "location": "app.py"}
+        ],
     }
 print(json.dumps(answer))
