@@ -132,10 +132,11 @@ def _loop_start_args(
     owner: str | None,
     max_loop2: int | None,
     max_loop3: int | None,
+    complexity: str | None = None,
 ) -> dict[str, Any]:
     args: dict[str, Any] = {
         "swarm": swarm, "task": task, "phase": phase, "owner": owner,
-        "max_loop2": max_loop2, "max_loop3": max_loop3,
+        "max_loop2": max_loop2, "max_loop3": max_loop3, "complexity": complexity,
     }  # fmt: skip
     # None: leave the field out, so the schema's default team applies.
     if implementers is not None:
@@ -546,15 +547,17 @@ class Client(_ClientBase):
         owner: str | None = None,
         max_loop2: int | None = None,
         max_loop3: int | None = None,
+        complexity: str | None = None,
     ) -> RunInfo:
-        """Start a CFN loop run of ``task``: Loop 3 ``implementers`` (agent types; None:
-        coder, coder), Loop 2 ``validators`` (None: reviewer, tester, security-specialist),
+        """Start a CFN loop run of ``task``: Loop 3 ``implementers`` and Loop 2
+        ``validators`` (agent types; None: a team sized by ``complexity``, default medium),
         Loop 4 ``owner`` (an agent type; None: cfnd's built-in rule). ``max_loop2`` /
         ``max_loop3`` bound rounds and iterations (None: cfnd's configured limits)."""
         return self._op(
             "loop.start", RunInfo,
             **_loop_start_args(
-                task, swarm, phase, implementers, validators, owner, max_loop2, max_loop3
+                task, swarm, phase, implementers, validators, owner, max_loop2, max_loop3,
+                complexity,
             ),
         )  # fmt: skip
 
@@ -948,15 +951,17 @@ class AsyncClient(_ClientBase):
         owner: str | None = None,
         max_loop2: int | None = None,
         max_loop3: int | None = None,
+        complexity: str | None = None,
     ) -> RunInfo:
-        """Start a CFN loop run of ``task``: Loop 3 ``implementers`` (agent types; None:
-        coder, coder), Loop 2 ``validators`` (None: reviewer, tester, security-specialist),
+        """Start a CFN loop run of ``task``: Loop 3 ``implementers`` and Loop 2
+        ``validators`` (agent types; None: a team sized by ``complexity``, default medium),
         Loop 4 ``owner`` (an agent type; None: cfnd's built-in rule). ``max_loop2`` /
         ``max_loop3`` bound rounds and iterations (None: cfnd's configured limits)."""
         return await self._op(
             "loop.start", RunInfo,
             **_loop_start_args(
-                task, swarm, phase, implementers, validators, owner, max_loop2, max_loop3
+                task, swarm, phase, implementers, validators, owner, max_loop2, max_loop3,
+                complexity,
             ),
         )  # fmt: skip
 

@@ -2,15 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import msgspec
+from typing import Any, Literal
 
 from cfn_client.protocol import Result
 from cfn_client.swarm_schema import SwarmArgs
 
 DEFAULT_IMPLEMENTERS = ("coder", "coder")
 DEFAULT_VALIDATORS = ("reviewer", "tester", "security-specialist")
+Complexity = Literal["simple", "medium", "complex", "enterprise"]
+# Agents of a run when none are listed: (implementer types, validator types).
+SIZING: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "simple": (("coder",), ("reviewer", "tester")),
+    "medium": (("coder", "coder"), ("reviewer", "tester", "security-specialist", "reviewer")),
+    "complex": (
+        ("coder",) * 3,
+        (
+            "reviewer",
+            "tester",
+            "security-specialist",
+            "architect",
+            "reviewer",
+            "tester",
+            "security-specialist",
+        ),
+    ),
+    "enterprise": (
+        ("coder",) * 5,
+        (
+            "reviewer",
+            "tester",
+            "security-specialist",
+            "architect",
+            "reviewer",
+            "tester",
+            "security-specialist",
+            "architect",
+            "reviewer",
+            "tester",
+        ),
+    ),
+}
 
 
 class RunInfo(Result, kw_only=True):
@@ -40,10 +71,14 @@ class RunInfo(Result, kw_only=True):
 
 
 class LoopStartArgs(SwarmArgs, kw_only=True):
+    """Empty ``implementers``/``validators`` are sized by ``complexity`` (default
+    medium: 2 coders, 4 validators; see SIZING)."""
+
     task: str
     phase: str | None = None
-    implementers: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_IMPLEMENTERS))
-    validators: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_VALIDATORS))
+    implementers: list[str] = []
+    validators: list[str] = []
+    complexity: Complexity | None = None
     owner: str | None = None  # an agent type (e.g. product-owner); None: built-in rule
     max_loop2: int | None = None
     max_loop3: int | None = None

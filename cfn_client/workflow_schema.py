@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from cfn_client.loop_schema import DEFAULT_IMPLEMENTERS, DEFAULT_VALIDATORS
+from cfn_client.loop_schema import Complexity
 from cfn_client.protocol import Result
 from cfn_client.swarm_schema import SwarmArgs
 
@@ -25,8 +25,9 @@ from cfn_client.swarm_schema import SwarmArgs
 class PhaseSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     description: str = ""
-    implementers: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_IMPLEMENTERS))
-    validators: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_VALIDATORS))
+    implementers: list[str] = []  # empty: sized by complexity
+    validators: list[str] = []
+    complexity: Complexity | None = None
     owner: str | None = None
     depends_on: list[str] = []
     parallel: bool = False

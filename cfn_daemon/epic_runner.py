@@ -206,6 +206,7 @@ class EpicService:
                     implementers=phase.implementers,
                     validators=phase.validators,
                     owner=phase.owner,
+                    complexity=phase.complexity,
                     max_loop2=phase.max_loop2,
                     max_loop3=phase.max_loop3,
                 )

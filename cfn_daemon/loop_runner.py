@@ -26,7 +26,7 @@ import msgspec
 import structlog
 
 from cfn_client.errors import Conflict, InvalidArgs, NotFound
-from cfn_client.loop_schema import LoopStartArgs, RunInfo
+from cfn_client.loop_schema import SIZING, LoopStartArgs, RunInfo
 from cfn_client.swarm_schema import TERMINAL_TASK_STATUSES, Event
 from cfn_daemon import consensus, events, loop
 from cfn_daemon.agents import LIVE_STATUSES
@@ -240,8 +240,9 @@ class LoopService:
 
     async def start(self, args: LoopStartArgs) -> RunInfo:
         swarm = await self.swarms.resolve(args.swarm)
-        if not args.implementers or not args.validators:
-            raise InvalidArgs("a run needs at least one implementer and one validator type")
+        sized_impl, sized_val = SIZING[args.complexity or "medium"]
+        impl_types = list(args.implementers) or list(sized_impl)
+        val_types = list(args.validators) or list(sized_val)
         cfg = self.swarms.config().loop
         try:
             limits = loop.LoopLimits(
@@ -254,8 +255,8 @@ class LoopService:
         except ValueError as exc:
             raise InvalidArgs(str(exc)) from None
         taken: set[str] = set()
-        implementers = await self._recruit(swarm, args.implementers, "implementer", taken)
-        validators = await self._recruit(swarm, args.validators, "validator", taken)
+        implementers = await self._recruit(swarm, impl_types, "implementer", taken)
+        validators = await self._recruit(swarm, val_types, "validator", taken)
         owner = (
             (await self._recruit(swarm, [args.owner], "owner", taken))[0] if args.owner else None
         )
@@ -505,6 +506,15 @@ class LoopService:
                     return owner_decision(task)
         return None
 
+    async def _earlier_issues(self, swarm: str, run: str, rnd: int) -> list[consensus.Issue]:
+        fields = await self._fields(swarm, run)
+        out: list[consensus.Issue] = []
+        for key, raw in sorted(fields.items()):
+            if key.startswith("round:") and int(key.split(":")[1]) < rnd:
+                record = msgspec.json.decode(raw)
+                out += msgspec.convert(record.get("feedback", []), list[consensus.Issue])
+        return out
+
     async def _close_round(self, swarm: str, state: loop.RunState) -> Any:
         run, rnd = state.run_id, state.loop2_round
         ids = [val_task_id(run, rnd, a) for a in state.validators]
@@ -555,7 +565,11 @@ class LoopService:
             {"run": run, "threshold": state.limits.consensus_threshold, **record},
         )
         await self.redis.hset(self.keys.run(swarm, run), f"round:{rnd:03d}", _json.encode(record))
-        feedback = consensus.render_feedback(outcome.feedback, round_no=rnd)
+        # Issues raised in earlier rounds stay listed (de-duplicated, highest severity
+        # kept) until a round passes: implementers see everything still open.
+        earlier = await self._earlier_issues(swarm, run, rnd)
+        issues = consensus.aggregate_feedback([outcome.feedback], previous=earlier)
+        feedback = consensus.render_feedback(issues, round_no=rnd)
         return loop.ValidatorsClosed(
             passed=outcome.status == "passed",
             score=outcome.score,

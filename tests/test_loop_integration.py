@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from cfn_daemon import consensus
 from cfn_daemon.daemon import Daemon
 from cfn_daemon.votes import submit_vote
 from tests.conftest import DaemonFactory
+from tests.daemon_proc import CFNCTL
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "agents"
 FAST = {
@@ -143,7 +145,21 @@ async def test_exhausted_run_escalates_then_a_human_approves(
         )
         assert info.status == "escalated"
         assert "consensus failed in 2 rounds" in info.outcome_reason
-        approved = await cfn.call("loop.approve", run=info.id, reason="shipping it")
+        # A human approves with the real cfnctl (run without blocking this event loop).
+        proc = await asyncio.create_subprocess_exec(
+            *CFNCTL,
+            "--socket",
+            str(d.socket_path),
+            "loop",
+            "approve",
+            info.id,
+            "--reason",
+            "shipping it",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0, out
+        approved = await cfn.call("loop.status", run=info.id)
         assert approved.status == "done"
         assert approved.decision == "PROCEED"
         # Following it again replays past the old escalation up to the real end.
@@ -231,3 +247,25 @@ async def test_byzantine_validators_cannot_sway_the_honest_majority(
     assert [honest[0], "bad signature"] in round1["rejected"]
     assert sorted(round1["accepted"]) == sorted(honest)
     assert round1["votes_counted"] == 5
+
+
+async def test_team_sized_by_complexity_when_no_types_given(
+    daemon_factory: DaemonFactory,
+) -> None:
+    d = await start(daemon_factory, agent_types({}, {}))
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.call("swarm.init", topology="hierarchical", max_agents=30, name="sized")
+        sizes = {}
+        for complexity in ("simple", "medium", "complex"):
+            info = await cfn.call("loop.start", task="t", complexity=complexity)
+            sizes[complexity] = (len(info.implementers), len(info.validators))
+            await cfn.call("loop.cancel", run=info.id)
+        assert sizes == {"simple": (1, 2), "medium": (2, 4), "complex": (3, 7)}
+        info = await cfn.call(
+            "loop.start",
+            task="t",
+            implementers=["impl"],
+            validators=["check"] * 2,
+            complexity="complex",
+        )
+        assert (len(info.implementers), len(info.validators)) == (1, 2)  # listed types win

@@ -16,7 +16,7 @@ from cfn_client import render, render_loop
 from cfn_client.api import Client
 from cfn_client.commands import CliEnv, pass_env
 from cfn_client.errors import EXIT_ERROR, EXIT_OK
-from cfn_client.loop_schema import DEFAULT_IMPLEMENTERS, DEFAULT_VALIDATORS, RunInfo
+from cfn_client.loop_schema import SIZING, RunInfo
 
 #: The run escalated: it waits for `cfnctl loop approve|reject RUN`.
 EXIT_ESCALATED = 5
@@ -121,15 +121,20 @@ def _loop_limit(**kw: Any) -> click.IntRange:
 )  # fmt: skip
 @click.option(
     "--implementers", multiple=True, callback=_team, metavar="TYPE,...",
-    help=f"Loop 3 agent types [default: {','.join(DEFAULT_IMPLEMENTERS)}].",
+    help="Loop 3 agent types [default: sized by --complexity].",
 )  # fmt: skip
 @click.option(
     "--validators", multiple=True, callback=_team, metavar="TYPE,...",
-    help=f"Loop 2 agent types [default: {','.join(DEFAULT_VALIDATORS)}].",
+    help="Loop 2 agent types [default: sized by --complexity].",
 )  # fmt: skip
 @click.option(
     "--owner", metavar="TYPE",
     help="Loop 4 product-owner agent type [default: cfnd's built-in rule].",
+)  # fmt: skip
+@click.option(
+    "--complexity", type=click.Choice(list(SIZING)), default=None,
+    help="Size the team when no types are listed: simple 3 agents, medium 6 (default), "
+    "complex 10, enterprise 15.",
 )  # fmt: skip
 @click.option("--follow", is_flag=True, help="Print the run's events until it ends.")
 @click.option("--detach", is_flag=True, help="Print the run id and return at once.")
@@ -137,7 +142,7 @@ def _loop_limit(**kw: Any) -> click.IntRange:
 def start(
     env: CliEnv, task: str, phase: str | None, max_loop2: int | None, max_loop3: int | None,
     implementers: list[str] | None, validators: list[str] | None, owner: str | None,
-    follow: bool, detach: bool,
+    complexity: str | None, follow: bool, detach: bool,
 ) -> None:  # fmt: skip
     """Start a CFN loop run of TASK on the current swarm.
 
@@ -156,6 +161,7 @@ def start(
         run = c.loop_start(
             task, swarm=env.swarm, phase=phase, implementers=implementers,
             validators=validators, owner=owner, max_loop2=max_loop2, max_loop3=max_loop3,
+            complexity=complexity,
         )  # fmt: skip
         if not following:
             return run
