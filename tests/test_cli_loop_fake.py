@@ -29,7 +29,13 @@ from cfn_client.api import AsyncClient, Client
 from cfn_client.cli import cfnctl
 from cfn_client.commands import loop as loop_cmd
 from cfn_client.errors import EXIT_UNREACHABLE, CfnError, Conflict, InvalidArgs, NotFound
-from cfn_client.loop_schema import LoopBacklogResult, LoopFollowArgs, LoopListResult, RunInfo
+from cfn_client.loop_schema import (
+    SIZING,
+    LoopBacklogResult,
+    LoopFollowArgs,
+    LoopListResult,
+    RunInfo,
+)
 from cfn_client.protocol import EventFrame, Request, Response, decode_args, error_response
 from cfn_client.swarm_schema import Event
 from tests.test_cli_swarm_fake import T0, SwarmFake, field, header, run
@@ -117,6 +123,13 @@ class LoopFake(SwarmFake):
 
     def op_loop_start(self, a: Any) -> RunInfo:
         s = self._swarm(a.swarm)
+        # Like cfnd: no types listed means a team sized by complexity (medium).
+        sized_impl, sized_val = SIZING[a.complexity or "medium"]
+        a = msgspec.structs.replace(
+            a,
+            implementers=list(a.implementers) or list(sized_impl),
+            validators=list(a.validators) or list(sized_val),
+        )
         info = RunInfo(
             id=f"r{next(self._run_ids)}", swarm=s.id, task=a.task, status="loop3",
             phase=a.phase, loop2_round=1, loop3_iteration=1, max_loop2=a.max_loop2 or 10,
@@ -229,7 +242,7 @@ def test_start_detaches_without_a_terminal_and_prints_the_id(fake: LoopFake) -> 
     # None lists are left out: the schema's default team applies (and equals the default).
     assert fake.sent("loop.start") == [{"task": "add a flag"}]
     assert fake.runs["r1"].implementers == ["coder", "coder"]
-    assert fake.runs["r1"].validators == ["reviewer", "tester", "security-specialist"]
+    assert fake.runs["r1"].validators == ["reviewer", "tester", "security-specialist", "reviewer"]
     assert fake.sent("loop.follow") == []
     code, out, _ = run(fake, "--json", "loop", "x", "--detach")
     doc = json.loads(out)
@@ -331,7 +344,7 @@ def test_start_follows_on_a_terminal(fake: LoopFake, terminal: None) -> None:
     lines = out.splitlines()
     assert lines[0] == "run r1 started on swarm s1: add a flag"
     assert lines[1] == (
-        "  implementers coder, coder; validators reviewer, tester, security-specialist; "
+        "  implementers coder, coder; validators reviewer, tester, security-specialist, reviewer; "
         "owner built-in rule; at most 3 round(s) of 10 iteration(s)"
     )
     events = lines[2 : 2 + len(SCRIPT)]
