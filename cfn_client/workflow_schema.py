@@ -1,6 +1,6 @@
 """Epics: phases of CFN runs in dependency order (Loop 1), as sent over the wire.
 
-An epic file (TOML or JSON) names phases; each phase becomes one CFN run::
+An epic file (TOML, JSON or YAML) names phases; each phase becomes one CFN run::
 
     name = "auth"
     [[phases]]
@@ -101,8 +101,14 @@ def sprints_spec(
 
 
 def parse_epic(text: str, name: str) -> dict[str, Any]:
-    """Read an epic file's text (TOML, or JSON when it starts with ``{``)."""
-    if text.lstrip().startswith("{"):
+    """Read an epic file's text: YAML (``.yaml``/``.yml``), JSON (starts with ``{``)
+    or TOML. Parsers load lazily so cfnctl stays quick to start."""
+    data: Any
+    if name.endswith((".yaml", ".yml")):
+        import yaml
+
+        data = yaml.safe_load(text)
+    elif text.lstrip().startswith("{"):
         data = msgspec.json.decode(text.encode())
     else:
         import tomllib

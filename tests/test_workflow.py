@@ -165,3 +165,17 @@ def test_cfnctl_epic_file_and_cycle(cfnd_factory: Any, tmp_path: Path) -> None:
     assert res.returncode == 1
     assert "dependency cycle: a -> b -> a" in res.stderr
     assert proc.stop() == 0
+
+
+def test_epic_files_in_toml_json_and_yaml_read_the_same(tmp_path: Path) -> None:
+    from cfn_client.workflow_schema import parse_epic
+
+    toml = 'name = "e"\n[[phases]]\nname = "a"\n[[phases]]\nname = "b"\ndepends_on = ["a"]\n'
+    json_text = '{"name": "e", "phases": [{"name": "a"}, {"name": "b", "depends_on": ["a"]}]}'
+    yaml_text = "name: e\nphases:\n  - name: a\n  - name: b\n    depends_on: [a]\n"
+    parsed = [
+        parse_epic(toml, "e.toml"),
+        parse_epic(json_text, "e.json"),
+        parse_epic(yaml_text, "e.yaml"),
+    ]
+    assert parsed[0] == parsed[1] == parsed[2]

@@ -35,7 +35,7 @@ def epic_spec(source: str, phases: int | None) -> dict[str, Any]:
     if phases is None and path.is_file():
         try:
             return parse_epic(path.read_text(encoding="utf-8"), str(path))
-        except (ValueError, OSError) as exc:
+        except Exception as exc:  # any parser's syntax error is a usage error here
             raise click.BadParameter(f"{path}: {exc}") from None
     n = phases or 3
     return {
@@ -90,7 +90,7 @@ def start_epic(env: CliEnv, spec: dict[str, Any], follow: bool) -> None:
 @click.option("--follow/--detach", default=True, help="Wait and show progress (default).")
 @pass_env
 def start(env: CliEnv, source: str, phases: int | None, follow: bool) -> None:
-    """Start an epic from FILE (TOML or JSON: name, phases[name, depends_on, parallel,
+    """Start an epic from FILE (TOML, JSON or YAML: name, phases[name, depends_on, parallel,
     implementers, validators, owner]) or from a GOAL with --phases N."""
     start_epic(env, epic_spec(source, phases), follow)
 
