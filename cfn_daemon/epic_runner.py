@@ -21,6 +21,7 @@ from cfn_client.swarm_schema import TERMINAL_TASK_STATUSES
 from cfn_client.workflow_schema import EpicInfo, EpicSpec, EpicStartArgs, PhaseInfo
 from cfn_daemon import workflow
 from cfn_daemon.aio import until_stopped
+from cfn_daemon.drivers import DriverPool
 from cfn_daemon.events import emit
 from cfn_daemon.loop_runner import LoopService
 from cfn_daemon.tasks import now_ms
@@ -42,36 +43,29 @@ class EpicService:
         self.loops = loops
         self.swarms = loops.swarms
         self.keys = loops.keys
-        self._tg: asyncio.TaskGroup | None = None
-        self._stop = asyncio.Event()
-        self._drivers: set[str] = set()
+        self.drivers = DriverPool("epic")
 
     @property
     def redis(self) -> Any:
         return self.swarms.redis
 
+    @property
+    def _stop(self) -> asyncio.Event:
+        return self.drivers.stop
+
     async def run(self, stop: asyncio.Event) -> None:
-        self._stop = stop
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            if await until_stopped(self.loops.ready.wait(), stop):
-                try:
-                    for info in await self.swarms.all():
-                        for raw in await self.redis.zrange(self.keys.epics(info.id), 0, -1):
-                            epic = await self.info(info.id, raw.decode())
-                            if epic.status not in ("done", "failed"):
-                                self._drive(info.id, epic.id)
-                except Exception as exc:
-                    log.warning("epic_resume_failed", error=str(exc))
-                await stop.wait()
-        self._tg = None
+        """Resume every unfinished epic (after the runs), then drive epics until ``stop``."""
+        await self.drivers.run(stop, self.loops.ready, self._resume)
+
+    async def _resume(self) -> None:
+        for info in await self.swarms.all():
+            for raw in await self.redis.zrange(self.keys.epics(info.id), 0, -1):
+                epic = await self.info(info.id, raw.decode())
+                if epic.status not in ("done", "failed"):
+                    self._drive(info.id, epic.id)
 
     def _drive(self, swarm: str, epic_id: str) -> None:
-        if epic_id in self._drivers or self._tg is None:
-            return
-        self._drivers.add(epic_id)
-        task = self._tg.create_task(self._driver(swarm, epic_id), name=f"epic-{epic_id}")
-        task.add_done_callback(lambda _: self._drivers.discard(epic_id))
+        self.drivers.start(epic_id, lambda: self._driver(swarm, epic_id))
 
     async def start(self, args: EpicStartArgs) -> EpicInfo:
         swarm = await self.swarms.resolve(args.swarm)

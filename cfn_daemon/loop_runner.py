@@ -31,6 +31,7 @@ from cfn_client.swarm_schema import TERMINAL_TASK_STATUSES, Event
 from cfn_daemon import consensus, events, loop
 from cfn_daemon.agents import LIVE_STATUSES
 from cfn_daemon.aio import until_stopped
+from cfn_daemon.drivers import DriverPool
 from cfn_daemon.events import NotifyHub, Pulse, emit
 from cfn_daemon.run_records import (
     impl_task_id,
@@ -61,12 +62,9 @@ class LoopService:
         self.keys = swarms.store.keys
         self._locks: dict[str, asyncio.Lock] = {}
         self._pulses: dict[str, Pulse] = {}
-        self._drivers: dict[str, asyncio.Task[None]] = {}
         self._submitted: set[str] = set()
         self._votes_seen: set[tuple[str, int, str, str]] = set()
-        self._tg: asyncio.TaskGroup | None = None
-        self._stop = asyncio.Event()
-        self.ready = asyncio.Event()
+        self.drivers = DriverPool("run")
 
     @property
     def redis(self) -> Any:
@@ -74,30 +72,27 @@ class LoopService:
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def ready(self) -> asyncio.Event:
+        return self.drivers.ready
+
+    @property
+    def _stop(self) -> asyncio.Event:
+        return self.drivers.stop
+
     async def run(self, stop: asyncio.Event) -> None:
-        self._stop = stop
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            if await until_stopped(self.swarms.ready.wait(), stop):
-                try:
-                    for info in await self.swarms.all():
-                        for raw in await self.redis.zrange(self.keys.runs(info.id), 0, -1):
-                            run_id = raw.decode()
-                            state = await self._load(info.id, run_id)
-                            if state.status not in loop.TERMINAL:
-                                self._drive(info.id, run_id)
-                except Exception as exc:
-                    log.warning("loop_resume_failed", error=str(exc))
-                self.ready.set()
-                await stop.wait()
-        self._tg = None
+        """Resume every unfinished run, then drive runs until ``stop``."""
+        await self.drivers.run(stop, self.swarms.ready, self._resume)
+
+    async def _resume(self) -> None:
+        for info in await self.swarms.all():
+            for raw in await self.redis.zrange(self.keys.runs(info.id), 0, -1):
+                run_id = raw.decode()
+                if (await self._load(info.id, run_id)).status not in loop.TERMINAL:
+                    self._drive(info.id, run_id)
 
     def _drive(self, swarm: str, run_id: str) -> None:
-        if run_id in self._drivers or self._tg is None:
-            return
-        task = self._tg.create_task(self._driver(swarm, run_id), name=f"run-{run_id}")
-        self._drivers[run_id] = task
-        task.add_done_callback(lambda _: self._drivers.pop(run_id, None))
+        self.drivers.start(run_id, lambda: self._driver(swarm, run_id))
 
     def _pulse(self, run_id: str) -> Pulse:
         return self._pulses.setdefault(run_id, Pulse())
