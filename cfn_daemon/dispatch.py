@@ -104,6 +104,7 @@ class Dispatcher:
         self.config = ctx.config
         self.info = ctx.info
         self.backlog: dict[str, Pending] = {}
+        self.live_types: set[str] = set()  # agent types seen live on the last pass
         self._cursor: str | None = None
         self.assigned_total = 0
 
@@ -188,23 +189,31 @@ class Dispatcher:
         agents = await self.registry.all(self.swarm)
         lapse_ms = self.config().agents.lapse_s * 1000
         agents = [a for a in agents if (a.heartbeat_age_ms or 0) <= lapse_ms]
+        self.live_types = {a.type for a in agents if a.status in ("idle", "busy")}
         by_id = {a.id: a for a in agents}
         started = time.monotonic()
+        free = sum(max(0, a.concurrency - a.load) for a in agents if a.status in ("idle", "busy"))
+        plan: list[tuple[Pending, list[str], str]] = []
         for pending in self._ordered():
+            if free <= 0:
+                break  # every agent is full: the rest waits for the next pass
             picked, via = choose(swarm, agents, pending.type, self._cursor, pending.target)
             if not picked:
                 continue  # nobody free for this type yet; others may still fit
-            placed = await self.tasks.assign(
-                self.swarm, pending.task_id, pending.entry_id, pending.priority, picked, via
-            )
+            plan.append((pending, picked, via))
+            for aid in picked:
+                by_id[aid].load += 1  # so the next choice sees this one
+            free -= len(picked)
+            self._cursor = picked[-1]
+        outcomes = await self.tasks.assign_many(
+            self.swarm,
+            [(p.task_id, p.entry_id, p.priority, picked, via) for p, picked, via in plan],
+        )
+        for (pending, _, _), placed in zip(plan, outcomes, strict=True):
             if placed < 0:
                 continue  # an agent vanished under us: it stays in the backlog
             del self.backlog[pending.entry_id]
-            if placed:
-                self.assigned_total += 1
-                for aid in picked:
-                    by_id[aid].load += 1
-                self._cursor = picked[-1]
+            self.assigned_total += placed
         if self.backlog:
             log.debug(
                 "dispatch_waiting",

@@ -326,31 +326,41 @@ class TaskQueue:
 
     # ------------------------------------------------------------------ dispatcher side
 
-    async def assign(
-        self,
-        swarm: str,
-        task_id: str,
-        entry_id: str,
-        priority: str,
-        agents: list[str],
-        via: str = "",
-    ) -> int:
-        """Move a queue entry to the agents' work streams. Returns 1 when assigned, 0 when
-        the task was not queued any more (the entry is just acknowledged), -1 when one of
-        the agents has gone meanwhile (the entry stays pending for another try)."""
-        keys = [
-            self.keys.task(swarm, task_id),
-            self.keys.queue(swarm, priority),
-            self.keys.events(swarm),
-        ]
-        for agent in agents:
-            keys += [self.keys.agent(swarm, agent), self.keys.work(swarm, agent)]
-        assigned = await self.scripts.run(
-            "assign",
-            keys,
-            [task_id, entry_id, now_ms(), *self._common(swarm), DISPATCH_GROUP, via, *agents],
-        )
-        return bool(assigned)
+    async def assign_many(
+        self, swarm: str, placements: list[tuple[str, str, str, list[str], str]]
+    ) -> list[int]:
+        """Move queue entries to agents' work streams, all in one round trip.
+
+        Each placement is (task id, queue entry id, priority, agent ids, via). Per
+        placement: 1 assigned; 0 the task was not queued any more (its entry is just
+        acknowledged); -1 one of the agents is gone (the entry stays pending).
+        """
+        if not placements:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id, entry_id, priority, agents, via in placements:
+                keys = [
+                    self.keys.task(swarm, task_id),
+                    self.keys.queue(swarm, priority),
+                    self.keys.events(swarm),
+                ]
+                for agent in agents:
+                    keys += [self.keys.agent(swarm, agent), self.keys.work(swarm, agent)]
+                await self.scripts.run(
+                    "assign",
+                    keys,
+                    [
+                        task_id,
+                        entry_id,
+                        now_ms(),
+                        *self._common(swarm),
+                        DISPATCH_GROUP,
+                        via,
+                        *agents,
+                    ],
+                    client=pipe,
+                )
+            return [int(r) for r in await pipe.execute()]
 
     async def reclaim_agent(self, swarm: str, agent: str) -> list[str]:
         """Give back everything in a lost agent's work stream; returns requeued task ids."""

@@ -74,6 +74,23 @@ async def until_running(fifo: Path) -> None:
     await asyncio.wait_for(asyncio.to_thread(fifo.read_text), 30)
 
 
+async def wait_idle(cfn: AsyncClient, count: int, agent: str | None = None) -> None:
+    """Until ``count`` agents (or ``agent``) are registered and idle. Subscribes first,
+    then checks, then re-checks on every agent event: nothing can slip in between."""
+
+    async def ready() -> bool:
+        agents = (await cfn.call("agent.list")).agents
+        idle = [a for a in agents if a.status == "idle" and agent in (None, a.id)]
+        return len(idle) >= count
+
+    async with cfn.events_follow(types=["agent"]) as events:
+        if await ready():
+            return
+        async for _ in events:
+            if await ready():
+                return
+
+
 async def next_event(events: Any, etype: str, **match: Any) -> Event:
     async for ev in events:
         if ev.type == etype and all(ev.data.get(k) == v for k, v in match.items()):
@@ -283,8 +300,7 @@ async def test_remote_agent_joins_and_receives_work(d: Daemon, cfn: AsyncClient)
         env=env,
     )
     try:
-        async with cfn.events_follow(types=["agent"]) as events:
-            await next_event(events, "agent.registered", agent="far-away")
+        await wait_idle(cfn, 1, agent="far-away")
         task = await cfn.call("task.submit", text="echo served-remotely")
         (final,) = await wait_tasks(cfn, [task.id])
         assert final.agent == "far-away"
@@ -300,9 +316,7 @@ async def test_remote_agent_joins_and_receives_work(d: Daemon, cfn: AsyncClient)
 async def test_star_routes_messages_through_the_hub_and_assigns_via_it(cfn: AsyncClient) -> None:
     await cfn.call("swarm.init", topology="star", max_agents=4, name="star")
     created = (await cfn.call("agent.create", type="shell", count=3)).agents
-    async with cfn.events_follow(types=["agent"]) as events:
-        for _ in range(3):
-            await next_event(events, "agent.registered")
+    await wait_idle(cfn, 3)
     agents = [a.id for a in (await cfn.call("agent.list")).agents]
     hub = agents[0]
     reply = await cfn.call("agent.send", from_agent=agents[1], to_agent=agents[2], message="hi")
@@ -320,9 +334,7 @@ async def test_star_routes_messages_through_the_hub_and_assigns_via_it(cfn: Asyn
 async def test_ring_passes_the_work_token_in_order(cfn: AsyncClient) -> None:
     await cfn.call("swarm.init", topology="ring", max_agents=3, name="ring")
     await cfn.call("agent.create", type="shell", count=3)
-    async with cfn.events_follow(types=["agent"]) as events:
-        for _ in range(3):
-            await next_event(events, "agent.registered")
+    await wait_idle(cfn, 3)
     ring = [a.id for a in (await cfn.call("agent.list")).agents]
     ids = []
     for i in range(6):
@@ -338,9 +350,7 @@ async def test_ring_passes_the_work_token_in_order(cfn: AsyncClient) -> None:
 async def test_hierarchical_and_mesh_broadcast_reach_everyone_once(cfn: AsyncClient) -> None:
     await cfn.call("swarm.init", topology="hierarchical", max_agents=6, name="tree")
     await cfn.call("agent.create", type="shell", count=6)
-    async with cfn.events_follow(types=["agent"]) as events:
-        for _ in range(6):
-            await next_event(events, "agent.registered")
+    await wait_idle(cfn, 6)
     members = [a.id for a in (await cfn.call("agent.list")).agents]
     reply = await cfn.call("swarm.broadcast", message="hello tree")
     assert sorted(d.to for d in reply.deliveries) == sorted(members)
@@ -366,9 +376,7 @@ async def test_reliability_strategy_replicates_and_keeps_one_result(
         "swarm.init", topology="mesh", max_agents=3, strategy="reliability", name="twice"
     )
     await cfn.call("agent.create", type="shell", count=2)
-    async with cfn.events_follow(types=["agent"]) as events:
-        for _ in range(2):
-            await next_event(events, "agent.registered")
+    await wait_idle(cfn, 2)
     runs = tmp_path / "runs"
     task = await cfn.call("task.submit", text=f"echo $CFN_AGENT_ID >> {runs}; echo replicated")
     (final,) = await wait_tasks(cfn, [task.id])
@@ -382,9 +390,8 @@ async def test_reliability_strategy_replicates_and_keeps_one_result(
 async def test_balanced_strategy_prefers_the_least_loaded_agent(cfn: AsyncClient) -> None:
     await cfn.call("swarm.init", topology="mesh", max_agents=3, name="balance")
     await cfn.call("agent.create", type="shell", count=2)
+    await wait_idle(cfn, 2)
     async with cfn.events_follow(types=["agent", "task"]) as events:
-        for _ in range(2):
-            await next_event(events, "agent.registered")
         long = await cfn.call("task.submit", text="sleep 2")
         busy = (await next_event(events, "task.started", task=long.id)).data["agent"]
         ids = [(await cfn.call("task.submit", text="echo quick")).id for _ in range(3)]
@@ -398,9 +405,8 @@ async def test_scale_up_and_down_never_stops_a_busy_agent_without_force(
     await cfn.call("swarm.init", topology="mesh", max_agents=4, name="scale")
     up = await cfn.call("swarm.scale", agents=3)
     assert len(up.spawned) == 3
+    await wait_idle(cfn, 3)
     async with cfn.events_follow(types=["agent", "task"]) as events:
-        for _ in range(3):
-            await next_event(events, "agent.registered")
         long = await cfn.call("task.submit", text="sleep 30")
         busy = (await next_event(events, "task.started", task=long.id)).data["agent"]
         down = await cfn.call("swarm.scale", agents=1)
@@ -462,8 +468,8 @@ async def test_lapsed_remote_agent_is_marked_lost_and_its_task_requeued(
         f"if [ -e {marker} ]; then echo second-try; "
         f"else touch {marker}; {signal_running}; sleep 30; fi"
     )
+    await wait_idle(cfn, 1, agent="remote-1")
     async with cfn.events_follow(types=["agent", "task"]) as events:
-        await next_event(events, "agent.registered", agent="remote-1")
         task = await cfn.call("task.submit", text=text)
         await next_event(events, "task.started", task=task.id, agent="remote-1")
         await until_running(fifo)

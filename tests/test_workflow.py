@@ -85,7 +85,8 @@ async def test_epic_of_four_phases_runs_in_order_with_two_in_parallel(
         await cfn.call("swarm.init", topology="hierarchical", max_agents=30, name="epic")
         started = await cfn.call("epic.start", epic={"name": "shop", "phases": phases})
         assert started.order == [["design"], ["api", "ui"], ["release"]]
-        async with cfn.stream("events.follow", {"types": ["epic", "loop.finished"]}) as events:
+        follow = {"types": ["epic", "loop.finished"], "since_ms": started.created_ms}
+        async with cfn.stream("events.follow", follow) as events:
             async for ev in events:
                 if ev["type"] == "epic.finished":
                     break
@@ -123,7 +124,8 @@ async def test_sprints_stop_at_a_failing_checkpoint(daemon_factory: DaemonFactor
             phase.update(implementers=["impl"], validators=["check"] * 3)
         spec["phases"][1]["checks"] = ["echo lint failed >&2; exit 1"]
         started = await cfn.call("epic.start", epic=spec)
-        async with cfn.stream("events.follow", {"types": ["epic"]}) as events:
+        follow = {"types": ["epic"], "since_ms": started.created_ms}
+        async with cfn.stream("events.follow", follow) as events:
             async for ev in events:
                 if ev["type"] == "epic.finished" and ev["data"]["epic"] == started.id:
                     break

@@ -66,7 +66,8 @@ def start_epic(env: CliEnv, spec: dict[str, Any], follow: bool) -> None:
         info = c.epic_start(spec, swarm=env.swarm)
         if not follow:
             return info
-        with c.events_follow(swarm=info.swarm, types=["epic"]) as events:
+        # From the epic's creation on, so no event can slip by before we listen.
+        with c.events_follow(swarm=info.swarm, since_ms=info.created_ms, types=["epic"]) as events:
             for ev in events:
                 if ev.data.get("epic") != info.id:
                     continue

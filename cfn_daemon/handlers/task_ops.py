@@ -56,7 +56,9 @@ class TaskOps:
 
     async def submit(self, ctx: RequestContext, args: TaskSubmitArgs) -> TaskInfo:
         swarm = await self.service.resolve(args.swarm)
-        info = await self.service.info(swarm)
+        # The running swarm's record is in memory: no Redis reads on this hot path.
+        rt = self.service.runtimes.get(swarm)
+        info = rt.info if rt is not None else await self.service.info(swarm)
         if info.status != "active":
             raise InvalidArgs(f"swarm {swarm} is {info.status}; it takes no new tasks")
         cfg = self.service.config()
@@ -74,6 +76,9 @@ class TaskOps:
 
     async def _ensure_worker(self, swarm: str, agent_type: str, max_agents: int) -> None:
         """Out of the box: with no agent of the task's type, start one (room permitting)."""
+        rt = self.service.runtimes.get(swarm)
+        if rt is not None and agent_type in rt.dispatcher.live_types:
+            return  # the dispatcher saw a live agent of this type on its last pass
         agents = [a for a in await self.service.registry.all(swarm) if a.status in LIVE_STATUSES]
         if any(a.type == agent_type for a in agents) or len(agents) >= max_agents:
             return

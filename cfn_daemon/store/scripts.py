@@ -29,5 +29,6 @@ class Scripts:
             name: redis.register_script(prelude + "\n" + _source(name)) for name in SCRIPT_NAMES
         }
 
-    async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return await self._scripts[name](keys=keys, args=args)
+    async def run(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
+        """Run a script; with ``client`` a pipeline, it is queued there instead."""
+        return await self._scripts[name](keys=keys, args=args, client=client)
