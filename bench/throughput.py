@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -111,8 +110,8 @@ async def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cfn-bench-", dir="/tmp"))
     sock = tmp / "redis.sock"
-    server = subprocess.Popen(
-        [
+    server = await asyncio.create_subprocess_exec(
+        *[
             "redis-server",
             "--port",
             "0",
@@ -125,7 +124,7 @@ async def main() -> None:
             "--dir",
             str(tmp),
         ],
-        stdout=subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
     )
     try:
         url = f"unix://{sock}"
@@ -141,7 +140,7 @@ async def main() -> None:
         print(f"ratio cfn / raw      : {ours / raw:8.2f}")
     finally:
         server.terminate()
-        server.wait(10)
+        await asyncio.wait_for(server.wait(), 10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
