@@ -111,8 +111,18 @@ class Supervisor:
                 try:
                     now = asyncio.get_running_loop().time()
                     if now >= next_clean:  # retention: finished tasks expire
-                        await self.tasks.clean(self.swarm, self.config().tasks.retention_s)
-                        next_clean = now + CLEAN_EVERY_S
+                        retention = self.config().tasks.retention_s
+                        expired = await self.tasks.clean(self.swarm, retention)
+                        if expired:
+                            await emit(
+                                self.store.redis,
+                                self.store.keys,
+                                self.swarm,
+                                "task.expired",
+                                {"count": expired, "retention_s": retention},
+                            )
+                        # Check again after a tenth of the retention, at most every 5 min.
+                        next_clean = now + min(CLEAN_EVERY_S, retention / 10)
                     await self.tasks.promote_due(self.swarm)
                     await self._check_lapsed()
                     await self._replace_due()

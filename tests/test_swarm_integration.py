@@ -496,3 +496,16 @@ async def test_task_clean_and_several_swarms(cfn: AsyncClient) -> None:
     with pytest.raises(InvalidArgs, match=r"several swarms \(one, two\)"):
         await cfn.call("task.list")
     assert (await cfn.call("task.list", swarm="two")).tasks == []
+
+
+async def test_finished_tasks_expire_after_the_retention(daemon_factory: DaemonFactory) -> None:
+    d = await daemon_factory(**FAST, **{"tasks.retention_s": 1.0})
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=2, name="expiry")
+        task = await cfn.call("task.submit", text="echo short-lived")
+        await wait_tasks(cfn, [task.id])
+        async with cfn.events_follow(types=["task.expired"]) as events:
+            async for _ in events:
+                break
+        with pytest.raises(NotFound, match="no task"):
+            await cfn.call("task.status", task=task.id)
