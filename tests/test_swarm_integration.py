@@ -377,14 +377,23 @@ async def test_reliability_strategy_replicates_and_keeps_one_result(
     )
     await cfn.call("agent.create", type="shell", count=2)
     await wait_idle(cfn, 2)
-    runs = tmp_path / "runs"
-    task = await cfn.call("task.submit", text=f"echo $CFN_AGENT_ID >> {runs}; echo replicated")
+    lock = tmp_path / "lock"
+    # The replica that gets the lock answers at once; the other would work for 30 s.
+    text = f"mkdir {lock} 2>/dev/null && echo replicated || sleep 30"
+    async with cfn.events_follow(types=["task"]) as events:
+        task = await cfn.call("task.submit", text=text)
+        assigned = await next_event(events, "task.assigned", task=task.id)
+        assert len(assigned.data["agents"]) == 2  # both replicas run...
+        await next_event(events, "task.succeeded", task=task.id)
+        # ...and the loser is stopped, its late result not stored.
+        loser = await next_event(events, "task.duplicate", task=task.id)
+    assert loser.data["error"] == "cancelled"
+    assert loser.data["duration_ms"] < 10_000
     (final,) = await wait_tasks(cfn, [task.id])
     assert final.status == "succeeded"
-    assigned = [e for e in await all_events(cfn, ["task.assigned"]) if e.data["task"] == task.id]
-    assert len(assigned[0].data["agents"]) == 2  # both replicas ran...
+    assert final.result.output.strip() == "replicated"
     succeeded = [e for e in await all_events(cfn, ["task.succeeded"]) if e.data["task"] == task.id]
-    assert len(succeeded) == 1  # ...and exactly one result was kept
+    assert len(succeeded) == 1  # exactly one result was kept
 
 
 async def test_balanced_strategy_prefers_the_least_loaded_agent(cfn: AsyncClient) -> None:

@@ -22,9 +22,15 @@ else redis.call('HINCRBY', KEYS[3], 'tasks_failed', 1) end
 redis.call('PUBLISH', ARGV[6], 'agent')
 
 local st = redis.call('HGET', KEYS[1], 'status')
-if st ~= 'running' and st ~= 'assigned' then return 'duplicate' end
+if st ~= 'running' and st ~= 'assigned' then
+  -- A re-delivery or a losing replica: its result is not stored (one per task).
+  emit(KEYS[4], ARGV[5], ARGV[6], ARGV[4], 'task.duplicate',
+    {task = ARGV[1], agent = ARGV[2], ok = ARGV[7] == '1', error = ARGV[12], duration_ms = d})
+  return 'duplicate'
+end
 if ARGV[7] == '1' then
-  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'result', ARGV[8], 'error', '',
+  -- 'cancel' stops a replica still running it (reliability strategy) at its next heartbeat.
+  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'result', ARGV[8], 'error', '', 'cancel', '1',
     'updated_ms', ARGV[4], 'finished_ms', ARGV[4], 'agent', ARGV[2])
   emit(KEYS[4], ARGV[5], ARGV[6], ARGV[4], 'task.succeeded',
     {task = ARGV[1], agent = ARGV[2], duration_ms = d})
