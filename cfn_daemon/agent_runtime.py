@@ -146,14 +146,18 @@ class AgentRuntime:
                 status, desired, cancelled = await self.registry.heartbeat(
                     self.swarm, self.id, current
                 )
-                if cancelled and current:
-                    self._running[current].set()
+                # The task may have finished while the heartbeat was in flight.
+                cancel = self._running.get(current) if cancelled and current else None
+                if cancel is not None:
+                    cancel.set()
                 if len(self._running) > 1:
                     await self._check_cancels()
             except Exception as exc:
-                if not is_unavailable_error(exc):
-                    raise
-                log.warning("heartbeat_failed", agent=self.id, error=describe_error(exc))
+                # A background loop logs and carries on: a missed beat is not fatal.
+                if is_unavailable_error(exc):
+                    log.warning("heartbeat_failed", agent=self.id, error=describe_error(exc))
+                else:
+                    log.exception("heartbeat_error", agent=self.id)
                 continue
             if desired == "stop" and not self.stop.is_set():
                 log.info("agent_stop_requested", agent=self.id)

@@ -36,7 +36,8 @@ def short_tmp() -> Iterator[Path]:
 
     path = Path(tempfile.mkdtemp(prefix="cfn-", dir="/tmp"))
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if not os.environ.get("CFN_KEEP_TEST_TMP"):  # keep agent logs when debugging
+        shutil.rmtree(path, ignore_errors=True)
 
 
 DaemonFactory = Callable[..., Awaitable[Daemon]]
