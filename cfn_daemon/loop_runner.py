@@ -410,12 +410,6 @@ class LoopService:
             for t in tasks:
                 t.cancel()
 
-    async def _types(self, swarm: str, agents: list[str]) -> dict[str, str]:
-        out = {}
-        for a in agents:
-            out[a] = (await self.swarms.registry.get(swarm, a)).type
-        return out
-
     async def _submit_pinned(
         self, swarm: str, task_id: str, agent: str, text: str, context: dict[str, Any]
     ) -> None:
@@ -454,8 +448,8 @@ class LoopService:
                 )
         elif state.status == "loop2":
             key = self.keys.run(swarm, run)
-            if not await self.redis.hexists(key, f"round_started:{rnd}"):
-                await self.redis.hsetnx(key, f"round_started:{rnd}", now_ms())
+            # HSETNX alone keeps the first start time: no read needed before it.
+            await self.redis.hsetnx(key, f"round_started:{rnd}", now_ms())
             for agent in state.validators:
                 await self._submit_pinned(
                     swarm,

@@ -279,15 +279,18 @@ class TaskQueue:
     async def clean(self, swarm: str, older_than_s: float) -> int:
         """Delete finished tasks last updated more than ``older_than_s`` ago."""
         cutoff = now_ms() - int(older_than_s * 1000)
-        removed = 0
-        for task in await self.recent(swarm, limit=10_000):
-            if task.status in TERMINAL_TASK_STATUSES and task.updated_ms <= cutoff:
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.delete(self.keys.task(swarm, task.id))
-                    pipe.zrem(self.keys.tasks(swarm), task.id)
-                    await pipe.execute()
-                removed += 1
-        return removed
+        expired = [
+            t.id
+            for t in await self.recent(swarm, limit=10_000)
+            if t.status in TERMINAL_TASK_STATUSES and t.updated_ms <= cutoff
+        ]
+        if expired:
+            # One round trip for all of them, not one per task.
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(*(self.keys.task(swarm, tid) for tid in expired))
+                pipe.zrem(self.keys.tasks(swarm), *expired)
+                await pipe.execute()
+        return len(expired)
 
     async def dlq_list(self, swarm: str, limit: int = 100) -> list[TaskInfo]:
         entries = await self.redis.xrevrange(self.keys.dlq(swarm), count=limit)
