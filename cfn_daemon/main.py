@@ -19,12 +19,12 @@ import click
 import structlog
 
 from cfn_client import __version__
-from cfn_client.errors import CfnError, ConfigError
-from cfn_daemon.config import find_config_file
-from cfn_daemon.daemon import Daemon
-from cfn_daemon.logs import configure_logging
-from cfn_daemon.runtime_config import ConfigManager
-from cfn_daemon.sdnotify import Notifier
+from cfn_client.wire.errors import CfnError, ConfigError
+from cfn_daemon.app import Daemon
+from cfn_daemon.settings.runtime import ConfigManager
+from cfn_daemon.settings.schema import find_config_file
+from cfn_daemon.util.logs import configure_logging
+from cfn_daemon.util.sdnotify import Notifier
 
 EX_CONFIG = 78
 log = structlog.get_logger("cfn.main")

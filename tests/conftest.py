@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from cfn_daemon.daemon import Daemon
-from cfn_daemon.runtime_config import ConfigManager
+from cfn_daemon.app import Daemon
+from cfn_daemon.settings.runtime import ConfigManager
 from tests.daemon_proc import CfndProcess
 from tests.redis_servers import redis_factory, tls_files
 

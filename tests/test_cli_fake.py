@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from cfn_client.cli import cfnctl
+from cfn_client.cli.main import cfnctl
 from tests.test_client_connection import FakeCfnd, fake, fake_factory, sock_dir
 
 __all__ = ["fake", "fake_factory", "sock_dir"]  # fixtures, imported for pytest

@@ -24,20 +24,20 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from cfn_client import render_loop
-from cfn_client.api import AsyncClient, Client
-from cfn_client.cli import cfnctl
-from cfn_client.commands import loop as loop_cmd
-from cfn_client.errors import EXIT_UNREACHABLE, CfnError, Conflict, InvalidArgs, NotFound
-from cfn_client.loop_schema import (
+from cfn_client.api.async_ import AsyncClient, Client
+from cfn_client.cli.commands import loop as loop_cmd
+from cfn_client.cli.main import cfnctl
+from cfn_client.cli.render import loop as render_loop
+from cfn_client.wire.errors import EXIT_UNREACHABLE, CfnError, Conflict, InvalidArgs, NotFound
+from cfn_client.wire.protocol import EventFrame, Request, Response, decode_args, error_response
+from cfn_client.wire.schema.loop import (
     SIZING,
     LoopBacklogResult,
     LoopFollowArgs,
     LoopListResult,
     RunInfo,
 )
-from cfn_client.protocol import EventFrame, Request, Response, decode_args, error_response
-from cfn_client.swarm_schema import Event
+from cfn_client.wire.schema.swarm import Event
 from tests.test_cli_swarm_fake import T0, SwarmFake, field, header, run
 from tests.test_client_connection import sock_dir
 
@@ -606,7 +606,7 @@ def test_every_loop_command_reports_unreachable(sock_dir: Path, args: list[str])
 def test_loop_commands_import_nothing_daemon_side() -> None:
     probe = (
         "import contextlib, io, sys\n"
-        "from cfn_client.cli import main\n"
+        "from cfn_client.cli.main import main\n"
         "for argv in (['loop', 'x', '--follow'], ['loop', 'status', 'r1'], ['cfn-loop', 'x']):\n"
         "    with contextlib.redirect_stdout(io.StringIO()), "
         "contextlib.redirect_stderr(io.StringIO()):\n"
@@ -679,7 +679,7 @@ async def test_async_client_loop_methods(fake: LoopFake) -> None:
 
 def test_loop_methods_match_their_schemas() -> None:
     # The methods' parameter names are the schemas' fields: a rename on either side fails.
-    from cfn_client.ops import OPS
+    from cfn_client.wire.ops import OPS
 
     for op, spec in OPS.items():
         if not op.startswith("loop."):

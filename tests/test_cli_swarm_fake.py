@@ -26,14 +26,14 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from cfn_client import commands as commands_pkg
-from cfn_client import render
-from cfn_client.api import AsyncClient, Client, wait_request_timeout
-from cfn_client.cli import cfnctl
-from cfn_client.commands import Duration, Since, parse_duration
-from cfn_client.errors import EXIT_UNREACHABLE, CfnError, Conflict, InvalidArgs, NotFound
-from cfn_client.protocol import EventFrame, Request, Response, decode_args, error_response
-from cfn_client.swarm_schema import (
+from cfn_client.api.async_ import AsyncClient, Client, wait_request_timeout
+from cfn_client.cli.env import Duration, Since, parse_duration
+from cfn_client.cli.main import cfnctl
+from cfn_client.cli import env as commands_pkg
+from cfn_client.cli.render import common as render
+from cfn_client.wire.errors import EXIT_UNREACHABLE, CfnError, Conflict, InvalidArgs, NotFound
+from cfn_client.wire.protocol import EventFrame, Request, Response, decode_args, error_response
+from cfn_client.wire.schema.swarm import (
     TERMINAL_TASK_STATUSES,
     AgentInfo,
     AgentListResult,
@@ -961,7 +961,7 @@ async def test_async_client_methods_and_follow(swarm: SwarmFake) -> None:
 
 def test_every_new_op_builds_valid_args() -> None:
     # The methods' keyword names match the schemas: a rename on either side fails here.
-    from cfn_client.ops import OPS
+    from cfn_client.wire.ops import OPS
 
     for op, spec in OPS.items():
         if not op.startswith(("swarm.", "agent.", "task.", "dlq.", "events.")):

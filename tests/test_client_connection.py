@@ -23,10 +23,10 @@ import anyio
 import msgspec
 import pytest
 
-from cfn_client.api import AsyncClient, Client
-from cfn_client.async_connection import AsyncConnection
-from cfn_client.connection import SyncConnection, args_to_wire
-from cfn_client.errors import (
+from cfn_client.api.async_ import AsyncClient, Client
+from cfn_client.conn.async_ import AsyncConnection
+from cfn_client.conn.sync import SyncConnection, args_to_wire
+from cfn_client.wire.errors import (
     CfnError,
     ConfigError,
     DaemonUnreachable,
@@ -36,8 +36,8 @@ from cfn_client.errors import (
     ProtocolError,
     RequestTimeout,
 )
-from cfn_client.ops import OPS
-from cfn_client.protocol import (
+from cfn_client.wire.ops import OPS
+from cfn_client.wire.protocol import (
     Check,
     ConfigEntry,
     ConfigResetResult,
@@ -578,8 +578,8 @@ async def test_async_connection_failing_handshake_cleans_up(
 
 
 def test_message_decoding_errors_are_protocol_errors() -> None:
-    from cfn_client.connection import decode_message
-    from cfn_client.protocol import Frame
+    from cfn_client.conn.sync import decode_message
+    from cfn_client.wire.protocol import Frame
 
     with pytest.raises(ProtocolError):
         decode_message(Frame("msgpack", msgspec.msgpack.encode({"ok": "maybe"})))

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cfn_client import __version__, render
-from cfn_client.cli import cfnctl
-from cfn_client.diagnose import connect_error, socket_checks
-from cfn_client.errors import (
+from cfn_client import __version__
+from cfn_client.cli.main import cfnctl
+from cfn_client.cli.render import common as render
+from cfn_client.conn.diagnose import connect_error, socket_checks
+from cfn_client.wire.errors import (
     EXIT_ERROR,
     EXIT_PERMISSION,
     EXIT_UNREACHABLE,
@@ -33,7 +34,7 @@ from cfn_client.errors import (
     RequestTimeout,
     StoreUnavailable,
 )
-from cfn_client.protocol import (
+from cfn_client.wire.protocol import (
     Check,
     ConfigEntry,
     ConfigShowResult,
@@ -330,7 +331,7 @@ def test_doctor_without_daemon_explains_each_local_failure(sock_dir: Path) -> No
 
 
 def test_reset_all_asks_on_a_terminal(sock_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cfn_client.commands import config as config_cmd
+    from cfn_client.cli.commands import config as config_cmd
 
     monkeypatch.setattr(config_cmd, "interactive", lambda: True)
     sock = str(sock_dir / "x.sock")
@@ -411,7 +412,7 @@ def _nobody_cmd() -> list[str] | None:
         return None
     cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
     probe = subprocess.run(
-        [*cmd, sys.executable, "-c", "import cfn_client.cli"],
+        [*cmd, sys.executable, "-c", "import cfn_client.cli.main"],
         capture_output=True, cwd="/", timeout=30,
     )  # fmt: skip
     return cmd if probe.returncode == 0 else None
@@ -424,7 +425,7 @@ needs_nobody = pytest.mark.skipif(NOBODY is None, reason="needs root and setpriv
 def _run_as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
     assert NOBODY is not None
     return subprocess.run(
-        [*NOBODY, sys.executable, "-m", "cfn_client.cli", *args],
+        [*NOBODY, sys.executable, "-m", "cfn_client.cli.main", *args],
         capture_output=True, text=True, cwd="/", timeout=30,
     )  # fmt: skip
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cfn_client.errors import ConfigError
-from cfn_daemon.config import (
+from cfn_client.wire.errors import ConfigError
+from cfn_daemon.settings.schema import (
     check_runtime_key,
     coerce_value,
     find_config_file,

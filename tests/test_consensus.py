@@ -1,4 +1,4 @@
-"""cfn_daemon.consensus: fault math, trimmed score robustness, round admission, feedback."""
+"""cfn_daemon.core.consensus: fault math, trimmed score robustness, round admission, feedback."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cfn_daemon.consensus import (
+from cfn_daemon.core.consensus import (
     ISSUE_TYPES,
     SEVERITIES,
     Issue,
@@ -545,7 +545,7 @@ def test_issues_from_text() -> None:
 
 
 def test_module_is_fast_and_pure() -> None:
-    import cfn_daemon.consensus as mod
+    import cfn_daemon.core.consensus as mod
 
     src = Path(mod.__file__).read_text()
     for banned in ("import asyncio", "import redis", "import socket", "open("):

@@ -52,7 +52,7 @@ def test_protocol_python_example_runs(cfnd: CfndProcess) -> None:
 
 
 def test_every_documented_op_exists_and_every_op_is_documented() -> None:
-    from cfn_client.ops import OPS
+    from cfn_client.wire.ops import OPS
 
     text = (DOCS / "PROTOCOL.md").read_text()
     documented = set(re.findall(r"^\| `([a-z_.]+)` \|", text, flags=re.M))

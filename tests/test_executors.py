@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cfn_client.errors import ConfigError
-from cfn_daemon import proc
-from cfn_daemon.executors import (
+from cfn_client.wire.errors import ConfigError
+from cfn_daemon.agent import proc
+from cfn_daemon.agent.executors import (
     ExecResult,
     ExecutorConfig,
     TaskInput,
@@ -410,7 +410,7 @@ def wrong(task):
     return 42
 
 def full(task):
-    from cfn_daemon.executors import ExecResult
+    from cfn_daemon.agent.executors import ExecResult
     return ExecResult(ok=True, output="custom", confidence=0.5, stdout="raw")
 """
 

@@ -1,4 +1,4 @@
-"""cfn_daemon.loop: worked examples of the CFN loop plus property tests of its invariants."""
+"""cfn_daemon.core.loop: worked examples of the CFN loop plus property tests of its invariants."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cfn_daemon.loop import (
+from cfn_daemon.core.loop import (
     TERMINAL,
     AskOwner,
     Cancel,

@@ -10,10 +10,10 @@ from typing import Any
 
 import msgspec
 
-from cfn_client.api import AsyncClient
-from cfn_daemon import consensus
-from cfn_daemon.daemon import Daemon
-from cfn_daemon.votes import submit_vote
+from cfn_client.api.async_ import AsyncClient
+from cfn_daemon.app import Daemon
+from cfn_daemon.core import consensus
+from cfn_daemon.queue.votes import submit_vote
 from tests.conftest import DaemonFactory
 from tests.daemon_proc import CFNCTL
 

@@ -27,11 +27,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from cfn_client import monitor_view as view
-from cfn_client.cli import cfnctl
-from cfn_client.commands.monitor import ENTER_SCREEN, LEAVE_SCREEN
-from cfn_client.errors import EXIT_UNREACHABLE
-from cfn_client.swarm_schema import AgentInfo, SwarmInfo, SwarmStatusResult, TaskInfo
+from cfn_client.cli.commands.monitor import ENTER_SCREEN, LEAVE_SCREEN
+from cfn_client.cli.main import cfnctl
+from cfn_client.cli.render import monitor as view
+from cfn_client.wire.errors import EXIT_UNREACHABLE
+from cfn_client.wire.schema.swarm import AgentInfo, SwarmInfo, SwarmStatusResult, TaskInfo
 from tests.test_cli_swarm_fake import SwarmFake, fake, run, sock_dir, swarm
 
 __all__ = ["fake", "sock_dir", "swarm"]  # fixtures, imported for pytest

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cfn_client.errors import CfnError, InvalidArgs, NotFound, PermissionDenied, ProtocolError
-from cfn_client.ops import OPS, lookup_op
-from cfn_client.protocol import (
+from cfn_client.wire.errors import CfnError, InvalidArgs, NotFound, PermissionDenied, ProtocolError
+from cfn_client.wire.ops import OPS, lookup_op
+from cfn_client.wire.protocol import (
     ConfigSetArgs,
     Frame,
     FrameDecoder,

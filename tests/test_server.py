@@ -13,8 +13,8 @@ import msgspec
 import pytest
 import structlog.testing
 
-from cfn_client.errors import Conflict
-from cfn_client.protocol import (
+from cfn_client.wire.errors import Conflict
+from cfn_client.wire.protocol import (
     LENGTH_PREFIX,
     PROTOCOL_VERSION,
     FrameDecoder,
@@ -23,9 +23,9 @@ from cfn_client.protocol import (
     decode_body,
     encode_frame,
 )
-from cfn_daemon.config import AuthConfig
-from cfn_daemon.daemon import Daemon
-from cfn_daemon.server import Role, RoleResolver
+from cfn_daemon.api.server import Role, RoleResolver
+from cfn_daemon.app import Daemon
+from cfn_daemon.settings.schema import AuthConfig
 from tests.conftest import DaemonFactory
 
 

@@ -30,8 +30,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.testing import capture_logs
 
-from cfn_client.errors import ConfigError, StoreUnavailable
-from cfn_daemon.config import RedisConfig
+from cfn_client.wire.errors import ConfigError, StoreUnavailable
+from cfn_daemon.settings.schema import RedisConfig
 from cfn_daemon.store import EmbeddedRedis, EmbeddedStartError, Store
 from cfn_daemon.store.client import is_unavailable_error
 from tests.redis_servers import (
@@ -268,7 +268,7 @@ async def test_killed_owner_leaves_no_orphan(state_dir: Path) -> None:
         """
         import asyncio, sys
         from pathlib import Path
-        from cfn_daemon.config import RedisConfig
+        from cfn_daemon.settings.schema import RedisConfig
         from cfn_daemon.store import EmbeddedRedis
 
         async def main() -> None:

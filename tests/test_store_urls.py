@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cfn_client.errors import ConfigError
-from cfn_daemon.config import RedisConfig, load_config
+from cfn_client.wire.errors import ConfigError
+from cfn_daemon.settings.schema import RedisConfig, load_config
 from cfn_daemon.store.urls import (
     check_embedded_config,
     display_url,

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from cfn_client.api import AsyncClient
-from cfn_client.errors import Conflict, InvalidArgs, NotFound
-from cfn_client.swarm_schema import Event, TaskInfo
-from cfn_daemon import topology
-from cfn_daemon.daemon import Daemon
+from cfn_client.api.async_ import AsyncClient
+from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound
+from cfn_client.wire.schema.swarm import Event, TaskInfo
+from cfn_daemon.app import Daemon
+from cfn_daemon.core import topology
 from tests.conftest import DaemonFactory
 from tests.redis_servers import pid_alive
 
@@ -281,7 +281,7 @@ async def test_remote_agent_joins_and_receives_work(d: Daemon, cfn: AsyncClient)
         if url.unix_socket_path
         else f"redis://{url.host}:{url.port}/{url.db}"
     )
-    from cfn_daemon.supervisor import agent_command
+    from cfn_daemon.swarm.supervisor import agent_command
 
     proc = await asyncio.create_subprocess_exec(
         *agent_command(),
@@ -451,7 +451,7 @@ async def test_lapsed_remote_agent_is_marked_lost_and_its_task_requeued(
     d: Daemon, cfn: AsyncClient, tmp_path: Path
 ) -> None:
     await cfn.call("swarm.init", topology="mesh", max_agents=3, name="lost")
-    from cfn_daemon.supervisor import agent_command, agent_redis_url
+    from cfn_daemon.swarm.supervisor import agent_command, agent_redis_url
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CFN_")}
     proc = await asyncio.create_subprocess_exec(

@@ -1,4 +1,4 @@
-"""cfn_daemon.topology: pure property-based tests plus small worked examples."""
+"""cfn_daemon.core.topology: pure property-based tests plus small worked examples."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cfn_daemon.topology import (
+from cfn_daemon.core.topology import (
     TOPOLOGIES,
     Delivery,
     Layout,

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from cfn_client.api import AsyncClient
-from cfn_client.errors import InvalidArgs
-from cfn_client.workflow_schema import EpicSpec, PhaseSpec
-from cfn_daemon import workflow
+from cfn_client.api.async_ import AsyncClient
+from cfn_client.wire.errors import InvalidArgs
+from cfn_client.wire.schema.workflow import EpicSpec, PhaseSpec
+from cfn_daemon.core import workflow
 from tests.conftest import DaemonFactory
 from tests.test_loop_integration import FAST, agent_types
 
@@ -114,7 +114,7 @@ async def test_epic_of_four_phases_runs_in_order_with_two_in_parallel(
 
 
 async def test_sprints_stop_at_a_failing_checkpoint(daemon_factory: DaemonFactory) -> None:
-    from cfn_client.workflow_schema import sprints_spec
+    from cfn_client.wire.schema.workflow import sprints_spec
 
     d = await daemon_factory(config_text=agent_types({"EXAMPLE_CONFIDENCE": "0.9"}, {}), **FAST)
     async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
@@ -170,7 +170,7 @@ def test_cfnctl_epic_file_and_cycle(cfnd_factory: Any, tmp_path: Path) -> None:
 
 
 def test_epic_files_in_toml_json_and_yaml_read_the_same(tmp_path: Path) -> None:
-    from cfn_client.workflow_schema import parse_epic
+    from cfn_client.wire.schema.workflow import parse_epic
 
     toml = 'name = "e"\n[[phases]]\nname = "a"\n[[phases]]\nname = "b"\ndepends_on = ["a"]\n'
     json_text = '{"name": "e", "phases": [{"name": "a"}, {"name": "b", "depends_on": ["a"]}]}'

@@ -25,7 +25,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from cfn_daemon.config import RedisConfig
+from cfn_daemon.settings.schema import RedisConfig
 from cfn_daemon.store.urls import ConnectionParams
 
 Client: TypeAlias = "Redis | RedisCluster"

@@ -22,8 +22,8 @@ from types import TracebackType
 
 import structlog
 
-from cfn_client.errors import ConfigError, StoreUnavailable
-from cfn_daemon.config import RedisConfig
+from cfn_client.wire.errors import ConfigError, StoreUnavailable
+from cfn_daemon.settings.schema import RedisConfig
 
 log = structlog.get_logger("cfn.store")
 

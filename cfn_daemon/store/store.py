@@ -19,10 +19,9 @@ import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
 
-from cfn_client.errors import StoreUnavailable
-from cfn_client.protocol import StoreStatus
-from cfn_daemon.config import RedisConfig
-from cfn_daemon.constants import Keys
+from cfn_client.wire.errors import StoreUnavailable
+from cfn_client.wire.protocol import StoreStatus
+from cfn_daemon.settings.schema import RedisConfig
 from cfn_daemon.store.client import (
     Client,
     build_client,
@@ -31,6 +30,7 @@ from cfn_daemon.store.client import (
     is_unavailable_error,
 )
 from cfn_daemon.store.embedded import EmbeddedRedis
+from cfn_daemon.store.keys import Keys
 from cfn_daemon.store.urls import (
     ConnectionParams,
     Mode,

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from cfn_client.errors import ConfigError
-from cfn_daemon.config import RedisConfig, redact_url
+from cfn_client.wire.errors import ConfigError
+from cfn_daemon.settings.schema import RedisConfig, redact_url
 
 Mode = Literal["embedded", "external", "cluster"]
 PasswordSource = Literal["env", "file", "url"]

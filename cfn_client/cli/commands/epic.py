@@ -1,0 +1,153 @@
+"""``cfnctl epic``: phases of CFN runs in dependency order (Loop 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cfn_client.api.async_ import Client
+from cfn_client.cli.env import CliEnv, pass_env
+from cfn_client.wire.schema.workflow import EpicInfo, parse_epic, sprints_spec
+
+EXIT_ESCALATED, EXIT_FAILED = 5, 6
+
+
+def render_epic(info: EpicInfo) -> str:
+    lines = [
+        f"epic {info.id} ({info.name}): {info.status}",
+        "order: " + " -> ".join(" | ".join(layer) for layer in info.order),
+        "",
+    ]
+    width = max(len(p.name) for p in info.phases)
+    for p in info.phases:
+        after = f"  after {', '.join(p.depends_on)}" if p.depends_on else ""
+        lines.append(
+            f"  {p.name:<{width}}  {p.status:<9}  {p.run or '-':<12}  {p.decision or '-':<8}{after}"
+        )
+    return "\n".join(lines)
+
+
+def epic_spec(source: str, phases: int | None) -> dict[str, Any]:
+    """An epic file (TOML/JSON), or a GOAL split into N sequential phases."""
+    path = Path(source)
+    if phases is None and path.is_file():
+        try:
+            return parse_epic(path.read_text(encoding="utf-8"), str(path))
+        except Exception as exc:  # any parser's syntax error is a usage error here
+            raise click.BadParameter(f"{path}: {exc}") from None
+    n = phases or 3
+    return {
+        "name": source[:60],
+        "description": source,
+        "phases": [
+            {
+                "name": f"phase-{i}",
+                "description": f"{source} (phase {i} of {n})",
+                **({"depends_on": [f"phase-{i - 1}"]} if i > 1 else {}),
+            }
+            for i in range(1, n + 1)
+        ],
+    }
+
+
+@click.group()
+def epic() -> None:
+    """Run an epic: phases (each a CFN loop run) in dependency order; phases marked
+    `parallel = true` run side by side. Exit status of a followed epic: 0 done,
+    5 blocked on an escalated phase, 6 failed."""
+
+
+def start_epic(env: CliEnv, spec: dict[str, Any], follow: bool) -> None:
+    """Start ``spec``; with ``follow``, print phases as they start and exit by the end."""
+
+    def go(c: Client) -> EpicInfo:
+        info = c.epic_start(spec, swarm=env.swarm)
+        if not follow:
+            return info
+        # From the epic's creation on, so no event can slip by before we listen.
+        with c.events_follow(swarm=info.swarm, since_ms=info.created_ms, types=["epic"]) as events:
+            for ev in events:
+                if ev.data.get("epic") != info.id:
+                    continue
+                if ev.type == "epic.phase_started" and not env.json:
+                    click.echo(f"phase {ev.data['phase']} started as run {ev.data['run']}")
+                elif ev.type == "epic.checkpoint" and not env.json:
+                    click.echo(f"checkpoint of {ev.data['phase']}: {ev.data['verdict']}")
+                if ev.type == "epic.finished":
+                    break
+        return c.epic_status(info.id, swarm=info.swarm)
+
+    info = env.call(go)
+    env.emit(info, lambda: render_epic(info))
+    if follow and info.status != "done":
+        env.exit(EXIT_ESCALATED if info.status == "blocked" else EXIT_FAILED)
+
+
+@epic.command("start")
+@click.argument("source", metavar='FILE|"GOAL"')
+@click.option("--phases", type=click.IntRange(1, 50), help="Split a GOAL into N phases.")
+@click.option("--follow/--detach", default=True, help="Wait and show progress (default).")
+@pass_env
+def start(env: CliEnv, source: str, phases: int | None, follow: bool) -> None:
+    """Start an epic from FILE (TOML, JSON or YAML: name, phases[name, depends_on, parallel,
+    implementers, validators, owner]) or from a GOAL with --phases N."""
+    start_epic(env, epic_spec(source, phases), follow)
+
+
+@epic.command("status")
+@click.argument("epic_id")
+@pass_env
+def status(env: CliEnv, epic_id: str) -> None:
+    """Show an epic's phases, their runs and statuses."""
+    info = env.call(lambda c: c.epic_status(epic_id, swarm=env.swarm))
+    env.emit(info, lambda: render_epic(info))
+
+
+@epic.command("list")
+@pass_env
+def list_epics(env: CliEnv) -> None:
+    """List the swarm's epics."""
+    result = env.call(lambda c: c.epic_list(swarm=env.swarm))
+    env.emit(result, lambda: "\n\n".join(render_epic(e) for e in result.epics) or "no epics")
+
+
+@click.command("sprints")
+@click.argument("goal", metavar='"GOAL"')
+@click.option("--sprints", "count", type=click.IntRange(1, 50), default=3, show_default=True)
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="An epic file whose phases are the sprints (overrides GOAL/--sprints).",
+)
+@click.option(
+    "--check",
+    "checks",
+    multiple=True,
+    metavar="CMD",
+    help="Checkpoint command that must exit 0 after each sprint (repeatable).",
+)
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1),
+    help="Checkpoint: the sprint's final gate mean must reach this.",
+)
+@click.option("--follow/--detach", default=True)
+@pass_env
+def sprints(
+    env: CliEnv,
+    goal: str,
+    count: int,
+    file: str | None,
+    checks: tuple[str, ...],
+    min_confidence: float | None,
+    follow: bool,
+) -> None:
+    """Run GOAL as N sprints, one after the other, each a CFN run followed by its
+    checkpoint (--check commands, --min-confidence); a failed checkpoint stops."""
+    spec = (
+        epic_spec(file, None) if file else sprints_spec(goal, count, list(checks), min_confidence)
+    )
+    start_epic(env, spec, follow)

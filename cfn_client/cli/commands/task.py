@@ -1,0 +1,192 @@
+"""``cfnctl run``, ``cfnctl task`` and ``cfnctl dlq``: queue tasks, wait for them, manage them."""
+
+from __future__ import annotations
+
+import click
+
+from cfn_client.api.async_ import Client
+from cfn_client.cli.env import CliEnv, Duration, choice_of, confirm_or_require_yes, pass_env
+from cfn_client.cli.render import common as render
+from cfn_client.wire.errors import EXIT_ERROR, EXIT_OK
+from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES, Priority, TaskInfo, TaskStatus
+
+WAIT_TIMEOUT_HELP = "Stop waiting after this long (e.g. 30, 5m) and exit 1; the task keeps running."
+
+
+@click.command()
+@click.argument("text", metavar='"TASK"')
+@click.option("--type", "task_type", default="shell", show_default=True, help="Task type.")
+@click.option("--priority", type=choice_of(Priority), default="normal", show_default=True)
+@click.option("--wait", is_flag=True, help="Wait for the result, print its output, exit by it.")
+@click.option("--timeout", "wait_s", type=Duration(), metavar="S", help=WAIT_TIMEOUT_HELP)
+@click.option(
+    "--task-timeout",
+    type=Duration(),
+    metavar="S",
+    help="Limit each attempt's run time [default: cfnd's].",
+)
+@click.option(
+    "--max-attempts", type=click.IntRange(min=1), metavar="N",
+    help="Try at most N times [default: cfnd's].",
+)  # fmt: skip
+@pass_env
+def run(
+    env: CliEnv, text: str, task_type: str, priority: Priority, wait: bool,
+    wait_s: float | None, task_timeout: float | None, max_attempts: int | None,
+) -> None:  # fmt: skip
+    """Queue TASK on the current swarm and print its id.
+
+    With --wait, block until it finishes, print its output and exit 0 if it
+    succeeded, 1 otherwise (its error and the tail of its stderr go to stderr).
+    """
+    if wait_s is not None and not wait:
+        raise click.UsageError("--timeout is how long --wait waits; add --wait")
+
+    def submit(c: Client) -> TaskInfo:
+        task = c.task_submit(
+            text, swarm=env.swarm, type=task_type, priority=priority,
+            timeout_s=task_timeout, max_attempts=max_attempts,
+        )  # fmt: skip
+        if not wait:
+            return task
+        done = c.task_wait([task.id], timeout_s=wait_s, swarm=task.swarm).tasks
+        return next((t for t in done if t.id == task.id), task)
+
+    task = env.call(submit)
+    if not wait:
+        env.emit(task, lambda: task.id)
+        return
+    if env.json:
+        click.echo(render.to_json(task))
+    elif task.result is not None and task.result.output:
+        click.echo(task.result.output, nl=not task.result.output.endswith("\n"))
+    env.exit(_outcome(env, [task], wait_s, tails=True))
+
+
+def _outcome(env: CliEnv, tasks: list[TaskInfo], wait_s: float | None, tails: bool) -> int:
+    """Exit status of a wait (like pueue's): 0 only if every task succeeded.
+
+    Says on stderr which tasks are still unfinished and, with ``tails``, why each
+    failed task failed (the end of its stderr).
+    """
+    unfinished = [t for t in tasks if t.status not in TERMINAL_TASK_STATUSES]
+    if unfinished:
+        ids = ", ".join(t.id for t in unfinished)
+        env.warn(
+            f"stopped waiting after {wait_s:g}s; still unfinished (they keep running): {ids}"
+            if wait_s is not None
+            else f"cfnd ended the wait with unfinished task(s): {ids}"
+        )
+    failed = [t for t in tasks if t.status in TERMINAL_TASK_STATUSES and t.status != "succeeded"]
+    if tails and not env.json:
+        for t in failed:
+            click.echo(render.stderr_tail(t), err=True)
+            if t.result is not None and t.result.truncated:
+                env.warn(f"task {t.id}: output was truncated by cfnd")
+    return EXIT_OK if not unfinished and not failed else EXIT_ERROR
+
+
+@click.group()
+def task() -> None:
+    """List, inspect, cancel, wait for, retry and clean up tasks (queue them with `run`)."""
+
+
+@task.command("list")
+@click.option("--status", type=choice_of(TaskStatus), help="Only tasks in this state.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@pass_env
+def list_(env: CliEnv, status: str | None, limit: int) -> None:
+    """List the swarm's tasks."""
+    result = env.call(lambda c: c.task_list(env.swarm, status=status, limit=limit))
+    env.emit(result, lambda: render.tasks_table(result.tasks))
+
+
+@task.command("status")
+@click.argument("task_id", metavar="ID")
+@pass_env
+def status(env: CliEnv, task_id: str) -> None:
+    """Show a task and its result: ok, exit code, output, error, agent, attempts, duration."""
+    result = env.call(lambda c: c.task_status(task_id, env.swarm))
+    env.emit(result, lambda: render.task_info(result))
+
+
+@task.command("cancel")
+@click.argument("task_id", metavar="ID")
+@pass_env
+def cancel(env: CliEnv, task_id: str) -> None:
+    """Cancel a queued or running task."""
+    result = env.call(lambda c: c.task_cancel(task_id, env.swarm))
+    env.emit(result, lambda: render.task_change(result, "cancelled"))
+
+
+@task.command("retry")
+@click.argument("task_id", metavar="ID")
+@pass_env
+def retry(env: CliEnv, task_id: str) -> None:
+    """Queue a finished task again."""
+    result = env.call(lambda c: c.task_retry(task_id, env.swarm))
+    env.emit(result, lambda: render.task_change(result, "queued again"))
+
+
+@task.command("wait")
+@click.argument("task_ids", metavar="ID...", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Wait for every unfinished task of the swarm.")
+@click.option("--timeout", "wait_s", type=Duration(), metavar="S", help=WAIT_TIMEOUT_HELP)
+@pass_env
+def wait(env: CliEnv, task_ids: tuple[str, ...], all_: bool, wait_s: float | None) -> None:
+    """Wait for tasks ID... (or --all) to finish; print how each ended.
+
+    Exits 0 only if every task succeeded, 1 if any failed, was cancelled or
+    died, or the timeout passed first.
+    """
+    if bool(task_ids) == all_:
+        raise click.UsageError("give task IDs or --all (not both)")
+    result = env.call(lambda c: c.task_wait(task_ids, all=all_, timeout_s=wait_s, swarm=env.swarm))
+    env.emit(result, lambda: render.wait_outcomes(result.tasks))
+    env.exit(_outcome(env, result.tasks, wait_s, tails=False))
+
+
+@task.command("clean")
+@click.option(
+    "--older-than", "older_than", type=Duration(), default=0.0, metavar="SECONDS",
+    help="Only tasks finished at least this long ago (e.g. 3600, 1h).",
+)  # fmt: skip
+@pass_env
+def clean(env: CliEnv, older_than: float) -> None:
+    """Delete finished tasks (succeeded, failed, cancelled)."""
+    result = env.call(lambda c: c.task_clean(env.swarm, older_than_s=older_than))
+    env.emit(result, lambda: render.count(result, "removed {n} finished task(s)"))
+
+
+@click.group()
+def dlq() -> None:
+    """The dead-letter queue: tasks that ran out of attempts."""
+
+
+@dlq.command("list")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@pass_env
+def dlq_list(env: CliEnv, limit: int) -> None:
+    """List dead tasks with their last error."""
+    result = env.call(lambda c: c.dlq_list(env.swarm, limit=limit))
+    env.emit(
+        result,
+        lambda: render.tasks_table(result.tasks, errors=True, empty="no dead tasks"),
+    )
+
+
+@dlq.command("requeue")
+@click.argument("task_id", metavar="[ID]", required=False)
+@click.option("-y", "--yes", is_flag=True, help="Requeue all without asking.")
+@pass_env
+def requeue(env: CliEnv, task_id: str | None, yes: bool) -> None:
+    """Queue dead task ID again, or every dead task (asks first unless --yes)."""
+    if task_id is None:
+        confirm_or_require_yes(
+            env,
+            yes,
+            "Requeue every dead task?",
+            "requeueing every dead task needs --yes (or an ID)",
+        )
+    result = env.call(lambda c: c.dlq_requeue(task_id, env.swarm))
+    env.emit(result, lambda: render.count(result, "requeued {n} task(s)"))

@@ -1,0 +1,162 @@
+"""Plumbing shared by every cfnctl command: the CLI environment, calling cfnd, output, errors.
+
+A command parses its arguments, makes one ``env.call``, and hands the result to
+``env.emit`` with a renderer. A ``CfnError`` raised anywhere is reported once,
+by ``report_error``, from the root group.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, get_args
+
+import click
+
+from cfn_client.api.async_ import Client
+from cfn_client.cli.render import common as render
+from cfn_client.wire.errors import CfnError
+
+T = TypeVar("T")
+
+if TYPE_CHECKING:  # click >= 8.2 types ParamType; older clicks cannot subscript it at run time
+    FloatParam = click.ParamType[float, Any]
+    IntParam = click.ParamType[int, Any]
+else:
+    FloatParam = IntParam = click.ParamType
+
+
+@dataclass(frozen=True, slots=True)
+class CliEnv:
+    """Global options, stored as the root click context's ``obj``."""
+
+    socket: Path
+    json: bool
+    timeout_s: float
+    #: The current swarm (``--swarm``/``$CFN_SWARM``); None lets cfnd pick the only one.
+    swarm: str | None = None
+
+    def client(self) -> Client:
+        """A client for the chosen socket (not yet connected)."""
+        return Client(self.socket, timeout_s=self.timeout_s)
+
+    def call(self, fn: Callable[[Client], T]) -> T:
+        """Connect, run ``fn`` with the client, close; errors propagate as ``CfnError``."""
+        with self.client() as client:
+            return fn(client)
+
+    def emit(self, result: Any, human: Callable[[], str]) -> None:
+        """Print ``result`` as one JSON document, or ``human()`` for people."""
+        text = render.to_json(result) if self.json else human()
+        if text:
+            click.echo(text)
+
+    def warn(self, message: str) -> None:
+        """A note on stderr (never mixed into --json output)."""
+        click.echo(f"cfnctl: {message}", err=True)
+
+    def exit(self, code: int) -> NoReturn:
+        """Finish with ``code`` after output was already printed."""
+        raise click.exceptions.Exit(code)
+
+
+pass_env = click.make_pass_decorator(CliEnv)
+
+
+def report_error(err: CfnError, json_mode: bool) -> None:
+    """Print ``err``: a JSON error document on stdout with --json, else a line on stderr."""
+    if json_mode:
+        click.echo(render.to_json(render.error_document(err)))
+    else:
+        click.echo(render.error_text(err), err=True)
+
+
+def interactive() -> bool:
+    """Whether a person can answer a prompt (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
+def confirm_or_require_yes(env: CliEnv, yes: bool, question: str, usage: str) -> None:
+    """Ask ``question`` before a sweeping change, unless ``--yes``.
+
+    Without a terminal (or with --json) nobody can answer: that is a usage error
+    saying ``usage``, so a script neither hangs nor wipes things by accident.
+    """
+    if yes:
+        return
+    if env.json or not interactive():
+        raise click.UsageError(usage)
+    click.confirm(question, abort=True, err=True)
+
+
+def choice_of(literal: Any) -> click.Choice[str]:
+    """A click.Choice of a ``Literal[...]``'s values, so a typo is a usage error."""
+    return click.Choice([str(v) for v in get_args(literal)])
+
+
+_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_duration(text: str) -> float | None:
+    """``90s``, ``5m``, ``1h30m``, ``250ms``, ``2d`` in seconds; None if not a duration."""
+    text = text.strip().lower()
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            return None
+        total += float(match.group(1)) * _UNITS_S[match.group(2)]
+        pos = match.end()
+    return total if pos == len(text) and pos > 0 else None
+
+
+class Duration(FloatParam):
+    """Seconds: a plain number, or a duration such as ``90s``, ``5m``, ``1h30m``."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        seconds: float | None
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = parse_duration(value)
+        if seconds is None or not math.isfinite(seconds) or seconds < 0:
+            self.fail(f"{value!r} is not a duration (e.g. 30, 90s, 5m, 1h30m)", param, ctx)
+        return seconds
+
+
+class Since(IntParam):
+    """A moment as epoch milliseconds: a duration ago (``10m``), a timestamp in ms
+    (as events show it), or a local ISO date-time (``2024-05-01T14:00``)."""
+
+    name = "since"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if text.isdigit():
+            return int(text)
+        seconds = parse_duration(text)
+        if seconds is not None:
+            return int((time.time() - seconds) * 1000)
+        try:
+            return int(datetime.fromisoformat(text).timestamp() * 1000)
+        except ValueError:
+            self.fail(
+                f"{value!r} is neither a duration ago (10m, 1h30m), epoch milliseconds "
+                "nor an ISO date-time (2024-05-01T14:00)",
+                param,
+                ctx,
+            )

@@ -1,0 +1,138 @@
+"""``cfnctl``: the command line of cfnd. Imports only click, msgspec and cfn_client."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cfn_client import __version__
+from cfn_client.cli.commands.agent import agent
+from cfn_client.cli.commands.config import config
+from cfn_client.cli.commands.epic import epic, sprints
+from cfn_client.cli.commands.epic import start as epic_start
+from cfn_client.cli.commands.events import events
+from cfn_client.cli.commands.loop import cfn_loop, loop
+from cfn_client.cli.commands.monitor import monitor
+from cfn_client.cli.commands.swarm import swarm
+from cfn_client.cli.commands.system import doctor, ping, status, test_group
+from cfn_client.cli.commands.task import dlq, run, task
+from cfn_client.cli.env import CliEnv, report_error
+from cfn_client.cli.render import common as render
+from cfn_client.conn.sync import DEFAULT_TIMEOUT_S
+from cfn_client.wire.errors import CfnError
+from cfn_client.wire.paths import default_socket_path
+
+# "\b" keeps click from re-wrapping the table.
+EPILOG = """\b
+Exit codes:
+  0  success
+  1  cfnd reported an error, or a check failed
+  2  usage error
+  3  cfnd unreachable (start it with `cfnd` or `systemctl start cfnd`)
+  4  permission denied (join the socket's group)
+  5  `loop` (followed): the run escalated, a human must approve or reject it
+  6  `loop` (followed): the run failed or was cancelled
+"""
+
+
+class CfnGroup(click.Group):
+    """The root group: turns any ``CfnError`` into one message and its exit code."""
+
+    # Exit-code contract: CfnError subclasses carry their exit_code (1, 3, 4); click usage
+    # errors exit 2; "Aborted!" (declined prompt, Ctrl-C) exits 1.
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CfnError as err:
+            env = ctx.find_object(CliEnv)
+            report_error(err, json_mode=env.json if env else False)
+            ctx.exit(err.exit_code)
+        except click.ClickException as exc:
+            # A subcommand's bad argument, once --json is known: scripts still get JSON.
+            env = ctx.find_object(CliEnv)
+            if env is None or not env.json:
+                raise
+            code = "usage_error" if isinstance(exc, click.UsageError) else "cli_error"
+            doc = render.cli_error_document(code, exc.format_message(), exc.exit_code)
+            click.echo(render.to_json(doc))
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=CfnGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(path_type=Path, readable=False),  # checked by connect, with advice
+    default=None,
+    metavar="PATH",
+    help="cfnd's socket [default: $CFN_SOCKET, else /run/cfn/cfnd.sock as root, "
+    "$XDG_RUNTIME_DIR/cfn/cfnd.sock otherwise].",
+)
+@click.option("--json", "json_output", is_flag=True, help="Print JSON (one document) for scripts.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for each reply (waits and follows add their own time).",
+)
+@click.option(
+    "--swarm",
+    "swarm_id",
+    envvar="CFN_SWARM",
+    default=None,
+    metavar="ID",
+    help="The swarm to act on [default: $CFN_SWARM, else the only swarm].",
+)
+@click.version_option(
+    __version__, "-V", "--version", prog_name="cfnctl", message="%(prog)s %(version)s"
+)
+@click.pass_context
+def cfnctl(
+    ctx: click.Context,
+    socket_path: Path | None,
+    json_output: bool,
+    timeout: float,
+    swarm_id: str | None,
+) -> None:
+    """Control cfnd, the coordinator of AI-agent swarms."""
+    ctx.obj = CliEnv(
+        socket=socket_path or default_socket_path(),
+        json=json_output,
+        timeout_s=timeout,
+        swarm=swarm_id or None,
+    )
+
+
+cfnctl.add_command(status)
+cfnctl.add_command(ping)
+cfnctl.add_command(doctor)
+cfnctl.add_command(test_group)
+cfnctl.add_command(config)
+cfnctl.add_command(swarm)
+cfnctl.add_command(agent)
+cfnctl.add_command(run)
+cfnctl.add_command(task)
+cfnctl.add_command(dlq)
+cfnctl.add_command(events)
+cfnctl.add_command(monitor)
+cfnctl.add_command(loop)
+cfnctl.add_command(cfn_loop)
+cfnctl.add_command(epic)
+cfnctl.add_command(epic_start, "cfn-loop-epic")
+cfnctl.add_command(sprints)
+cfnctl.add_command(sprints, "cfn-loop-sprints")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    cfnctl.main(args=list(argv) if argv is not None else None, prog_name="cfnctl")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,435 @@
+"""The cfnd wire protocol: envelopes, per-op schemas, framing and decoding.
+
+Two framings share one socket and are told apart by each frame's first byte:
+
+* ``{`` starts a newline-delimited JSON frame (for ``socat`` and shell scripts);
+* anything else is a 4-byte big-endian length followed by a msgpack body.
+
+A reply uses the framing of the request it answers. See docs/PROTOCOL.md.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from cfn_client.wire.errors import CfnError, InvalidArgs, ProtocolError
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_FRAME_BYTES = 1 << 20
+LENGTH_PREFIX = struct.Struct(">I")
+JSON_START = ord("{")
+# Blank lines between JSON frames are tolerated so `echo`/`socat` users need not care.
+_SKIPPABLE = b" \t\r\n"
+
+Framing = Literal["json", "msgpack"]
+RequestId = int | str | None
+
+
+class Role(enum.IntEnum):
+    """Caller roles, ordered: each role may do everything the lower ones may."""
+
+    viewer = 1
+    operator = 2
+    admin = 3
+
+
+# --------------------------------------------------------------------------- envelopes
+
+
+class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One request: ``op`` is a dotted name, ``args`` is decoded by the op's schema."""
+
+    id: int | str | None = None
+    op: str
+    args: dict[str, Any] = {}
+
+
+class ErrorInfo(msgspec.Struct, kw_only=True):
+    """The error part of a failed response."""
+
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class Response(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Reply to one request; a streaming op ends with one of these. ``id`` is always sent
+    (null when the request had none or could not be read)."""
+
+    id: int | str | None
+    ok: bool
+    result: Any = None
+    error: ErrorInfo | None = None
+
+
+class EventFrame(msgspec.Struct, kw_only=True):
+    """One event of a streaming op, sent before its final ``Response``."""
+
+    id: int | str | None = None
+    event: Any
+
+
+# --------------------------------------------------------------------------- op schemas
+
+
+class Args(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Base of every op's arguments: unknown fields are rejected."""
+
+
+class Result(msgspec.Struct, kw_only=True):
+    """Base of every op's result."""
+
+
+class HelloArgs(Args):
+    protocol: int
+    client: str = ""
+
+
+class HelloResult(Result):
+    protocol: int
+    server_version: str
+    pid: int
+    uid: int
+    user: str
+    role: str
+
+
+class PingArgs(Args):
+    pass
+
+
+class PingResult(Result):
+    server_time_ms: int
+    pong: bool = True
+
+
+class StatusArgs(Args):
+    verbose: bool = False
+
+
+class StoreStatus(Result):
+    """How cfnd reaches Redis, and whether it can right now."""
+
+    mode: Literal["embedded", "external", "cluster"]
+    url: str
+    available: bool
+    key_prefix: str
+    version: str | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    retry_in_s: float | None = None
+    embedded_pid: int | None = None
+    aof_enabled: bool | None = None
+    rdb_saves: str | None = None
+
+
+class ServerStats(Result):
+    connections: int
+    requests_total: int
+    errors_total: int
+    inflight: int
+
+
+class SwarmCounts(Result):
+    total: int | None = None
+
+
+class StatusResult(Result):
+    version: str
+    pid: int
+    uptime_s: float
+    started_at_ms: int
+    socket: str
+    state_dir: str
+    config_sources: list[str]
+    store: StoreStatus
+    swarms: SwarmCounts
+    server: ServerStats | None = None
+
+
+class DoctorArgs(Args):
+    pass
+
+
+class Check(Result):
+    """One doctor finding; a failed ``warning`` check does not fail the doctor."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    warning: bool = False
+
+
+class DoctorResult(Result):
+    ok: bool
+    checks: list[Check]
+
+
+class ConfigShowArgs(Args):
+    key: str | None = None
+
+
+class ConfigEntry(Result):
+    key: str
+    value: Any
+    source: str
+
+
+class ConfigShowResult(Result):
+    entries: list[ConfigEntry]
+
+
+class ConfigSetArgs(Args):
+    key: str
+    value: str
+
+
+class ConfigSetResult(Result):
+    key: str
+    value: Any
+    previous: Any
+
+
+class ConfigResetArgs(Args):
+    key: str | None = None
+
+
+class ConfigResetResult(Result):
+    reset: list[str]
+
+
+class ConfigValidateArgs(Args):
+    """Validate TOML text (when given) or the daemon's current effective config."""
+
+    text: str | None = None
+    name: str = "<text>"
+
+
+class ConfigValidateResult(Result):
+    valid: bool
+    source: str
+
+
+A = TypeVar("A", bound=Args)
+
+
+def decode_args(args_type: type[A], raw: dict[str, Any]) -> A:
+    """Strictly convert ``raw`` into ``args_type``; errors name the field and expected type."""
+    try:
+        return msgspec.convert(raw, args_type, strict=True)
+    except msgspec.ValidationError as exc:
+        raise InvalidArgs(
+            f"invalid arguments for {args_type.__name__}: {exc}",
+            details={"reason": str(exc), "schema": schema_of(args_type)},
+        ) from None
+
+
+def schema_of(struct_type: type[msgspec.Struct]) -> dict[str, str]:
+    """A short field → type description, sent back with ``invalid_args``."""
+    info = msgspec.inspect.type_info(struct_type)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return {f.encode_name: _type_name(f.type) for f in info.fields}
+
+
+def _type_name(t: msgspec.inspect.Type) -> str:
+    if isinstance(t, msgspec.inspect.UnionType):
+        return " | ".join(_type_name(x) for x in t.types)
+    name = type(t).__name__.removesuffix("Type").lower()
+    return {"none": "null", "str": "string", "dict": "object", "list": "array"}.get(name, name)
+
+
+# --------------------------------------------------------------------------- framing
+
+_json_encoder = msgspec.json.Encoder()
+_msgpack_encoder = msgspec.msgpack.Encoder()
+
+
+def encode_frame(obj: Any, framing: Framing) -> bytes:
+    """Encode one envelope in the given framing, ready to write to the socket."""
+    if framing == "json":
+        return _json_encoder.encode(obj) + b"\n"
+    body = _msgpack_encoder.encode(obj)
+    return LENGTH_PREFIX.pack(len(body)) + body
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One complete frame body, not yet decoded."""
+
+    framing: Framing
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FrameFault:
+    """A framing error. ``fatal`` ones leave the stream unsynchronised: close after replying."""
+
+    error: ProtocolError
+    framing: Framing
+    fatal: bool
+
+
+class FrameDecoder:
+    """Sans-I/O splitter: feed bytes, get whole frames (or faults) back.
+
+    The same decoder serves the daemon, the sync and the async client, so all
+    three agree on framing edge cases.
+    """
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buf = bytearray()
+        self._broken = False
+
+    def feed(self, data: bytes) -> list[Frame | FrameFault]:
+        """Append ``data`` and return every frame it completes."""
+        if self._broken:
+            return []
+        self._buf += data
+        out: list[Frame | FrameFault] = []
+        pos = 0
+        buf = self._buf
+        n = len(buf)
+        while pos < n:
+            first = buf[pos]
+            if first in _SKIPPABLE:
+                pos += 1
+                continue
+            if first == JSON_START:
+                end = buf.find(b"\n", pos, pos + self.max_frame_bytes + 1)
+                if end < 0:
+                    if n - pos > self.max_frame_bytes:
+                        out.append(self._too_large("json", n - pos))
+                        return out
+                    break
+                out.append(Frame("json", bytes(buf[pos:end]).rstrip(b"\r")))
+                pos = end + 1
+                continue
+            if n - pos < LENGTH_PREFIX.size:
+                break
+            (length,) = LENGTH_PREFIX.unpack_from(buf, pos)
+            if length > self.max_frame_bytes:
+                out.append(self._too_large("msgpack", length))
+                return out
+            if n - pos - LENGTH_PREFIX.size < length:
+                break
+            start = pos + LENGTH_PREFIX.size
+            if length == 0:
+                out.append(
+                    FrameFault(
+                        ProtocolError("empty msgpack frame (length prefix 0)"), "msgpack", False
+                    )
+                )
+            else:
+                out.append(Frame("msgpack", bytes(buf[start : start + length])))
+            pos = start + length
+        del buf[:pos]
+        return out
+
+    def eof(self) -> FrameFault | None:
+        """Call when the peer closed; reports a frame cut short, if any."""
+        if self._broken:
+            return None
+        rest = bytes(self._buf).lstrip(_SKIPPABLE)
+        if not rest:
+            return None
+        if rest[0] == JSON_START:
+            msg = f"connection closed inside a JSON frame after {len(rest)} bytes without a newline"
+            framing: Framing = "json"
+        elif len(rest) < LENGTH_PREFIX.size:
+            msg = f"connection closed inside a length prefix ({len(rest)} of 4 bytes)"
+            framing = "msgpack"
+        else:
+            (length,) = LENGTH_PREFIX.unpack_from(rest)
+            got = len(rest) - LENGTH_PREFIX.size
+            msg = f"connection closed after {got} of {length} msgpack body bytes"
+            framing = "msgpack"
+        return FrameFault(ProtocolError(msg, code="truncated_frame"), framing, True)
+
+    def _too_large(self, framing: Framing, size: int) -> FrameFault:
+        self._broken = True
+        self._buf.clear()
+        what = "declares" if framing == "msgpack" else "exceeds"
+        return FrameFault(
+            ProtocolError(
+                f"{framing} frame {what} {size} bytes; the limit is {self.max_frame_bytes}",
+                code="frame_too_large",
+                details={"size": size, "max_frame_bytes": self.max_frame_bytes},
+            ),
+            framing,
+            True,
+        )
+
+
+def decode_body(frame: Frame) -> Any:
+    """Decode a frame body to plain Python objects; raises ``invalid_frame``."""
+    if frame.framing == "json":
+        try:
+            frame.body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(
+                f"JSON frame is not valid UTF-8 (byte {exc.start}: {exc.reason})",
+                details={"byte_offset": exc.start},
+            ) from None
+        try:
+            return msgspec.json.decode(frame.body)
+        except msgspec.DecodeError as exc:
+            raise ProtocolError(f"JSON frame does not parse: {exc}") from None
+    try:
+        return msgspec.msgpack.decode(frame.body)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"msgpack frame does not parse: {exc}") from None
+
+
+def parse_request(obj: Any) -> Request:
+    """Validate a decoded frame as a request envelope; raises ``invalid_request``."""
+    if not isinstance(obj, dict):
+        raise ProtocolError(
+            f"a request must be an object with 'op', got {type(obj).__name__}",
+            code="invalid_request",
+        )
+    try:
+        return msgspec.convert(obj, Request, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(
+            f"invalid request envelope: {exc}; expected {{id, op, args}}",
+            code="invalid_request",
+        ) from None
+
+
+def request_id_of(obj: Any) -> RequestId:
+    """Best-effort id of a (possibly malformed) request, so the error can be correlated."""
+    if isinstance(obj, dict):
+        rid = obj.get("id")
+        if isinstance(rid, int | str) and not isinstance(rid, bool):
+            return rid
+    return None
+
+
+def error_response(rid: RequestId, err: CfnError) -> Response:
+    """The ``ok: false`` reply for ``err``."""
+    return Response(
+        id=rid,
+        ok=False,
+        error=ErrorInfo(code=err.instance_code, message=err.message, details=err.details),
+    )
+
+
+def raise_for_error(resp: Response) -> None:
+    """Client side: turn an ``ok: false`` reply into the matching ``CfnError``."""
+    if not resp.ok:
+        info = resp.error or ErrorInfo(code="internal_error", message="error without details")
+        raise CfnError.from_wire(info.code, info.message, info.details)
+
+
+def decode_response(obj: Any) -> Response | EventFrame:
+    """Client side: classify a decoded frame as a final response or a stream event."""
+    if isinstance(obj, dict) and "event" in obj and "ok" not in obj:
+        return msgspec.convert(obj, EventFrame)
+    return msgspec.convert(obj, Response)

@@ -1,0 +1,263 @@
+"""Wire schemas of swarms, agents, tasks, messages and events.
+
+The same Structs describe what cfnd stores in Redis (hash fields map 1:1 to
+struct fields), so a record read from Redis and a reply on the socket agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from cfn_client.wire.protocol import Args, Result
+
+Topology = Literal["mesh", "hierarchical", "ring", "star"]
+Strategy = Literal["balanced", "performance", "reliability"]
+Priority = Literal["high", "normal", "low"]
+AgentRole = Literal["implementer", "validator", "coordinator", "owner"]
+AgentStatus = Literal["starting", "idle", "busy", "draining", "stopped", "failed", "lost"]
+SwarmStatusName = Literal["active", "draining", "destroyed"]
+TaskStatus = Literal[
+    "queued", "assigned", "running", "retrying", "succeeded", "failed", "cancelled", "dead"
+]
+TERMINAL_TASK_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "dead"})
+MIN_AGENTS, MAX_AGENTS = 2, 50
+
+
+# --------------------------------------------------------------------------- records
+
+
+class SwarmInfo(Result, kw_only=True):
+    id: str
+    name: str
+    topology: Topology
+    strategy: Strategy
+    max_agents: int
+    status: SwarmStatusName
+    created_ms: int
+    agents: int = 0
+
+
+class AgentInfo(Result, kw_only=True):
+    id: str
+    swarm: str
+    type: str
+    role: AgentRole
+    status: AgentStatus
+    capabilities: list[str] = []
+    host: str = ""
+    pid: int | None = None
+    local: bool = True
+    parent: str | None = None
+    current_task: str | None = None
+    heartbeat_age_ms: int | None = None
+    tasks_done: int = 0
+    tasks_failed: int = 0
+    started_ms: int = 0
+    restarts: int = 0
+
+
+class TaskResult(Result, kw_only=True):
+    ok: bool
+    agent: str
+    attempt: int
+    exit_code: int | None = None
+    output: str = ""
+    stderr: str = ""
+    truncated: bool = False
+    confidence: float | None = None
+    vote: Literal["approve", "reject"] | None = None
+    feedback: Any = None
+    error: str | None = None
+    duration_ms: float = 0.0
+    signature: str = ""  # HMAC of a validator's vote with its agent token
+
+
+class TaskInfo(Result, kw_only=True):
+    id: str
+    swarm: str
+    text: str
+    type: str
+    priority: Priority
+    status: TaskStatus
+    attempts: int = 0
+    max_attempts: int = 3
+    agent: str | None = None
+    created_ms: int = 0
+    updated_ms: int = 0
+    timeout_s: float | None = None
+    error: str | None = None
+    result: TaskResult | None = None
+    target: str | None = None  # only this agent may run it (CFN loop roles)
+    context: dict[str, Any] = {}
+
+
+class Delivery(Result, kw_only=True):
+    to: str
+    path: list[str]
+
+
+class Event(Result, kw_only=True):
+    """One entry of a swarm's event stream. ``id`` is the Redis stream id."""
+
+    id: str
+    ts_ms: int
+    swarm: str
+    type: str
+    data: dict[str, Any] = {}
+
+
+# --------------------------------------------------------------------------- args
+
+
+class SwarmArgs(Args, kw_only=True):
+    """Ops on one swarm: ``swarm`` None means the only swarm (an error if several)."""
+
+    swarm: str | None = None
+
+
+class SwarmInitArgs(Args, kw_only=True):
+    topology: Topology
+    max_agents: int
+    strategy: Strategy = "balanced"
+    name: str | None = None
+    force: bool = False
+
+
+class SwarmListArgs(Args, kw_only=True):
+    pass
+
+
+class SwarmStatusArgs(SwarmArgs, kw_only=True):
+    verbose: bool = False
+
+
+class SwarmScaleArgs(SwarmArgs, kw_only=True):
+    agents: int
+    type: str = "shell"
+    force: bool = False
+
+
+class SwarmDestroyArgs(SwarmArgs, kw_only=True):
+    force: bool = False
+
+
+class SwarmResetArgs(SwarmArgs, kw_only=True):
+    force: bool = False
+
+
+class SwarmBroadcastArgs(SwarmArgs, kw_only=True):
+    message: str
+    from_agent: str | None = None
+
+
+class AgentCreateArgs(SwarmArgs, kw_only=True):
+    type: str
+    task: str | None = None
+    role: AgentRole | None = None
+    capabilities: list[str] = []
+    count: int = 1
+
+
+class AgentListArgs(SwarmArgs, kw_only=True):
+    status: str | None = None
+
+
+class AgentRefArgs(SwarmArgs, kw_only=True):
+    agent: str
+
+
+class AgentTerminateArgs(AgentRefArgs, kw_only=True):
+    force: bool = False
+
+
+class AgentSendArgs(SwarmArgs, kw_only=True):
+    from_agent: str
+    to_agent: str
+    message: str
+
+
+class TaskSubmitArgs(SwarmArgs, kw_only=True):
+    text: str
+    type: str = "shell"
+    priority: Priority = "normal"
+    timeout_s: float | None = None
+    max_attempts: int | None = None
+
+
+class TaskListArgs(SwarmArgs, kw_only=True):
+    status: str | None = None
+    limit: int = 100
+
+
+class TaskRefArgs(SwarmArgs, kw_only=True):
+    task: str
+
+
+class TaskWaitArgs(SwarmArgs, kw_only=True):
+    tasks: list[str] = []
+    all: bool = False
+    timeout_s: float | None = None
+
+
+class TaskCleanArgs(SwarmArgs, kw_only=True):
+    older_than_s: float = 0.0
+
+
+class DlqListArgs(SwarmArgs, kw_only=True):
+    limit: int = 100
+
+
+class DlqRequeueArgs(SwarmArgs, kw_only=True):
+    task: str | None = None
+
+
+class EventsArgs(SwarmArgs, kw_only=True):
+    since_ms: int | None = None
+    types: list[str] = []
+    limit: int = 100
+
+
+# --------------------------------------------------------------------------- results
+
+
+class SwarmListResult(Result, kw_only=True):
+    swarms: list[SwarmInfo]
+
+
+class SwarmStatusResult(Result, kw_only=True):
+    swarm: SwarmInfo
+    agents: list[AgentInfo]
+    queues: dict[str, int]
+    tasks: dict[str, int]
+
+
+class SwarmScaleResult(Result, kw_only=True):
+    swarm: str
+    spawned: list[str]
+    stopping: list[str]
+
+
+class SwarmDestroyResult(Result, kw_only=True):
+    swarm: str
+    stopped_agents: list[str]
+
+
+class DeliveriesResult(Result, kw_only=True):
+    message_id: str
+    deliveries: list[Delivery]
+
+
+class AgentListResult(Result, kw_only=True):
+    agents: list[AgentInfo]
+
+
+class TaskListResult(Result, kw_only=True):
+    tasks: list[TaskInfo]
+
+
+class CountResult(Result, kw_only=True):
+    count: int
+
+
+class EventsResult(Result, kw_only=True):
+    events: list[Event]

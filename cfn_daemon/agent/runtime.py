@@ -1,0 +1,397 @@
+"""``cfn-agent``: the one worker runtime, for local children of cfnd and remote hosts.
+
+    cfn-agent --redis redis://host:6379/0 --swarm S --type T
+
+It registers, heartbeats, reads its own work stream with XREADGROUP, runs each
+task with its type's executor, and stores the result with one Lua call that also
+acks the entry (so an entry is acked only after its result is stored). A slow
+task is never taken away from a live agent: reclaiming is driven by missed
+heartbeats, and the heartbeat loop keeps running while tasks run. SIGTERM stops
+intake, lets running tasks finish within the grace period, then hands back what
+is left (requeued for other agents) and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+import msgspec
+import structlog
+
+from cfn_client.wire.errors import CfnError, ConfigError
+from cfn_client.wire.schema.swarm import TaskResult
+from cfn_daemon.agent import types as agent_types
+from cfn_daemon.agent.executors import ExecResult, TaskInput, run_task
+from cfn_daemon.core.consensus import sign_vote
+from cfn_daemon.queue.agents import AgentRecord, AgentRegistry, host_name, new_agent_id
+from cfn_daemon.queue.tasks import Retry, TaskQueue, now_ms
+from cfn_daemon.queue.votes import submit_vote, vote_from_result
+from cfn_daemon.settings.schema import RedisConfig
+from cfn_daemon.store.client import build_client, describe_error, is_unavailable_error
+from cfn_daemon.store.keys import AGENT_GROUP, Keys
+from cfn_daemon.store.scripts import Scripts
+from cfn_daemon.store.urls import resolve
+from cfn_daemon.util.aio import until_stopped
+from cfn_daemon.util.logs import configure_logging
+
+log = structlog.get_logger("cfn.agent")
+
+READ_BLOCK_MS = 1000
+COMPLETE_ATTEMPTS = 60  # ~ a few minutes of Redis outage before giving the task up
+
+
+class AgentRuntime:
+    """One agent: register, heartbeat, take work, run it, report it."""
+
+    def __init__(
+        self,
+        redis: Any,
+        keys: Keys,
+        record: AgentRecord,
+        spec: agent_types.AgentTypeSpec,
+        *,
+        heartbeat_interval_s: float = 1.0,
+        stop_grace_s: float = 10.0,
+        retry: Retry | None = None,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.record = record
+        self.spec = spec
+        self.scripts = Scripts(redis)
+        self.tasks = TaskQueue(redis, keys, self.scripts)
+        self.registry = AgentRegistry(redis, keys, self.scripts)
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.stop_grace_s = stop_grace_s
+        self.retry = retry or Retry()
+        self.stop = asyncio.Event()
+        self.registered = asyncio.Event()
+        self._running: dict[str, asyncio.Event] = {}  # task id → cancel event
+        # Signs this agent's validator votes; cfnd learns it on first registration.
+        self.token = os.environ.get("CFN_AGENT_TOKEN") or secrets.token_hex(16)
+        self._slots = asyncio.Semaphore(max(1, record.concurrency))
+        self._free = max(1, record.concurrency)
+
+    @property
+    def swarm(self) -> str:
+        return self.record.swarm
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    async def run(self) -> None:
+        """Serve until ``stop`` is set; then drain, hand back, deregister."""
+        await self._register()
+        runners: set[asyncio.Task[None]] = set()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._heartbeats(), name="heartbeat")
+            await self._work(tg, runners)
+            # Stopping: let running tasks finish within the grace period.
+            if runners:
+                _, pending = await asyncio.wait(runners, timeout=self.stop_grace_s)
+                if pending:
+                    log.warning(
+                        "agent_stop_grace_expired",
+                        agent=self.id,
+                        still_running=sorted(self._running),
+                    )
+                    for cancel in self._running.values():
+                        cancel.set()
+                    await asyncio.wait(pending, timeout=self.stop_grace_s)
+        await self._hand_back()
+
+    async def _register(self) -> None:
+        self.record.status = "idle"
+        self.record.started_ms = self.record.started_ms or now_ms()
+        await self.redis.hsetnx(self.keys.tokens(self.swarm), self.id, self.token)
+        await self.registry.register(self.record)
+        self.registered.set()
+        log.info("agent_registered", agent=self.id, swarm=self.swarm, type=self.record.type)
+
+    async def _hand_back(self) -> None:
+        try:
+            requeued = await self.tasks.reclaim_agent(self.swarm, self.id)
+            await self.registry.mark_gone(self.swarm, self.id, "stopped")
+        except Exception as exc:
+            if not is_unavailable_error(exc):
+                raise
+            log.error("agent_hand_back_failed", agent=self.id, error=describe_error(exc))
+            return
+        log.info("agent_stopped", agent=self.id, handed_back=requeued)
+
+    # ------------------------------------------------------------------ loops
+
+    async def _heartbeats(self) -> None:
+        # Heartbeats go on while stopping, until the last running task has finished:
+        # a draining agent must not look dead and have its work taken away.
+        while True:
+            if self.stop.is_set():
+                if not self._running:
+                    return
+                await asyncio.sleep(self.heartbeat_interval_s)
+            else:
+                await until_stopped(asyncio.sleep(self.heartbeat_interval_s), self.stop)
+                if self.stop.is_set():
+                    continue
+            current = next(iter(self._running), None)
+            try:
+                status, desired, cancelled = await self.registry.heartbeat(
+                    self.swarm, self.id, current
+                )
+                # The task may have finished while the heartbeat was in flight.
+                cancel = self._running.get(current) if cancelled and current else None
+                if cancel is not None:
+                    cancel.set()
+                if len(self._running) > 1:
+                    await self._check_cancels()
+            except Exception as exc:
+                # A background loop logs and carries on: a missed beat is not fatal.
+                if is_unavailable_error(exc):
+                    log.warning("heartbeat_failed", agent=self.id, error=describe_error(exc))
+                else:
+                    log.exception("heartbeat_error", agent=self.id)
+                continue
+            if desired == "stop" and not self.stop.is_set():
+                log.info("agent_stop_requested", agent=self.id)
+                self.stop.set()
+            if status in ("lost", "failed", "missing") and not self.stop.is_set():
+                # cfnd gave our work to others while we were cut off: start afresh.
+                log.warning("agent_was_reclaimed", agent=self.id, status=status)
+                for cancel in self._running.values():
+                    cancel.set()
+                await self._register()
+
+    async def _check_cancels(self) -> None:
+        ids = list(self._running)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for tid in ids:
+                pipe.hget(self.keys.task(self.swarm, tid), "cancel")
+            flags = await pipe.execute()
+        for tid, flag in zip(ids, flags, strict=True):
+            if flag in (b"1", "1") and tid in self._running:
+                self._running[tid].set()
+
+    async def _work(self, tg: asyncio.TaskGroup, runners: set[asyncio.Task[None]]) -> None:
+        stream = self.keys.work(self.swarm, self.id)
+        last_id = "0"  # first our own pending entries (after a restart), then new ones
+        while not self.stop.is_set():
+            if not await until_stopped(self._slots.acquire(), self.stop):
+                return
+            self._slots.release()
+            try:
+                reply = await self.redis.xreadgroup(
+                    AGENT_GROUP,
+                    self.id,
+                    {stream: last_id},
+                    count=max(1, self._free),
+                    block=READ_BLOCK_MS,
+                )
+            except Exception as exc:
+                if not is_unavailable_error(exc) and "NOGROUP" not in str(exc):
+                    raise
+                log.warning("work_read_failed", agent=self.id, error=describe_error(exc))
+                if "NOGROUP" in str(exc):
+                    await self._register()
+                await until_stopped(asyncio.sleep(1.0), self.stop)
+                continue
+            entries = reply[0][1] if reply else []
+            if last_id == "0" and not entries:
+                last_id = ">"
+                continue
+            for entry_id, fields in entries:
+                if not fields:  # a pending entry deleted meanwhile
+                    continue
+                await self._slots.acquire()
+                self._free -= 1
+                eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                tid = fields[b"t"].decode()
+                task = tg.create_task(self._execute(eid, tid), name=f"task-{tid}")
+                runners.add(task)
+                task.add_done_callback(runners.discard)
+
+    async def _execute(self, entry_id: str, task_id: str) -> None:
+        cancel = asyncio.Event()
+        self._running[task_id] = cancel
+        try:
+            task = await self.tasks.start(self.swarm, task_id, self.id)
+            if task is None:
+                # Cancelled or already finished elsewhere: just acknowledge the entry.
+                await self.redis.xack(self.keys.work(self.swarm, self.id), AGENT_GROUP, entry_id)
+                await self.redis.xdel(self.keys.work(self.swarm, self.id), entry_id)
+                return
+            log.info("task_started", agent=self.id, task=task_id, attempt=task.attempts)
+            executor = self.spec.executor
+            if task.timeout_s:
+                executor = msgspec.structs.replace(executor, timeout_s=task.timeout_s)
+            res = await run_task(
+                executor,
+                TaskInput(
+                    task_id=task_id,
+                    swarm=self.swarm,
+                    agent_id=self.id,
+                    agent_type=self.record.type,
+                    text=task.text,
+                    attempt=task.attempts,
+                    context=task.context,
+                ),
+                cancel=cancel,
+            )
+            result = to_result(res, self.id, task.attempts)
+            if task.context.get("kind") == "validate":
+                await self._vote(task.context, result)
+            await self._complete(entry_id, task_id, result)
+        finally:
+            self._running.pop(task_id, None)
+            self._free += 1
+            self._slots.release()
+
+    async def _vote(self, context: dict[str, Any], result: TaskResult) -> None:
+        """Sign the vote this validator task produced and submit it to the round."""
+        run, round_no = str(context.get("run", "")), int(context.get("round", 0))
+        vote = vote_from_result(self.id, result, round_no)
+        if vote is None:
+            return
+        result.signature = sign_vote(self.token.encode(), run, round_no, vote)
+        signed = msgspec.structs.replace(vote, signature=result.signature)
+        await submit_vote(self.redis, self.keys.votes(self.swarm, run, round_no), signed)
+
+    async def _complete(self, entry_id: str, task_id: str, result: TaskResult) -> None:
+        delay = 0.1
+        for attempt in range(1, COMPLETE_ATTEMPTS + 1):
+            try:
+                outcome = await self.tasks.complete(
+                    self.swarm, task_id, self.id, entry_id, result, self.retry
+                )
+            except Exception as exc:
+                if not is_unavailable_error(exc):
+                    raise
+                log.warning(
+                    "complete_failed",
+                    agent=self.id,
+                    task=task_id,
+                    attempt=attempt,
+                    error=describe_error(exc),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            log.info(
+                "task_finished",
+                agent=self.id,
+                task=task_id,
+                ok=result.ok,
+                outcome=outcome,
+                duration_ms=round(result.duration_ms, 1),
+            )
+            return
+        # Still pending in our work stream: cfnd re-delivers it once our heartbeat lapses.
+        log.error("task_result_lost", agent=self.id, task=task_id)
+
+
+def to_result(res: ExecResult, agent: str, attempt: int) -> TaskResult:
+    return TaskResult(
+        ok=res.ok,
+        agent=agent,
+        attempt=attempt,
+        exit_code=res.exit_code,
+        output=res.output,
+        stderr=res.stderr,
+        truncated=res.truncated,
+        confidence=res.confidence,
+        vote=res.vote,
+        feedback=res.feedback,
+        error=res.error,
+        duration_ms=res.duration_ms,
+    )
+
+
+async def load_spec(redis: Any, keys: Keys, agent_type: str) -> agent_types.AgentTypeSpec:
+    """The type's spec as published by cfnd, else the built-in one."""
+    raw = await redis.hget(keys.agent_types, agent_type)
+    if raw:
+        return agent_types.decode(raw)
+    return agent_types.resolve(agent_type, {})
+
+
+async def amain(opts: dict[str, Any]) -> int:
+    env = dict(os.environ)
+    cfg = RedisConfig(url=opts["redis"], key_prefix=opts["key_prefix"])
+    params = resolve(cfg, env)
+    redis = build_client(params, cfg, pool_size=8)
+    keys = Keys(opts["key_prefix"])
+    try:
+        spec = await load_spec(redis, keys, opts["type"])
+        record = AgentRecord(
+            id=opts["id"] or new_agent_id(opts["type"]),
+            swarm=opts["swarm"],
+            type=opts["type"],
+            role=opts["role"] or spec.role,
+            status="starting",
+            capabilities=list(opts["capability"]) or spec.capabilities,
+            host=host_name(),
+            pid=os.getpid(),
+            local=opts["local"],
+            concurrency=opts["concurrency"] or spec.concurrency,
+        )
+        runtime = AgentRuntime(
+            redis,
+            keys,
+            record,
+            spec,
+            heartbeat_interval_s=opts["heartbeat_s"],
+            stop_grace_s=opts["grace_s"],
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runtime.stop.set)
+        await runtime.run()
+    except CfnError as exc:
+        click.echo(f"cfn-agent: {exc.message}", err=True)
+        return 2
+    finally:
+        await redis.aclose()
+    return 0
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--redis",
+    envvar="CFN_REDIS_URL",
+    required=True,
+    metavar="URL",
+    help="Redis URL without password (env CFN_REDIS_URL; password: CFN_REDIS_PASSWORD)",
+)
+@click.option("--swarm", envvar="CFN_SWARM", required=True, help="Swarm to join (env CFN_SWARM)")
+@click.option("--type", "type_", required=True, help="Agent type (built-in or [agent_types])")
+@click.option("--id", "agent_id", default=None, help="Agent id (default: TYPE-<random>)")
+@click.option("--role", type=click.Choice(["implementer", "validator", "coordinator", "owner"]))
+@click.option("--capability", multiple=True, help="Capability tag (repeatable)")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=None)
+@click.option("--key-prefix", envvar="CFN_KEY_PREFIX", default="cfn", show_default=True)
+@click.option("--heartbeat-s", type=click.FloatRange(0.05, 60), default=1.0, show_default=True)
+@click.option("--grace-s", type=click.FloatRange(0, 3600), default=10.0, show_default=True)
+@click.option("--local", is_flag=True, hidden=True, help="Spawned by cfnd (supervised).")
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto")
+def main(**opts: Any) -> None:
+    """cfn-agent — run tasks of one swarm from Redis (a local or remote worker)."""
+    if "@" in opts["redis"] and ":" in opts["redis"].split("@", 1)[0].split("//", 1)[-1]:
+        raise click.UsageError("--redis must not contain a password; use CFN_REDIS_PASSWORD")
+    opts["type"] = opts.pop("type_")
+    opts["id"] = opts.pop("agent_id")
+    configure_logging(opts["log_format"], "info")
+    started = time.monotonic()
+    try:
+        rc = asyncio.run(amain(opts))
+    except ConfigError as exc:
+        click.echo(f"cfn-agent: {exc.message}", err=True)
+        rc = 78
+    log.info("agent_exit", code=rc, ran_s=round(time.monotonic() - started, 1))
+    sys.exit(rc)

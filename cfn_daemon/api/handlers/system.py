@@ -1,0 +1,198 @@
+"""System ops: hello, ping, status, doctor."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cfn_client import __version__
+from cfn_client.wire.errors import CfnError, ProtocolError
+from cfn_client.wire.protocol import (
+    PROTOCOL_VERSION,
+    Check,
+    DoctorArgs,
+    DoctorResult,
+    HelloArgs,
+    HelloResult,
+    PingArgs,
+    PingResult,
+    ServerStats,
+    StatusArgs,
+    StatusResult,
+    SwarmCounts,
+)
+from cfn_daemon.api.server import RequestContext, Router, Server
+from cfn_daemon.settings.runtime import ConfigManager
+from cfn_daemon.store import Store
+
+MIN_REDIS = (6, 2, 0)  # XAUTOCLAIM and friends
+
+
+@dataclass
+class SystemOps:
+    """Handlers that describe the daemon itself."""
+
+    store: Store
+    config: ConfigManager
+    server: Server
+    state_dir: Path
+    started_at: float  # time.time()
+    started_mono: float  # time.monotonic()
+
+    def register(self, router: Router) -> None:
+        router.add("hello", self.hello)
+        router.add("ping", self.ping)
+        router.add("status", self.status)
+        router.add("doctor", self.doctor)
+
+    async def hello(self, ctx: RequestContext, args: HelloArgs) -> HelloResult:
+        if args.protocol != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"client speaks protocol {args.protocol}, cfnd speaks {PROTOCOL_VERSION}; "
+                "install matching cfn versions",
+                code="protocol_mismatch",
+                details={"client": args.protocol, "server": PROTOCOL_VERSION},
+            )
+        return HelloResult(
+            protocol=PROTOCOL_VERSION,
+            server_version=__version__,
+            pid=os.getpid(),
+            uid=ctx.peer.uid,
+            user=ctx.peer.user,
+            role=ctx.peer.role.name,
+        )
+
+    async def ping(self, ctx: RequestContext, args: PingArgs) -> PingResult:
+        return PingResult(server_time_ms=int(time.time() * 1000))
+
+    async def status(self, ctx: RequestContext, args: StatusArgs) -> StatusResult:
+        store_status = await self.store.status()
+        swarms = SwarmCounts()
+        if store_status.available:
+            try:
+                async with self.store.guard():
+                    swarms.total = int(await self.store.redis.scard(self.store.keys.swarms))
+            except CfnError:
+                swarms.total = None
+        stats = self.server.stats
+        return StatusResult(
+            version=__version__,
+            pid=os.getpid(),
+            uptime_s=round(time.monotonic() - self.started_mono, 3),
+            started_at_ms=int(self.started_at * 1000),
+            socket=str(self.server.path),
+            state_dir=str(self.state_dir),
+            config_sources=self.config.loaded.source_list(),
+            store=store_status,
+            swarms=swarms,
+            server=ServerStats(
+                connections=stats.connections,
+                requests_total=stats.requests_total,
+                errors_total=stats.errors_total,
+                inflight=stats.inflight,
+            ),
+        )
+
+    async def doctor(self, ctx: RequestContext, args: DoctorArgs) -> DoctorResult:
+        checks = [self._check_socket(), self._check_state_dir()]
+        st = await self.store.status()
+        checks.append(
+            Check(
+                name="redis.reachable",
+                ok=st.available,
+                detail=(
+                    f"{st.mode} Redis at {st.url} answers in {st.latency_ms} ms"
+                    if st.available
+                    else f"{st.mode} Redis at {st.url} is unavailable: {st.error}"
+                ),
+                fix=""
+                if st.available
+                else (
+                    "start Redis (or fix [redis] url / CFN_REDIS_URL); cfnd reconnects by itself"
+                ),
+            )
+        )
+        if st.available:
+            checks += await self._redis_checks(st.version, st.aof_enabled, st.rdb_saves, st.mode)
+        ok = all(c.ok or c.warning for c in checks)
+        return DoctorResult(ok=ok, checks=checks)
+
+    async def _redis_checks(
+        self, version: str | None, aof: bool | None, saves: str | None, mode: str
+    ) -> list[Check]:
+        out: list[Check] = []
+        parsed = tuple(int(p) for p in (version or "0").split(".")[:3] if p.isdigit())
+        out.append(
+            Check(
+                name="redis.version",
+                ok=parsed >= MIN_REDIS,
+                detail=f"Redis {version}; cfn needs >= {'.'.join(map(str, MIN_REDIS))}",
+                fix="upgrade Redis to 6.2 or newer",
+            )
+        )
+        durable = bool(aof) or bool(saves)
+        out.append(
+            Check(
+                name="redis.persistence",
+                ok=durable,
+                warning=True,
+                detail=(
+                    f"appendonly={'yes' if aof else 'no'}, save={saves or 'off'}"
+                    + ("" if durable else ": swarms, tasks and runs are lost if Redis restarts")
+                ),
+                fix=""
+                if durable
+                else ("enable AOF: `CONFIG SET appendonly yes` and `appendonly yes` in redis.conf"),
+            )
+        )
+        try:
+            async with self.store.guard():
+                info = await self.store.redis.info("memory")
+            policy = str(info.get("maxmemory_policy", "noeviction"))
+            maxmemory = int(info.get("maxmemory", 0))
+        except CfnError as exc:
+            return [*out, Check(name="redis.memory", ok=False, detail=str(exc))]
+        safe = policy == "noeviction" or maxmemory == 0
+        out.append(
+            Check(
+                name="redis.eviction",
+                ok=safe,
+                detail=f"maxmemory={maxmemory} policy={policy}",
+                fix=""
+                if safe
+                else ("set maxmemory-policy noeviction: evicting keys would silently drop tasks"),
+            )
+        )
+        return out
+
+    def _check_socket(self) -> Check:
+        path = self.server.path
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            return Check(
+                name="daemon.socket",
+                ok=False,
+                detail=f"{path}: {exc}",
+                fix="restart cfnd to recreate its socket",
+            )
+        mode = stat.S_IMODE(st.st_mode)
+        want = self.server.mode
+        return Check(
+            name="daemon.socket",
+            ok=mode == want,
+            detail=f"{path} mode {mode:04o} (configured {want:04o}), owner uid {st.st_uid}",
+            fix="" if mode == want else f"chmod {want:04o} {path}, or restart cfnd",
+        )
+
+    def _check_state_dir(self) -> Check:
+        ok = os.access(self.state_dir, os.W_OK | os.X_OK)
+        return Check(
+            name="daemon.state_dir",
+            ok=ok,
+            detail=f"{self.state_dir} writable: {ok}",
+            fix="" if ok else f"make {self.state_dir} writable by the cfnd user",
+        )

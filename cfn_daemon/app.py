@@ -1,0 +1,274 @@
+"""The daemon's lifecycle: open resources, run one task group, drain on stop.
+
+    async with Daemon(config) as d:
+        await d.run()
+
+Resources (state-dir lock, socket, Redis) are opened through one AsyncExitStack
+and closed in reverse order. ``run`` starts every background loop as a named
+child of one task group, sets ``ready``, and on ``request_stop`` drains the
+server within the grace period before the children wind down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+
+import structlog
+
+from cfn_client.wire.errors import CfnError, Conflict
+from cfn_daemon.api.handlers.config_ops import ConfigOps
+from cfn_daemon.api.handlers.loop_ops import LoopOps
+from cfn_daemon.api.handlers.swarm_ops import SwarmOps
+from cfn_daemon.api.handlers.system import SystemOps
+from cfn_daemon.api.handlers.task_ops import TaskOps
+from cfn_daemon.api.server import RoleResolver, Router, Server
+from cfn_daemon.cfnloop.epics import EpicService
+from cfn_daemon.cfnloop.runner import LoopService
+from cfn_daemon.queue.events import NotifyHub
+from cfn_daemon.settings.runtime import ConfigManager
+from cfn_daemon.settings.schema import Config
+from cfn_daemon.store import Store
+from cfn_daemon.swarm.service import SwarmService
+from cfn_daemon.util.aio import until_stopped
+from cfn_daemon.util.logs import configure_logging
+from cfn_daemon.util.sdnotify import Notifier
+
+log = structlog.get_logger("cfn.daemon")
+
+
+@contextlib.contextmanager
+def state_dir_lock(state_dir: Path) -> Iterator[None]:
+    """Hold an exclusive flock on the state dir: two daemons must never share it
+    (they would fight over the embedded Redis)."""
+    path = state_dir / "cfnd.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise Conflict(
+                f"another cfnd (pid {holder}) is using state dir {state_dir}; stop it first "
+                "or give this one another --state-dir",
+                details={"state_dir": str(state_dir), "pid": holder},
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+class Daemon:
+    """cfnd: owns the socket server, the store and the background loops."""
+
+    def __init__(
+        self,
+        config: ConfigManager,
+        *,
+        env: Mapping[str, str] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config_manager = config
+        self.env = dict(os.environ if env is None else env)
+        self.notifier = notifier or Notifier({})
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._stack = AsyncExitStack()
+        self.started_at = time.time()
+        self.started_mono = time.monotonic()
+
+    @property
+    def settings(self) -> Config:
+        return self.config_manager.config
+
+    # ------------------------------------------------------------------ resources
+
+    async def __aenter__(self) -> Daemon:
+        cfg = self.settings
+        self.state_dir = cfg.state_path()
+        self.socket_path = cfg.socket_path()
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._stack.enter_context(state_dir_lock(self.state_dir))
+            self.router = Router()
+            self.server = Server(
+                path=self.socket_path,
+                router=self.router,
+                roles=RoleResolver(cfg.auth),
+                mode=cfg.daemon.socket_mode,
+                group=cfg.daemon.socket_group,
+                max_frame_bytes=cfg.daemon.max_frame_bytes,
+                max_connections=cfg.daemon.max_connections,
+                max_inflight_per_connection=cfg.daemon.max_inflight_per_connection,
+            )
+            # Bind before starting Redis so a second cfnd fails fast and touches nothing.
+            self.server.bind()
+            self._stack.callback(self.server.unlink)
+            self.store = await self._stack.enter_async_context(
+                Store.open(cfg.redis, self.state_dir, self.env)
+            )
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        self.config_manager.on_change(self._config_changed)
+        SystemOps(
+            store=self.store,
+            config=self.config_manager,
+            server=self.server,
+            state_dir=self.state_dir,
+            started_at=self.started_at,
+            started_mono=self.started_mono,
+        ).register(self.router)
+        ConfigOps(store=self.store, config=self.config_manager).register(self.router)
+        self.hub = NotifyHub(self.store)
+        self.swarms = SwarmService(self.store, self.config_manager, self.hub, self.state_dir)
+        SwarmOps(self.swarms).register(self.router)
+        TaskOps(self.swarms, self._stop).register(self.router)
+        self.loops = LoopService(self.swarms, self.hub)
+        self.epics = EpicService(self.loops)
+        LoopOps(self.loops, self.epics).register(self.router)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+        log.info("cfnd_stopped")
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (signal-handler safe: it only sets an event)."""
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        """Re-read the config file and environment (SIGHUP)."""
+        self._reload.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(self) -> None:
+        """Serve until ``request_stop``; then drain and return."""
+        cfg = self.settings.daemon
+        async with asyncio.TaskGroup() as tg:
+            serve = tg.create_task(self.server.serve(), name="server")
+            tg.create_task(self.store.run_health(self._stop), name="store-health")
+            tg.create_task(self._store_watch(), name="store-watch")
+            tg.create_task(self._reloader(), name="config-reload")
+            tg.create_task(self.hub.run(self._stop), name="notify-hub")
+            # Swarm runtimes end with the stop event, after the server has drained.
+            swarm_stop = asyncio.Event()
+            tg.create_task(self.swarms.run(swarm_stop), name="swarms")
+            tg.create_task(self.loops.run(swarm_stop), name="loops")
+            tg.create_task(self.epics.run(swarm_stop), name="epics")
+            if self.store.embedded is not None:
+                tg.create_task(self._supervise_embedded(), name="embedded-redis")
+            if self.notifier.watchdog_interval_s:
+                tg.create_task(self._watchdog(self.notifier.watchdog_interval_s), name="watchdog")
+            self.ready.set()
+            self.notifier.notify("READY=1")
+            self._notify_status()
+            log.info(
+                "cfnd_ready",
+                socket=str(self.socket_path),
+                pid=os.getpid(),
+                store=self.store.mode,
+                redis=self.store.display_url,
+            )
+            await self._stop.wait()
+            self.notifier.notify("STOPPING=1", "STATUS=draining")
+            log.info("cfnd_stopping", grace_s=cfg.shutdown_grace_s)
+            await self.server.shutdown(serve, cfg.shutdown_grace_s, cfg.shutdown_hard_s)
+            swarm_stop.set()
+            # The other children watch the stop event and return by themselves.
+
+    # ------------------------------------------------------------------ background loops
+
+    async def _store_watch(self) -> None:
+        """Follow Redis availability: reload runtime overrides whenever it (re)appears,
+        and tell systemd (``systemctl status cfnd`` shows the STATUS line)."""
+        while not self._stop.is_set():
+            if not await until_stopped(self.store.wait_available(), self._stop):
+                return
+            try:
+                await self.config_manager.load_overrides(self.store)
+            except CfnError as exc:
+                log.warning("config_overrides_unavailable", error=str(exc))
+            self._notify_status()
+            if not await until_stopped(self.store.wait_unavailable(), self._stop):
+                return
+            self._notify_status()
+
+    def _notify_status(self) -> None:
+        state = "available" if self.store.available else "UNAVAILABLE"
+        self.notifier.notify(f"STATUS=serving on {self.socket_path}; Redis {state}")
+
+    async def _reloader(self) -> None:
+        """SIGHUP: re-read file and env; a broken file keeps the running config."""
+        while await until_stopped(self._reload.wait(), self._stop):
+            self._reload.clear()
+            # systemd's reload protocol (Type=notify-reload): RELOADING=1 ... READY=1.
+            usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={usec}")
+            try:
+                restart = self.config_manager.reload(os.environ)
+            except (CfnError, OSError) as exc:
+                details = exc.details if isinstance(exc, CfnError) else {}
+                log.error("config_reload_failed", error=str(exc), **details)
+                self.notifier.notify("READY=1", f"STATUS=config reload failed: {exc}")
+                continue
+            log.info("config_reloaded", needs_restart=restart)
+            self.notifier.notify("READY=1", "STATUS=config reloaded")
+
+    async def _supervise_embedded(self) -> None:
+        """Restart the private redis-server if it dies (with backoff); AOF brings the data."""
+        embedded = self.store.embedded
+        assert embedded is not None
+        failures = 0
+        while not self._stop.is_set():
+            if embedded.pid is not None:
+                if not await until_stopped(embedded.wait(), self._stop):
+                    return
+                log.error(
+                    "embedded_redis_died",
+                    returncode=embedded.returncode,
+                    log=str(embedded.log_path),
+                )
+            delay_s = min(0.2 * 2**failures, 30.0)
+            failures += 1
+            if not await until_stopped(asyncio.sleep(delay_s), self._stop):
+                return
+            try:
+                await embedded.stop()  # reaps the dead process
+                await embedded.start()
+            except CfnError as exc:
+                log.error("embedded_redis_restart_failed", error=str(exc), attempt=failures)
+                continue
+            log.info("embedded_redis_restarted", pid=embedded.pid, attempt=failures)
+            failures = 0
+
+    async def _watchdog(self, interval_s: float) -> None:
+        while await until_stopped(asyncio.sleep(interval_s), self._stop):
+            self.notifier.notify("WATCHDOG=1")
+
+    def _config_changed(self, old: Config, new: Config) -> None:
+        if (old.daemon.log_level, old.daemon.log_format) != (
+            new.daemon.log_level,
+            new.daemon.log_format,
+        ):
+            configure_logging(new.daemon.log_format, new.daemon.log_level)

@@ -1,0 +1,53 @@
+"""A pool of long-running per-object drivers (one per CFN run, one per epic).
+
+All drivers are children of one task group; each object gets at most one driver;
+on start the pool first resumes the objects found in Redis, so a restarted cfnd
+picks up every unfinished run and epic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import structlog
+
+from cfn_daemon.util.aio import until_stopped
+
+log = structlog.get_logger("cfn.drivers")
+
+
+class DriverPool:
+    """Named driver tasks in one task group; ``stop`` ends them all."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.stop = asyncio.Event()
+        self.ready = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self._running: set[str] = set()
+
+    async def run(
+        self, stop: asyncio.Event, after: asyncio.Event, resume: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Once ``after`` is set, ``resume()``, then keep the drivers until ``stop``."""
+        self.stop = stop
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            if await until_stopped(after.wait(), stop):
+                try:
+                    await resume()
+                except Exception as exc:
+                    log.warning("resume_failed", kind=self.kind, error=str(exc))
+                self.ready.set()
+                await stop.wait()
+        self._tg = None
+
+    def start(self, name: str, driver: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Start ``driver()`` for ``name`` unless one already runs (or the pool stopped)."""
+        if name in self._running or self._tg is None:
+            return
+        self._running.add(name)
+        task = self._tg.create_task(driver(), name=f"{self.kind}-{name}")
+        task.add_done_callback(lambda _: self._running.discard(name))

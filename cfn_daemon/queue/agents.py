@@ -1,0 +1,186 @@
+"""The agent registry in Redis: register, heartbeat, look up, mark.
+
+Each agent is a hash ``cfn:{s}:agent:{id}`` (AgentInfo fields plus ``load``,
+``concurrency``, ``ewma_ms`` and ``desired``), listed in the set ``cfn:{s}:agents``;
+heartbeats are scores in the zset ``cfn:{s}:hb``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from cfn_client.wire.errors import NotFound
+from cfn_client.wire.schema.swarm import AgentInfo
+from cfn_daemon.queue.tasks import now_ms
+from cfn_daemon.store.keys import EVENTS_MAXLEN, Keys
+from cfn_daemon.store.scripts import Scripts
+
+_json = msgspec.json.Encoder()
+LIVE_STATUSES = frozenset({"starting", "idle", "busy", "draining"})
+
+
+def new_agent_id(agent_type: str) -> str:
+    return f"{agent_type[:12]}-{uuid.uuid4().hex[:6]}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class AgentRecord(AgentInfo, kw_only=True):
+    """AgentInfo plus the scheduling fields kept in the same hash."""
+
+    load: int = 0
+    concurrency: int = 1
+    ewma_ms: float | None = None
+    desired: str = ""
+
+
+def decode_agent(
+    raw: Mapping[Any, Any], now: int | None = None, hb_ms: int | None = None
+) -> AgentRecord:
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    record: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key not in AgentRecord.__struct_fields__:
+            continue
+        if value == "" and key in ("pid", "parent", "current_task", "ewma_ms"):
+            continue
+        if key == "capabilities":
+            record[key] = [c for c in value.split(",") if c]
+        elif key == "local":
+            record[key] = value == "1"
+        else:
+            record[key] = value
+    agent = msgspec.convert(record, AgentRecord, strict=False)
+    if hb_ms is not None:
+        agent.heartbeat_age_ms = max(0, (now or now_ms()) - hb_ms)
+    return agent
+
+
+class AgentRegistry:
+    """Agent records for one Redis and key prefix (shared by cfnd and cfn-agent)."""
+
+    def __init__(self, redis: Any, keys: Keys, scripts: Scripts) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.scripts = scripts
+
+    async def register(self, agent: AgentRecord) -> None:
+        """(Re)join: record the agent, make sure its work group exists, announce it."""
+        swarm = agent.swarm
+        fields: list[Any] = []
+        for key, value in msgspec.structs.asdict(agent).items():
+            if key in ("heartbeat_age_ms", "tasks_done", "tasks_failed", "ewma_ms", "restarts"):
+                continue  # counters survive a re-registration under the same id
+            if isinstance(value, list):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            elif value is None:
+                value = ""
+            fields += [key, value]
+        event = _json.encode(
+            {
+                "agent": agent.id,
+                "type": agent.type,
+                "role": agent.role,
+                "host": agent.host,
+                "pid": agent.pid,
+                "local": agent.local,
+            }
+        )
+        await self.scripts.run(
+            "register",
+            [
+                self.keys.agents(swarm),
+                self.keys.agent(swarm, agent.id),
+                self.keys.heartbeats(swarm),
+                self.keys.work(swarm, agent.id),
+                self.keys.events(swarm),
+            ],
+            [agent.id, now_ms(), EVENTS_MAXLEN, self.keys.notify(swarm), event, *fields],
+        )
+
+    async def heartbeat(self, swarm: str, agent: str, task_id: str | None) -> tuple[str, str, bool]:
+        """Returns (status, desired, current task cancelled)."""
+        task_key = self.keys.task(swarm, task_id) if task_id else self.keys.agent(swarm, agent)
+        status, desired, cancel = await self.scripts.run(
+            "heartbeat",
+            [self.keys.heartbeats(swarm), self.keys.agent(swarm, agent), task_key],
+            [agent, now_ms(), 1 if task_id else 0],
+        )
+        return _text(status), _text(desired), _text(cancel) == "1"
+
+    async def get(self, swarm: str, agent: str) -> AgentRecord:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.agent(swarm, agent))
+            pipe.zscore(self.keys.heartbeats(swarm), agent)
+            raw, hb = await pipe.execute()
+        if not raw:
+            raise NotFound(
+                f"no agent {agent!r} in swarm {swarm}; `cfnctl agent list` shows the agents",
+                details={"agent": agent, "swarm": swarm},
+            )
+        return decode_agent(raw, hb_ms=int(hb) if hb is not None else None)
+
+    async def all(self, swarm: str) -> list[AgentRecord]:
+        ids = sorted(_text(a) for a in await self.redis.smembers(self.keys.agents(swarm)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for agent in ids:
+                pipe.hgetall(self.keys.agent(swarm, agent))
+                pipe.zscore(self.keys.heartbeats(swarm), agent)
+            replies = await pipe.execute()
+        now = now_ms()
+        out = []
+        for raw, hb in zip(replies[::2], replies[1::2], strict=True):
+            if raw:
+                out.append(decode_agent(raw, now, int(hb) if hb is not None else None))
+        out.sort(key=lambda a: (a.started_ms, a.id))
+        return out
+
+    async def set_fields(self, swarm: str, agent: str, **fields: Any) -> None:
+        await self.redis.hset(
+            self.keys.agent(swarm, agent),
+            mapping={k: ("" if v is None else v) for k, v in fields.items()},
+        )
+
+    async def lapsed(self, swarm: str, older_than_ms: int) -> list[str]:
+        """Agents whose last heartbeat is older than the cutoff."""
+        raw = await self.redis.zrangebyscore(self.keys.heartbeats(swarm), "-inf", older_than_ms)
+        return [_text(a) for a in raw]
+
+    async def mark_gone(self, swarm: str, agent: str, status: str) -> None:
+        """Take an agent out of scheduling (failed, lost or stopped)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self.keys.agent(swarm, agent),
+                mapping={"status": status, "load": 0, "current_task": ""},
+            )
+            pipe.zrem(self.keys.heartbeats(swarm), agent)
+            await pipe.execute()
+
+    async def forget(self, swarm: str, agent: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.srem(self.keys.agents(swarm), agent)
+            pipe.delete(
+                self.keys.agent(swarm, agent),
+                self.keys.work(swarm, agent),
+                self.keys.inbox(swarm, agent),
+            )
+            pipe.zrem(self.keys.heartbeats(swarm), agent)
+            await pipe.execute()
+
+
+def host_name() -> str:
+    return socket.gethostname()
+
+
+def this_pid() -> int:
+    return os.getpid()

@@ -1,0 +1,431 @@
+"""Task queues on Redis Streams: submit, assign, start, complete, retry, cancel, DLQ.
+
+Every state change is one Lua script (see store/lua/), so a task is never half
+moved: the queue entry, the task hash, the agent's load and the event are
+updated together. Delivery is at-least-once; results are written once per task
+id (a second completion of the same task is acknowledged and ignored).
+
+Flow: ``submit`` → queue ``q:{prio}`` → the daemon's dispatcher ``assign``s it to
+one or more agents' ``work:{agent}`` streams → the agent ``start``s it, runs it,
+``complete``s it (success, retry after backoff, or dead-letter).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound
+from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES, Priority, TaskInfo, TaskResult
+from cfn_daemon.store.keys import DISPATCH_GROUP, EVENTS_MAXLEN, PRIORITIES, Keys
+from cfn_daemon.store.scripts import Scripts
+
+_OPTIONAL_STR = ("agent", "error", "target")
+_json = msgspec.json.Encoder()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_task_id() -> str:
+    """Sortable-ish, short, unique: millisecond time + random suffix."""
+    return f"t{now_ms():x}{uuid.uuid4().hex[:6]}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def decode_task(raw: Mapping[Any, Any]) -> TaskInfo:
+    """A task hash (bytes or str fields) → TaskInfo."""
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    result_json = fields.pop("result", "")
+    context_json = fields.pop("context", "")
+    record: dict[str, Any] = {
+        k: v for k, v in fields.items() if k in TaskInfo.__struct_fields__ and k != "result"
+    }
+    if context_json:
+        record["context"] = msgspec.json.decode(context_json)
+    for key in _OPTIONAL_STR:
+        if not record.get(key):
+            record.pop(key, None)
+    if not record.get("timeout_s"):
+        record.pop("timeout_s", None)
+    info = msgspec.convert(record, TaskInfo, strict=False)
+    if result_json:
+        info.result = msgspec.json.decode(result_json, type=TaskResult)
+    return info
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Backoff between attempts: base * 2^(attempt-1), capped."""
+
+    base_s: float = 1.0
+    max_s: float = 60.0
+
+
+class TaskQueue:
+    """Task operations for one Redis and key prefix (shared by cfnd and cfn-agent)."""
+
+    def __init__(self, redis: Any, keys: Keys, scripts: Scripts) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.scripts = scripts
+
+    def _common(self, swarm: str) -> list[Any]:
+        return [EVENTS_MAXLEN, self.keys.notify(swarm)]
+
+    # ------------------------------------------------------------------ client side
+
+    async def submit(
+        self,
+        swarm: str,
+        *,
+        text: str,
+        type: str,
+        priority: Priority = "normal",
+        timeout_s: float | None = None,
+        max_attempts: int = 3,
+        task_id: str | None = None,
+        target: str | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> TaskInfo:
+        """Enqueue a task; returns its record."""
+        if not text.strip():
+            raise InvalidArgs("task text is empty; expected the command or prompt to run")
+        if priority not in PRIORITIES:
+            raise InvalidArgs(f"priority {priority!r}: expected one of {', '.join(PRIORITIES)}")
+        if not 1 <= max_attempts <= 100:
+            raise InvalidArgs(f"max_attempts {max_attempts}: expected 1..100")
+        if timeout_s is not None and timeout_s <= 0:
+            raise InvalidArgs(f"timeout_s {timeout_s}: expected a positive number of seconds")
+        tid = task_id or new_task_id()
+        ts = now_ms()
+        info = TaskInfo(
+            id=tid,
+            swarm=swarm,
+            text=text,
+            type=type,
+            priority=priority,
+            status="queued",
+            attempts=0,
+            max_attempts=max_attempts,
+            created_ms=ts,
+            updated_ms=ts,
+            timeout_s=timeout_s,
+            target=target,
+            context=dict(context or {}),
+        )
+        fields: list[Any] = []
+        for key, value in msgspec.structs.asdict(info).items():
+            if key == "context":
+                fields += [key, _json.encode(value)]
+            elif value is not None:
+                fields += [key, str(value) if not isinstance(value, str) else value]
+        fields += ["enqueued_ms", ts]
+        event = _json.encode({"task": tid, "type": type, "priority": priority})
+        created = await self.scripts.run(
+            "submit",
+            [
+                self.keys.task(swarm, tid),
+                self.keys.tasks(swarm),
+                self.keys.queue(swarm, priority),
+                self.keys.events(swarm),
+            ],
+            [tid, ts, *self._common(swarm), event, *fields],
+        )
+        if not created:
+            raise Conflict(f"task {tid} already exists in swarm {swarm}")
+        return info
+
+    async def get(self, swarm: str, task_id: str) -> TaskInfo:
+        raw = await self.redis.hgetall(self.keys.task(swarm, task_id))
+        if not raw:
+            raise NotFound(
+                f"no task {task_id!r} in swarm {swarm}; `cfnctl task list` shows the tasks",
+                details={"task": task_id, "swarm": swarm},
+            )
+        return decode_task(raw)
+
+    async def get_many(self, swarm: str, task_ids: list[str]) -> list[TaskInfo]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for tid in task_ids:
+                pipe.hgetall(self.keys.task(swarm, tid))
+            raws = await pipe.execute()
+        return [decode_task(raw) for raw in raws if raw]
+
+    async def recent(
+        self, swarm: str, status: str | None = None, limit: int = 100
+    ) -> list[TaskInfo]:
+        """Newest first; filtering by status scans at most 10 000 recent tasks."""
+        scan = limit if status is None else 10_000
+        ids = [_text(t) for t in await self.redis.zrevrange(self.keys.tasks(swarm), 0, scan - 1)]
+        tasks = await self.get_many(swarm, ids)
+        if status is not None:
+            tasks = [t for t in tasks if t.status == status]
+        return tasks[:limit]
+
+    async def counts(self, swarm: str) -> dict[str, int]:
+        """Tasks by status over the retained history."""
+        out: dict[str, int] = {}
+        for t in await self.recent(swarm, limit=10_000):
+            out[t.status] = out.get(t.status, 0) + 1
+        return out
+
+    async def queue_depths(self, swarm: str) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for prio in PRIORITIES:
+                pipe.xlen(self.keys.queue(swarm, prio))
+            pipe.zcard(self.keys.delayed(swarm))
+            lens = await pipe.execute()
+        return {**dict(zip(PRIORITIES, lens[:3], strict=True)), "retrying": lens[3]}
+
+    async def cancel(self, swarm: str, task_id: str) -> TaskInfo:
+        """Cancel a queued or running task (a running one is stopped by its agent)."""
+        outcome = _text(
+            await self.scripts.run(
+                "cancel",
+                [self.keys.task(swarm, task_id), self.keys.events(swarm), self.keys.delayed(swarm)],
+                [task_id, now_ms(), *self._common(swarm)],
+            )
+        )
+        if outcome == "missing":
+            await self.get(swarm, task_id)  # raises NotFound
+        return await self.get(swarm, task_id)
+
+    async def requeue(
+        self,
+        swarm: str,
+        task_id: str,
+        *,
+        reason: str,
+        allowed: tuple[str, ...],
+        reset_attempts: bool = False,
+        priority: str | None = None,
+    ) -> str:
+        """Run requeue.lua; returns the outcome (``queued`` or why not)."""
+        if priority is None:
+            prio = await self.redis.hget(self.keys.task(swarm, task_id), "priority")
+            priority = _text(prio) if prio else "normal"
+        return _text(
+            await self.scripts.run(
+                "requeue",
+                [
+                    self.keys.task(swarm, task_id),
+                    self.keys.queue(swarm, priority),
+                    self.keys.events(swarm),
+                    self.keys.delayed(swarm),
+                    self.keys.dlq(swarm),
+                ],
+                [
+                    task_id,
+                    now_ms(),
+                    *self._common(swarm),
+                    reason,
+                    ",".join(allowed),
+                    1 if reset_attempts else 0,
+                ],
+            )
+        )
+
+    async def retry(self, swarm: str, task_id: str) -> TaskInfo:
+        """Run a finished (failed or cancelled) task again from attempt 1."""
+        task = await self.get(swarm, task_id)
+        outcome = await self.requeue(
+            swarm,
+            task_id,
+            reason="manual-retry",
+            allowed=("failed", "cancelled"),
+            reset_attempts=True,
+            priority=task.priority,
+        )
+        if outcome != "queued":
+            raise Conflict(
+                f"task {task_id} is {outcome}; only failed or cancelled tasks can be retried",
+                details={"status": outcome},
+            )
+        await self._drop_from_dlq(swarm, {task_id})
+        return await self.get(swarm, task_id)
+
+    async def promote_due(self, swarm: str) -> int:
+        """Requeue retries whose backoff has run out; returns how many."""
+        due = await self.redis.zrangebyscore(self.keys.delayed(swarm), "-inf", now_ms())
+        moved = 0
+        for raw in due:
+            tid = _text(raw)
+            outcome = await self.requeue(swarm, tid, reason="retry", allowed=("retrying",))
+            if outcome == "queued":
+                moved += 1
+            else:
+                await self.redis.zrem(self.keys.delayed(swarm), tid)
+        return moved
+
+    async def next_due_ms(self, swarm: str) -> int | None:
+        first = await self.redis.zrange(self.keys.delayed(swarm), 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
+
+    async def clean(self, swarm: str, older_than_s: float) -> int:
+        """Delete finished tasks last updated more than ``older_than_s`` ago."""
+        cutoff = now_ms() - int(older_than_s * 1000)
+        expired = [
+            t.id
+            for t in await self.recent(swarm, limit=10_000)
+            if t.status in TERMINAL_TASK_STATUSES and t.updated_ms <= cutoff
+        ]
+        if expired:
+            # One round trip for all of them, not one per task.
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(*(self.keys.task(swarm, tid) for tid in expired))
+                pipe.zrem(self.keys.tasks(swarm), *expired)
+                await pipe.execute()
+        return len(expired)
+
+    async def dlq_list(self, swarm: str, limit: int = 100) -> list[TaskInfo]:
+        entries = await self.redis.xrevrange(self.keys.dlq(swarm), count=limit)
+        ids = list(dict.fromkeys(_text(fields[b"t"]) for _, fields in entries))
+        return await self.get_many(swarm, ids)
+
+    async def dlq_requeue(self, swarm: str, task_id: str | None) -> int:
+        """Requeue one dead-lettered task, or all of them; returns how many."""
+        tasks = await self.dlq_list(swarm, limit=10_000)
+        if task_id is not None:
+            tasks = [t for t in tasks if t.id == task_id]
+            if not tasks:
+                raise NotFound(f"task {task_id!r} is not in the dead-letter queue of {swarm}")
+        done: set[str] = set()
+        for task in tasks:
+            outcome = await self.requeue(
+                swarm,
+                task.id,
+                reason="dlq-requeue",
+                allowed=("failed",),
+                reset_attempts=True,
+                priority=task.priority,
+            )
+            if outcome == "queued":
+                done.add(task.id)
+        await self._drop_from_dlq(swarm, done)
+        return len(done)
+
+    async def _drop_from_dlq(self, swarm: str, task_ids: set[str]) -> None:
+        if not task_ids:
+            return
+        entries = await self.redis.xrange(self.keys.dlq(swarm))
+        stale = [eid for eid, fields in entries if _text(fields[b"t"]) in task_ids]
+        if stale:
+            await self.redis.xdel(self.keys.dlq(swarm), *stale)
+
+    # ------------------------------------------------------------------ dispatcher side
+
+    async def assign_many(
+        self, swarm: str, placements: list[tuple[str, str, str, list[str], str]]
+    ) -> list[int]:
+        """Move queue entries to agents' work streams, all in one round trip.
+
+        Each placement is (task id, queue entry id, priority, agent ids, via). Per
+        placement: 1 assigned; 0 the task was not queued any more (its entry is just
+        acknowledged); -1 one of the agents is gone (the entry stays pending).
+        """
+        if not placements:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id, entry_id, priority, agents, via in placements:
+                keys = [
+                    self.keys.task(swarm, task_id),
+                    self.keys.queue(swarm, priority),
+                    self.keys.events(swarm),
+                ]
+                for agent in agents:
+                    keys += [self.keys.agent(swarm, agent), self.keys.work(swarm, agent)]
+                await self.scripts.run(
+                    "assign",
+                    keys,
+                    [
+                        task_id,
+                        entry_id,
+                        now_ms(),
+                        *self._common(swarm),
+                        DISPATCH_GROUP,
+                        via,
+                        *agents,
+                    ],
+                    client=pipe,
+                )
+            return [int(r) for r in await pipe.execute()]
+
+    async def reclaim_agent(self, swarm: str, agent: str) -> list[str]:
+        """Give back everything in a lost agent's work stream; returns requeued task ids."""
+        work = self.keys.work(swarm, agent)
+        entries = await self.redis.xrange(work)
+        requeued = []
+        for _, fields in entries:
+            tid = _text(fields[b"t"])
+            outcome = await self.requeue(
+                swarm, tid, reason="agent-lost", allowed=("assigned", "running")
+            )
+            if outcome == "queued":
+                requeued.append(tid)
+        await self.redis.delete(work)
+        return requeued
+
+    # ------------------------------------------------------------------ agent side
+
+    async def start(self, swarm: str, task_id: str, agent: str) -> TaskInfo | None:
+        """Mark the task running (attempt + 1); None if it must be skipped."""
+        reply = await self.scripts.run(
+            "start",
+            [
+                self.keys.task(swarm, task_id),
+                self.keys.agent(swarm, agent),
+                self.keys.events(swarm),
+            ],
+            [task_id, agent, now_ms(), *self._common(swarm)],
+        )
+        if int(reply[0]) != 1:
+            return None
+        flat = reply[1]
+        return decode_task(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+    async def complete(
+        self,
+        swarm: str,
+        task_id: str,
+        agent: str,
+        entry_id: str,
+        result: TaskResult,
+        retry: Retry,
+    ) -> str:
+        """Store the result (once), ack, and decide succeeded / retrying / failed."""
+        return _text(
+            await self.scripts.run(
+                "complete",
+                [
+                    self.keys.task(swarm, task_id),
+                    self.keys.work(swarm, agent),
+                    self.keys.agent(swarm, agent),
+                    self.keys.events(swarm),
+                    self.keys.delayed(swarm),
+                    self.keys.dlq(swarm),
+                ],
+                [
+                    task_id,
+                    agent,
+                    entry_id,
+                    now_ms(),
+                    *self._common(swarm),
+                    1 if result.ok else 0,
+                    _json.encode(result),
+                    result.duration_ms,
+                    int(retry.base_s * 1000),
+                    int(retry.max_s * 1000),
+                    result.error or "",
+                ],
+            )
+        )

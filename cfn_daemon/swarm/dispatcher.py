@@ -1,0 +1,223 @@
+"""The per-swarm dispatcher: queue entries → agents, by topology and strategy.
+
+It reads the three priority streams as consumer ``cfnd`` of group ``dispatch``;
+entries it cannot place yet stay in that group's pending list (and in memory), so
+a restarted cfnd picks them up again with ``XREADGROUP ... 0``.
+
+Order: high before normal before low, except that a task waiting longer than
+``tasks.aging_s`` is served before newer higher-priority tasks (no starvation).
+Strategy: ``balanced`` gives each task to the least-loaded agent, ``performance``
+to the agent with the fastest measured task time, ``reliability`` to two agents
+(the first valid result wins). Topology: ring passes a work token in ring order;
+star and hierarchical assign through the hub/root (recorded as ``via``), filling
+the spokes/leaves first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from cfn_client.wire.schema.swarm import SwarmInfo
+from cfn_daemon.core import topology
+from cfn_daemon.queue.agents import LIVE_STATUSES, AgentRecord
+from cfn_daemon.queue.events import NotifyHub
+from cfn_daemon.queue.tasks import now_ms
+from cfn_daemon.store.client import describe_error, is_unavailable_error
+from cfn_daemon.store.keys import DISPATCH_CONSUMER, DISPATCH_GROUP, PRIORITIES
+from cfn_daemon.swarm.context import SwarmContext
+from cfn_daemon.util.aio import until_stopped
+
+log = structlog.get_logger("cfn.dispatch")
+READ_COUNT = 500
+RECHECK_S = 2.0  # safety net: re-examine the backlog even if a notification was missed
+
+
+@dataclass(slots=True)
+class Pending:
+    entry_id: str
+    task_id: str
+    priority: str
+    type: str
+    enqueued_ms: int
+    target: str | None = None
+
+
+async def ensure_groups(redis: Any, queues: list[str]) -> None:
+    for q in queues:
+        try:
+            await redis.xgroup_create(q, DISPATCH_GROUP, id="0", mkstream=True)
+        except Exception as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+def members_of(agents: list[AgentRecord]) -> list[topology.Member]:
+    return [topology.Member(id=a.id, alive=a.status in LIVE_STATUSES, role=a.role) for a in agents]
+
+
+def choose(
+    swarm: SwarmInfo,
+    agents: list[AgentRecord],
+    task_type: str,
+    cursor: str | None,
+    target: str | None = None,
+) -> tuple[list[str], str]:
+    """Pick the agent(s) for one task; returns (agent ids, via). Pure.
+
+    A ``target`` pins the task to that agent (CFN loop roles): nobody else takes it.
+    """
+    live = [a for a in agents if a.status in ("idle", "busy")]
+    order = topology.assignment_order(swarm.topology, members_of(live), start_after=cursor)
+    rank = {aid: i for i, aid in enumerate(order)}
+    free = [a for a in live if a.type == task_type and a.load < a.concurrency and a.id in rank]
+    if target is not None:
+        free = [a for a in free if a.id == target]
+        return ([free[0].id] if free else []), ""
+    if not free:
+        return [], ""
+    if swarm.topology == "ring":
+        free.sort(key=lambda a: rank[a.id])  # the work token moves along the ring
+    elif swarm.strategy == "performance":
+        free.sort(key=lambda a: (a.ewma_ms or 0.0, a.load / a.concurrency, rank[a.id]))
+    else:
+        free.sort(key=lambda a: (a.load / a.concurrency, rank[a.id]))
+    picked = free[: 2 if swarm.strategy == "reliability" else 1]
+    lay = topology.layout(swarm.topology, members_of(live))
+    via = (lay.hub or lay.root or "") if swarm.topology in ("star", "hierarchical") else ""
+    return [a.id for a in picked], via
+
+
+class Dispatcher:
+    """Assigns one swarm's queued tasks until stopped."""
+
+    def __init__(self, ctx: SwarmContext, hub: NotifyHub) -> None:
+        self.swarm = ctx.swarm
+        self.store = ctx.store
+        self.tasks = ctx.tasks
+        self.registry = ctx.registry
+        self.hub = hub
+        self.config = ctx.config
+        self.info = ctx.info
+        self.backlog: dict[str, Pending] = {}
+        self.live_types: set[str] = set()  # agent types seen live on the last pass
+        self._cursor: str | None = None
+        self.assigned_total = 0
+
+    @property
+    def queues(self) -> list[str]:
+        return [self.store.keys.queue(self.swarm, p) for p in PRIORITIES]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        first = True
+        while not stop.is_set():
+            pulse = self.hub.pulses(self.swarm).work.current()
+            try:
+                if first:
+                    await ensure_groups(self.store.redis, self.queues)
+                    await self._read("0")  # our pending entries from before a restart
+                    first = False
+                await self._read(">")
+                await self._assign_backlog()
+            except Exception as exc:
+                if not is_unavailable_error(exc):
+                    log.exception("dispatch_failed", swarm=self.swarm)
+                else:
+                    log.warning(
+                        "dispatch_store_unavailable", swarm=self.swarm, error=describe_error(exc)
+                    )
+                    await until_stopped(self.store.wait_available(), stop)
+                continue
+            await until_stopped(asyncio.wait_for(pulse.wait(), RECHECK_S), stop)
+
+    async def _read(self, start: str) -> None:
+        for _ in range(1000):  # bounded drain of what is there right now
+            reply: Any = await self.store.redis.xreadgroup(
+                DISPATCH_GROUP,
+                DISPATCH_CONSUMER,
+                dict.fromkeys(self.queues, start),
+                count=READ_COUNT,
+            )
+            entries = [(q, eid, f) for q, items in reply or [] for eid, f in items]
+            if not entries:
+                return
+            await self._remember(entries)
+            if start == "0" or len(entries) < READ_COUNT:
+                return
+
+    async def _remember(self, entries: list[tuple[Any, Any, Any]]) -> None:
+        fresh = []
+        for queue, eid, fields in entries:
+            entry_id = eid.decode() if isinstance(eid, bytes) else str(eid)
+            if not fields:
+                continue
+            tid = fields[b"t"].decode()
+            prio = (queue.decode() if isinstance(queue, bytes) else queue).rsplit(":", 1)[1]
+            fresh.append((entry_id, tid, prio))
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for _, tid, _ in fresh:
+                pipe.hmget(self.store.keys.task(self.swarm, tid), "type", "enqueued_ms", "target")
+            meta = await pipe.execute()
+        for (entry_id, tid, prio), (ttype, enq, target) in zip(fresh, meta, strict=True):
+            self.backlog[entry_id] = Pending(
+                entry_id,
+                tid,
+                prio,
+                (ttype or b"").decode(),
+                int(enq or now_ms()),
+                target.decode() if target else None,
+            )
+
+    def _ordered(self) -> list[Pending]:
+        aging_ms = self.config().tasks.aging_s * 1000
+        now = now_ms()
+
+        def key(p: Pending) -> tuple[int, int]:
+            rank = PRIORITIES.index(p.priority) if p.priority in PRIORITIES else 1
+            return (-1 if now - p.enqueued_ms > aging_ms else rank, p.enqueued_ms)
+
+        return sorted(self.backlog.values(), key=key)
+
+    async def _assign_backlog(self) -> None:
+        swarm = self.info()
+        if not self.backlog or swarm is None or swarm.status != "active":
+            return
+        agents = await self.registry.all(self.swarm)
+        lapse_ms = self.config().agents.lapse_s * 1000
+        agents = [a for a in agents if (a.heartbeat_age_ms or 0) <= lapse_ms]
+        self.live_types = {a.type for a in agents if a.status in ("idle", "busy")}
+        by_id = {a.id: a for a in agents}
+        started = time.monotonic()
+        free = sum(max(0, a.concurrency - a.load) for a in agents if a.status in ("idle", "busy"))
+        plan: list[tuple[Pending, list[str], str]] = []
+        for pending in self._ordered():
+            if free <= 0:
+                break  # every agent is full: the rest waits for the next pass
+            picked, via = choose(swarm, agents, pending.type, self._cursor, pending.target)
+            if not picked:
+                continue  # nobody free for this type yet; others may still fit
+            plan.append((pending, picked, via))
+            for aid in picked:
+                by_id[aid].load += 1  # so the next choice sees this one
+            free -= len(picked)
+            self._cursor = picked[-1]
+        outcomes = await self.tasks.assign_many(
+            self.swarm,
+            [(p.task_id, p.entry_id, p.priority, picked, via) for p, picked, via in plan],
+        )
+        for (pending, _, _), placed in zip(plan, outcomes, strict=True):
+            if placed < 0:
+                continue  # an agent vanished under us: it stays in the backlog
+            del self.backlog[pending.entry_id]
+            self.assigned_total += placed
+        if self.backlog:
+            log.debug(
+                "dispatch_waiting",
+                swarm=self.swarm,
+                waiting=len(self.backlog),
+                took_ms=round((time.monotonic() - started) * 1000, 2),
+            )

@@ -1,0 +1,334 @@
+"""Swarms: records in Redis plus one runtime (dispatcher + supervisor) per active swarm.
+
+A swarm's state is the hash ``cfn:{s}:state`` and membership of ``cfn:swarms``;
+everything else of the swarm shares its hash tag. On start cfnd reads every
+swarm back from Redis and resumes its runtime, so a restarted daemon carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound
+from cfn_client.wire.schema.swarm import (
+    MAX_AGENTS,
+    MIN_AGENTS,
+    AgentInfo,
+    SwarmInfo,
+    SwarmInitArgs,
+    SwarmScaleResult,
+    SwarmStatusResult,
+)
+from cfn_daemon.agent import types as agent_types
+from cfn_daemon.queue.agents import LIVE_STATUSES, AgentRegistry
+from cfn_daemon.queue.events import NotifyHub, emit
+from cfn_daemon.queue.tasks import TaskQueue, now_ms
+from cfn_daemon.settings.runtime import ConfigManager
+from cfn_daemon.settings.schema import Config
+from cfn_daemon.store import Store
+from cfn_daemon.store.keys import PRIORITIES
+from cfn_daemon.store.scripts import Scripts
+from cfn_daemon.swarm.context import SwarmContext
+from cfn_daemon.swarm.dispatcher import Dispatcher, ensure_groups
+from cfn_daemon.swarm.supervisor import Supervisor
+from cfn_daemon.util.aio import until_stopped
+
+log = structlog.get_logger("cfn.swarm")
+SWARM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass
+class SwarmRuntime:
+    """The background work of one swarm."""
+
+    info: SwarmInfo
+    dispatcher: Dispatcher
+    supervisor: Supervisor
+    stop: asyncio.Event
+    task: asyncio.Task[None] | None = None
+
+
+class SwarmService:
+    """Create, inspect, scale and destroy swarms; run their background work."""
+
+    def __init__(
+        self, store: Store, config: ConfigManager, hub: NotifyHub, state_dir: Path
+    ) -> None:
+        self.store = store
+        self.config_manager = config
+        self.hub = hub
+        self.state_dir = state_dir
+        self.scripts = Scripts(store.redis)
+        self.tasks = TaskQueue(store.redis, store.keys, self.scripts)
+        self.registry = AgentRegistry(store.redis, store.keys, self.scripts)
+        self.runtimes: dict[str, SwarmRuntime] = {}
+        self.ready = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def redis(self) -> Any:
+        return self.store.redis
+
+    def config(self) -> Config:
+        return self.config_manager.config
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Resume every swarm found in Redis, then keep their runtimes until ``stop``."""
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            while not self.ready.is_set():
+                if not await until_stopped(self.store.wait_available(), stop):
+                    break
+                try:
+                    await self._publish_agent_types()
+                    for info in await self.all():
+                        if info.status == "active":
+                            self._start_runtime(info)
+                        elif info.status == "draining":
+                            # cfnd died mid-destroy: finish the job.
+                            tg.create_task(self.destroy(info.id, force=True))
+                    self.ready.set()
+                except Exception as exc:
+                    log.warning("swarm_resume_failed", error=str(exc))
+                    await until_stopped(asyncio.sleep(1.0), stop)
+            await stop.wait()
+            for rt in self.runtimes.values():
+                rt.stop.set()
+        self._tg = None
+
+    async def _publish_agent_types(self) -> None:
+        specs = agent_types.all_specs(self.config().agent_types)
+        await self.redis.hset(
+            self.store.keys.agent_types,
+            mapping={n: agent_types.encode(s) for n, s in specs.items()},
+        )
+
+    def _start_runtime(self, info: SwarmInfo) -> SwarmRuntime:
+        assert self._tg is not None, "swarm service is not running"
+        if info.id in self.runtimes:  # resumed and created at the same time: one runtime
+            return self.runtimes[info.id]
+        stop = asyncio.Event()
+
+        def current() -> SwarmInfo | None:
+            rt = self.runtimes.get(info.id)
+            return rt.info if rt else None
+
+        ctx = SwarmContext(info.id, self.store, self.tasks, self.registry, self.config, current)
+        rt = SwarmRuntime(
+            info=info,
+            dispatcher=Dispatcher(ctx, self.hub),
+            supervisor=Supervisor(ctx, self.state_dir),
+            stop=stop,
+        )
+        self.runtimes[info.id] = rt
+        rt.task = self._tg.create_task(self._run_runtime(rt), name=f"swarm-{info.id}")
+        return rt
+
+    async def _run_runtime(self, rt: SwarmRuntime) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(rt.dispatcher.run(rt.stop), name=f"dispatch-{rt.info.id}")
+            tg.create_task(rt.supervisor.run(rt.stop), name=f"supervise-{rt.info.id}")
+
+    async def runtime(self, swarm: str) -> SwarmRuntime:
+        rt = self.runtimes.get(swarm)
+        if rt is None:
+            raise NotFound(f"swarm {swarm} is not running in this cfnd")
+        await rt.supervisor.ready.wait()
+        return rt
+
+    # ------------------------------------------------------------------ lookup
+
+    async def resolve(self, swarm: str | None) -> str:
+        """``swarm`` if it exists; with None, the only swarm (else a specific error)."""
+        ids = sorted(_text(s) for s in await self.redis.smembers(self.store.keys.swarms))
+        if swarm is not None:
+            if swarm not in ids:
+                raise NotFound(
+                    f"no swarm {swarm!r}; existing: {', '.join(ids) or 'none'}",
+                    details={"swarm": swarm, "swarms": ids},
+                )
+            return swarm
+        if not ids:
+            raise NotFound("there is no swarm yet; create one with `cfnctl swarm init mesh 4`")
+        if len(ids) > 1:
+            raise InvalidArgs(
+                f"there are several swarms ({', '.join(ids)}); choose one with --swarm "
+                "or CFN_SWARM",
+                details={"swarms": ids},
+            )
+        return ids[0]
+
+    async def info(self, swarm: str) -> SwarmInfo:
+        raw = await self.redis.hgetall(self.store.keys.swarm_state(swarm))
+        if not raw:
+            raise NotFound(f"no swarm {swarm!r}")
+        fields = {
+            _text(k): _text(v) for k, v in raw.items() if _text(k) in SwarmInfo.__struct_fields__
+        }
+        info = msgspec.convert(fields, SwarmInfo, strict=False)
+        agents = await self.registry.all(swarm)
+        info.agents = sum(1 for a in agents if a.status in LIVE_STATUSES)
+        return info
+
+    async def all(self) -> list[SwarmInfo]:
+        ids = sorted(_text(s) for s in await self.redis.smembers(self.store.keys.swarms))
+        out = []
+        for sid in ids:
+            try:
+                out.append(await self.info(sid))
+            except NotFound:
+                continue
+        return out
+
+    # ------------------------------------------------------------------ changes
+
+    async def init(self, args: SwarmInitArgs) -> SwarmInfo:
+        if not MIN_AGENTS <= args.max_agents <= MAX_AGENTS:
+            raise InvalidArgs(
+                f"max agents must be between {MIN_AGENTS} and {MAX_AGENTS}, got {args.max_agents}",
+                details={"max_agents": args.max_agents},
+            )
+        sid = args.name or f"swarm-{uuid.uuid4().hex[:6]}"
+        if not SWARM_ID.match(sid):
+            raise InvalidArgs(
+                f"swarm name {sid!r}: expected 1-32 of a-z, 0-9, '-', '_' (starting with a "
+                "letter or digit)"
+            )
+        if not self.ready.is_set():  # swarms found in Redis are resumed first
+            self.store.check()
+            await asyncio.wait_for(self.ready.wait(), 10)
+        async with self._lock:
+            exists = await self.redis.sismember(self.store.keys.swarms, sid)
+            if exists and not args.force:
+                raise Conflict(
+                    f"swarm {sid} already exists; use --force to replace it", details={"swarm": sid}
+                )
+            if exists:
+                await self.destroy(sid, force=True)
+            info = SwarmInfo(
+                id=sid,
+                name=args.name or sid,
+                topology=args.topology,
+                strategy=args.strategy,
+                max_agents=args.max_agents,
+                status="active",
+                created_ms=now_ms(),
+            )
+            mapping = {k: v for k, v in msgspec.structs.asdict(info).items() if k != "agents"}
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self.store.keys.swarm_state(sid), mapping=mapping)
+                pipe.sadd(self.store.keys.swarms, sid)
+                await pipe.execute()
+            await ensure_groups(self.redis, [self.store.keys.queue(sid, p) for p in PRIORITIES])
+            await emit(
+                self.redis,
+                self.store.keys,
+                sid,
+                "swarm.created",
+                {
+                    "swarm": sid,
+                    "topology": info.topology,
+                    "strategy": info.strategy,
+                    "max_agents": info.max_agents,
+                },
+            )
+            self._start_runtime(info)
+        log.info("swarm_created", swarm=sid, topology=info.topology, strategy=info.strategy)
+        return info
+
+    async def destroy(self, swarm: str, *, force: bool) -> list[str]:
+        """Stop intake, let agents finish (or stop them now with ``force``), delete it all."""
+        await self.redis.hset(self.store.keys.swarm_state(swarm), "status", "draining")
+        rt = self.runtimes.get(swarm)
+        if rt is not None:
+            rt.info.status = "draining"
+        agents = [a for a in await self.registry.all(swarm) if a.status in LIVE_STATUSES]
+        stopped = [a.id for a in agents]
+        for agent in agents:
+            await self.registry.set_fields(swarm, agent.id, desired="stop")
+        if rt is not None:
+            if not force:
+                # Agents see desired=stop at their next heartbeat and finish their task.
+                await rt.supervisor.wait_stopped(self.config().agents.stop_grace_s + 5.0)
+            await rt.supervisor.stop_all(2.0 if force else 5.0)
+            rt.stop.set()
+            if rt.task is not None:
+                await asyncio.wait({rt.task}, timeout=30)
+            self.runtimes.pop(swarm, None)
+        await self._delete_keys(swarm)
+        log.info("swarm_destroyed", swarm=swarm, stopped_agents=stopped)
+        return stopped
+
+    async def _delete_keys(self, swarm: str) -> None:
+        pattern = f"{self.store.keys.prefix}:{{{swarm}}}:*"
+        batch: list[Any] = []
+        async for key in self.redis.scan_iter(match=pattern, count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                await self.redis.unlink(*batch)
+                batch = []
+        if batch:
+            await self.redis.unlink(*batch)
+        await self.redis.srem(self.store.keys.swarms, swarm)
+
+    async def status(self, swarm: str) -> SwarmStatusResult:
+        info = await self.info(swarm)
+        agents = await self.registry.all(swarm)
+        return SwarmStatusResult(
+            swarm=info,
+            agents=[
+                msgspec.convert(msgspec.structs.asdict(a), AgentInfo, strict=False) for a in agents
+            ],
+            queues=await self.tasks.queue_depths(swarm),
+            tasks=await self.tasks.counts(swarm),
+        )
+
+    async def scale(self, swarm: str, n: int, agent_type: str, force: bool) -> SwarmScaleResult:
+        """Up: spawn local agents of ``agent_type``. Down: stop idle agents first; busy
+        ones only with ``force`` (they hand their task back)."""
+        info = await self.info(swarm)
+        if not 0 <= n <= info.max_agents:
+            raise InvalidArgs(f"scale target {n}: expected 0..{info.max_agents} (max agents)")
+        rt = await self.runtime(swarm)
+        live = [a for a in await self.registry.all(swarm) if a.status in LIVE_STATUSES]
+        spawned: list[str] = []
+        stopping: list[str] = []
+        if n > len(live):
+            spawned = await rt.supervisor.spawn(agent_type, count=n - len(live))
+        elif n < len(live):
+            excess = len(live) - n
+            order = sorted(live, key=lambda a: (a.status != "idle", a.load, -a.started_ms))
+            victims = order[:excess]
+            busy = [a.id for a in victims if a.status != "idle" or a.load > 0]
+            if busy and not force:
+                raise Conflict(
+                    f"scaling to {n} would stop busy agents ({', '.join(busy)}); wait for "
+                    "them, or use --force (their tasks go back to the queue)",
+                    details={"busy": busy},
+                )
+            for agent in victims:
+                await rt.supervisor.request_stop(agent.id, force=force)
+                stopping.append(agent.id)
+        await emit(
+            self.redis,
+            self.store.keys,
+            swarm,
+            "swarm.scaled",
+            {"target": n, "spawned": spawned, "stopping": stopping},
+        )
+        return SwarmScaleResult(swarm=swarm, spawned=spawned, stopping=stopping)

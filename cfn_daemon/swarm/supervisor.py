@@ -1,0 +1,437 @@
+"""Per-swarm supervision: local agent processes, lapsed agents, retry backoff.
+
+- Local agents are ``cfn-agent`` children (own session, log in the state dir).
+  One that exits unexpectedly is marked failed, its work is requeued, and a
+  replacement is spawned (backoff; at most ``agents.max_restarts_per_minute``).
+- Any agent whose heartbeat lapses (local or remote) has its work reclaimed; a
+  remote one is marked lost, a hung local one is killed and replaced.
+- Local agents left running by a crashed cfnd are adopted on start (pidfd).
+- Retries whose backoff ran out are moved back to their queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import secrets
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from cfn_client.wire.errors import InvalidArgs
+from cfn_daemon.agent import types as agent_types
+from cfn_daemon.queue.agents import LIVE_STATUSES, AgentRecord, host_name, new_agent_id
+from cfn_daemon.queue.events import emit
+from cfn_daemon.queue.tasks import now_ms
+from cfn_daemon.store import Store
+from cfn_daemon.store.client import describe_error, is_unavailable_error
+from cfn_daemon.swarm.context import SwarmContext
+from cfn_daemon.util.aio import until_stopped
+
+log = structlog.get_logger("cfn.supervisor")
+CLEAN_EVERY_S = 300.0
+
+
+@dataclass
+class LocalAgent:
+    """A cfn-agent process this daemon started (or adopted)."""
+
+    id: str
+    type: str
+    role: str
+    capabilities: list[str]
+    pid: int
+    proc: asyncio.subprocess.Process | None = None
+    stopping: bool = False
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def agent_command() -> list[str]:
+    exe = Path(sys.executable).parent / "cfn-agent"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "cfn_daemon.agent.runtime"]
+
+
+def agent_redis_url(store: Store) -> str:
+    """A password-free URL for child agents (the password goes in their env)."""
+    if store.embedded is not None:
+        return store.embedded.url
+    p = store.params
+    user = f"{p.username}@" if p.username else ""
+    if p.unix_socket_path:
+        return f"unix://{user}{p.unix_socket_path}?db={p.db}"
+    scheme = "rediss" if p.tls else "redis"
+    return f"{scheme}://{user}{p.host}:{p.port}/{p.db}"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+class Supervisor:
+    """Keeps one swarm's agents alive and its retries moving."""
+
+    def __init__(self, ctx: SwarmContext, state_dir: Path) -> None:
+        self.swarm = ctx.swarm
+        self.store = ctx.store
+        self.tasks = ctx.tasks
+        self.registry = ctx.registry
+        self.config = ctx.config
+        self.info = ctx.info
+        self.log_dir = state_dir / "agents"
+        self.local: dict[str, LocalAgent] = {}
+        self._restarts: collections.deque[float] = collections.deque()
+        self._replacements: list[tuple[float, LocalAgent]] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            try:
+                await self._adopt()
+            except Exception as exc:
+                if not is_unavailable_error(exc):
+                    raise
+            self.ready.set()
+            interval = self.config().agents.heartbeat_interval_s
+            next_clean = 0.0
+            while await until_stopped(asyncio.sleep(interval), stop):
+                try:
+                    now = asyncio.get_running_loop().time()
+                    if now >= next_clean:  # retention: finished tasks expire
+                        retention = self.config().tasks.retention_s
+                        expired = await self.tasks.clean(self.swarm, retention)
+                        if expired:
+                            await emit(
+                                self.store.redis,
+                                self.store.keys,
+                                self.swarm,
+                                "task.expired",
+                                {"count": expired, "retention_s": retention},
+                            )
+                        # Check again after a tenth of the retention, at most every 5 min.
+                        next_clean = now + min(CLEAN_EVERY_S, retention / 10)
+                    await self.tasks.promote_due(self.swarm)
+                    await self._check_lapsed()
+                    await self._replace_due()
+                except Exception as exc:
+                    if not is_unavailable_error(exc):
+                        log.exception("supervision_failed", swarm=self.swarm)
+                    else:
+                        log.warning(
+                            "supervision_store_unavailable",
+                            swarm=self.swarm,
+                            error=describe_error(exc),
+                        )
+            if self.config().agents.stop_with_daemon:
+                await self.stop_all(self.config().agents.stop_grace_s + 2.0)
+            # Agents left running (stop_with_daemon off) are adopted by the next cfnd.
+            for agent in self.local.values():
+                agent.stopping = True
+            for watcher in self._watchers.values():
+                watcher.cancel()
+        self._tg = None
+
+    # ------------------------------------------------------------------ spawning
+
+    async def spawn(
+        self,
+        agent_type: str,
+        *,
+        role: str | None = None,
+        capabilities: list[str] | None = None,
+        count: int = 1,
+    ) -> list[str]:
+        """Start ``count`` local agents of ``agent_type``; returns their ids."""
+        cfg = self.config()
+        spec = agent_types.resolve(agent_type, cfg.agent_types)
+        swarm = self.info()
+        if swarm is None or swarm.status != "active":
+            raise InvalidArgs(f"swarm {self.swarm} is not active; agents cannot join it")
+        live = [a for a in await self.registry.all(self.swarm) if a.status in LIVE_STATUSES]
+        if len(live) + count > swarm.max_agents:
+            raise InvalidArgs(
+                f"swarm {self.swarm} allows at most {swarm.max_agents} agents and has "
+                f"{len(live)}; cannot add {count} (raise the limit with a new swarm, or "
+                "terminate some)",
+                details={"max_agents": swarm.max_agents, "agents": len(live)},
+            )
+        ids = []
+        for _ in range(count):
+            agent = LocalAgent(
+                id=new_agent_id(agent_type),
+                type=agent_type,
+                role=role or spec.role,
+                capabilities=list(capabilities or spec.capabilities),
+                pid=0,
+            )
+            await self._start(agent, spec)
+            ids.append(agent.id)
+        return ids
+
+    async def _start(self, agent: LocalAgent, spec: agent_types.AgentTypeSpec) -> None:
+        assert self._tg is not None, "supervisor is not running"
+        cfg = self.config()
+        # A placeholder record, so `agent list` and the max_agents count see it at once.
+        await self.registry.register(
+            AgentRecord(
+                id=agent.id,
+                swarm=self.swarm,
+                type=agent.type,
+                role=agent.role,  # type: ignore[arg-type]
+                status="starting",
+                capabilities=agent.capabilities,
+                host=host_name(),
+                local=True,
+                started_ms=now_ms(),
+                concurrency=spec.concurrency,
+            )
+        )
+        argv = [
+            *agent_command(),
+            "--redis",
+            agent_redis_url(self.store),
+            "--swarm",
+            self.swarm,
+            "--type",
+            agent.type,
+            "--id",
+            agent.id,
+            "--role",
+            agent.role,
+            "--key-prefix",
+            self.store.keys.prefix,
+            "--heartbeat-s",
+            str(cfg.agents.heartbeat_interval_s),
+            "--grace-s",
+            str(cfg.agents.stop_grace_s),
+            "--local",
+            "--log-format",
+            "json",
+        ]
+        for cap in agent.capabilities:
+            argv += ["--capability", cap]
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("CFN_", "NOTIFY_", "WATCHDOG_"))
+        }
+        if self.store.params.password:
+            env["CFN_REDIS_PASSWORD"] = self.store.params.password
+        # The vote-signing token travels in the environment, never in argv.
+        env["CFN_AGENT_TOKEN"] = token = secrets.token_hex(16)
+        await self.store.redis.hset(self.store.keys.tokens(self.swarm), agent.id, token)
+        self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        log_fd = os.open(
+            self.log_dir / f"{agent.id}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
+        )
+        try:
+            agent.proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                env=env,
+                start_new_session=True,  # outlives a crashed cfnd; adopted by the next one
+            )
+        finally:
+            os.close(log_fd)
+        agent.pid = agent.proc.pid
+        await self.registry.set_fields(self.swarm, agent.id, pid=agent.pid)
+        self.local[agent.id] = agent
+        self._watch_in_group(agent)
+        await emit(
+            self.store.redis,
+            self.store.keys,
+            self.swarm,
+            "agent.spawned",
+            {"agent": agent.id, "type": agent.type, "pid": agent.pid},
+        )
+        log.info("agent_spawned", swarm=self.swarm, agent=agent.id, pid=agent.pid)
+
+    async def _adopt(self) -> None:
+        """Take over local agents a previous cfnd left running."""
+        me = host_name()
+        for rec in await self.registry.all(self.swarm):
+            if not rec.local or rec.host != me or rec.status not in LIVE_STATUSES or not rec.pid:
+                continue
+            if rec.id in self.local or "cfn" not in _cmdline(rec.pid):
+                continue
+            agent = LocalAgent(
+                id=rec.id, type=rec.type, role=rec.role, capabilities=rec.capabilities, pid=rec.pid
+            )
+            self.local[agent.id] = agent
+            self._watch_in_group(agent)
+            log.info("agent_adopted", swarm=self.swarm, agent=agent.id, pid=agent.pid)
+
+    def _watch_in_group(self, agent: LocalAgent) -> None:
+        assert self._tg is not None
+        task = self._tg.create_task(self._watch(agent), name=f"agent-{agent.id}")
+        self._watchers[agent.id] = task
+        task.add_done_callback(lambda _: self._watchers.pop(agent.id, None))
+
+    async def _watch(self, agent: LocalAgent) -> None:
+        if agent.proc is not None:
+            rc: int | None = await agent.proc.wait()
+        else:
+            rc = await self._wait_foreign(agent)
+        agent.exited.set()
+        self.local.pop(agent.id, None)
+        if agent.stopping:
+            log.info("agent_exited", swarm=self.swarm, agent=agent.id, code=rc)
+            return
+        log.error("agent_died", swarm=self.swarm, agent=agent.id, code=rc)
+        await self._lose(agent.id, "failed", f"process exited with {rc}")
+        self._schedule_replacement(agent)
+
+    async def _wait_foreign(self, agent: LocalAgent) -> int | None:
+        """Wait for a process that is not our child (adopted) via pidfd."""
+        loop = asyncio.get_running_loop()
+        try:
+            fd = os.pidfd_open(agent.pid)
+        except ProcessLookupError:
+            return None
+        done: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await done
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        return None
+
+    # ------------------------------------------------------------------ failure handling
+
+    async def _lose(self, agent_id: str, status: str, reason: str) -> None:
+        """Stop scheduling to the agent, give its work back, tell everybody."""
+        await self.registry.mark_gone(self.swarm, agent_id, status)
+        requeued = await self.tasks.reclaim_agent(self.swarm, agent_id)
+        await emit(
+            self.store.redis,
+            self.store.keys,
+            self.swarm,
+            f"agent.{status}",
+            {"agent": agent_id, "reason": reason, "requeued": requeued},
+        )
+        log.warning(
+            "agent_lost",
+            swarm=self.swarm,
+            agent=agent_id,
+            status=status,
+            reason=reason,
+            requeued=requeued,
+        )
+
+    async def _check_lapsed(self) -> None:
+        cutoff = now_ms() - int(self.config().agents.lapse_s * 1000)
+        for agent_id in await self.registry.lapsed(self.swarm, cutoff):
+            local = self.local.get(agent_id)
+            if local is not None:
+                if local.stopping:
+                    continue
+                # Alive but silent (hung): kill it; its watcher reclaims and replaces.
+                log.error("agent_hung", swarm=self.swarm, agent=agent_id, pid=local.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(local.pid, signal.SIGKILL)
+                continue
+            rec = await self.registry.get(self.swarm, agent_id)
+            if rec.status not in LIVE_STATUSES:
+                continue
+            await self._lose(agent_id, "failed" if rec.local else "lost", "heartbeat lapsed")
+
+    def _schedule_replacement(self, dead: LocalAgent) -> None:
+        cfg = self.config().agents
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._restarts and now - self._restarts[0] > 60:
+            self._restarts.popleft()
+        if len(self._restarts) >= cfg.max_restarts_per_minute:
+            log.error(
+                "agent_restart_limited",
+                swarm=self.swarm,
+                agent=dead.id,
+                per_minute=cfg.max_restarts_per_minute,
+            )
+            return
+        delay = cfg.restart_backoff_s * (2 ** len(self._restarts))
+        self._restarts.append(now)
+        self._replacements.append((now + delay, dead))
+
+    async def _replace_due(self) -> None:
+        now = asyncio.get_running_loop().time()
+        due = [d for t, d in self._replacements if t <= now]
+        self._replacements = [(t, d) for t, d in self._replacements if t > now]
+        for dead in due:
+            swarm = self.info()
+            if swarm is None or swarm.status != "active":
+                continue
+            spec = agent_types.resolve(dead.type, self.config().agent_types)
+            fresh = LocalAgent(
+                id=new_agent_id(dead.type),
+                type=dead.type,
+                role=dead.role,
+                capabilities=dead.capabilities,
+                pid=0,
+            )
+            await self._start(fresh, spec)
+            await emit(
+                self.store.redis,
+                self.store.keys,
+                self.swarm,
+                "agent.replaced",
+                {"agent": dead.id, "replacement": fresh.id},
+            )
+
+    # ------------------------------------------------------------------ stopping
+
+    async def request_stop(self, agent_id: str, *, force: bool) -> None:
+        """Ask an agent to stop after its current work (``force``: SIGTERM it now)."""
+        await self.registry.set_fields(self.swarm, agent_id, desired="stop")
+        local = self.local.get(agent_id)
+        if local is not None:
+            local.stopping = True
+            if force:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(local.pid, signal.SIGTERM)
+
+    async def wait_stopped(self, timeout_s: float) -> None:
+        """Wait (bounded) for every local agent to exit by itself."""
+        waits = [asyncio.ensure_future(a.exited.wait()) for a in self.local.values()]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=timeout_s)
+            for w in pending:
+                w.cancel()
+
+    async def stop_all(self, timeout_s: float) -> None:
+        """SIGTERM every local agent (it hands back its work), SIGKILL after ``timeout_s``."""
+        agents = list(self.local.values())
+        for agent in agents:
+            agent.stopping = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(agent.pid, signal.SIGTERM)
+        await self.wait_stopped(timeout_s)
+        for agent in agents:
+            if not agent.exited.is_set():
+                log.warning("agent_kill", swarm=self.swarm, agent=agent.id, pid=agent.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(agent.pid, signal.SIGKILL)
+
+    def describe(self) -> dict[str, Any]:
+        return {"local": sorted(self.local), "pending_replacements": len(self._replacements)}
