@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cfn_client.api.async_ import AsyncClient  # noqa: E402
+from cfn_client.api import AsyncClient  # noqa: E402
 from cfn_daemon.app import Daemon  # noqa: E402
 from cfn_daemon.settings.runtime import ConfigManager  # noqa: E402
 

@@ -29,10 +29,17 @@ from cfn_daemon.api.handlers.loop_ops import LoopOps
 from cfn_daemon.api.handlers.swarm_ops import SwarmOps
 from cfn_daemon.api.handlers.system import SystemOps
 from cfn_daemon.api.handlers.task_ops import TaskOps
-from cfn_daemon.api.server import RoleResolver, Router, Server
+from cfn_daemon.api.router import (
+    Router,
+    authorize,
+    log_requests,
+    map_store_outage,
+    refuse_while,
+)
+from cfn_daemon.api.server import RoleResolver, Server
 from cfn_daemon.cfnloop.epics import EpicService
 from cfn_daemon.cfnloop.runner import LoopService
-from cfn_daemon.queue.events import NotifyHub
+from cfn_daemon.queue.notify import NotifyHub
 from cfn_daemon.settings.runtime import ConfigManager
 from cfn_daemon.settings.schema import Config
 from cfn_daemon.store import Store
@@ -111,6 +118,12 @@ class Daemon:
                 max_connections=cfg.daemon.max_connections,
                 max_inflight_per_connection=cfg.daemon.max_inflight_per_connection,
             )
+            # Outermost first: every routed request is logged, refused while draining,
+            # authorised, and a Redis outage that escaped a guard reads as one.
+            self.router.use(log_requests(self.server.count_error))
+            self.router.use(refuse_while(lambda: self.server.draining))
+            self.router.use(authorize)
+            self.router.use(map_store_outage)
             # Bind before starting Redis so a second cfnd fails fast and touches nothing.
             self.server.bind()
             self._stack.callback(self.server.unlink)

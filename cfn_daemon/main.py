@@ -21,8 +21,8 @@ import structlog
 from cfn_client import __version__
 from cfn_client.wire.errors import CfnError, ConfigError
 from cfn_daemon.app import Daemon
+from cfn_daemon.settings.load import find_config_file
 from cfn_daemon.settings.runtime import ConfigManager
-from cfn_daemon.settings.schema import find_config_file
 from cfn_daemon.util.logs import configure_logging
 from cfn_daemon.util.sdnotify import Notifier
 

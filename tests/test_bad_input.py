@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cfn_client.api.async_ import Client
+from cfn_client.api import Client
 from cfn_client.wire.ops import OPS
 from cfn_client.wire.protocol import LENGTH_PREFIX, FrameDecoder, FrameFault, decode_body
 from tests.conftest import SHARED_REDIS

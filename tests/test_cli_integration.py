@@ -16,10 +16,10 @@ from typing import Any, Protocol
 import anyio
 import pytest
 
-from cfn_client.api.async_ import AsyncClient, Client
+from cfn_client.api import AsyncClient, Client
 from cfn_client.conn.async_ import AsyncConnection
 from cfn_client.wire.errors import ConfigError, InvalidArgs, ProtocolError
-from cfn_client.wire.protocol import PingResult, StatusResult
+from cfn_client.wire.schema.system import PingResult, StatusResult
 
 CFNCTL = str(Path(sys.executable).parent / "cfnctl")
 MODES = ("embedded", "external", "cluster")

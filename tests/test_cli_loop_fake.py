@@ -24,7 +24,7 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from cfn_client.api.async_ import AsyncClient, Client
+from cfn_client.api import AsyncClient, Client
 from cfn_client.cli.commands import loop as loop_cmd
 from cfn_client.cli.main import cfnctl
 from cfn_client.cli.render import loop as render_loop

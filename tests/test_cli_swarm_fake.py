@@ -26,11 +26,11 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from cfn_client.api.async_ import AsyncClient, Client, wait_request_timeout
+from cfn_client.api import AsyncClient, Client, wait_request_timeout
+from cfn_client.cli import env as commands_pkg
+from cfn_client.cli import render
 from cfn_client.cli.env import Duration, Since, parse_duration
 from cfn_client.cli.main import cfnctl
-from cfn_client.cli import env as commands_pkg
-from cfn_client.cli.render import common as render
 from cfn_client.wire.errors import EXIT_UNREACHABLE, CfnError, Conflict, InvalidArgs, NotFound
 from cfn_client.wire.protocol import EventFrame, Request, Response, decode_args, error_response
 from cfn_client.wire.schema.swarm import (
@@ -75,6 +75,7 @@ class SwarmFake(FakeCfnd):
         self.swarms: dict[str, SwarmInfo] = {}
         self.agents: dict[str, AgentInfo] = {}
         self.tasks: dict[str, TaskInfo] = {}
+        self.dead_letters: set[str] = set()  # like cfnd: failed tasks that ran out of attempts
         self.events: list[Event] = []
         self._ids = itertools.count(1)
         self._model = threading.Lock()
@@ -315,7 +316,9 @@ class SwarmFake(FakeCfnd):
         gone = [
             t.id
             for t in self.tasks.values()
-            if t.swarm == s.id and t.status in TERMINAL_TASK_STATUSES - {"dead"}
+            if t.swarm == s.id
+            and t.status in TERMINAL_TASK_STATUSES
+            and t.id not in self.dead_letters
         ]
         for tid in gone:
             del self.tasks[tid]
@@ -324,15 +327,16 @@ class SwarmFake(FakeCfnd):
     def op_dlq_list(self, a: Any) -> TaskListResult:
         s = self._swarm(a.swarm)
         return TaskListResult(
-            tasks=[t for t in self.tasks.values() if t.swarm == s.id and t.status == "dead"]
+            tasks=[t for t in self.tasks.values() if t.swarm == s.id and t.id in self.dead_letters]
         )
 
     def op_dlq_requeue(self, a: Any) -> CountResult:
         s = self._swarm(a.swarm)
-        dead = [t for t in self.tasks.values() if t.swarm == s.id and t.status == "dead"]
+        dead = [t for t in self.tasks.values() if t.swarm == s.id and t.id in self.dead_letters]
         chosen = [t for t in dead if a.task is None or t.id == a.task]
         for t in chosen:
             t.status = "queued"
+            self.dead_letters.discard(t.id)
         return CountResult(count=len(chosen))
 
     # -- events
@@ -773,10 +777,11 @@ def test_dlq_list_and_requeue(swarm: SwarmFake, monkeypatch: pytest.MonkeyPatch)
         run(swarm, "run", text)
     run(swarm, "task", "wait", "--all")
     for tid in ("t4", "t5"):
-        swarm.tasks[tid].status = "dead"
+        swarm.tasks[tid].status = "failed"
+        swarm.dead_letters.add(tid)
     code, out, _ = run(swarm, "dlq", "list")
     assert header(out)[-1] == "ERROR"
-    assert out.splitlines()[1].split()[:2] == ["t4", "dead"]
+    assert out.splitlines()[1].split()[:2] == ["t4", "failed"]
     assert out.splitlines()[1].endswith("exit status 2")
     code, out, _ = run(swarm, "dlq", "requeue", "t4")
     assert (code, out.strip()) == (0, "requeued 1 task(s)")

@@ -23,9 +23,10 @@ import anyio
 import msgspec
 import pytest
 
-from cfn_client.api.async_ import AsyncClient, Client
+from cfn_client.api import AsyncClient, Client
 from cfn_client.conn.async_ import AsyncConnection
-from cfn_client.conn.sync import SyncConnection, args_to_wire
+from cfn_client.conn.base import args_to_wire
+from cfn_client.conn.sync import SyncConnection
 from cfn_client.wire.errors import (
     CfnError,
     ConfigError,
@@ -38,6 +39,19 @@ from cfn_client.wire.errors import (
 )
 from cfn_client.wire.ops import OPS
 from cfn_client.wire.protocol import (
+    EventFrame,
+    FrameDecoder,
+    FrameFault,
+    HelloResult,
+    Request,
+    Response,
+    decode_args,
+    decode_body,
+    encode_frame,
+    error_response,
+    parse_request,
+)
+from cfn_client.wire.schema.system import (
     Check,
     ConfigEntry,
     ConfigResetResult,
@@ -45,23 +59,12 @@ from cfn_client.wire.protocol import (
     ConfigShowResult,
     ConfigValidateResult,
     DoctorResult,
-    EventFrame,
-    FrameDecoder,
-    FrameFault,
-    HelloResult,
     PingResult,
-    Request,
-    Response,
     ServerStats,
     StatusArgs,
     StatusResult,
     StoreStatus,
     SwarmCounts,
-    decode_args,
-    decode_body,
-    encode_frame,
-    error_response,
-    parse_request,
 )
 
 POLL_S = 0.02
@@ -578,7 +581,7 @@ async def test_async_connection_failing_handshake_cleans_up(
 
 
 def test_message_decoding_errors_are_protocol_errors() -> None:
-    from cfn_client.conn.sync import decode_message
+    from cfn_client.conn.base import decode_message
     from cfn_client.wire.protocol import Frame
 
     with pytest.raises(ProtocolError):

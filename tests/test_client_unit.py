@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from cfn_client import __version__
+from cfn_client.cli import render
 from cfn_client.cli.main import cfnctl
-from cfn_client.cli.render import common as render
 from cfn_client.conn.diagnose import connect_error, socket_checks
 from cfn_client.wire.errors import (
     EXIT_ERROR,
@@ -34,7 +34,7 @@ from cfn_client.wire.errors import (
     RequestTimeout,
     StoreUnavailable,
 )
-from cfn_client.wire.protocol import (
+from cfn_client.wire.schema.system import (
     Check,
     ConfigEntry,
     ConfigShowResult,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cfn_client.wire.errors import ConfigError
-from cfn_daemon.settings.schema import (
+from cfn_daemon.settings.load import (
     check_runtime_key,
     coerce_value,
     find_config_file,

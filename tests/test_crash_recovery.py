@@ -10,7 +10,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from cfn_client.api.async_ import Client
+from cfn_client.api import Client
 from tests.conftest import SHARED_REDIS
 from tests.daemon_proc import CfndProcess
 

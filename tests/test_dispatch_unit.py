@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from cfn_client.wire.schema.swarm import SwarmInfo
-from cfn_daemon.queue.agents import AgentRecord
+from cfn_daemon.core.placement import AgentRecord, Pending, choose
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.settings.schema import Config, TasksConfig
-from cfn_daemon.swarm.dispatcher import Dispatcher, Pending, choose
+from cfn_daemon.swarm.dispatcher import Dispatcher
 
 
 def swarm(topology: str = "mesh", strategy: str = "balanced") -> SwarmInfo:

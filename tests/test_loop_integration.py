@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from cfn_client.api.async_ import AsyncClient
+from cfn_client.api import AsyncClient
 from cfn_daemon.app import Daemon
 from cfn_daemon.core import consensus
 from cfn_daemon.queue.votes import submit_vote

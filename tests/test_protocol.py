@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from cfn_client.wire.errors import CfnError, InvalidArgs, NotFound, PermissionDenied, ProtocolError
 from cfn_client.wire.ops import OPS, lookup_op
 from cfn_client.wire.protocol import (
-    ConfigSetArgs,
     Frame,
     FrameDecoder,
     FrameFault,
@@ -24,6 +23,7 @@ from cfn_client.wire.protocol import (
     raise_for_error,
     request_id_of,
 )
+from cfn_client.wire.schema.system import ConfigSetArgs
 
 
 def frames(items: list[Frame | FrameFault]) -> list[Frame]:

@@ -259,14 +259,16 @@ def test_role_resolver() -> None:
 async def test_sigterm_drain_answers_inflight_requests(daemon_factory: DaemonFactory) -> None:
     d = await daemon_factory(**{"daemon.shutdown_grace_s": 10.0})
     entered, release = asyncio.Event(), asyncio.Event()
-    original = d.router.handlers["ping"]
 
-    async def slow_ping(ctx: Any, args: Any) -> Any:
-        entered.set()
-        await release.wait()
-        return await original(ctx, args)
+    def slow(original: Any) -> Any:
+        async def slow_ping(ctx: Any, args: Any) -> Any:
+            entered.set()
+            await release.wait()
+            return await original(ctx, args)
 
-    d.router.handlers["ping"] = slow_ping
+        return slow_ping
+
+    d.router.wrap("ping", slow)
     raw = await RawClient.open(d.socket_path)
     await raw.send(Request(id=1, op="ping"))
     await entered.wait()
@@ -294,7 +296,7 @@ async def test_grace_expiry_cancels_and_logs_what_was_running(
         entered.set()
         await asyncio.Event().wait()  # never finishes by itself
 
-    d.router.handlers["doctor"] = stuck
+    d.router.wrap("doctor", lambda _original: stuck)
     raw = await RawClient.open(d.socket_path)
     await raw.send(Request(id=1, op="doctor"))
     await entered.wait()

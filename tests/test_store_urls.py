@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cfn_client.wire.errors import ConfigError
-from cfn_daemon.settings.schema import RedisConfig, load_config
+from cfn_daemon.settings.load import load_config
+from cfn_daemon.settings.schema import RedisConfig
 from cfn_daemon.store.urls import (
     check_embedded_config,
     display_url,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cfn_client.api.async_ import AsyncClient
+from cfn_client.api import AsyncClient
 from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound
 from cfn_client.wire.schema.swarm import Event, TaskInfo
 from cfn_daemon.app import Daemon

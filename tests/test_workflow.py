@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cfn_client.api.async_ import AsyncClient
+from cfn_client.api import AsyncClient
 from cfn_client.wire.errors import InvalidArgs
 from cfn_client.wire.schema.workflow import EpicSpec, PhaseSpec
 from cfn_daemon.core import workflow

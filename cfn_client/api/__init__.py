@@ -1,0 +1,42 @@
+"""The Python API of cfnd: every op as a method, results as typed Structs.
+
+    from cfn_client.api import AsyncClient, Client
+    with Client() as cfn:
+        print(cfn.status().store.mode)
+
+    async with AsyncClient() as cfn:          # asyncio or trio
+        results = await cfn.ping()
+
+    with Client() as cfn, cfn.events_follow(types=["task.failed"]) as events:
+        for event in events:                  # typed ``Event``s until cfnd ends the stream
+            print(event.data)
+
+    with Client() as cfn:                     # a CFN loop run, followed to its end
+        run = cfn.loop_start("add a --dry-run flag", max_loop2=3)
+        with cfn.loop_follow(run.id) as events:
+            for event in events:              # loop.implementer_done, loop.vote, ...
+                print(event.type, event.data)
+        print(cfn.loop_status(run.id).status)
+
+Arguments are checked against the op's schema before anything is sent, so a typo
+fails locally with ``InvalidArgs`` naming the field. Adding an op is one method in
+``api/async_.py`` (``return await self._op("name", NameResult, **args)``), then
+``python -m cfn_client.api.generate`` writes the blocking twin into ``api/sync.py``.
+Importing this package never loads anyio; the async client does on connect.
+"""
+
+from cfn_client.api.async_ import AsyncClient
+from cfn_client.api.async_transport import AsyncEventFollow
+from cfn_client.api.base import build_args, decode_result, wait_request_timeout
+from cfn_client.api.sync import Client
+from cfn_client.api.sync_transport import EventFollow
+
+__all__ = [
+    "AsyncClient",
+    "AsyncEventFollow",
+    "Client",
+    "EventFollow",
+    "build_args",
+    "decode_result",
+    "wait_request_timeout",
+]

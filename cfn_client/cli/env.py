@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, get_args
 
 import click
 
-from cfn_client.api.async_ import Client
-from cfn_client.cli.render import common as render
+from cfn_client.api.sync import Client
+from cfn_client.cli import render
 from cfn_client.wire.errors import CfnError
 
 T = TypeVar("T")

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from cfn_client import __version__
+from cfn_client.cli import render
 from cfn_client.cli.commands.agent import agent
 from cfn_client.cli.commands.config import config
 from cfn_client.cli.commands.epic import epic, sprints
@@ -20,8 +21,7 @@ from cfn_client.cli.commands.swarm import swarm
 from cfn_client.cli.commands.system import doctor, ping, status, test_group
 from cfn_client.cli.commands.task import dlq, run, task
 from cfn_client.cli.env import CliEnv, report_error
-from cfn_client.cli.render import common as render
-from cfn_client.conn.sync import DEFAULT_TIMEOUT_S
+from cfn_client.conn.base import DEFAULT_TIMEOUT_S
 from cfn_client.wire.errors import CfnError
 from cfn_client.wire.paths import default_socket_path
 

@@ -17,8 +17,7 @@ import anyio
 from anyio.abc import SocketStream, TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from cfn_client.conn.diagnose import connect_error
-from cfn_client.conn.sync import (
+from cfn_client.conn.base import (
     CLIENT_MAX_FRAME_BYTES,
     DEFAULT_TIMEOUT_S,
     MIN_WRITE_TIMEOUT_S,
@@ -33,6 +32,7 @@ from cfn_client.conn.sync import (
     for_op,
     timeout_error,
 )
+from cfn_client.conn.diagnose import connect_error
 from cfn_client.wire.errors import CfnError
 from cfn_client.wire.protocol import (
     EventFrame,

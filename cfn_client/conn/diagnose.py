@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 
 from cfn_client.wire.errors import CfnError, DaemonUnreachable, PermissionDenied, RequestTimeout
-from cfn_client.wire.protocol import Check
+from cfn_client.wire.schema.system import Check
 
 START_HINT = (
     "start cfnd with `cfnd` (or `systemctl start cfnd` where it is installed as a service); "

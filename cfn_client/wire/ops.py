@@ -11,27 +11,7 @@ import difflib
 from dataclasses import dataclass
 
 from cfn_client.wire.errors import ProtocolError
-from cfn_client.wire.protocol import (
-    Args,
-    ConfigResetArgs,
-    ConfigResetResult,
-    ConfigSetArgs,
-    ConfigSetResult,
-    ConfigShowArgs,
-    ConfigShowResult,
-    ConfigValidateArgs,
-    ConfigValidateResult,
-    DoctorArgs,
-    DoctorResult,
-    HelloArgs,
-    HelloResult,
-    PingArgs,
-    PingResult,
-    Result,
-    Role,
-    StatusArgs,
-    StatusResult,
-)
+from cfn_client.wire.protocol import Args, HelloArgs, HelloResult, Result, Role
 from cfn_client.wire.schema.loop import (
     LoopApproveArgs,
     LoopBacklogResult,
@@ -79,6 +59,22 @@ from cfn_client.wire.schema.swarm import (
     TaskRefArgs,
     TaskSubmitArgs,
     TaskWaitArgs,
+)
+from cfn_client.wire.schema.system import (
+    ConfigResetArgs,
+    ConfigResetResult,
+    ConfigSetArgs,
+    ConfigSetResult,
+    ConfigShowArgs,
+    ConfigShowResult,
+    ConfigValidateArgs,
+    ConfigValidateResult,
+    DoctorArgs,
+    DoctorResult,
+    PingArgs,
+    PingResult,
+    StatusArgs,
+    StatusResult,
 )
 from cfn_client.wire.schema.workflow import (
     EpicInfo,

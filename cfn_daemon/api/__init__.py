@@ -1,0 +1,3 @@
+"""The socket front of cfnd: server (sockets, sessions, drain), router (typed routes and
+middleware), handlers (ops by area).
+"""

@@ -16,18 +16,16 @@ import pwd
 import socket
 import stat
 import struct
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from cfn_client.wire.errors import CfnError, Conflict, PermissionDenied, ProtocolError, ShuttingDown
+from cfn_client.wire.errors import CfnError, Conflict, ProtocolError, ShuttingDown
 from cfn_client.wire.ops import lookup_op
 from cfn_client.wire.protocol import (
-    Args,
     EventFrame,
     Frame,
     FrameDecoder,
@@ -35,43 +33,19 @@ from cfn_client.wire.protocol import (
     Framing,
     Response,
     Role,
-    decode_args,
     decode_body,
     encode_frame,
     error_response,
     parse_request,
     request_id_of,
 )
+from cfn_daemon.api.router import Peer, RequestContext, Router
 from cfn_daemon.settings.schema import AuthConfig
 
 log = structlog.get_logger("cfn.server")
 
 _PEERCRED = struct.Struct("3i")
 _READ_CHUNK = 1 << 16
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """Who is on the other end of a connection (from SO_PEERCRED)."""
-
-    pid: int
-    uid: int
-    gid: int
-    user: str
-    role: Role
-
-
-@dataclass(slots=True)
-class RequestContext:
-    """Passed to every handler: the caller and the request id."""
-
-    peer: Peer
-    request_id: int | str | None
-    op: str
-
-
-Handler = Callable[[RequestContext, Any], Awaitable[Any]]
-StreamHandler = Callable[[RequestContext, Any], AsyncIterator[Any]]
 
 
 @dataclass
@@ -110,24 +84,6 @@ class RoleResolver:
         if user in self.auth.viewer_users:
             return user, Role.viewer
         return user, Role[self.auth.default_role]
-
-
-class Router:
-    """op name → handler. Every op in ``protocol.OPS`` must be routed (tested)."""
-
-    def __init__(self) -> None:
-        self.handlers: dict[str, Handler] = {}
-        self.streams: dict[str, StreamHandler] = {}
-
-    def add(self, op: str, handler: Handler) -> None:
-        if lookup_op(op).streaming:
-            raise ValueError(f"{op} is a streaming op; use add_stream")
-        self.handlers[op] = handler
-
-    def add_stream(self, op: str, handler: StreamHandler) -> None:
-        if not lookup_op(op).streaming:
-            raise ValueError(f"{op} is not a streaming op")
-        self.streams[op] = handler
 
 
 class Server:
@@ -323,6 +279,15 @@ class Server:
 
     # ------------------------------------------------------------------ bookkeeping
 
+    @property
+    def draining(self) -> bool:
+        """True once ``shutdown`` began: new requests are refused."""
+        return self._draining
+
+    def count_error(self) -> None:
+        """Count a request that ended in an error (reported by ``status``)."""
+        self.stats.errors_total += 1
+
     def _begin(self, key: int, op: str) -> None:
         self._inflight_ops[key] = op
         self.stats.inflight = len(self._inflight_ops)
@@ -385,78 +350,67 @@ class _Session:
     async def _request(self, frame: Frame) -> None:
         server = self.server
         key = id(asyncio.current_task())
-        started = time.perf_counter()
         rid: int | str | None = None
-        op = "?"
-        outcome = "ok"
         server.stats.requests_total += 1
         try:
-            obj = decode_body(frame)
-            rid = request_id_of(obj)
-            req = parse_request(obj)
-            op = req.op
-            server._begin(key, op)
-            spec = lookup_op(op)
-            if server._draining:
-                raise ShuttingDown("cfnd is shutting down; retry when it is back")
-            if self.peer.role < spec.role:
-                raise PermissionDenied(
-                    f"{op} needs role {spec.role.name}; user {self.peer.user} "
-                    f"(uid {self.peer.uid}) has {self.peer.role.name}",
-                    details={"needed": spec.role.name, "have": self.peer.role.name},
-                )
-            args: Args = decode_args(spec.args, req.args)
-            ctx = RequestContext(peer=self.peer, request_id=rid, op=op)
-            if spec.streaming:
-                await self._stream(ctx, args, frame.framing)
+            try:
+                obj = decode_body(frame)
+                rid = request_id_of(obj)
+                req = parse_request(obj)
+                lookup_op(req.op)
+            except CfnError as err:
+                # Never reached the router (bad envelope, unknown op): log it here.
+                server.stats.errors_total += 1
+                log.info("request", op="?", id=rid, uid=self.peer.uid, outcome=err.instance_code)
+                await self._send(error_response(rid, err), frame.framing)
+                return
+            server._begin(key, req.op)
+            ctx = RequestContext(peer=self.peer, request_id=rid, op=req.op)
+            await self._routed(ctx, req.args, frame.framing)
+        finally:
+            server._end(key)
+            self._slots.release()
+
+    async def _routed(
+        self, ctx: RequestContext, raw_args: dict[str, Any], framing: Framing
+    ) -> None:
+        rid, op = ctx.request_id, ctx.op
+        try:
+            result = await self.server.router.call(ctx, raw_args)
+            if lookup_op(op).streaming:
+                await self._stream(ctx, result, framing)
             else:
-                result = await server.router.handlers[op](ctx, args)
-                await self._send(Response(id=rid, ok=True, result=result), frame.framing)
+                await self._send(Response(id=rid, ok=True, result=result), framing)
         except asyncio.CancelledError:
-            outcome = "cancelled"
-            if server._draining:
+            if self.server._draining:
                 # Tell the client why rather than just dropping the connection.
                 err = ShuttingDown(
                     f"{op} was cancelled: cfnd is shutting down and the "
                     "shutdown grace period ran out"
                 )
                 with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.wait_for(self._send(error_response(rid, err), frame.framing), 1)
+                    await asyncio.wait_for(self._send(error_response(rid, err), framing), 1)
             raise
         except CfnError as err:
-            outcome = err.instance_code
-            server.stats.errors_total += 1
-            await self._send(error_response(rid, err), frame.framing)
+            await self._send(error_response(rid, err), framing)
         except Exception as exc:
-            outcome = "internal_error"
-            server.stats.errors_total += 1
             log.exception("request_failed", op=op, request_id=rid, uid=self.peer.uid)
             internal = CfnError(
                 f"internal error in {op}: {type(exc).__name__}; see the cfnd log",
                 code="internal_error",
             )
-            await self._send(error_response(rid, internal), frame.framing)
-        finally:
-            server._end(key)
-            self._slots.release()
-            log.info(
-                "request",
-                op=op,
-                id=rid,
-                uid=self.peer.uid,
-                user=self.peer.user,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                outcome=outcome,
-            )
+            await self._send(error_response(rid, internal), framing)
 
-    async def _stream(self, ctx: RequestContext, args: Args, framing: Framing) -> None:
+    async def _stream(
+        self, ctx: RequestContext, events: AsyncIterator[Any], framing: Framing
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         # Streams are endless by nature: shutdown cancels them instead of waiting.
         self.server._end(id(task))
         self.server._stream_tasks.add(task)
         try:
-            async for event in self.server.router.streams[ctx.op](ctx, args):
+            async for event in events:
                 await self._send(EventFrame(id=ctx.request_id, event=event), framing)
             await self._send(Response(id=ctx.request_id, ok=True, result=None), framing)
         except asyncio.CancelledError:

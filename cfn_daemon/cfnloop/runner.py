@@ -30,6 +30,7 @@ from cfn_client.wire.schema.loop import SIZING, LoopStartArgs, RunInfo
 from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES, Event
 from cfn_daemon.cfnloop.drivers import DriverPool
 from cfn_daemon.core import consensus, loop
+from cfn_daemon.core.placement import LIVE_STATUSES
 from cfn_daemon.core.run_records import (
     impl_task_id,
     implementer_prompt,
@@ -41,8 +42,8 @@ from cfn_daemon.core.run_records import (
     validator_prompt,
 )
 from cfn_daemon.queue import events
-from cfn_daemon.queue.agents import LIVE_STATUSES
-from cfn_daemon.queue.events import NotifyHub, Pulse, emit
+from cfn_daemon.queue.events import emit
+from cfn_daemon.queue.notify import NotifyHub, Pulse
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.queue.votes import read_votes
 from cfn_daemon.swarm.service import SwarmService

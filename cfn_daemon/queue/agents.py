@@ -16,13 +16,12 @@ from typing import Any
 import msgspec
 
 from cfn_client.wire.errors import NotFound
-from cfn_client.wire.schema.swarm import AgentInfo
+from cfn_daemon.core.placement import AgentRecord
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.store.keys import EVENTS_MAXLEN, Keys
 from cfn_daemon.store.scripts import Scripts
 
 _json = msgspec.json.Encoder()
-LIVE_STATUSES = frozenset({"starting", "idle", "busy", "draining"})
 
 
 def new_agent_id(agent_type: str) -> str:
@@ -31,15 +30,6 @@ def new_agent_id(agent_type: str) -> str:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class AgentRecord(AgentInfo, kw_only=True):
-    """AgentInfo plus the scheduling fields kept in the same hash."""
-
-    load: int = 0
-    concurrency: int = 1
-    ewma_ms: float | None = None
-    desired: str = ""
 
 
 def decode_agent(

@@ -1,17 +1,10 @@
-"""Swarm events and in-process wake-ups.
-
-Events live in each swarm's bounded stream ``cfn:{s}:events`` (history) and are
-announced on ``cfn:{s}:notify``. cfnd holds ONE pattern subscription for every
-swarm and fans the notifications out in process (like saq's multiplexer): the
-dispatcher wakes on ``queued``/``agent``, waiters on ``done:<task>``, followers
-on ``ev``. A lost subscription wakes everybody on reconnect so nobody waits on a
-notification that was missed.
+"""Swarm events: each swarm's bounded stream ``cfn:{s}:events`` (history), announced on
+``cfn:{s}:notify`` (see ``queue.notify`` for the in-process fan-out).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,94 +12,13 @@ import msgspec
 import structlog
 
 from cfn_client.wire.schema.swarm import Event
+from cfn_daemon.queue.notify import NotifyHub
 from cfn_daemon.queue.tasks import now_ms
-from cfn_daemon.store import Store
 from cfn_daemon.store.keys import EVENTS_MAXLEN, Keys
 from cfn_daemon.util.aio import until_stopped
 
 log = structlog.get_logger("cfn.events")
 _json = msgspec.json.Encoder()
-_SWARM = re.compile(rb"\{([^}]*)\}:notify$")
-
-
-class Pulse:
-    """A re-armable broadcast: take ``current()`` before checking state, then wait on it."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def current(self) -> asyncio.Event:
-        return self._event
-
-    def fire(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-
-class SwarmPulses:
-    def __init__(self) -> None:
-        self.work = Pulse()  # a task was queued or an agent's capacity changed
-        self.done = Pulse()  # some task reached a final state
-        self.events = Pulse()  # a new event was appended
-
-
-class NotifyHub:
-    """One pattern subscription fanned out to per-swarm pulses."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._swarms: dict[str, SwarmPulses] = {}
-        self.subscribed = asyncio.Event()
-
-    def pulses(self, swarm: str) -> SwarmPulses:
-        if swarm not in self._swarms:
-            self._swarms[swarm] = SwarmPulses()
-        return self._swarms[swarm]
-
-    def wake_all(self) -> None:
-        for p in self._swarms.values():
-            p.work.fire()
-            p.done.fire()
-            p.events.fire()
-
-    def dispatch(self, channel: bytes, data: bytes) -> None:
-        m = _SWARM.search(channel)
-        if not m:
-            return
-        p = self.pulses(m.group(1).decode())
-        if data == b"ev":
-            p.events.fire()
-        elif data.startswith(b"done:"):
-            p.done.fire()
-        else:
-            p.work.fire()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Keep the subscription alive until ``stop``; reconnect with backoff."""
-        delay = 0.1
-        while not stop.is_set():
-            if not await until_stopped(self.store.wait_available(), stop):
-                return
-            pubsub = self.store.redis.pubsub()
-            try:
-                await pubsub.psubscribe(self.store.keys.notify_pattern)
-                self.subscribed.set()
-                self.wake_all()  # anything announced while we were not listening
-                delay = 0.1
-                while not stop.is_set():
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if msg and msg["type"] == "pmessage":
-                        self.dispatch(msg["channel"], msg["data"])
-            except Exception as exc:
-                log.warning("notify_subscription_lost", error=str(exc), retry_in_s=delay)
-                self.subscribed.clear()
-                await until_stopped(asyncio.sleep(delay), stop)
-                delay = min(delay * 2, 5.0)
-            finally:
-                try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                except Exception as exc:
-                    log.debug("pubsub_close_failed", error=str(exc))
 
 
 async def emit(redis: Any, keys: Keys, swarm: str, etype: str, data: dict[str, Any]) -> None:

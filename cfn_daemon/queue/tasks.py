@@ -22,7 +22,8 @@ import msgspec
 
 from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound
 from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES, Priority, TaskInfo, TaskResult
-from cfn_daemon.store.keys import DISPATCH_GROUP, EVENTS_MAXLEN, PRIORITIES, Keys
+from cfn_daemon.core.placement import PRIORITIES
+from cfn_daemon.store.keys import DISPATCH_GROUP, EVENTS_MAXLEN, Keys
 from cfn_daemon.store.scripts import Scripts
 
 _OPTIONAL_STR = ("agent", "error", "target")

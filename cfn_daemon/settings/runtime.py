@@ -9,15 +9,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import structlog
 
 from cfn_client.wire.errors import NotFound
-from cfn_client.wire.protocol import ConfigEntry
-from cfn_daemon.settings.schema import (
-    Config,
+from cfn_client.wire.schema.system import ConfigEntry
+from cfn_daemon.settings.load import (
     LoadedConfig,
     check_runtime_key,
     coerce_value,
@@ -25,11 +24,27 @@ from cfn_daemon.settings.schema import (
     load_config,
     redact_url,
 )
-from cfn_daemon.store import Store
+from cfn_daemon.settings.schema import Config
 
 log = structlog.get_logger("cfn.config")
 
 Listener = Callable[[Config, Config], None]
+
+
+class OverrideStore(Protocol):
+    """Where runtime overrides are kept (the ``Store``); settings never import the store."""
+
+    async def read_overrides(self) -> dict[str, bytes]:
+        """Every override as key -> JSON value."""
+        ...
+
+    async def write_override(self, key: str, value: bytes) -> None:
+        """Keep one override (JSON value)."""
+        ...
+
+    async def drop_overrides(self, key: str | None) -> None:
+        """Drop one override, or all of them (None)."""
+        ...
 
 
 class ConfigManager:
@@ -75,13 +90,11 @@ class ConfigManager:
 
     # ------------------------------------------------------------------ overrides
 
-    async def load_overrides(self, store: Store) -> None:
-        """Read ``cfn:config``; an override this version cannot use is logged and skipped."""
-        async with store.guard():
-            raw = await store.redis.hgetall(store.keys.config)
+    async def load_overrides(self, store: OverrideStore) -> None:
+        """Read the kept overrides; one this version cannot use is logged and skipped."""
+        raw = await store.read_overrides()
         runtime: dict[str, Any] = {}
-        for k, v in raw.items():
-            key = k.decode() if isinstance(k, bytes) else str(k)
+        for key, v in raw.items():
             try:
                 value = msgspec.json.decode(v)
                 self._load({**runtime, key: value})
@@ -94,20 +107,19 @@ class ConfigManager:
                 self._apply(self._load(runtime))
                 log.info("config_overrides_loaded", keys=sorted(runtime))
 
-    async def set(self, store: Store, key: str, value: str) -> tuple[Any, Any]:
+    async def set(self, store: OverrideStore, key: str, value: str) -> tuple[Any, Any]:
         """Validate and persist one override; returns ``(new, previous)`` values."""
         check_runtime_key(key)
         typed = coerce_value(key, value)
         async with self._lock:
             previous = flatten_config(self.config)[key]
             new = self._load({**self.loaded.runtime, key: typed})
-            async with store.guard():
-                await store.redis.hset(store.keys.config, key, msgspec.json.encode(typed))
+            await store.write_override(key, msgspec.json.encode(typed))
             self._apply(new)
         log.info("config_set", key=key, value=typed, previous=previous)
         return typed, previous
 
-    async def reset(self, store: Store, key: str | None) -> list[str]:
+    async def reset(self, store: OverrideStore, key: str | None) -> list[str]:
         """Drop one override (or all); returns the keys that were reset."""
         if key is not None:
             check_runtime_key(key)
@@ -115,11 +127,7 @@ class ConfigManager:
             keys = [key] if key is not None else sorted(self.loaded.runtime)
             runtime = {k: v for k, v in self.loaded.runtime.items() if k not in keys}
             new = self._load(runtime)
-            async with store.guard():
-                if key is None:
-                    await store.redis.delete(store.keys.config)
-                else:
-                    await store.redis.hdel(store.keys.config, key)
+            await store.drop_overrides(key)
             self._apply(new)
         log.info("config_reset", keys=keys)
         return keys

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "cfn"
-PRIORITIES = ("high", "normal", "low")
 # Consumer groups: the daemon's dispatcher reads the shared priority queues; each
 # agent reads its own work stream.
 DISPATCH_GROUP = "dispatch"
@@ -34,29 +33,6 @@ class Keys:
     def config(self) -> str:
         """hash: runtime config overrides, key → JSON value."""
         return f"{self.prefix}:config"
-
-    @property
-    def config_channel(self) -> str:
-        """channel: a config override changed (payload: the key or ``*``)."""
-        return f"{self.prefix}:config:changed"
-
-    @property
-    def leader(self) -> str:
-        """string (SET NX PX): the active daemon's lease and fencing token."""
-        return f"{self.prefix}:leader"
-
-    @property
-    def audit(self) -> str:
-        """stream: audit entries of mutating ops."""
-        return f"{self.prefix}:audit"
-
-    @property
-    def alerts(self) -> str:
-        """channel: critical alerts."""
-        return f"{self.prefix}:alerts"
-
-    def metrics(self, name: str) -> str:
-        return f"{self.prefix}:metrics:{name}"
 
     @property
     def agent_types(self) -> str:

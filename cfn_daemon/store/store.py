@@ -20,7 +20,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
 
 from cfn_client.wire.errors import StoreUnavailable
-from cfn_client.wire.protocol import StoreStatus
+from cfn_client.wire.schema.system import StoreStatus
 from cfn_daemon.settings.schema import RedisConfig
 from cfn_daemon.store.client import (
     Client,
@@ -172,6 +172,32 @@ class Store:
                 raise
             self._mark_unavailable(exc)
             raise self._unavailable_error() from exc
+
+    # -- runtime config overrides (``settings.runtime.OverrideStore``)
+
+    async def read_overrides(self) -> dict[str, bytes]:
+        """Every ``cfnctl config set`` override: key -> JSON value."""
+        async with self.guard():
+            raw = await self.redis.hgetall(self.keys.config)
+        return {
+            (k.decode() if isinstance(k, bytes) else str(k)): (
+                v if isinstance(v, bytes) else v.encode()
+            )
+            for k, v in raw.items()
+        }
+
+    async def write_override(self, key: str, value: bytes) -> None:
+        """Keep one override."""
+        async with self.guard():
+            await self.redis.hset(self.keys.config, key, value)
+
+    async def drop_overrides(self, key: str | None) -> None:
+        """Drop one override, or every one (None)."""
+        async with self.guard():
+            if key is None:
+                await self.redis.delete(self.keys.config)
+            else:
+                await self.redis.hdel(self.keys.config, key)
 
     # ------------------------------------------------------------------ health loop
 

@@ -26,7 +26,8 @@ from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from cfn_client.wire.errors import ConfigError
-from cfn_daemon.settings.schema import RedisConfig, redact_url
+from cfn_daemon.settings.load import redact_url
+from cfn_daemon.settings.schema import RedisConfig
 
 Mode = Literal["embedded", "external", "cluster"]
 PasswordSource = Literal["env", "file", "url"]

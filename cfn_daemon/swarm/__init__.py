@@ -1,0 +1,1 @@
+"""Running swarms: the service, per-swarm dispatcher and supervisor of agent processes."""

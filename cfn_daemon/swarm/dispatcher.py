@@ -17,34 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from cfn_client.wire.schema.swarm import SwarmInfo
-from cfn_daemon.core import topology
-from cfn_daemon.queue.agents import LIVE_STATUSES, AgentRecord
-from cfn_daemon.queue.events import NotifyHub
+from cfn_daemon.core.placement import PRIORITIES, Pending, choose, order_backlog
+from cfn_daemon.queue.notify import NotifyHub
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.store.client import describe_error, is_unavailable_error
-from cfn_daemon.store.keys import DISPATCH_CONSUMER, DISPATCH_GROUP, PRIORITIES
+from cfn_daemon.store.keys import DISPATCH_CONSUMER, DISPATCH_GROUP
 from cfn_daemon.swarm.context import SwarmContext
 from cfn_daemon.util.aio import until_stopped
 
 log = structlog.get_logger("cfn.dispatch")
 READ_COUNT = 500
 RECHECK_S = 2.0  # safety net: re-examine the backlog even if a notification was missed
-
-
-@dataclass(slots=True)
-class Pending:
-    entry_id: str
-    task_id: str
-    priority: str
-    type: str
-    enqueued_ms: int
-    target: str | None = None
 
 
 async def ensure_groups(redis: Any, queues: list[str]) -> None:
@@ -54,42 +41,6 @@ async def ensure_groups(redis: Any, queues: list[str]) -> None:
         except Exception as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-
-
-def members_of(agents: list[AgentRecord]) -> list[topology.Member]:
-    return [topology.Member(id=a.id, alive=a.status in LIVE_STATUSES, role=a.role) for a in agents]
-
-
-def choose(
-    swarm: SwarmInfo,
-    agents: list[AgentRecord],
-    task_type: str,
-    cursor: str | None,
-    target: str | None = None,
-) -> tuple[list[str], str]:
-    """Pick the agent(s) for one task; returns (agent ids, via). Pure.
-
-    A ``target`` pins the task to that agent (CFN loop roles): nobody else takes it.
-    """
-    live = [a for a in agents if a.status in ("idle", "busy")]
-    order = topology.assignment_order(swarm.topology, members_of(live), start_after=cursor)
-    rank = {aid: i for i, aid in enumerate(order)}
-    free = [a for a in live if a.type == task_type and a.load < a.concurrency and a.id in rank]
-    if target is not None:
-        free = [a for a in free if a.id == target]
-        return ([free[0].id] if free else []), ""
-    if not free:
-        return [], ""
-    if swarm.topology == "ring":
-        free.sort(key=lambda a: rank[a.id])  # the work token moves along the ring
-    elif swarm.strategy == "performance":
-        free.sort(key=lambda a: (a.ewma_ms or 0.0, a.load / a.concurrency, rank[a.id]))
-    else:
-        free.sort(key=lambda a: (a.load / a.concurrency, rank[a.id]))
-    picked = free[: 2 if swarm.strategy == "reliability" else 1]
-    lay = topology.layout(swarm.topology, members_of(live))
-    via = (lay.hub or lay.root or "") if swarm.topology in ("star", "hierarchical") else ""
-    return [a.id for a in picked], via
 
 
 class Dispatcher:
@@ -173,14 +124,7 @@ class Dispatcher:
             )
 
     def _ordered(self) -> list[Pending]:
-        aging_ms = self.config().tasks.aging_s * 1000
-        now = now_ms()
-
-        def key(p: Pending) -> tuple[int, int]:
-            rank = PRIORITIES.index(p.priority) if p.priority in PRIORITIES else 1
-            return (-1 if now - p.enqueued_ms > aging_ms else rank, p.enqueued_ms)
-
-        return sorted(self.backlog.values(), key=key)
+        return order_backlog(self.backlog.values(), now_ms(), self.config().tasks.aging_s * 1000)
 
     async def _assign_backlog(self) -> None:
         swarm = self.info()

@@ -28,13 +28,14 @@ from cfn_client.wire.schema.swarm import (
     SwarmStatusResult,
 )
 from cfn_daemon.agent import types as agent_types
-from cfn_daemon.queue.agents import LIVE_STATUSES, AgentRegistry
-from cfn_daemon.queue.events import NotifyHub, emit
+from cfn_daemon.core.placement import LIVE_STATUSES, PRIORITIES
+from cfn_daemon.queue.agents import AgentRegistry
+from cfn_daemon.queue.events import emit
+from cfn_daemon.queue.notify import NotifyHub
 from cfn_daemon.queue.tasks import TaskQueue, now_ms
 from cfn_daemon.settings.runtime import ConfigManager
 from cfn_daemon.settings.schema import Config
 from cfn_daemon.store import Store
-from cfn_daemon.store.keys import PRIORITIES
 from cfn_daemon.store.scripts import Scripts
 from cfn_daemon.swarm.context import SwarmContext
 from cfn_daemon.swarm.dispatcher import Dispatcher, ensure_groups

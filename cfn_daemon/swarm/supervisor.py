@@ -26,7 +26,8 @@ import structlog
 
 from cfn_client.wire.errors import InvalidArgs
 from cfn_daemon.agent import types as agent_types
-from cfn_daemon.queue.agents import LIVE_STATUSES, AgentRecord, host_name, new_agent_id
+from cfn_daemon.core.placement import LIVE_STATUSES, AgentRecord
+from cfn_daemon.queue.agents import host_name, new_agent_id
 from cfn_daemon.queue.events import emit
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.store import Store
@@ -54,7 +55,7 @@ class LocalAgent:
 
 def agent_command() -> list[str]:
     exe = Path(sys.executable).parent / "cfn-agent"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "cfn_daemon.agent.runtime"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "cfn_daemon.agent.main"]
 
 
 def agent_redis_url(store: Store) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, interactive, pass_env
-from cfn_client.cli.render import common as render
 from cfn_client.wire.errors import EXIT_ERROR, ConfigError
 
 __all__ = ["config", "interactive"]  # interactive: re-exported, tests patch it here

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cfn_client.api.async_ import Client
+from cfn_client.api.sync import Client
 from cfn_client.cli.env import CliEnv, pass_env
 from cfn_client.wire.schema.workflow import EpicInfo, parse_epic, sprints_spec
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from cfn_client.api.async_ import Client
+from cfn_client.api.sync import Client
+from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, Since, pass_env
-from cfn_client.cli.render import common as render
 from cfn_client.wire.errors import EXIT_OK
 
 

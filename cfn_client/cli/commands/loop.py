@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from cfn_client.api.async_ import Client
+from cfn_client.api.sync import Client
+from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, pass_env
-from cfn_client.cli.render import common as render
 from cfn_client.cli.render import loop as render_loop
 from cfn_client.wire.errors import EXIT_ERROR, EXIT_OK
 from cfn_client.wire.schema.loop import SIZING, RunInfo

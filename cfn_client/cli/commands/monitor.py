@@ -27,9 +27,9 @@ from typing import Any, Literal
 
 import click
 
-from cfn_client.api.async_ import Client
+from cfn_client.api.sync import Client
+from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, Duration, pass_env
-from cfn_client.cli.render import common as render
 from cfn_client.cli.render import monitor as view
 from cfn_client.wire.errors import EXIT_ERROR, EXIT_OK, NotFound
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, choice_of, pass_env
-from cfn_client.cli.render import common as render
 from cfn_client.wire.schema.swarm import MAX_AGENTS, MIN_AGENTS, Strategy, Topology
 
 

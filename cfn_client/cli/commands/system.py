@@ -7,12 +7,12 @@ import time
 import click
 import msgspec
 
-from cfn_client.api.async_ import Client
+from cfn_client.api.sync import Client
+from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, pass_env
-from cfn_client.cli.render import common as render
 from cfn_client.conn.diagnose import socket_checks
 from cfn_client.wire.errors import EXIT_ERROR, CfnError
-from cfn_client.wire.protocol import Check, DoctorResult, PingResult
+from cfn_client.wire.schema.system import Check, DoctorResult, PingResult
 
 
 @click.command()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from cfn_client.api.async_ import Client
+from cfn_client.api.sync import Client
+from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, Duration, choice_of, confirm_or_require_yes, pass_env
-from cfn_client.cli.render import common as render
 from cfn_client.wire.errors import EXIT_ERROR, EXIT_OK
 from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES, Priority, TaskInfo, TaskStatus
 

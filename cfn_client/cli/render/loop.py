@@ -11,7 +11,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from cfn_client.cli.render.common import (
-    event_data,
     fields,
     format_age,
     format_time,
@@ -20,6 +19,7 @@ from cfn_client.cli.render.common import (
     shorten,
     table,
 )
+from cfn_client.cli.render.events import event_data
 from cfn_client.wire.schema.loop import LoopBacklogResult, RunInfo
 from cfn_client.wire.schema.swarm import Event
 

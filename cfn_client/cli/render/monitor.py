@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import get_args
 
-from cfn_client.cli.render import common as render
+from cfn_client.cli import render
 from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES, SwarmStatusResult, TaskStatus
 
 #: Queue depths, in this order (cfnd's keys; any other key follows them).

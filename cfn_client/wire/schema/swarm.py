@@ -17,9 +17,9 @@ AgentRole = Literal["implementer", "validator", "coordinator", "owner"]
 AgentStatus = Literal["starting", "idle", "busy", "draining", "stopped", "failed", "lost"]
 SwarmStatusName = Literal["active", "draining", "destroyed"]
 TaskStatus = Literal[
-    "queued", "assigned", "running", "retrying", "succeeded", "failed", "cancelled", "dead"
+    "queued", "assigned", "running", "retrying", "succeeded", "failed", "cancelled"
 ]
-TERMINAL_TASK_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "dead"})
+TERMINAL_TASK_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 MIN_AGENTS, MAX_AGENTS = 2, 50
 
 

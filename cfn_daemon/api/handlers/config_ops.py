@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cfn_client.wire.protocol import (
+from cfn_client.wire.schema.system import (
     ConfigResetArgs,
     ConfigResetResult,
     ConfigSetArgs,
@@ -15,9 +15,9 @@ from cfn_client.wire.protocol import (
     ConfigValidateArgs,
     ConfigValidateResult,
 )
-from cfn_daemon.api.server import RequestContext, Router
+from cfn_daemon.api.router import RequestContext, Router
+from cfn_daemon.settings.load import load_config
 from cfn_daemon.settings.runtime import ConfigManager
-from cfn_daemon.settings.schema import load_config
 from cfn_daemon.store import Store
 
 

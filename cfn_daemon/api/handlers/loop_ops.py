@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from cfn_client.wire.schema.loop import (
     LoopApproveArgs,
@@ -26,7 +27,7 @@ from cfn_client.wire.schema.workflow import (
     EpicRefArgs,
     EpicStartArgs,
 )
-from cfn_daemon.api.server import Handler, RequestContext, Router
+from cfn_daemon.api.router import Handler, RequestContext, Router
 from cfn_daemon.cfnloop.epics import EpicService
 from cfn_daemon.cfnloop.runner import LoopService
 from cfn_daemon.core import loop
@@ -38,7 +39,7 @@ class LoopOps:
     epics: EpicService
 
     def register(self, router: Router) -> None:
-        handlers: dict[str, Handler] = {
+        handlers: dict[str, Handler[Any, Any]] = {
             "loop.start": self.start,
             "loop.status": self.status,
             "loop.list": self.list_runs,

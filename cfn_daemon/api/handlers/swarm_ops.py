@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -31,12 +32,11 @@ from cfn_client.wire.schema.swarm import (
     SwarmStatusArgs,
     SwarmStatusResult,
 )
-from cfn_daemon.api.server import Handler, RequestContext, Router
+from cfn_daemon.api.router import Handler, RequestContext, Router
 from cfn_daemon.core import topology
-from cfn_daemon.queue.agents import LIVE_STATUSES, AgentRecord
+from cfn_daemon.core.placement import LIVE_STATUSES, AgentRecord, members_of
 from cfn_daemon.queue.events import emit
 from cfn_daemon.queue.tasks import now_ms
-from cfn_daemon.swarm.dispatcher import members_of
 from cfn_daemon.swarm.service import SwarmService
 
 
@@ -49,7 +49,7 @@ class SwarmOps:
     service: SwarmService
 
     def register(self, router: Router) -> None:
-        handlers: dict[str, Handler] = {
+        handlers: dict[str, Handler[Any, Any]] = {
             "swarm.init": self.init,
             "swarm.list": self.list_swarms,
             "swarm.status": self.status,

@@ -10,13 +10,11 @@ from pathlib import Path
 
 from cfn_client import __version__
 from cfn_client.wire.errors import CfnError, ProtocolError
-from cfn_client.wire.protocol import (
-    PROTOCOL_VERSION,
+from cfn_client.wire.protocol import PROTOCOL_VERSION, HelloArgs, HelloResult
+from cfn_client.wire.schema.system import (
     Check,
     DoctorArgs,
     DoctorResult,
-    HelloArgs,
-    HelloResult,
     PingArgs,
     PingResult,
     ServerStats,
@@ -24,11 +22,13 @@ from cfn_client.wire.protocol import (
     StatusResult,
     SwarmCounts,
 )
-from cfn_daemon.api.server import RequestContext, Router, Server
+from cfn_daemon.api.router import RequestContext, Router
+from cfn_daemon.api.server import Server
 from cfn_daemon.settings.runtime import ConfigManager
 from cfn_daemon.store import Store
 
-MIN_REDIS = (6, 2, 0)  # XAUTOCLAIM and friends
+# The oldest Redis cfn supports (streams with consumer groups, Lua, ACLs); CI runs 7.0.
+MIN_REDIS = (6, 2, 0)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from cfn_client.wire.errors import InvalidArgs, RequestTimeout
 from cfn_client.wire.schema.swarm import (
@@ -24,9 +25,9 @@ from cfn_client.wire.schema.swarm import (
     TaskWaitArgs,
 )
 from cfn_daemon.agent import types as agent_types
-from cfn_daemon.api.server import Handler, RequestContext, Router
+from cfn_daemon.api.router import Handler, RequestContext, Router
+from cfn_daemon.core.placement import LIVE_STATUSES
 from cfn_daemon.queue import events
-from cfn_daemon.queue.agents import LIVE_STATUSES
 from cfn_daemon.swarm.service import SwarmService
 from cfn_daemon.util.aio import until_stopped
 
@@ -39,7 +40,7 @@ class TaskOps:
     stop: asyncio.Event  # the daemon's stop event: ends follow streams
 
     def register(self, router: Router) -> None:
-        handlers: dict[str, Handler] = {
+        handlers: dict[str, Handler[Any, Any]] = {
             "task.submit": self.submit,
             "task.list": self.list_tasks,
             "task.status": self.status,

@@ -1,0 +1,98 @@
+"""What both clients share: argument checking, result decoding, wait timeouts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from cfn_client.conn.base import DEFAULT_TIMEOUT_S
+from cfn_client.wire.errors import ProtocolError
+from cfn_client.wire.ops import OPS
+from cfn_client.wire.paths import default_socket_path
+from cfn_client.wire.protocol import Args, Result, decode_args
+
+R = TypeVar("R", bound=Result)
+
+__all__ = [
+    "ClientBase",
+    "build_args",
+    "decode_result",
+    "events_args",
+    "loop_start_args",
+    "wait_request_timeout",
+]
+
+WAIT_MARGIN_S = 5.0
+
+
+def build_args(op: str, args: Mapping[str, Any]) -> Args | dict[str, Any]:
+    """Validate ``args`` against a known op's schema; unknown ops pass through unchanged."""
+    spec = OPS.get(op)
+    if spec is None:
+        return dict(args)
+    return decode_args(spec.args, dict(args))
+
+
+def decode_result(op: str, raw: Any, result_type: type[R] | None = None) -> Any:
+    """Convert a raw result into the op's Result Struct (raw for ops this client doesn't know)."""
+    target: type[Result] | None = result_type or (OPS[op].result if op in OPS else None)
+    if target is None:
+        return raw
+    try:
+        return msgspec.convert(raw, target)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(
+            f"cfnd answered {op!r} with a result this client cannot read ({exc}); "
+            "is cfnctl older than the daemon?",
+            details={"op": op},
+        ) from None
+
+
+def wait_request_timeout(wait_s: float | None, reply_timeout_s: float) -> float:
+    """How long to wait for the reply to a request that itself waits ``wait_s`` (None: no limit)."""
+    if wait_s is None:
+        return math.inf
+    return wait_s + max(reply_timeout_s, WAIT_MARGIN_S)
+
+
+def loop_start_args(
+    task: str,
+    swarm: str | None,
+    phase: str | None,
+    implementers: Iterable[str] | None,
+    validators: Iterable[str] | None,
+    owner: str | None,
+    max_loop2: int | None,
+    max_loop3: int | None,
+    complexity: str | None = None,
+) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "swarm": swarm, "task": task, "phase": phase, "owner": owner,
+        "max_loop2": max_loop2, "max_loop3": max_loop3, "complexity": complexity,
+    }  # fmt: skip
+    # None: leave the field out, so the schema's default team applies.
+    if implementers is not None:
+        args["implementers"] = list(implementers)
+    if validators is not None:
+        args["validators"] = list(validators)
+    return args
+
+
+def events_args(
+    swarm: str | None, since_ms: int | None, types: Iterable[str], limit: int
+) -> dict[str, Any]:
+    return {"swarm": swarm, "since_ms": since_ms, "types": list(types), "limit": limit}
+
+
+class ClientBase:
+    """Where the daemon is and how long to wait for it."""
+
+    def __init__(
+        self, socket_path: str | Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> None:
+        self.socket_path = Path(socket_path) if socket_path is not None else default_socket_path()
+        self.timeout_s = timeout_s

@@ -1,0 +1,73 @@
+"""Generate ``api/sync.py`` (the blocking ``Client``) from ``api/async_.py`` with unasync.
+
+    python -m cfn_client.api.generate          # rewrite sync.py
+    python -m cfn_client.api.generate --check  # exit 1 if sync.py is stale
+
+unasync drops ``async``/``await`` and renames ``Async*`` names; the replacements
+below map the async transport's names onto the blocking ones. It is a development
+tool (``pip install -e '.[test]'``), never imported at run time.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PYPROJECT = HERE.parent.parent / "pyproject.toml"
+SOURCE = HERE / "async_.py"
+TARGET = HERE / "sync.py"
+
+REPLACEMENTS = {
+    "AsyncClient": "Client",
+    "AsyncEventFollow": "EventFollow",
+    "async_transport": "sync_transport",
+}
+BANNER = (
+    "# GENERATED from cfn_client/api/async_.py by `python -m cfn_client.api.generate`:\n"
+    "# do not edit by hand (a test fails when this file is stale).\n"
+)
+DOCSTRING = '"""The blocking client: every op of cfnd as a method, results as typed Structs."""\n'
+
+
+def render() -> str:
+    """The text ``sync.py`` must have."""
+    import unasync
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "async_.py"
+        src.write_text(SOURCE.read_text(encoding="utf-8"), encoding="utf-8")
+        rule = unasync.Rule("async_.py", "sync.py", additional_replacements=REPLACEMENTS)
+        unasync.unasync_files([str(src)], rules=[rule])
+        out = Path(tmp) / "sync.py"
+        text = out.read_text(encoding="utf-8")
+        # The source's docstring talks about being the source; the copy says what it is.
+        end = text.index('"""', 3) + 3
+        out.write_text(BANNER + DOCSTRING + text[end:], encoding="utf-8")
+        # Dropping ``await`` changes line lengths and import order: let ruff settle both,
+        # with the project's own settings, so the generated file is lint- and format-clean.
+        ruff = [sys.executable, "-m", "ruff"]
+        cfg = ["--config", str(PYPROJECT)] if PYPROJECT.exists() else []
+        subprocess.run(
+            [*ruff, "check", "-q", "--fix", "--select", "I,F401", *cfg, str(out)], check=False
+        )
+        subprocess.run([*ruff, "format", "-q", *cfg, str(out)], check=True)
+        return out.read_text(encoding="utf-8")
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        current = TARGET.read_text(encoding="utf-8") if TARGET.exists() else ""
+        if current != text:
+            print(f"{TARGET} is stale: run `python -m cfn_client.api.generate`", file=sys.stderr)
+            return 1
+        return 0
+    TARGET.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,128 @@
+"""Schemas of the system ops: ping, status, doctor and config.
+
+Each op has an ``*Args`` Struct (what a request carries) and a ``*Result`` (what the
+reply holds); ``wire.ops`` registers them by op name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from cfn_client.wire.protocol import Args, Result
+
+
+class PingArgs(Args):
+    pass
+
+
+class PingResult(Result):
+    server_time_ms: int
+    pong: bool = True
+
+
+class StatusArgs(Args):
+    verbose: bool = False
+
+
+class StoreStatus(Result):
+    """How cfnd reaches Redis, and whether it can right now."""
+
+    mode: Literal["embedded", "external", "cluster"]
+    url: str
+    available: bool
+    key_prefix: str
+    version: str | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    retry_in_s: float | None = None
+    embedded_pid: int | None = None
+    aof_enabled: bool | None = None
+    rdb_saves: str | None = None
+
+
+class ServerStats(Result):
+    connections: int
+    requests_total: int
+    errors_total: int
+    inflight: int
+
+
+class SwarmCounts(Result):
+    total: int | None = None
+
+
+class StatusResult(Result):
+    version: str
+    pid: int
+    uptime_s: float
+    started_at_ms: int
+    socket: str
+    state_dir: str
+    config_sources: list[str]
+    store: StoreStatus
+    swarms: SwarmCounts
+    server: ServerStats | None = None
+
+
+class DoctorArgs(Args):
+    pass
+
+
+class Check(Result):
+    """One doctor finding; a failed ``warning`` check does not fail the doctor."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    warning: bool = False
+
+
+class DoctorResult(Result):
+    ok: bool
+    checks: list[Check]
+
+
+class ConfigShowArgs(Args):
+    key: str | None = None
+
+
+class ConfigEntry(Result):
+    key: str
+    value: Any
+    source: str
+
+
+class ConfigShowResult(Result):
+    entries: list[ConfigEntry]
+
+
+class ConfigSetArgs(Args):
+    key: str
+    value: str
+
+
+class ConfigSetResult(Result):
+    key: str
+    value: Any
+    previous: Any
+
+
+class ConfigResetArgs(Args):
+    key: str | None = None
+
+
+class ConfigResetResult(Result):
+    reset: list[str]
+
+
+class ConfigValidateArgs(Args):
+    """Validate TOML text (when given) or the daemon's current effective config."""
+
+    text: str | None = None
+    name: str = "<text>"
+
+
+class ConfigValidateResult(Result):
+    valid: bool
+    source: str

@@ -1,0 +1,120 @@
+"""``cfn-agent``: the worker a local child or a remote host runs, one swarm, one type.
+
+    CFN_REDIS_PASSWORD=... cfn-agent --redis redis://HOST:6379/0 --swarm ID --type shell
+
+It reads the type's spec that cfnd published (falling back to the built-in one),
+registers, and runs tasks until SIGTERM/SIGINT (``AgentRuntime``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+import structlog
+
+from cfn_client.wire.errors import CfnError, ConfigError
+from cfn_daemon.agent import types as agent_types
+from cfn_daemon.agent.runtime import AgentRuntime
+from cfn_daemon.core.placement import AgentRecord
+from cfn_daemon.queue.agents import host_name, new_agent_id
+from cfn_daemon.settings.schema import RedisConfig
+from cfn_daemon.store.client import build_client
+from cfn_daemon.store.keys import Keys
+from cfn_daemon.store.urls import resolve
+from cfn_daemon.util.logs import configure_logging
+
+log = structlog.get_logger("cfn.agent")
+
+
+async def load_spec(redis: Any, keys: Keys, agent_type: str) -> agent_types.AgentTypeSpec:
+    """The type's spec as published by cfnd, else the built-in one."""
+    raw = await redis.hget(keys.agent_types, agent_type)
+    if raw:
+        return agent_types.decode(raw)
+    return agent_types.resolve(agent_type, {})
+
+
+async def amain(opts: dict[str, Any]) -> int:
+    env = dict(os.environ)
+    cfg = RedisConfig(url=opts["redis"], key_prefix=opts["key_prefix"])
+    params = resolve(cfg, env)
+    redis = build_client(params, cfg, pool_size=8)
+    keys = Keys(opts["key_prefix"])
+    try:
+        spec = await load_spec(redis, keys, opts["type"])
+        record = AgentRecord(
+            id=opts["id"] or new_agent_id(opts["type"]),
+            swarm=opts["swarm"],
+            type=opts["type"],
+            role=opts["role"] or spec.role,
+            status="starting",
+            capabilities=list(opts["capability"]) or spec.capabilities,
+            host=host_name(),
+            pid=os.getpid(),
+            local=opts["local"],
+            concurrency=opts["concurrency"] or spec.concurrency,
+        )
+        runtime = AgentRuntime(
+            redis,
+            keys,
+            record,
+            spec,
+            heartbeat_interval_s=opts["heartbeat_s"],
+            stop_grace_s=opts["grace_s"],
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runtime.stop.set)
+        await runtime.run()
+    except CfnError as exc:
+        click.echo(f"cfn-agent: {exc.message}", err=True)
+        return 2
+    finally:
+        await redis.aclose()
+    return 0
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--redis",
+    envvar="CFN_REDIS_URL",
+    required=True,
+    metavar="URL",
+    help="Redis URL without password (env CFN_REDIS_URL; password: CFN_REDIS_PASSWORD)",
+)
+@click.option("--swarm", envvar="CFN_SWARM", required=True, help="Swarm to join (env CFN_SWARM)")
+@click.option("--type", "type_", required=True, help="Agent type (built-in or [agent_types])")
+@click.option("--id", "agent_id", default=None, help="Agent id (default: TYPE-<random>)")
+@click.option("--role", type=click.Choice(["implementer", "validator", "coordinator", "owner"]))
+@click.option("--capability", multiple=True, help="Capability tag (repeatable)")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=None)
+@click.option("--key-prefix", envvar="CFN_KEY_PREFIX", default="cfn", show_default=True)
+@click.option("--heartbeat-s", type=click.FloatRange(0.05, 60), default=1.0, show_default=True)
+@click.option("--grace-s", type=click.FloatRange(0, 3600), default=10.0, show_default=True)
+@click.option("--local", is_flag=True, hidden=True, help="Spawned by cfnd (supervised).")
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto")
+def main(**opts: Any) -> None:
+    """cfn-agent — run tasks of one swarm from Redis (a local or remote worker)."""
+    if "@" in opts["redis"] and ":" in opts["redis"].split("@", 1)[0].split("//", 1)[-1]:
+        raise click.UsageError("--redis must not contain a password; use CFN_REDIS_PASSWORD")
+    opts["type"] = opts.pop("type_")
+    opts["id"] = opts.pop("agent_id")
+    configure_logging(opts["log_format"], "info")
+    started = time.monotonic()
+    try:
+        rc = asyncio.run(amain(opts))
+    except ConfigError as exc:
+        click.echo(f"cfn-agent: {exc.message}", err=True)
+        rc = 78
+    log.info("agent_exit", code=rc, ran_s=round(time.monotonic() - started, 1))
+    sys.exit(rc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""Typed routing of ops to handlers, through a chain of middleware.
+
+A handler is ``async def op(ctx: RequestContext, args: OpArgs) -> OpResult`` (a stream
+handler is an async generator of events). ``Router.add`` checks the handler's
+annotations against the op registry (``wire.ops``) when the daemon starts, so a handler
+that takes or returns the wrong Struct fails at start-up, not on the first request.
+
+Every request then runs through the middleware, outermost first: request logging,
+refusal while draining, authorisation by role, mapping of a Redis outage that escaped
+a ``store.guard()`` to ``store_unavailable``, and finally argument decoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import msgspec
+import structlog
+
+from cfn_client.wire.errors import CfnError, PermissionDenied, ShuttingDown, StoreUnavailable
+from cfn_client.wire.ops import OpSpec, lookup_op
+from cfn_client.wire.protocol import Args, Role, decode_args
+from cfn_daemon.store.client import describe_error, is_unavailable_error
+
+log = structlog.get_logger("cfn.server")
+
+A = TypeVar("A", bound=Args, contravariant=True)
+R = TypeVar("R", covariant=True)
+
+__all__ = ["Handler", "Middleware", "Peer", "RequestContext", "Router", "StreamHandler"]
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who is on the other end of a connection (from SO_PEERCRED)."""
+
+    pid: int
+    uid: int
+    gid: int
+    user: str
+    role: Role
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Passed to every handler: the caller, the request id and the op."""
+
+    peer: Peer
+    request_id: int | str | None
+    op: str
+
+
+class Handler(Protocol[A, R]):
+    """``async def op(ctx, args: OpArgs) -> OpResult``."""
+
+    def __call__(self, ctx: RequestContext, args: A, /) -> Awaitable[R]: ...
+
+
+class StreamHandler(Protocol[A, R]):
+    """``async def op(ctx, args: OpArgs) -> AsyncIterator[Event]`` (an async generator)."""
+
+    def __call__(self, ctx: RequestContext, args: A, /) -> AsyncIterator[R]: ...
+
+
+# What a middleware calls to go on: the handler's result, or a stream's event iterator.
+Next = Callable[[RequestContext, dict[str, Any]], Awaitable[Any]]
+Middleware = Callable[[RequestContext, dict[str, Any], Next], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One op's handler with the types it was checked against."""
+
+    op: str
+    spec: OpSpec
+    handler: Callable[[RequestContext, Any], Any]
+
+
+class Router:
+    """op name -> handler. Every op in ``wire.ops.OPS`` must be routed (tested)."""
+
+    def __init__(self, middleware: Sequence[Middleware] = ()) -> None:
+        self.routes: dict[str, Route] = {}
+        self._middleware = list(middleware)
+
+    def use(self, middleware: Middleware) -> None:
+        """Add a middleware inside the ones already added."""
+        self._middleware.append(middleware)
+
+    def add(self, op: str, handler: Handler[Any, Any]) -> None:
+        """Route a request/reply op; its annotations must match the op's schema."""
+        spec = lookup_op(op)
+        if spec.streaming:
+            raise ValueError(f"{op} is a streaming op; use add_stream")
+        _check_types(op, spec, handler, streaming=False)
+        self.routes[op] = Route(op, spec, handler)
+
+    def add_stream(self, op: str, handler: StreamHandler[Any, Any]) -> None:
+        """Route a streaming op (an async generator of events)."""
+        spec = lookup_op(op)
+        if not spec.streaming:
+            raise ValueError(f"{op} is not a streaming op")
+        _check_types(op, spec, handler, streaming=True)
+        self.routes[op] = Route(op, spec, handler)
+
+    def wrap(self, op: str, wrapper: Callable[[Any], Any]) -> None:
+        """Replace ``op``'s handler by ``wrapper(handler)`` (instrumentation, tests), keeping
+        the types it was checked against."""
+        route = self.routes[op]
+        self.routes[op] = Route(op, route.spec, wrapper(route.handler))
+
+    def routed(self) -> set[str]:
+        """Every op that has a handler."""
+        return set(self.routes)
+
+    async def call(self, ctx: RequestContext, raw_args: dict[str, Any]) -> Any:
+        """Run one request through the middleware to its handler.
+
+        Returns the result, or for a streaming op the handler's event iterator.
+        """
+        route = self.routes.get(ctx.op)
+        if route is None:
+            raise CfnError(f"{ctx.op} is not served by this cfnd", code="unknown_op")
+
+        async def handle(ctx: RequestContext, raw: dict[str, Any]) -> Any:
+            args: Args = decode_args(route.spec.args, raw)
+            if route.spec.streaming:
+                return route.handler(ctx, args)
+            return await route.handler(ctx, args)
+
+        chain: Next = handle
+        for mw in reversed(self._middleware):
+            chain = _bind(mw, chain)
+        return await chain(ctx, raw_args)
+
+
+def _bind(mw: Middleware, nxt: Next) -> Next:
+    async def step(ctx: RequestContext, raw: dict[str, Any]) -> Any:
+        return await mw(ctx, raw, nxt)
+
+    return step
+
+
+def _check_types(op: str, spec: OpSpec, handler: Callable[..., Any], *, streaming: bool) -> None:
+    """The handler's ``args`` annotation is the op's Args; its return is the op's Result."""
+    hints = typing.get_type_hints(handler)
+    params = [p for p in inspect.signature(handler).parameters.values() if p.name != "self"]
+    if len(params) != 2:
+        raise TypeError(f"handler of {op} must take (ctx, args); it takes {len(params)} params")
+    args_t = hints.get(params[1].name)
+    if args_t is not spec.args:
+        raise TypeError(f"handler of {op} takes {args_t}, the op's args are {spec.args}")
+    ret = hints.get("return")
+    if streaming:
+        ok = typing.get_origin(ret) is AsyncIterator and typing.get_args(ret) == (spec.result,)
+        expected = f"AsyncIterator[{spec.result.__name__}]"
+    else:
+        ok = ret is spec.result
+        expected = spec.result.__name__
+    if not ok:
+        raise TypeError(f"handler of {op} returns {ret}, the op's result is {expected}")
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+def log_requests(stats_errors: Callable[[], None]) -> Middleware:
+    """One structlog line per request: op, caller, outcome (error code) and duration."""
+
+    async def mw(ctx: RequestContext, raw: dict[str, Any], nxt: Next) -> Any:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await nxt(ctx, raw)
+        except CfnError as err:
+            outcome = err.instance_code
+            stats_errors()
+            raise
+        except BaseException as exc:
+            outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "internal_error"
+            if outcome == "internal_error":
+                stats_errors()
+            raise
+        finally:
+            log.info(
+                "request",
+                op=ctx.op,
+                id=ctx.request_id,
+                uid=ctx.peer.uid,
+                user=ctx.peer.user,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                outcome=outcome,
+            )
+
+    return mw
+
+
+def refuse_while(draining: Callable[[], bool]) -> Middleware:
+    """``shutting_down`` for new requests once the server drains."""
+
+    async def mw(ctx: RequestContext, raw: dict[str, Any], nxt: Next) -> Any:
+        if draining():
+            raise ShuttingDown("cfnd is shutting down; retry when it is back")
+        return await nxt(ctx, raw)
+
+    return mw
+
+
+async def authorize(ctx: RequestContext, raw: dict[str, Any], nxt: Next) -> Any:
+    """The caller's role must reach the op's (viewer < operator < admin)."""
+    spec = lookup_op(ctx.op)
+    if ctx.peer.role < spec.role:
+        raise PermissionDenied(
+            f"{ctx.op} needs role {spec.role.name}; user {ctx.peer.user} "
+            f"(uid {ctx.peer.uid}) has {ctx.peer.role.name}",
+            details={"needed": spec.role.name, "have": ctx.peer.role.name},
+        )
+    return await nxt(ctx, raw)
+
+
+async def map_store_outage(ctx: RequestContext, raw: dict[str, Any], nxt: Next) -> Any:
+    """A Redis connection error that escaped ``store.guard()`` is an outage, not a bug."""
+    try:
+        return await nxt(ctx, raw)
+    except (CfnError, msgspec.ValidationError):
+        raise
+    except Exception as exc:
+        if not is_unavailable_error(exc):
+            raise
+        raise StoreUnavailable(
+            f"{ctx.op} failed: Redis is unreachable ({describe_error(exc)}); retry shortly",
+            details={"retry_after_s": 1.0},
+        ) from exc
