@@ -108,7 +108,7 @@ def test_screen_shows_each_swarm_queues_tasks_throughput_and_agents() -> None:
         "swarm s1  mesh/balanced  agents 2/8  active  throughput 2.50/s",
         "  queues  high 1  normal 2  low 0  retrying 3",
         "  tasks   queued 2  assigned 0  running 0  retrying 0  odd 1",
-        "  ended   succeeded 7  failed 0  cancelled 0  dead 0",
+        "  ended   succeeded 7  failed 0  cancelled 0",
         "  ID  TYPE   ROLE         STATUS  TASK  HEARTBEAT  DONE/FAILED",
     ]
     assert lines[7].split() == ["a2", "shell", "implementer", "busy", "t9", "1.5s", "4/1"]
