@@ -400,6 +400,103 @@ def test_round_invariants(received: list[tuple[Vote, bool]], deadline: bool) -> 
         assert len(out.accepted) + len(out.faulty) == len(members)
 
 
+def test_required_validator_veto_fails_an_otherwise_passing_round() -> None:
+    issue = Issue("testing", "critical", "`make test` exits 2", "tests/test_parse.py")
+    approvals = [signed(vote(f"v{i}")) for i in range(1, 7)]
+    veto = signed(vote("v7", False, 1.0, reasoning="checks failed", issues=[issue]))
+    assert run(*approvals, veto).status == "passed"  # without the veto: 6/7 approve, 0.95
+    out = close_round(
+        MEMBERS, checked(*approvals, veto), CFG, deadline_passed=True, required=frozenset({"v7"})
+    )
+    assert out.status == "failed"
+    assert out.score == pytest.approx(0.95)  # the math itself is unchanged
+    assert out.reason == (
+        "failed: required validator v7 rejected; score 0.95 >= 0.90 with 6/7 approvals "
+        "(needs 5), 7/7 votes counted, quorum 5/7"
+    )
+    assert out.feedback == [issue]
+    # The same through RoundInput.
+    ri = RoundInput(
+        members=MEMBERS,
+        received=checked(*approvals, veto),
+        deadline_passed=True,
+        required=frozenset({"v7"}),
+    )
+    assert ri.close() == out
+
+
+def test_several_required_vetoes_are_named_in_member_order() -> None:
+    votes = [signed(vote(f"v{i}")) for i in range(1, 6)]
+    vetoes = [signed(vote("v7", False, 0.9)), signed(vote("v6", False, 0.9))]
+    required = frozenset({"v6", "v7", "v1"})
+    out = close_round(
+        MEMBERS, checked(*vetoes, *votes), CFG, deadline_passed=True, required=required
+    )
+    assert out.status == "failed"
+    assert out.reason.startswith("failed: required validators v6, v7 rejected; score ")
+    assert "and only" not in out.reason  # 5 approvals still meet 2f + 1
+
+
+def test_required_validator_approving_or_unverified_follows_the_normal_rules() -> None:
+    req = frozenset({"v7"})
+    approvals = [signed(vote(f"v{i}")) for i in range(1, 7)]
+
+    def judged(*votes: Vote, deadline: bool = True) -> RoundOutcome:
+        return close_round(MEMBERS, checked(*votes), CFG, deadline_passed=deadline, required=req)
+
+    assert judged(*approvals, signed(vote("v7"))).status == "passed"
+    # A reject under a forged signature is not v7's vote: it does not veto.
+    forged = signed(vote("v7", False, 1.0), token=b"not v7's token")
+    out = judged(*approvals, forged)
+    assert out.status == "passed", out.reason
+    assert out.rejected == [("v7", "bad signature")]
+    # A missing required vote: passed at the deadline, open before it.
+    assert judged(*approvals).status == "passed"
+    assert judged(*approvals, deadline=False).status == "open"
+    # An equivocating required validator is faulty: none of its votes count.
+    flip = [signed(vote("v7")), signed(vote("v7", False, 0.9))]
+    assert judged(*approvals, *flip).status == "passed"
+    # Without quorum the round has no quorum, veto or not.
+    few = judged(*approvals[:3], signed(vote("v7", False, 0.9)))
+    assert few.status == "no_quorum"
+    # Before the deadline a veto does not close the round early.
+    early = judged(*approvals[:5], signed(vote("v7", False, 0.9)), deadline=False)
+    assert early.status == "open"
+    # Unknown ids in ``required`` are ignored.
+    ghost = frozenset({"nobody"})
+    assert (
+        close_round(MEMBERS, checked(*approvals), CFG, deadline_passed=True, required=ghost).status
+        == "passed"
+    )
+
+
+@PROPS
+@given(votes_strategy, st.booleans(), st.sets(st.sampled_from(["a", "b", "c", "zz"])))
+def test_required_vetoes_only_ever_turn_a_pass_into_a_failure(
+    received: list[tuple[Vote, bool]], deadline: bool, required: set[str]
+) -> None:
+    members = ["a", "b", "c", "d", "e"]
+    plain = close_round(members, received, CFG, deadline_passed=deadline)
+    out = close_round(
+        members, received, CFG, deadline_passed=deadline, required=frozenset(required)
+    )
+    counted = {v.validator: v for v, ok in received if ok and v.validator in out.accepted}
+    vetoed = sorted(m for m in required if m in counted and not _first_vote(received, m).approve)
+    assert msgspec.structs.replace(out, status=plain.status, reason=plain.reason) == plain
+    if plain.status in ("passed", "failed") and vetoed:
+        assert out.status == "failed"
+        assert out.reason.startswith(
+            f"failed: required validator{'s' if len(vetoed) > 1 else ''} {', '.join(vetoed)} "
+        )
+    else:
+        assert (out.status, out.reason) == (plain.status, plain.reason)
+
+
+def _first_vote(received: list[tuple[Vote, bool]], who: str) -> Vote:
+    """The vote of ``who`` a round counts: the first verified one with a valid confidence."""
+    return next(v for v, ok in received if ok and v.validator == who and 0 <= v.confidence <= 1)
+
+
 # --------------------------------------------------------------------------- outliers
 
 

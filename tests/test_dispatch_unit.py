@@ -1,11 +1,22 @@
-"""Pure parts of the dispatcher: agent choice per strategy/topology, priority aging."""
+"""Pure parts of the dispatcher: agent choice per strategy/topology, priority aging,
+the LLM process cap."""
 
 from __future__ import annotations
 
 from cfn_client.wire.schema.swarm import SwarmInfo
-from cfn_daemon.core.placement import AgentRecord, Pending, choose
+from cfn_daemon.core.placement import (
+    AgentRecord,
+    LlmRoom,
+    Pending,
+    Plan,
+    choose,
+    llm_load,
+    llm_room,
+    plan,
+)
 from cfn_daemon.queue.tasks import now_ms
-from cfn_daemon.settings.schema import Config, TasksConfig
+from cfn_daemon.settings.schema import AgentTypeConfig, Config, TasksConfig
+from cfn_daemon.swarm.context import LlmSlots
 from cfn_daemon.swarm.dispatcher import Dispatcher
 
 
@@ -87,3 +98,121 @@ def test_aging_serves_old_low_priority_before_new_high() -> None:
         "4": Pending("4", "newer-low", "low", "shell", now - 2000),
     }
     assert [p.task_id for p in d._ordered()] == ["old-low", "new-high", "new-normal", "newer-low"]
+
+
+# ---------------------------------------------------------------------------- LLM cap
+
+
+def llm_agent(aid: str, *, load: int = 0, status: str = "idle") -> AgentRecord:
+    return agent(aid, load=load, kind="coder", status=status)
+
+
+def queued(*types: str, targets: dict[int, str] | None = None) -> list[Pending]:
+    now = now_ms()
+    return [
+        Pending(str(i), f"t{i}", "normal", t, now + i, (targets or {}).get(i))
+        for i, t in enumerate(types)
+    ]
+
+
+def is_coder(agent_type: str) -> bool:
+    return agent_type == "coder"
+
+
+def task_ids(result: Plan) -> list[str]:
+    return [p.pending.task_id for p in result.placements]
+
+
+def test_plan_without_cap_fills_every_agent() -> None:
+    agents = [llm_agent("a"), llm_agent("b")]
+    result = plan(swarm(), agents, queued("coder", "coder", "coder", "coder"), None)
+    assert task_ids(result) == ["t0", "t1", "t2", "t3"]  # concurrency 2 each
+    assert result.llm_used == 0 and result.llm_held == 0  # no cap: nothing counted
+    assert [a.load for a in agents] == [0, 0]  # the input is not modified
+    assert result.cursor == result.placements[-1].agents[-1]
+
+
+def test_plan_stops_llm_tasks_at_the_room_and_keeps_other_work_going() -> None:
+    agents = [llm_agent("a"), llm_agent("b"), agent("sh")]
+    backlog = queued("coder", "coder", "shell", "coder", "shell")
+    result = plan(swarm(), agents, backlog, None, is_llm=is_coder, llm=LlmRoom(cap=4, free=2))
+    assert task_ids(result) == ["t0", "t1", "t2", "t4"]
+    assert (result.llm_used, result.llm_held) == (2, 1)
+
+
+def test_plan_with_no_room_holds_every_llm_task() -> None:
+    agents = [llm_agent("a"), agent("sh")]
+    backlog = queued("coder", "shell", "coder")
+    result = plan(swarm(), agents, backlog, "x", is_llm=is_coder, llm=LlmRoom(cap=2, free=0))
+    assert task_ids(result) == ["t1"]
+    assert (result.llm_used, result.llm_held) == (0, 2)
+
+
+def test_plan_counts_both_reliability_replicas() -> None:
+    agents = [llm_agent("a"), llm_agent("b"), llm_agent("c")]
+    rel = swarm(strategy="reliability")
+    result = plan(rel, agents, queued("coder", "coder"), None, is_llm=is_coder, llm=LlmRoom(4, 3))
+    assert [p.agents for p in result.placements] == [["a", "b"]]
+    # The second task needs 2 more processes and only 1 is left: it waits, whole.
+    assert (result.llm_used, result.llm_held) == (2, 1)
+
+
+def test_plan_keeps_llm_order_once_the_room_is_short() -> None:
+    # A 2-replica task that does not fit closes the room: a later 1-replica (pinned)
+    # task does not overtake it, so a reliability task cannot starve.
+    agents = [llm_agent("a"), llm_agent("b")]
+    backlog = queued("coder", "coder", targets={1: "a"})
+    rel = swarm(strategy="reliability")
+    result = plan(rel, agents, backlog, None, is_llm=is_coder, llm=LlmRoom(cap=3, free=1))
+    assert result.placements == []
+    assert result.llm_held == 2
+
+
+def test_plan_trims_replicas_to_a_cap_below_two() -> None:
+    agents = [llm_agent("a"), llm_agent("b")]
+    rel = swarm(strategy="reliability")
+    result = plan(rel, agents, queued("coder"), None, is_llm=is_coder, llm=LlmRoom(1, 1))
+    assert [p.agents for p in result.placements] == [["a"]]
+    assert result.llm_used == 1
+
+
+def test_plan_skips_tasks_nobody_can_take_without_using_room() -> None:
+    agents = [llm_agent("a", load=2), agent("sh")]
+    result = plan(
+        swarm(), agents, queued("coder", "shell"), None, is_llm=is_coder, llm=LlmRoom(2, 2)
+    )
+    assert task_ids(result) == ["t1"]
+    assert (result.llm_used, result.llm_held) == (0, 0)  # waiting for an agent, not the cap
+
+
+def test_llm_load_and_room() -> None:
+    agents = [
+        llm_agent("a", load=2, status="busy"),
+        llm_agent("b", load=1, status="draining"),
+        llm_agent("c", load=1, status="failed"),  # its work was reclaimed
+        agent("sh", load=2, status="busy"),
+    ]
+    assert llm_load(agents, is_coder) == 3
+    assert llm_room(0, [5]) is None  # 0: no limit
+    assert llm_room(4, [3, 2]) == LlmRoom(cap=4, free=0)
+    assert llm_room(4, [1, 0]) == LlmRoom(cap=4, free=3)
+
+
+def test_llm_slots_share_room_and_wake_held_swarms() -> None:
+    woken: list[str] = []
+    slots = LlmSlots(wake=woken.append)
+    cfg = Config(agent_types={"bot": AgentTypeConfig(kind="codex")})
+    assert slots.is_llm("coder", cfg) and slots.is_llm("bot", cfg)
+    assert not slots.is_llm("shell", cfg) and not slots.is_llm("no-such-type", cfg)
+    slots.report("a", 2)
+    assert slots.room("b", 0, 3) == LlmRoom(cap=3, free=1)
+    assert slots.room("a", 1, 3) == LlmRoom(cap=3, free=2)  # its own fresh load counts
+    slots.report("b", 1, held=True)
+    slots.report("c", 0, held=True)
+    assert slots.total == 3 and woken == []
+    slots.report("a", 1)  # a process ended: the swarms that wait are woken
+    assert woken == ["b", "c"]
+    slots.report("b", 1)  # b is not waiting any more
+    slots.forget("a")
+    assert woken == ["b", "c", "c"]
+    assert slots.load("a") is None and slots.total == 1

@@ -14,7 +14,13 @@ import msgspec
 
 from cfn_client.api.async_transport import AsyncEventFollow, AsyncTransport
 from cfn_client.api.base import build_args, events_args, loop_start_args, wait_request_timeout
-from cfn_client.wire.schema.loop import LoopBacklogResult, LoopListResult, RunInfo
+from cfn_client.wire.schema.loop import (
+    LoopApplyResult,
+    LoopBacklogResult,
+    LoopCleanResult,
+    LoopListResult,
+    RunInfo,
+)
 from cfn_client.wire.schema.swarm import (
     AgentInfo,
     AgentListResult,
@@ -308,16 +314,33 @@ class AsyncClient(AsyncTransport):
         max_loop2: int | None = None,
         max_loop3: int | None = None,
         complexity: str | None = None,
+        mode: str | None = None,
+        gate_threshold: float | None = None,
+        consensus_threshold: float | None = None,
+        repo: str | None = None,
+        base: str | None = None,
+        checks: Iterable[str] = (),
+        no_change_ok: bool = False,
+        compete: bool = False,
+        budget_usd: float | None = None,
     ) -> RunInfo:
         """Start a CFN loop run of ``task``: Loop 3 ``implementers`` and Loop 2
         ``validators`` (agent types; None: a team sized by ``complexity``, default medium),
         Loop 4 ``owner`` (an agent type; None: cfnd's built-in rule). ``max_loop2`` /
-        ``max_loop3`` bound rounds and iterations (None: cfnd's configured limits)."""
+        ``max_loop3`` bound rounds and iterations (None: cfnd's configured limits);
+        ``mode`` (mvp, standard, enterprise) presets gate, consensus, iterations and the
+        validator count. With ``repo`` each implementer works in its own git worktree
+        branched from ``base``, every command in ``checks`` must pass on the candidate,
+        ``compete`` makes each implementer's branch a candidate of its own, and the run
+        stops launching agents once it spent ``budget_usd``."""
         return await self._op(
             "loop.start", RunInfo,
             **loop_start_args(
                 task, swarm, phase, implementers, validators, owner, max_loop2, max_loop3,
-                complexity,
+                complexity, mode=mode, gate_threshold=gate_threshold,
+                consensus_threshold=consensus_threshold, repo=repo, base=base,
+                checks=list(checks), no_change_ok=no_change_ok, compete=compete,
+                budget_usd=budget_usd,
             ),
         )  # fmt: skip
 
@@ -363,6 +386,25 @@ class AsyncClient(AsyncTransport):
     async def loop_backlog(self, run: str, *, swarm: str | None = None) -> LoopBacklogResult:
         """The backlog items a DEFER decision left."""
         return await self._op("loop.backlog", LoopBacklogResult, swarm=swarm, run=run)
+
+    async def loop_apply(
+        self,
+        run: str,
+        how: str = "merge",
+        *,
+        file: str | None = None,
+        repo: str | None = None,
+        swarm: str | None = None,
+    ) -> LoopApplyResult:
+        """Bring a run's winning branch into the current branch of its repository
+        (``merge``, ``squash``) or write it as a patch ``file``; refuses a dirty tree."""
+        return await self._op(
+            "loop.apply", LoopApplyResult, swarm=swarm, run=run, how=how, file=file, repo=repo
+        )
+
+    async def loop_clean(self, run: str, *, swarm: str | None = None) -> LoopCleanResult:
+        """Remove a finished run's worktrees and ``cfn/<run>/*`` branches."""
+        return await self._op("loop.clean", LoopCleanResult, swarm=swarm, run=run)
 
     # -- epics
 

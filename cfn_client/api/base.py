@@ -69,7 +69,9 @@ def loop_start_args(
     max_loop2: int | None,
     max_loop3: int | None,
     complexity: str | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
+    """``loop.start`` arguments; ``options`` left as None (or empty) take cfnd's defaults."""
     args: dict[str, Any] = {
         "swarm": swarm, "task": task, "phase": phase, "owner": owner,
         "max_loop2": max_loop2, "max_loop3": max_loop3, "complexity": complexity,
@@ -79,6 +81,9 @@ def loop_start_args(
         args["implementers"] = list(implementers)
     if validators is not None:
         args["validators"] = list(validators)
+    for name, value in options.items():
+        if value is not None and value != [] and value is not False:
+            args[name] = list(value) if isinstance(value, tuple) else value
     return args
 
 

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from cfn_client.wire.errors import ProtocolError
 from cfn_client.wire.protocol import Args, HelloArgs, HelloResult, Result, Role
 from cfn_client.wire.schema.loop import (
+    LoopApplyArgs,
+    LoopApplyResult,
     LoopApproveArgs,
     LoopBacklogResult,
     LoopCancelArgs,
+    LoopCleanResult,
     LoopExtendArgs,
     LoopFollowArgs,
     LoopListArgs,
@@ -143,6 +146,8 @@ OPS: dict[str, OpSpec] = {
     "loop.extend": OpSpec(LoopExtendArgs, RunInfo, Role.operator),
     "loop.cancel": OpSpec(LoopCancelArgs, RunInfo, Role.operator),
     "loop.backlog": OpSpec(LoopRefArgs, LoopBacklogResult, Role.viewer),
+    "loop.apply": OpSpec(LoopApplyArgs, LoopApplyResult, Role.operator),
+    "loop.clean": OpSpec(LoopRefArgs, LoopCleanResult, Role.operator),
     # epics: phases of runs in dependency order
     "epic.start": OpSpec(EpicStartArgs, EpicInfo, Role.operator),
     "epic.status": OpSpec(EpicRefArgs, EpicInfo, Role.viewer),

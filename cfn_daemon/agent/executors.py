@@ -8,16 +8,22 @@ Kinds (``ExecutorConfig.kind``):
     ``{agent_type}`` and ``{attempt}`` are replaced (one pass; other braces and
     the substituted text are left alone). The task JSON (``TaskInput``) arrives on
     stdin; the environment is ours plus ``env`` plus ``CFN_TASK_ID``, ``CFN_SWARM``,
-    ``CFN_AGENT_ID``, ``CFN_AGENT_TYPE`` and ``CFN_ATTEMPT``, minus Redis secrets
+    ``CFN_AGENT_ID``, ``CFN_AGENT_TYPE``, ``CFN_ATTEMPT`` (and ``CFN_WORKSPACE`` /
+    ``CFN_BASE_REF`` when the task context has them), minus Redis secrets
     (``CFN_REDIS_PASSWORD``, and ``CFN_REDIS_URL`` when it carries credentials).
 ``shell``
-    ``sh -c <task text>`` in ``workdir`` (default: the current directory);
-    otherwise like ``command``.
-``claude``
-    The Claude Code preset: ``[claude_binary, "-p", <task text>, *claude_args]``
-    (placeholders are substituted in ``claude_args``). Its stdout is the output.
-    Install Claude Code (``npm install -g @anthropic-ai/claude-code``) or point
-    ``claude_binary`` at the executable.
+    ``sh -c <task text>``; otherwise like ``command``.
+``check``
+    A plain command (``exec``, or the task text with ``sh -c``): ok is exit status 0,
+    stdout is not parsed. As a validator it votes by its exit status (``checks``).
+``claude`` / ``codex``
+    The Claude Code (``claude -p ... --output-format json``) and Codex (``codex exec
+    --json``) presets, see ``cfn_daemon.agent.presets``: role-dependent permissions,
+    a role contract, ``model``/``max_turns``/``args``, and the CLI's session, cost and
+    token counts in the result. A claude that prints text (an old CLI, or
+    ``--output-format text`` in ``args``) is read by the last-line rule below.
+    No stdin. Install Claude Code (``npm install -g @anthropic-ai/claude-code``) or
+    Codex (``npm install -g @openai/codex``), or point ``binary`` at the executable.
 ``python``
     ``entry = "pkg.module:function"`` is imported and called with the
     ``TaskInput`` in-process (``workdir``/``env`` do not apply). A coroutine
@@ -25,6 +31,9 @@ Kinds (``ExecutorConfig.kind``):
     return a str (the output), a dict with ``output``/``confidence``/``vote``/
     ``feedback``/``ok``, an ``ExecResult``, or None (empty output). An exception
     gives ``ok=False`` with ``error="ValueError: ..."`` and the traceback in stderr.
+
+Processes run in the task context's ``workspace`` when it has one, else in
+``workdir`` (default: the current directory).
 
 Result rule for processes: if the LAST non-empty stdout line is a JSON object with
 any of ``output``, ``confidence`` (a number in [0, 1]), ``vote`` (``approve`` or
@@ -37,8 +46,8 @@ process exits is terminated too (see ``cfn_daemon.agent.proc``). Failures never 
 they come back as ``ok=False`` with a specific ``error``.
 
 Built-in agent types (``builtin_executor``): ``shell`` runs kind ``shell``;
-``coder``, ``reviewer``, ``tester``, ``researcher``, ``architect``,
-``security-specialist`` and ``product-owner`` run the ``claude`` preset.
+``checker`` runs kind ``check``; ``coder``, ``reviewer``, ``tester``, ``researcher``,
+``architect``, ``security-specialist`` and ``product-owner`` run the ``claude`` preset.
 """
 
 from __future__ import annotations
@@ -49,136 +58,48 @@ import contextvars
 import importlib
 import inspect
 import os
-import re
 import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
-from cfn_client.wire.errors import ConfigError
+from cfn_daemon.agent import checks, presets
+from cfn_daemon.agent.exectypes import (
+    KINDS,
+    ExecResult,
+    ExecutorConfig,
+    TaskContext,
+    TaskInput,
+    parse_executor_config,
+    substitute,
+)
 from cfn_daemon.agent.proc import KILL_GRACE_S, ProcOutcome, run_process
 
-__all__ = ["BUILTIN_TYPES", "ExecResult", "ExecutorConfig", "TaskInput"]
-__all__ += ["builtin_executor", "parse_executor_config", "run_task"]
+__all__ = ["BUILTIN_TYPES", "KINDS", "ExecResult", "ExecutorConfig", "TaskContext", "TaskInput"]
+__all__ += ["builtin_executor", "parse_executor_config", "run_task", "substitute"]
 
-Kind = Literal["command", "claude", "python", "shell"]
-Vote = Literal["approve", "reject"]
-KINDS = ("command", "claude", "python", "shell")
 CLAUDE_TYPES = (
     *("coder", "reviewer", "tester", "researcher", "architect"),
     *("security-specialist", "product-owner"),
 )
-BUILTIN_TYPES = ("shell", *CLAUDE_TYPES)
+BUILTIN_TYPES = ("shell", "checker", *CLAUDE_TYPES)
 SECRET_ENV = ("CFN_REDIS_PASSWORD",)
 RESULT_KEYS = frozenset({"output", "confidence", "vote", "feedback", "ok"})
-CLAUDE_HINT = (
-    "install Claude Code (npm install -g @anthropic-ai/claude-code) "
-    "or set `claude_binary` to the full path of the executable"
-)
-_ENTRY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-_VALIDATION_PATTERNS = (
-    re.compile(r"^`(?P<key>\w+)`: (?P<rest>.*)$"),  # our __post_init__ messages
-    re.compile(r"^(?P<rest>.*) - at `\$\.(?P<key>\w+)"),
-    re.compile(r"^Object (contains unknown|missing required) field `(?P<key>\w+)`"),
-)
-_PLACEHOLDER = re.compile(r"\{(task|task_id|swarm|agent_id|agent_type|attempt)\}")
-
-
-class ExecutorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """How an agent type runs its tasks (see the module docstring for each kind)."""
-
-    kind: Kind
-    exec: list[str] = []
-    entry: str | None = None
-    workdir: str | None = None
-    env: dict[str, str] = {}
-    timeout_s: float | None = None
-    max_output_bytes: int = 1 << 20
-    claude_binary: str = "claude"
-    claude_args: list[str] = []
-
-    def __post_init__(self) -> None:
-        # "`field`: ..." lets config errors name the exact key.
-        if self.kind not in KINDS:
-            raise ValueError(f"`kind`: expected one of {', '.join(KINDS)}")
-        if self.kind == "command" and not (self.exec and self.exec[0]):
-            raise ValueError("`exec`: expected a non-empty argv list for kind 'command'")
-        if self.kind != "command" and self.exec:
-            raise ValueError(f"`exec`: expected no argv for kind {self.kind!r}")
-        if self.kind == "python" and not (self.entry and _ENTRY.match(self.entry)):
-            raise ValueError("`entry`: expected 'pkg.module:function' for kind 'python'")
-        if self.kind != "python" and self.entry is not None:
-            raise ValueError(f"`entry`: expected no entry point for kind {self.kind!r}")
-        if self.timeout_s is not None and not self.timeout_s > 0:
-            raise ValueError("`timeout_s`: expected a number of seconds > 0")
-        if self.max_output_bytes < 1:
-            raise ValueError("`max_output_bytes`: expected an integer >= 1")
-        if not self.claude_binary:
-            raise ValueError("`claude_binary`: expected a command name or path")
-
-
-class TaskInput(msgspec.Struct, kw_only=True):
-    """What the agent hands its executor (also the JSON a child reads on stdin)."""
-
-    task_id: str
-    swarm: str
-    agent_id: str
-    agent_type: str
-    text: str
-    attempt: int = 1
-    context: dict[str, Any] = {}
-
-
-class ExecResult(msgspec.Struct, kw_only=True):
-    """The outcome of one task; ``error`` says why when ``ok`` is False."""
-
-    ok: bool
-    exit_code: int | None = None
-    output: str = ""
-    stdout: str = ""
-    stderr: str = ""
-    truncated: bool = False
-    confidence: float | None = None
-    vote: Vote | None = None
-    feedback: Any | None = None
-    error: str | None = None
-    duration_ms: float = 0.0
+BINARY_HINT = "or set `binary` (formerly `claude_binary`) to the full path of the executable"
 
 
 def builtin_executor(agent_type: str) -> ExecutorConfig | None:
     """The default executor of a built-in agent type, or None for unknown types."""
     if agent_type == "shell":
         return ExecutorConfig(kind="shell")
+    if agent_type == "checker":
+        return ExecutorConfig(kind="check")
     if agent_type in CLAUDE_TYPES:
         return ExecutorConfig(kind="claude")
     return None
-
-
-def parse_executor_config(data: Mapping[str, Any], *, source: str = "executor") -> ExecutorConfig:
-    """Validate a mapping (e.g. a TOML table); raises ``ConfigError`` naming the key."""
-    try:
-        return msgspec.convert(data, ExecutorConfig)
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        key: str | None = None
-        expected = text
-        for pattern in _VALIDATION_PATTERNS:
-            m = pattern.search(text)
-            if m:
-                key, expected = m.group("key"), m.groupdict().get("rest") or expected
-                break
-        if key == "kind":
-            expected = f"{expected}; expected one of {', '.join(KINDS)}"
-        elif text.startswith("Object contains unknown field"):
-            expected = f"unknown key; expected one of {', '.join(ExecutorConfig.__struct_fields__)}"
-        value = data.get(key) if key and isinstance(data, Mapping) else None
-        raise ConfigError(
-            f"{source}: key {key or '<root>'} = {value!r} is invalid: {expected}",
-            details={"source": source, "key": key, "value": value, "expected": expected},
-        ) from None
 
 
 async def run_task(
@@ -186,12 +107,18 @@ async def run_task(
 ) -> ExecResult:
     """Run one task with ``cfg``; never raises for task failures (see ``ExecResult.error``)."""
     started = time.monotonic()
+    ctx = TaskContext.of(task.context)
     if cancel is not None and cancel.is_set():
         result = ExecResult(ok=False, error="cancelled")
     elif cfg.kind == "python":
         result = await _run_python(cfg, task, cancel)
+    elif cfg.kind in ("claude", "codex"):
+        result = await _run_preset(cfg, task, ctx, cancel)
     else:
-        result = await _run_argv(cfg, task, cancel)
+        result = await _run_argv(cfg, task, ctx, cancel)
+    if ctx.kind == "validate":
+        # Before the agent signs the vote: a check's exit status is its vote.
+        result = checks.vote_by_exit(result, cfg, task)
     result.duration_ms = (time.monotonic() - started) * 1000.0
     return result
 
@@ -199,19 +126,16 @@ async def run_task(
 # --------------------------------------------------------------------------- processes
 
 
-def substitute(template: str, task: TaskInput) -> str:
-    """Replace the known ``{placeholders}`` in one argument; everything else stays."""
-    values = {"task": task.text, "task_id": task.task_id, "swarm": task.swarm}
-    values |= {"agent_id": task.agent_id, "agent_type": task.agent_type}
-    values["attempt"] = str(task.attempt)
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
-
-
-def build_argv(cfg: ExecutorConfig, task: TaskInput) -> list[str]:
+def build_argv(cfg: ExecutorConfig, task: TaskInput, ctx: TaskContext | None = None) -> list[str]:
+    ctx = ctx or TaskContext.of(task.context)
     if cfg.kind == "shell":
         return ["sh", "-c", task.text]
+    if cfg.kind == "check":
+        return checks.check_argv(cfg, task)
     if cfg.kind == "claude":
-        return [cfg.claude_binary, "-p", task.text, *(substitute(a, task) for a in cfg.claude_args)]
+        return presets.claude_argv(cfg, task, ctx, resume=cfg.resume)
+    if cfg.kind == "codex":
+        return presets.codex_argv(cfg, task, ctx, resume=cfg.resume)
     return [substitute(a, task) for a in cfg.exec]
 
 
@@ -224,6 +148,11 @@ def build_env(cfg: ExecutorConfig, task: TaskInput) -> dict[str, str]:
         CFN_AGENT_TYPE=task.agent_type,
         CFN_ATTEMPT=str(task.attempt),
     )
+    ctx = TaskContext.of(task.context)
+    if ctx.workspace:
+        env["CFN_WORKSPACE"] = ctx.workspace
+    if ctx.base_ref:
+        env["CFN_BASE_REF"] = ctx.base_ref
     for name in SECRET_ENV:
         env.pop(name, None)
     if "@" in env.get("CFN_REDIS_URL", ""):  # redis://user:password@host
@@ -231,10 +160,16 @@ def build_env(cfg: ExecutorConfig, task: TaskInput) -> dict[str, str]:
     return env
 
 
-def _spawn_error(exc: OSError, cfg: ExecutorConfig, argv0: str, cwd: str | None) -> str:
+def _spawn_error(exc: OSError, cfg: ExecutorConfig, argv0: str, ctx: TaskContext) -> str:
+    cwd = ctx.workspace or cfg.workdir
     if cwd is not None and not os.path.isdir(cwd):
-        return f"workdir {cwd!r} does not exist or is not a directory"
-    hint = f"; {CLAUDE_HINT}" if cfg.kind == "claude" else ""
+        what = "workspace" if ctx.workspace else "workdir"
+        return f"{what} {cwd!r} does not exist or is not a directory"
+    hint = (
+        f"; {checks.INSTALL_HINTS[cfg.kind]} {BINARY_HINT}"
+        if cfg.kind in checks.INSTALL_HINTS
+        else ""
+    )
     if isinstance(exc, FileNotFoundError):
         where = "" if os.sep in argv0 else " on PATH"
         return f"executable {argv0!r} not found{where}{hint}"
@@ -243,39 +178,142 @@ def _spawn_error(exc: OSError, cfg: ExecutorConfig, argv0: str, cwd: str | None)
     return f"cannot start {argv0!r}: {exc}"
 
 
-async def _run_argv(
-    cfg: ExecutorConfig, task: TaskInput, cancel: asyncio.Event | None
-) -> ExecResult:
-    argv = build_argv(cfg, task)
+async def _spawn(
+    cfg: ExecutorConfig,
+    task: TaskInput,
+    ctx: TaskContext,
+    argv: list[str],
+    cancel: asyncio.Event | None,
+    stdin_data: bytes,
+) -> ProcOutcome | ExecResult:
+    """Run argv for this task; an ``ExecResult`` when it could not be started."""
     try:
-        stdin_data = msgspec.json.encode(task) + b"\n"
-    except (TypeError, msgspec.EncodeError) as exc:
-        return ExecResult(ok=False, error=f"the task cannot be encoded as JSON: {exc}")
-    try:
-        proc = await run_process(
+        return await run_process(
             argv,
             stdin_data=stdin_data,
             env=build_env(cfg, task),
-            cwd=cfg.workdir,
+            cwd=ctx.workspace or cfg.workdir,
             timeout_s=cfg.timeout_s,
             cancel=cancel,
             max_bytes=cfg.max_output_bytes,
         )
     except OSError as exc:
-        return ExecResult(ok=False, error=_spawn_error(exc, cfg, argv[0], cfg.workdir))
+        return ExecResult(ok=False, error=_spawn_error(exc, cfg, argv[0], ctx))
+
+
+async def _run_argv(
+    cfg: ExecutorConfig, task: TaskInput, ctx: TaskContext, cancel: asyncio.Event | None
+) -> ExecResult:
+    try:
+        stdin_data = msgspec.json.encode(task) + b"\n"
+    except (TypeError, msgspec.EncodeError) as exc:
+        return ExecResult(ok=False, error=f"the task cannot be encoded as JSON: {exc}")
+    proc = await _spawn(cfg, task, ctx, build_argv(cfg, task, ctx), cancel, stdin_data)
+    if isinstance(proc, ExecResult):
+        return proc
+    if cfg.kind == "check":  # a plain command: its exit status, not its stdout, decides
+        result = _plain_result(proc)
+        if proc.stopped is not None:
+            result.error = _stopped_error(cfg, proc.stopped)
+        elif not result.ok:
+            result.error = proc.exit_text()
+        return result
     return _process_result(cfg, proc)
 
 
-def _process_result(cfg: ExecutorConfig, proc: ProcOutcome) -> ExecResult:
+async def _run_preset(
+    cfg: ExecutorConfig, task: TaskInput, ctx: TaskContext, cancel: asyncio.Event | None
+) -> ExecResult:
+    resume = cfg.resume and ctx.resume_session is not None
+    argv = build_argv(cfg, task, ctx)
+    # No stdin: `claude -p` would add piped input to the prompt.
+    proc = await _spawn(cfg, task, ctx, argv, cancel, b"")
+    if isinstance(proc, ExecResult):
+        return proc
+    parse = presets.parse_claude if cfg.kind == "claude" else presets.parse_codex
+    report = parse(proc)
+    note = ""
+    if resume and report is None and proc.stopped is None and proc.returncode != 0:
+        # The session is gone (another host, expired, cleaned up): start a fresh one
+        # rather than fail the task.
+        why = _stderr_line(proc) or proc.exit_text()
+        note = f"cfn: resuming session {ctx.resume_session} failed ({why}); started a new one\n"
+        fresh = msgspec.structs.replace(ctx, resume_session=None)
+        argv = build_argv(cfg, task, fresh)
+        proc = await _spawn(cfg, task, fresh, argv, cancel, b"")
+        if isinstance(proc, ExecResult):
+            return proc
+        report = parse(proc)
+    result = _preset_result(cfg, proc, report)
+    result.stderr = note + result.stderr
+    return result
+
+
+def _stderr_line(proc: ProcOutcome) -> str:
+    lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1][:300] if lines else ""
+
+
+def _plain_result(proc: ProcOutcome) -> ExecResult:
     stdout = proc.stdout.decode("utf-8", "replace")
-    result = ExecResult(
-        ok=proc.returncode == 0,
+    return ExecResult(
+        ok=proc.returncode == 0 and proc.stopped is None,
         exit_code=proc.returncode,
         output=stdout,
         stdout=stdout,
         stderr=proc.stderr.decode("utf-8", "replace"),
         truncated=proc.truncated,
     )
+
+
+def _preset_result(
+    cfg: ExecutorConfig, proc: ProcOutcome, report: presets.CliReport | None
+) -> ExecResult:
+    if report is None:  # not machine-readable output: the plain last-line rule
+        result = _process_result(cfg, proc)
+        if result.error == proc.exit_text():
+            result.error = _exit_error_text(cfg, proc)
+        return result
+    result = _plain_result(proc)
+    result.output = report.result
+    result.session_id = report.session_id
+    result.input_tokens, result.output_tokens = report.input_tokens, report.output_tokens
+    result.num_turns = report.num_turns
+    priced = report.input_tokens * cfg.usd_per_mtok_input
+    priced += report.output_tokens * cfg.usd_per_mtok_output
+    result.cost_usd = report.cost_usd if report.cost_usd is not None else priced / 1e6
+    notes = list(report.notes)
+    if proc.stopped is not None:
+        result.ok, result.error = False, _stopped_error(cfg, proc.stopped)
+    answer = presets.find_answer(report.result)
+    if answer is not None:
+        fields, more = presets.answer_fields(answer)
+        notes += more
+        result.output = fields.pop("output", result.output)
+        ok = fields.pop("ok", True)
+        for name, value in fields.items():
+            setattr(result, name, value)
+        if result.ok and not ok:
+            result.ok, result.error = False, "the task reported ok=false"
+    if notes:
+        result.stderr += "".join(f"{n}\n" for n in notes)
+    if result.error is not None:
+        return result
+    if report.error is not None:
+        result.ok, result.error = False, report.error
+    elif proc.returncode != 0:
+        result.ok, result.error = False, _exit_error_text(cfg, proc)
+    return result
+
+
+def _exit_error_text(cfg: ExecutorConfig, proc: ProcOutcome) -> str:
+    line = _stderr_line(proc)
+    return f"{cfg.kind} exited with {proc.exit_text()}" + (f": {line}" if line else "")
+
+
+def _process_result(cfg: ExecutorConfig, proc: ProcOutcome) -> ExecResult:
+    result = _plain_result(proc)
+    result.ok = proc.returncode == 0
     if proc.stopped is not None:
         result.ok, result.error = False, _stopped_error(cfg, proc.stopped)
         return result

@@ -304,4 +304,9 @@ def to_result(res: ExecResult, agent: str, attempt: int) -> TaskResult:
         feedback=res.feedback,
         error=res.error,
         duration_ms=res.duration_ms,
+        session_id=res.session_id,
+        cost_usd=res.cost_usd,
+        input_tokens=res.input_tokens,
+        output_tokens=res.output_tokens,
+        num_turns=res.num_turns,
     )

@@ -1,6 +1,8 @@
 """Agent types: configured ``[agent_types.NAME]`` tables plus built-ins.
 
-Built-ins: ``shell`` runs the task text with ``sh -c``; the seed's types (coder,
+Built-ins: ``shell`` runs the task text with ``sh -c``; ``checker`` (a validator) runs
+the task text as a check command (kind ``check``: its exit status is its vote); the
+seed's types (coder,
 reviewer, tester, researcher, architect, security-specialist, product-owner) use
 the ``claude`` preset (``claude -p <task>``). cfnd publishes the effective specs
 to Redis (``cfn:agent_types``) so a remote ``cfn-agent --type T`` runs a type the
@@ -16,8 +18,12 @@ import msgspec
 
 from cfn_client.wire.errors import InvalidArgs
 from cfn_client.wire.schema.swarm import AgentRole
+from cfn_daemon.agent.checks import program_problem
 from cfn_daemon.agent.executors import CLAUDE_TYPES, ExecutorConfig, builtin_executor
 from cfn_daemon.settings.schema import AgentTypeConfig
+
+__all__ = ["AgentTypeSpec", "all_specs", "binary_problem", "builtin_names", "decode", "encode"]
+__all__ += ["from_config", "resolve"]
 
 DEFAULT_ROLES: dict[str, AgentRole] = {
     "reviewer": "validator",
@@ -25,10 +31,13 @@ DEFAULT_ROLES: dict[str, AgentRole] = {
     "security-specialist": "validator",
     "architect": "coordinator",
     "product-owner": "owner",
+    "checker": "validator",
 }
 
 
-class AgentTypeSpec(msgspec.Struct, kw_only=True):
+# Published to Redis and decoded by cfn-agents that may be older or newer than cfnd:
+# unknown fields are ignored (no forbid_unknown_fields) and defaults are not written.
+class AgentTypeSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Everything an agent of one type needs to run."""
 
     name: str
@@ -36,31 +45,41 @@ class AgentTypeSpec(msgspec.Struct, kw_only=True):
     role: AgentRole = "implementer"
     capabilities: list[str] = []
     concurrency: int = 1
+    required: bool = False  # a validator whose reject fails the round
+
+
+# Keys of AgentTypeConfig that describe the agent, not how it runs its tasks.
+SPEC_KEYS = frozenset({"role", "capabilities", "concurrency", "required"})
 
 
 def from_config(name: str, cfg: AgentTypeConfig) -> AgentTypeSpec:
-    executor = msgspec.convert(
-        {
-            "kind": cfg.kind,
-            "exec": cfg.exec,
-            "entry": cfg.entry,
-            "workdir": cfg.workdir,
-            "env": cfg.env,
-            "timeout_s": cfg.timeout_s,
-        },
-        ExecutorConfig,
-    )
+    """The spec of a configured type: every executor key passes through (the older
+    ``claude_binary``/``claude_args`` become ``binary``/``args`` in ExecutorConfig)."""
+    fields = {
+        key: getattr(cfg, key)
+        for key in cfg.__struct_fields__
+        if key not in SPEC_KEYS and key in ExecutorConfig.__struct_fields__
+    }
+    executor = msgspec.convert(fields, ExecutorConfig)
     return AgentTypeSpec(
         name=name,
         executor=executor,
         role=cfg.role,
         capabilities=list(cfg.capabilities),
         concurrency=cfg.concurrency,
+        required=cfg.required,
     )
 
 
 def builtin_names() -> list[str]:
-    return ["shell", *CLAUDE_TYPES]
+    return ["shell", "checker", *CLAUDE_TYPES]
+
+
+def binary_problem(spec: AgentTypeSpec) -> str | None:
+    """Why agents of ``spec`` cannot start their program (which is missing, and how to
+    install it or which key to set), or None when it is found. Kinds claude, codex,
+    check, command and shell start one; python starts none."""
+    return program_problem(spec.executor, spec.name)
 
 
 def resolve(name: str, configured: Mapping[str, AgentTypeConfig]) -> AgentTypeSpec:

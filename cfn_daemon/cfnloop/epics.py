@@ -22,6 +22,7 @@ from cfn_client.wire.schema.workflow import EpicInfo, EpicSpec, EpicStartArgs, P
 from cfn_daemon.cfnloop.drivers import DriverPool
 from cfn_daemon.cfnloop.runner import LoopService
 from cfn_daemon.core import workflow
+from cfn_daemon.core.run_records import spend
 from cfn_daemon.queue.events import emit
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.util.aio import until_stopped
@@ -125,11 +126,17 @@ class EpicService:
             out[phase] = (status, run.decision)
         return out
 
+    async def _run_cost(self, swarm: str, run_id: str) -> float:
+        raw = await self.redis.hgetall(self.keys.run(swarm, run_id))
+        return spend({k.decode(): v for k, v in raw.items()}).usd
+
     async def info(self, swarm: str, epic_id: str) -> EpicInfo:
         spec, runs, checks, created = await self._load(swarm, epic_id)
         statuses = await self._statuses(swarm, epic_id, spec, runs, checks)
         flat = {k: v[0] for k, v in statuses.items()}
+        costs = {name: await self._run_cost(swarm, run) for name, run in runs.items()}
         return EpicInfo(
+            cost_usd=round(sum(costs.values()), 6),
             id=epic_id,
             swarm=swarm,
             name=spec.name,
@@ -145,6 +152,7 @@ class EpicService:
                     depends_on=list(p.depends_on),
                     decision=statuses.get(p.name, ("", None))[1],
                     checkpoint=checks.get(p.name),
+                    cost_usd=costs.get(p.name, 0.0),
                 )
                 for p in spec.phases
             ],
@@ -203,6 +211,11 @@ class EpicService:
                     complexity=phase.complexity,
                     max_loop2=phase.max_loop2,
                     max_loop3=phase.max_loop3,
+                    mode=phase.mode,
+                    repo=phase.repo or spec.repo,
+                    base=phase.base or spec.base,
+                    checks=list(phase.checks) if (phase.repo or spec.repo) else [],
+                    budget_usd=phase.budget_usd,
                 )
             )
             await self.redis.hsetnx(self.keys.epic(swarm, epic_id), f"phase:{name}", run.id)

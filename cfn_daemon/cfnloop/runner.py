@@ -16,36 +16,40 @@ per validator and round.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import msgspec
 import structlog
 
 from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound
-from cfn_client.wire.schema.loop import SIZING, LoopStartArgs, RunInfo
-from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES, Event
-from cfn_daemon.cfnloop.drivers import DriverPool
-from cfn_daemon.core import consensus, loop
-from cfn_daemon.core.placement import LIVE_STATUSES
-from cfn_daemon.core.run_records import (
-    impl_task_id,
-    implementer_prompt,
-    owner_decision,
-    owner_prompt,
-    owner_task_id,
-    run_info,
-    val_task_id,
-    validator_prompt,
+from cfn_client.wire.schema.loop import (
+    MODES,
+    SIZING,
+    LoopApplyArgs,
+    LoopApplyResult,
+    LoopCleanResult,
+    LoopStartArgs,
+    ModePreset,
+    RunInfo,
 )
+from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES, Event
+from cfn_daemon.agent import types as agent_types
+from cfn_daemon.cfnloop.announce import announcements
+from cfn_daemon.cfnloop.drivers import DriverPool
+from cfn_daemon.cfnloop.evidence import WorkspaceInfo
+from cfn_daemon.cfnloop.steps import RunSteps
+from cfn_daemon.cfnloop.workspaces import check_repo, expand
+from cfn_daemon.core import loop
+from cfn_daemon.core.placement import LIVE_STATUSES
+from cfn_daemon.core.run_records import impl_task_id, run_info, spend
 from cfn_daemon.queue import events
 from cfn_daemon.queue.events import emit
 from cfn_daemon.queue.notify import NotifyHub, Pulse
 from cfn_daemon.queue.tasks import now_ms
-from cfn_daemon.queue.votes import read_votes
+from cfn_daemon.settings.schema import LoopConfig
 from cfn_daemon.swarm.service import SwarmService
 from cfn_daemon.util.aio import until_stopped
 
@@ -64,8 +68,7 @@ class LoopService:
         self.keys = swarms.store.keys
         self._locks: dict[str, asyncio.Lock] = {}
         self._pulses: dict[str, Pulse] = {}
-        self._submitted: set[str] = set()
-        self._votes_seen: set[tuple[str, int, str, str]] = set()
+        self.steps = RunSteps(swarms)
         self.drivers = DriverPool("run")
 
     @property
@@ -141,122 +144,67 @@ class LoopService:
                     },
                 )
                 await pipe.execute()
-        await self._announce(swarm, state, new, event, effects)
+        for etype, data in announcements(
+            state, new, event, effects, await self._extra(swarm, run_id, new, event)
+        ):
+            await emit(self.redis, self.keys, swarm, etype, data)
         self._pulse(run_id).fire()
         return new
 
-    async def _announce(
-        self, swarm: str, old: loop.RunState, new: loop.RunState, event: Any, effects: list[Any]
-    ) -> None:
-        run = new.run_id
-        out: list[tuple[str, dict[str, Any]]] = []
-        if isinstance(event, loop.ImplementerDone):
-            c = event.confidence
-            valid = event.ok and c is not None and math.isfinite(c) and 0.0 <= c <= 1.0
-            out.append(
-                (
-                    "loop.implementer_done",
-                    {
-                        "run": run,
-                        "agent": event.agent,
-                        "ok": event.ok,
-                        "round": event.round,
-                        "iteration": event.iteration,
-                        "confidence": c if valid else 0.0,
-                        "reason": event.reason,
-                    },
-                )
-            )
-        for h in new.history[len(old.history) :]:
-            base = {"run": run, "round": h.round, "iteration": h.iteration}
-            if h.kind == "loop3":
-                out.append(
-                    (
-                        "loop.gate",
-                        {
-                            **base,
-                            "passed": h.outcome == "gate-passed",
-                            "mean": h.score,
-                            "low": h.low,
-                            "gate_threshold": new.limits.gate_threshold,
-                            "gate_mean": new.limits.gate_mean,
-                        },
-                    )
-                )
-            elif h.kind == "loop4" and isinstance(event, loop.OwnerDecided):
-                out.append(
-                    (
-                        "loop.owner",
-                        {
-                            **base,
-                            "decision": event.decision,
-                            "reason": event.reason,
-                            "backlog": list(event.backlog),
-                        },
-                    )
-                )
-            elif h.kind == "human":
-                out.append(("loop.human", {**base, "outcome": h.outcome}))
-            # loop2 rounds are announced with their full consensus record by _close_round.
-        for eff in effects:
-            if isinstance(eff, loop.RunImplementers):
-                out.append(
-                    (
-                        "loop.iteration",
-                        {
-                            "run": run,
-                            "round": eff.round,
-                            "iteration": eff.iteration,
-                            "max_loop3": new.limits.max_loop3,
-                            "agents": eff.agents,
-                        },
-                    )
-                )
-            elif isinstance(eff, loop.RunValidators):
-                out.append(
-                    ("loop.validating", {"run": run, "round": eff.round, "agents": new.validators})
-                )
-            elif isinstance(eff, loop.Escalate):
-                out.append(("loop.escalated", {"run": run, "reason": eff.reason}))
-            elif isinstance(eff, loop.Finished):
-                out.append(
-                    (
-                        "loop.finished",
-                        {
-                            "run": run,
-                            "status": eff.status,
-                            "decision": eff.decision,
-                            "reason": eff.reason,
-                        },
-                    )
-                )
-        for etype, data in out:
-            await emit(self.redis, self.keys, swarm, etype, data)
+    async def _extra(
+        self, swarm: str, run_id: str, state: loop.RunState, event: Any
+    ) -> dict[str, dict[str, Any]]:
+        """Cost and result details for the step's announcements (from the run hash)."""
+        if not isinstance(event, loop.ImplementerDone) and state.status not in loop.TERMINAL:
+            return {}
+        fields = await self._fields(swarm, run_id)
+        extra: dict[str, dict[str, Any]] = {}
+        if isinstance(event, loop.ImplementerDone) and event.round and event.iteration:
+            tid = impl_task_id(run_id, event.round, event.iteration, event.agent)
+            if f"cost:{tid}" in fields:
+                cost = msgspec.json.decode(fields[f"cost:{tid}"])
+                extra["loop.implementer_done"] = {"cost_usd": cost.get("usd", 0.0)}
+        if state.status in loop.TERMINAL:
+            done: dict[str, Any] = {"cost_usd": spend(fields).usd}
+            if state.status == "done" and fields.get("result_branch"):
+                done |= {"branch": fields["result_branch"], "commit": fields["result_commit"]}
+            extra["loop.finished"] = done
+        return extra
 
     # ------------------------------------------------------------------ ops
 
     async def start(self, args: LoopStartArgs) -> RunInfo:
         swarm = await self.swarms.resolve(args.swarm)
+        cfg = self.swarms.config().loop
+        preset = MODES[args.mode] if args.mode else None
         sized_impl, sized_val = SIZING[args.complexity or "medium"]
         impl_types = list(args.implementers) or list(sized_impl)
-        val_types = list(args.validators) or list(sized_val)
-        cfg = self.swarms.config().loop
-        try:
-            limits = loop.LoopLimits(
-                gate_threshold=cfg.gate_threshold,
-                gate_mean=cfg.gate_mean,
-                consensus_threshold=cfg.consensus_threshold,
-                max_loop2=args.max_loop2 or cfg.max_loop2,
-                max_loop3=args.max_loop3 or cfg.max_loop3,
+        val_types = list(args.validators) or _sized(sized_val, preset.validators if preset else 0)
+        limits = _limits(args, cfg, preset)
+        repo = args.repo or cfg.repo
+        checks = list(args.checks)
+        ws: WorkspaceInfo | None = None
+        if repo is not None:
+            top, base = await check_repo(repo, args.base or cfg.base)
+            ws = WorkspaceInfo(
+                repo=str(top), base=base, base_ref=args.base or cfg.base, checks=checks,
+                checker=None,
+            )  # fmt: skip
+        elif checks or args.compete:
+            raise InvalidArgs(
+                "--check and --compete need a repository: pass --repo PATH (or set [loop] repo)",
+                details={"expected": "repo"},
             )
-        except ValueError as exc:
-            raise InvalidArgs(str(exc)) from None
+        self._check_binaries([*impl_types, *val_types, *([args.owner] if args.owner else [])])
         taken: set[str] = set()
         implementers = await self._recruit(swarm, impl_types, "implementer", taken)
         validators = await self._recruit(swarm, val_types, "validator", taken)
         owner = (
             (await self._recruit(swarm, [args.owner], "owner", taken))[0] if args.owner else None
         )
+        if ws is not None and checks:
+            (checker,) = await self._recruit(swarm, ["checker"], "implementer", taken)
+            ws = replace(ws, checker=checker)
         run_id = f"run-{uuid.uuid4().hex[:8]}"
         state = loop.RunState(
             run_id=run_id,
@@ -266,36 +214,49 @@ class LoopService:
             owner=owner,
             phase=args.phase,
             limits=limits,
+            workspace=ws is not None,
+            no_change_ok=args.no_change_ok,
+            compete=args.compete,
+            budget_usd=args.budget_usd if args.budget_usd is not None else cfg.budget_usd,
         )
         now = now_ms()
+        mapping: dict[str, Any] = {
+            "state": _json.encode(state),
+            "status": state.status,
+            "created_ms": now,
+            "updated_ms": now,
+            "mode": args.mode or "",
+        }
+        if ws is not None:
+            mapping["workspace"] = ws.encode()
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                self.keys.run(swarm, run_id),
-                mapping={
-                    "state": _json.encode(state),
-                    "status": state.status,
-                    "created_ms": now,
-                    "updated_ms": now,
-                },
-            )
+            pipe.hset(self.keys.run(swarm, run_id), mapping=mapping)
             pipe.zadd(self.keys.runs(swarm), {run_id: now})
             await pipe.execute()
-        await emit(
-            self.redis,
-            self.keys,
-            swarm,
-            "loop.started",
-            {
-                "run": run_id,
-                "task": args.task,
-                "implementers": implementers,
-                "validators": validators,
-                "owner": owner,
-            },
-        )
+        started: dict[str, Any] = {
+            "run": run_id,
+            "task": args.task,
+            "implementers": implementers,
+            "validators": validators,
+            "owner": owner,
+        }
+        if ws is not None:
+            started |= {"repo": ws.repo, "base": ws.base, "checks": checks}
+        await emit(self.redis, self.keys, swarm, "loop.started", started)
         await self.apply(swarm, run_id, loop.Start())
         self._drive(swarm, run_id)
         return await self.info(swarm, run_id)
+
+    def _check_binaries(self, types: list[str]) -> None:
+        """Refuse now, with the install hint, rather than after three failed retries."""
+        configured = self.swarms.config().agent_types
+        for agent_type in dict.fromkeys(types):
+            problem = agent_types.binary_problem(agent_types.resolve(agent_type, configured))
+            if problem:
+                raise InvalidArgs(
+                    f"agent type {agent_type!r} cannot run: {problem}",
+                    details={"type": agent_type},
+                )
 
     async def _recruit(self, swarm: str, types: list[str], role: str, taken: set[str]) -> list[str]:
         """An agent per requested type: an idle one of the swarm, else a new one."""
@@ -311,6 +272,46 @@ class LoopService:
             taken.add(chosen)
             out.append(chosen)
         return out
+
+    async def apply_result(self, swarm: str, args: LoopApplyArgs) -> LoopApplyResult:
+        """``loop apply``: the run's result into the user's branch (or a patch file)."""
+        info = await self.info(swarm, args.run)
+        ws = self.steps.workspace_of(await self._fields(swarm, args.run))
+        if ws is None or not info.branch or not info.commit:
+            raise Conflict(
+                f"run {args.run} has no result to apply"
+                + ("" if ws else " (it did not work on a repository)")
+                + f"; it is {info.status}",
+                details={"run": args.run, "status": info.status},
+            )
+        space = self.steps.evidence.workspace(args.run, ws)
+        repo = expand(args.repo) if args.repo else space.repo
+        applied, file = await space.apply(args.how, info.commit, ws.base, args.file, repo)
+        await emit(
+            self.redis,
+            self.keys,
+            swarm,
+            "loop.applied",
+            {"run": args.run, "how": args.how, "commit": applied, "file": file},
+        )
+        return LoopApplyResult(
+            run=args.run, how=args.how, branch=info.branch, commit=info.commit,
+            applied=applied, file=file,
+        )  # fmt: skip
+
+    async def clean(self, swarm: str, run_id: str) -> LoopCleanResult:
+        """``loop clean``: remove a finished run's worktrees and branches."""
+        state = await self._load(swarm, run_id)
+        if state.status not in loop.TERMINAL:
+            raise Conflict(
+                f"run {run_id} is {state.status}; cancel it before cleaning its workspaces",
+                details={"run": run_id, "status": state.status},
+            )
+        ws = self.steps.workspace_of(await self._fields(swarm, run_id))
+        if ws is None:
+            return LoopCleanResult(run=run_id)
+        worktrees, branches = await self.steps.evidence.workspace(run_id, ws).clean()
+        return LoopCleanResult(run=run_id, worktrees=worktrees, branches=branches)
 
     async def info(self, swarm: str, run_id: str) -> RunInfo:
         state = await self._load(swarm, run_id)
@@ -392,8 +393,11 @@ class LoopService:
                 if state.status in loop.TERMINAL:
                     return
                 if state.status != "escalated":
-                    await self._realise(swarm, state)
-                    event = await self._collect(swarm, state)
+                    fields = await self._fields(swarm, run_id)
+                    event = self._over_budget(state, fields)
+                    if event is None:
+                        await self.steps.realise(swarm, state, fields)
+                        event = await self.steps.collect(swarm, state, fields)
                     if event is not None:
                         await self.apply(swarm, run_id, event)
                         continue
@@ -404,6 +408,15 @@ class LoopService:
             await until_stopped(self._any(waiters), self._stop)
 
     @staticmethod
+    def _over_budget(state: loop.RunState, fields: dict[str, Any]) -> Any:
+        """``BudgetExhausted`` once the run spent its budget: nothing more is launched."""
+        budget = state.budget_usd
+        if budget is None:
+            return None
+        spent = spend(fields).usd
+        return loop.BudgetExhausted(spent_usd=spent, budget_usd=budget) if spent >= budget else None
+
+    @staticmethod
     async def _any(waiters: list[asyncio.Event]) -> None:
         tasks = [asyncio.ensure_future(w.wait()) for w in waiters]
         try:
@@ -412,161 +425,29 @@ class LoopService:
             for t in tasks:
                 t.cancel()
 
-    async def _submit_pinned(
-        self, swarm: str, task_id: str, agent: str, text: str, context: dict[str, Any]
-    ) -> None:
-        if task_id in self._submitted:
-            return
-        agent_type = (await self.swarms.registry.get(swarm, agent)).type
-        # Submitted before a restart (Conflict): its stored result is used, not recomputed.
-        with contextlib.suppress(Conflict):
-            await self.swarms.tasks.submit(
-                swarm,
-                text=text,
-                type=agent_type,
-                task_id=task_id,
-                target=agent,
-                context=context,
-                max_attempts=self.swarms.config().tasks.max_attempts,
-            )
-        self._submitted.add(task_id)
 
-    async def _realise(self, swarm: str, state: loop.RunState) -> None:
-        run, rnd = state.run_id, state.loop2_round
-        if state.status == "loop3":
-            for agent in state.pending:
-                await self._submit_pinned(
-                    swarm,
-                    impl_task_id(run, rnd, state.loop3_iteration, agent),
-                    agent,
-                    implementer_prompt(state),
-                    {
-                        "kind": "implement",
-                        "run": run,
-                        "round": rnd,
-                        "iteration": state.loop3_iteration,
-                        "feedback": state.feedback,
-                    },
-                )
-        elif state.status == "loop2":
-            key = self.keys.run(swarm, run)
-            # HSETNX alone keeps the first start time: no read needed before it.
-            await self.redis.hsetnx(key, f"round_started:{rnd}", now_ms())
-            for agent in state.validators:
-                await self._submit_pinned(
-                    swarm,
-                    val_task_id(run, rnd, agent),
-                    agent,
-                    validator_prompt(state),
-                    {"kind": "validate", "run": run, "round": rnd},
-                )
-        elif state.status == "loop4" and state.owner:
-            summary = state.history[-1].outcome if state.history else ""
-            await self._submit_pinned(
-                swarm,
-                owner_task_id(run, rnd),
-                state.owner,
-                owner_prompt(state, summary),
-                {"kind": "decide", "run": run, "round": rnd},
-            )
+def _sized(types: tuple[str, ...], count: int) -> list[str]:
+    """The sized validator team, cut or cycled to ``count`` (0: as sized)."""
+    if count <= 0:
+        return list(types)
+    return [types[i % len(types)] for i in range(count)]
 
-    async def _collect(self, swarm: str, state: loop.RunState) -> Any:
-        """The next event the stored task results imply, or None (keep waiting)."""
-        run, rnd, it = state.run_id, state.loop2_round, state.loop3_iteration
-        queue = self.swarms.tasks
-        if state.status == "loop3":
-            ids = [impl_task_id(run, rnd, it, a) for a in state.pending]
-            for task in await queue.get_many(swarm, ids):
-                if task.status in TERMINAL_TASK_STATUSES:
-                    res = task.result
-                    return loop.ImplementerDone(
-                        agent=task.target or "",
-                        round=rnd,
-                        iteration=it,
-                        confidence=res.confidence if res else None,
-                        output=res.output if res else "",
-                        ok=task.status == "succeeded",
-                        reason=task.error or (res.error if res else "") or "",
-                    )
-            return None
-        if state.status == "loop2":
-            return await self._close_round(swarm, state)
-        if state.status == "loop4" and state.owner:
-            for task in await queue.get_many(swarm, [owner_task_id(run, rnd)]):
-                if task.status in TERMINAL_TASK_STATUSES:
-                    return owner_decision(task)
-        return None
 
-    async def _earlier_issues(self, swarm: str, run: str, rnd: int) -> list[consensus.Issue]:
-        fields = await self._fields(swarm, run)
-        out: list[consensus.Issue] = []
-        for key, raw in sorted(fields.items()):
-            if key.startswith("round:") and int(key.split(":")[1]) < rnd:
-                record = msgspec.json.decode(raw)
-                out += msgspec.convert(record.get("feedback", []), list[consensus.Issue])
-        return out
-
-    async def _close_round(self, swarm: str, state: loop.RunState) -> Any:
-        run, rnd = state.run_id, state.loop2_round
-        ids = [val_task_id(run, rnd, a) for a in state.validators]
-        tasks = await self.swarms.tasks.get_many(swarm, ids)
-        finished = sum(1 for t in tasks if t.status in TERMINAL_TASK_STATUSES)
-        tokens = await self.redis.hgetall(self.keys.tokens(swarm))
-        received: list[tuple[consensus.Vote, bool]] = []
-        for vote in await read_votes(self.redis, self.keys.votes(swarm, run, rnd)):
-            token = tokens.get(vote.validator.encode(), b"")
-            verified = bool(token) and consensus.verify_vote(token, run, rnd, vote)
-            received.append((vote, verified))
-            seen = (run, rnd, vote.validator, vote.signature)
-            if seen not in self._votes_seen:
-                self._votes_seen.add(seen)
-                await emit(
-                    self.redis,
-                    self.keys,
-                    swarm,
-                    "loop.vote",
-                    {
-                        "run": run,
-                        "round": rnd,
-                        "validator": vote.validator,
-                        "approve": vote.approve,
-                        "confidence": vote.confidence,
-                        "verified": verified,
-                    },
-                )
-        started = await self.redis.hget(self.keys.run(swarm, run), f"round_started:{rnd}")
-        timeout_ms = self.swarms.config().loop.round_timeout_s * 1000
-        deadline = bool(started) and now_ms() - int(started) > timeout_ms
-        # Every validator task ended: nothing more is coming from honest agents.
-        all_done = finished == len(state.validators)
-        outcome = consensus.close_round(
-            state.validators,
-            received,
-            consensus.RoundConfig(threshold=state.limits.consensus_threshold),
-            deadline_passed=deadline or all_done,
-        )
-        if outcome.status == "open":
-            return None
-        record = {"round": rnd, **msgspec.to_builtins(outcome)}
-        await emit(
-            self.redis,
-            self.keys,
-            swarm,
-            "loop.round",
-            {"run": run, "threshold": state.limits.consensus_threshold, **record},
-        )
-        await self.redis.hset(self.keys.run(swarm, run), f"round:{rnd:03d}", _json.encode(record))
-        # Issues raised in earlier rounds stay listed (de-duplicated, highest severity
-        # kept) until a round passes: implementers see everything still open.
-        earlier = await self._earlier_issues(swarm, run, rnd)
-        issues = consensus.aggregate_feedback([outcome.feedback], previous=earlier)
-        feedback = consensus.render_feedback(issues, round_no=rnd)
-        return loop.ValidatorsClosed(
-            passed=outcome.status == "passed",
-            score=outcome.score,
-            no_quorum=outcome.status == "no_quorum",
-            all_failed=not received,
-            feedback=feedback,
-            summary=outcome.reason,
-            round=rnd,
-        )
+def _limits(args: LoopStartArgs, cfg: LoopConfig, preset: ModePreset | None) -> loop.LoopLimits:
+    """Explicit flags win over the mode preset, which wins over ``[loop]``."""
+    gate = args.gate_threshold if args.gate_threshold is not None else None
+    consensus_t = args.consensus_threshold
+    try:
+        return loop.LoopLimits(
+            gate_threshold=gate if gate is not None else (
+                preset.gate_threshold if preset else cfg.gate_threshold
+            ),
+            gate_mean=min(cfg.gate_mean, preset.gate_threshold) if preset else cfg.gate_mean,
+            consensus_threshold=consensus_t if consensus_t is not None else (
+                preset.consensus_threshold if preset else cfg.consensus_threshold
+            ),
+            max_loop2=args.max_loop2 or cfg.max_loop2,
+            max_loop3=args.max_loop3 or (preset.max_loop3 if preset else cfg.max_loop3),
+        )  # fmt: skip
+    except ValueError as exc:
+        raise InvalidArgs(str(exc)) from None

@@ -19,7 +19,8 @@ interval stays in it. Once quorum is reached, ``m ≥ n - f ≥ 2f + 1`` so ``k 
 ``f`` arbitrary voters cannot move the score outside the honest range.
 
 Pass ⇔ ``votes_counted ≥ quorum ∧ approvals ≥ 2f + 1 ∧ score ≥ threshold`` (the score
-comparison allows 1e-9 of float rounding). See :func:`close_round` for vote admission.
+comparison allows 1e-9 of float rounding) ∧ no *required* validator's counted vote is a
+reject (a veto). See :func:`close_round` for vote admission.
 """
 
 from __future__ import annotations
@@ -221,16 +222,22 @@ def suspects(votes: Sequence[Vote]) -> dict[str, str]:
 
 class RoundInput(msgspec.Struct, frozen=True, kw_only=True):
     """Everything :func:`close_round` judges: members, votes in arrival order (with the
-    caller's signature check), and whether the deadline has passed."""
+    caller's signature check), whether the deadline has passed, and the ``required``
+    validators whose reject is a veto."""
 
     members: list[str]
     received: list[tuple[Vote, bool]] = []
     deadline_passed: bool = False
+    required: frozenset[str] = frozenset()
 
     def close(self, cfg: RoundConfig | None = None) -> RoundOutcome:
         """:func:`close_round` on this input."""
         return close_round(
-            self.members, self.received, cfg or RoundConfig(), deadline_passed=self.deadline_passed
+            self.members,
+            self.received,
+            cfg or RoundConfig(),
+            deadline_passed=self.deadline_passed,
+            required=self.required,
         )
 
 
@@ -248,6 +255,7 @@ def close_round(
     cfg: RoundConfig,
     *,
     deadline_passed: bool,
+    required: frozenset[str] = frozenset(),
 ) -> RoundOutcome:
     """Admit the received votes (arrival order) and decide the round.
 
@@ -262,7 +270,10 @@ def close_round(
     The round closes when every member has a counted vote or is faulty, or at the
     deadline; before that it is ``open`` (score etc. are provisional). Closed with fewer
     than ``quorum`` counted votes → ``no_quorum``; else ``passed`` or ``failed`` as in the
-    module docstring.
+    module docstring, except that a counted reject from a ``required`` validator (a veto,
+    e.g. a check runner) fails the round whatever the score, the reason naming it
+    (``required validator X rejected``). A required validator's missing, unverified or
+    equivocating vote follows the normal rules.
     """
     if not members:
         raise ValueError("a round needs at least one member")
@@ -310,7 +321,14 @@ def close_round(
         t = cfg.threshold
         ok_score = score >= t - SCORE_EPSILON
         cmp = f"score {_num(score, t)} {'>=' if ok_score else '<'} {_num(t, score)}"
-        if ok_score and approvals >= need:
+        rejecting = {v.validator for v in counted if not v.approve}
+        vetoes = [m for m in members if m in required and m in rejecting]
+        if vetoes:
+            status, verb = "failed", "with" if approvals >= need else "and only"
+            who = f"required validator{'s' if len(vetoes) > 1 else ''} {', '.join(vetoes)}"
+            reason = f"failed: {who} rejected; {cmp} {verb} {approvals}/{n} approvals "
+            reason += f"(needs {need}), {tally}"
+        elif ok_score and approvals >= need:
             status = "passed"
             reason = f"passed: {cmp} with {approvals}/{n} approvals (needs {need}), {tally}"
         else:

@@ -6,12 +6,16 @@ event log from the initial state. ``step`` never raises (for states it produced
 or decoded from them, and events of the declared types or any other object) and
 never reads clocks or randomness, so a replay reproduces the same states and
 effects. Persist with ``msgspec.json``; a non-finite float becomes ``null`` and
-is treated exactly like a missing value, so a JSON log replays identically.
+is treated exactly like a missing value, so a JSON log replays identically. The
+Structs live in :mod:`cfn_daemon.core.loop_model`; this module re-exports them.
 
 Statuses: ``new`` (before ``Start``), ``loop3``, ``loop2``, ``loop4``,
 ``escalated`` (waiting for a human; not terminal) and the terminal ``done``,
 ``cancelled``, ``failed``. The confidence gate is decided inside the step that
-receives the last implementer result, so no state ever rests "at the gate".
+receives the last implementer result, so no state ever rests "at the gate". In a
+``workspace`` run a passed confidence gate is followed by the *candidate step*:
+the run stays in ``loop3`` with ``pending == ["candidate"]`` until
+``CandidateReady`` (the evidence gate) arrives.
 
 Counting. ``loop2_round`` is the 1-based number of the Loop 2 round in progress
 (0 before ``Start``); a round begins with Loop 3 iteration 1, so every round
@@ -29,24 +33,42 @@ counts accepted events only):
 - ``ImplementerDone`` (loop3; from a pending implementer; ``round``/``iteration``,
   when given, must be the current ones, else the result is stale): records the
   result. A failed run (``ok`` false), a missing or non-finite confidence, or one
-  outside [0, 1] counts as confidence 0 and the note says why. When nobody is
-  pending the gate runs: pass ⇔ every confidence ≥ ``gate_threshold`` and their
-  mean ≥ ``gate_mean``. Pass → loop2, ``RunValidators`` with the outputs of all
-  implementers in ``implementers`` order (``## <agent> (confidence c)`` headers).
-  Fail → ``feedback`` becomes the gate reasons (per agent: confidence, threshold,
-  the agent's own reason; the mean if too low) followed by the feedback the round
-  began with; then the next iteration, or, after ``max_loop3`` iterations in the
-  round, escalation "gate failed N times in round R".
-- ``ValidatorsClosed`` (loop2; optional ``round`` must match). It counts as passed
-  only if ``passed`` and neither ``no_quorum`` nor ``all_failed`` (a
-  contradictory report fails safe). Passed → loop4: ``AskOwner``; with no owner
-  the built-in rule decides in the same step: PROCEED (done) if the score is
-  finite and ≥ ``consensus_threshold``, else ESCALATE. Not passed: ``no_quorum``
-  or ``all_failed`` escalates at once ("consensus-failure → escalate-to-human");
-  otherwise the validators' feedback starts round R+1 if R < ``max_loop2``, else
-  escalation "consensus failed in R rounds".
+  outside [0, 1] counts as confidence 0 and the note says why; so does, in a
+  ``workspace`` run without ``no_change_ok``, a valid confidence c with
+  ``changed_files`` 0 or missing (note ``claimed c, changed 0 files``; elsewhere
+  ``changed_files`` is ignored). When nobody is pending the confidence gate runs:
+  pass ⇔ every confidence ≥ ``gate_threshold`` and their mean ≥ ``gate_mean``.
+  Pass → loop2, ``RunValidators`` with the outputs of all implementers in
+  ``implementers`` order (``## <agent> (confidence c)`` headers); in a workspace
+  run ``BuildCandidate`` instead (see ``CandidateReady``). Fail → ``feedback`` is
+  "Loop 3 iteration I of round R failed the confidence gate:" and the reasons (per
+  agent: confidence, threshold, note; the mean if too low), then the feedback the
+  round began with; the next iteration follows, or, after ``max_loop3`` iterations
+  in the round, escalation "gate failed N times in round R".
+- ``CandidateReady`` (loop3 of a workspace run, ``pending == ["candidate"]``;
+  ``round``/``iteration`` checked like ``ImplementerDone``). ``ok`` → history
+  "gate-passed" (score = mean confidence, low = the lowest), ``head`` stored, then
+  loop2 with ``RunValidators`` whose output is the implementers' section, plus
+  "\\n\\n" and ``summary`` when that is non-empty. Not ok → history "gate-failed";
+  ``feedback`` becomes "Loop 3 iteration I of round R failed the evidence gate:"
+  and the event's ``feedback`` (plus the round's starting feedback, as above); then
+  the next iteration or escalation exactly like a failed confidence gate. A
+  workspace run records exactly one loop3 history entry per iteration.
+- ``ValidatorsClosed`` (loop2; optional ``round`` must match); a ``winner`` given
+  is stored in ``winner``. It counts as passed only if ``passed`` and neither
+  ``no_quorum`` nor ``all_failed`` (a contradictory report fails safe). Passed →
+  loop4: ``AskOwner``; with no owner the built-in rule decides in the same step:
+  PROCEED (done) if the score is finite and ≥ ``consensus_threshold``, else
+  ESCALATE. Not passed: ``no_quorum`` or ``all_failed`` escalates at once
+  ("consensus-failure → escalate-to-human"); otherwise the validators' feedback
+  starts round R+1 if R < ``max_loop2``, else escalation "consensus failed in R
+  rounds".
 - ``OwnerDecided`` (loop4): PROCEED → done; DEFER → done with ``backlog``;
-  ESCALATE → escalated.
+  ESCALATE → escalated; ABORT → failed, decision ABORT, reason the owner's or
+  "aborted by the owner"; ITERATE → round R+1 with feedback "The product owner
+  asked for another iteration: <reason>" and one "- item" line per backlog item,
+  or, if R+1 > ``max_loop2``, escalation "owner asked to iterate, but all N rounds
+  are spent" (with that feedback kept for ``Extend``/``HumanRejected``).
 - ``HumanApproved`` (escalated): done, decision PROCEED.
 - ``HumanRejected`` (escalated): starts round R+1 with the human's feedback; if
   R+1 exceeds ``max_loop2`` the budget is raised to R+1, i.e. a rejection always
@@ -55,251 +77,73 @@ counts accepted events only):
   budget and be ≤ 100): raises the budget. In ``escalated`` it also starts round
   R+1 with the current ``feedback`` (the text that would feed the next Loop 3);
   elsewhere the run just continues with the larger budget.
+- ``BudgetExhausted(spent_usd, budget_usd)`` (loop3, loop2, loop4): escalated,
+  reason "budget exhausted: $S of $B" (2 decimals), ``feedback`` kept. The runner
+  decides when money ran out; the machine does not compare the numbers.
 - ``Cancel`` / ``Fail`` (any non-terminal status, ``escalated`` included):
   cancelled / failed. ``Fail`` is how the runner reports an internal error.
 
 Every transition to done/cancelled/failed emits one ``Finished``; every
 transition to escalated emits one ``Escalate``. ``history`` gets one entry per
 gate, consensus round, owner decision and human action. ``pending`` lists the
-implementers yet to report (loop3), the validators (loop2), the owner (loop4);
-it is empty otherwise. ``results`` holds the current iteration's results.
+implementers yet to report (loop3), ``["candidate"]`` (the candidate step), the
+validators (loop2), the owner (loop4); it is empty otherwise. ``results`` holds
+the current iteration's results; ``head`` and ``winner`` the latest ones given.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal, TypeAlias
+from typing import Literal
 
-import msgspec
 from msgspec.structs import replace
 
-__all__ = [
-    "TERMINAL",
-    "AskOwner",
-    "Cancel",
-    "Decision",
-    "Effect",
-    "Escalate",
-    "Extend",
-    "Fail",
-    "Finished",
-    "HistoryEntry",
-    "HumanApproved",
-    "HumanRejected",
-    "ImplResult",
-    "ImplementerDone",
-    "LoopEvent",
-    "LoopLimits",
-    "OwnerDecided",
-    "Rejected",
-    "RunImplementers",
-    "RunState",
-    "RunValidators",
-    "Start",
-    "Status",
-    "ValidatorsClosed",
-    "step",
-]
-
-Status = Literal["new", "loop3", "loop2", "loop4", "done", "escalated", "cancelled", "failed"]
-Decision = Literal["PROCEED", "DEFER", "ESCALATE"]
-TERMINAL: frozenset[str] = frozenset({"done", "cancelled", "failed"})
-MAX_LIMIT = 100
-CONSENSUS_FAILURE = "consensus-failure → escalate-to-human"
-
-
-class LoopLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Gate and budget settings (same names as ``[loop]`` in the config)."""
-
-    gate_threshold: float = 0.75
-    gate_mean: float = 0.80
-    consensus_threshold: float = 0.90
-    max_loop3: int = 10
-    max_loop2: int = 10
-
-    def __post_init__(self) -> None:
-        for name in ("gate_threshold", "gate_mean", "consensus_threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-                raise ValueError(f"`{name}` must be a number in [0, 1], got {value!r}")
-        for name in ("max_loop3", "max_loop2"):
-            value = getattr(self, name)
-            if type(value) is not int or not 1 <= value <= MAX_LIMIT:
-                raise ValueError(f"`{name}` must be an integer in 1..{MAX_LIMIT}, got {value!r}")
-
-
-class ImplResult(msgspec.Struct, frozen=True, kw_only=True):
-    """One implementer's result; ``confidence`` is the effective one (0 when invalid)."""
-
-    confidence: float
-    output: str
-    ok: bool
-    note: str = ""
-
-
-class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """Compact record of one gate / consensus round / owner decision / human action.
-
-    ``score``: the mean confidence (loop3) or consensus score (loop2); ``low``: the
-    lowest confidence (loop3).
-    """
-
-    kind: Literal["loop3", "loop2", "loop4", "human"]
-    round: int
-    iteration: int
-    outcome: str
-    score: float | None = None
-    low: float | None = None
-
-
-class RunState(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Everything about one run; JSON-serialisable with ``msgspec.json``."""
-
-    run_id: str
-    task: str
-    implementers: list[str]
-    validators: list[str]
-    owner: str | None = None
-    phase: str | None = None
-    limits: LoopLimits = msgspec.field(default_factory=LoopLimits)
-    status: Status = "new"
-    loop2_round: int = 0
-    loop3_iteration: int = 0
-    pending: list[str] = msgspec.field(default_factory=list)
-    results: dict[str, ImplResult] = msgspec.field(default_factory=dict)
-    feedback: str = ""
-    round_feedback: str = ""  # the feedback the current round began with
-    history: list[HistoryEntry] = msgspec.field(default_factory=list)
-    decision: Decision | None = None
-    backlog: list[str] = msgspec.field(default_factory=list)
-    outcome_reason: str = ""
-    seq: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("implementers", "validators"):
-            ids = getattr(self, name)
-            if not ids or len(set(ids)) != len(ids) or not all(ids):
-                raise ValueError(f"`{name}` must be a non-empty list of distinct agent ids")
-
-
-# --------------------------------------------------------------------- events
-
-
-class _Event(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
-    pass
-
-
-class Start(_Event, frozen=True):
-    pass
-
-
-class ImplementerDone(_Event, frozen=True):
-    agent: str
-    confidence: float | None
-    output: str
-    ok: bool
-    reason: str = ""
-    round: int | None = None  # when set, must match the current round/iteration
-    iteration: int | None = None
-
-
-class ValidatorsClosed(_Event, frozen=True):
-    passed: bool
-    score: float | None
-    no_quorum: bool
-    all_failed: bool
-    feedback: str
-    summary: str
-    round: int | None = None
-
-
-class OwnerDecided(_Event, frozen=True):
-    decision: Decision
-    reason: str
-    backlog: list[str] = msgspec.field(default_factory=list)
-
-
-class HumanApproved(_Event, frozen=True):
-    reason: str = ""
-
-
-class HumanRejected(_Event, frozen=True):
-    feedback: str
-
-
-class Extend(_Event, frozen=True):
-    max_loop2: int
-
-
-class Cancel(_Event, frozen=True):
-    reason: str = ""
-
-
-class Fail(_Event, frozen=True):
-    reason: str
-
-
-LoopEvent: TypeAlias = (
-    Start
-    | ImplementerDone
-    | ValidatorsClosed
-    | OwnerDecided
-    | HumanApproved
-    | HumanRejected
-    | Extend
-    | Cancel
-    | Fail
+from cfn_daemon.core.loop_model import (
+    CANDIDATE,
+    CONSENSUS_FAILURE,
+    MAX_LIMIT,
+    TERMINAL,
+    AskOwner,
+    BudgetExhausted,
+    BuildCandidate,
+    Cancel,
+    CandidateReady,
+    Decision,
+    Effect,
+    Escalate,
+    Extend,
+    Fail,
+    Finished,
+    HistoryEntry,
+    HumanApproved,
+    HumanRejected,
+    ImplementerDone,
+    ImplResult,
+    LoopEvent,
+    LoopLimits,
+    OwnerDecided,
+    Rejected,
+    RunImplementers,
+    RunState,
+    RunValidators,
+    Start,
+    Status,
+    Step,
+    ValidatorsClosed,
 )
 
-# -------------------------------------------------------------------- effects
+# fmt: off
+__all__ = [
+    "CANDIDATE", "CONSENSUS_FAILURE", "MAX_LIMIT", "TERMINAL", "AskOwner", "BudgetExhausted",
+    "BuildCandidate", "Cancel", "CandidateReady", "Decision", "Effect", "Escalate", "Extend",
+    "Fail", "Finished", "HistoryEntry", "HumanApproved", "HumanRejected", "ImplResult",
+    "ImplementerDone", "LoopEvent", "LoopLimits", "OwnerDecided", "Rejected", "RunImplementers",
+    "RunState", "RunValidators", "Start", "Status", "Step", "ValidatorsClosed", "step",
+]
+# fmt: on
 
-
-class _Effect(msgspec.Struct, frozen=True, tag=True):
-    pass
-
-
-class RunImplementers(_Effect, frozen=True):
-    """Loop 3: run the task on all ``agents`` in parallel."""
-
-    agents: list[str]
-    iteration: int
-    round: int
-    feedback: str
-
-
-class RunValidators(_Effect, frozen=True):
-    """Loop 2: open consensus round ``round`` over ``combined_output``."""
-
-    agents: list[str]
-    round: int
-    combined_output: str
-
-
-class AskOwner(_Effect, frozen=True):
-    owner: str
-    round: int
-    summary: str
-
-
-class Escalate(_Effect, frozen=True):
-    reason: str
-
-
-class Finished(_Effect, frozen=True):
-    status: Status
-    decision: Decision | None
-    reason: str
-
-
-class Rejected(_Effect, frozen=True):
-    """``event`` is the refused event's type name."""
-
-    event: str
-    reason: str
-
-
-Effect: TypeAlias = RunImplementers | RunValidators | AskOwner | Escalate | Finished | Rejected
-Step: TypeAlias = tuple[RunState, list[Effect]]
+_DECISIONS: frozenset[str] = frozenset({"PROCEED", "DEFER", "ESCALATE", "ITERATE", "ABORT"})
+_RUNNING: frozenset[str] = frozenset({"loop3", "loop2", "loop4"})  # BudgetExhausted applies
 
 # ---------------------------------------------------------------- transitions
 
@@ -316,10 +160,15 @@ def step(state: RunState, event: LoopEvent) -> Step:
             return _finish(state, "failed", state.decision, reason or "failed")
         case Extend(max_loop2=n):
             return _extend(state, event, n)
+        case BudgetExhausted(spent_usd=spent, budget_usd=budget) if status in _RUNNING:
+            reason = f"budget exhausted: ${spent:.2f} of ${budget:.2f}"
+            return _escalate(state, reason, feedback=state.feedback)
         case Start() if status == "new":
             return _loop3(state, round=1, feedback="")
         case ImplementerDone() if status == "loop3":
             return _implementer_done(state, event)
+        case CandidateReady() if status == "loop3":
+            return _candidate_ready(state, event)
         case ValidatorsClosed() if status == "loop2":
             return _validators_closed(state, event)
         case OwnerDecided() if status == "loop4":
@@ -349,22 +198,36 @@ def _extend(state: RunState, event: Extend, n: object) -> Step:
     return _loop3(state, round=state.loop2_round + 1, feedback=state.feedback)
 
 
+def _stale(state: RunState, rnd: int | None, it: int | None) -> str | None:
+    """Why a result stamped ``rnd``/``it`` is not for the current iteration, else None."""
+    if (rnd is not None and rnd != state.loop2_round) or (
+        it is not None and it != state.loop3_iteration
+    ):
+        return (
+            f"stale result for round {rnd} iteration {it}; "
+            f"current is round {state.loop2_round} iteration {state.loop3_iteration}"
+        )
+    return None
+
+
+def _building(state: RunState) -> bool:
+    """Whether the run is in the candidate step (every implementer has reported)."""
+    return (
+        state.workspace
+        and state.pending == [CANDIDATE]
+        and len(state.results) == len(state.implementers)
+    )
+
+
 def _implementer_done(state: RunState, event: ImplementerDone) -> Step:
     rnd, it, agent = state.loop2_round, state.loop3_iteration, event.agent
-    if (event.round is not None and event.round != rnd) or (
-        event.iteration is not None and event.iteration != it
-    ):
-        return _reject(
-            state,
-            event,
-            f"stale result for round {event.round} iteration {event.iteration}; "
-            f"current is round {rnd} iteration {it}",
-        )
+    if (stale := _stale(state, event.round, event.iteration)) is not None:
+        return _reject(state, event, stale)
     if agent not in state.implementers:
         return _reject(state, event, f"{agent!r} is not an implementer of this run")
-    if agent not in state.pending:
+    if agent not in state.pending or _building(state):
         return _reject(state, event, f"{agent!r} already reported for round {rnd} iteration {it}")
-    confidence, note = _effective_confidence(event)
+    confidence, note = _effective_confidence(state, event)
     result = ImplResult(confidence=confidence, output=event.output, ok=event.ok, note=note)
     state = replace(
         state,
@@ -374,7 +237,7 @@ def _implementer_done(state: RunState, event: ImplementerDone) -> Step:
     return _gate(state) if not state.pending else (_accept(state), [])
 
 
-def _effective_confidence(event: ImplementerDone) -> tuple[float, str]:
+def _effective_confidence(state: RunState, event: ImplementerDone) -> tuple[float, str]:
     value, reason = _finite(event.confidence), event.reason
     suffix = f": {reason}" if reason else ""
     if not event.ok:
@@ -383,16 +246,23 @@ def _effective_confidence(event: ImplementerDone) -> tuple[float, str]:
         return 0.0, f"no valid confidence reported{suffix}; counted as 0"
     if not 0.0 <= value <= 1.0:
         return 0.0, f"confidence {value:g} outside [0, 1]{suffix}; counted as 0"
+    changed = event.changed_files
+    if state.workspace and not state.no_change_ok and not (type(changed) is int and changed > 0):
+        return 0.0, f"claimed {value:g}, changed 0 files"
     return value, reason
+
+
+def _scores(state: RunState) -> tuple[float, float]:
+    """Mean and lowest effective confidence of the current iteration."""
+    scores = [state.results[a].confidence for a in state.implementers]
+    return sum(scores) / len(scores), min(scores)
 
 
 def _gate(state: RunState) -> Step:
     limits, rnd, it = state.limits, state.loop2_round, state.loop3_iteration
-    agents = state.implementers
-    scores = [state.results[a].confidence for a in agents]
-    mean, low = sum(scores) / len(scores), min(scores)
+    mean = _scores(state)[0]
     reasons = []
-    for agent in agents:
+    for agent in state.implementers:
         res = state.results[agent]
         if res.confidence < limits.gate_threshold:
             why = f" ({res.note})" if res.note else ""
@@ -402,22 +272,52 @@ def _gate(state: RunState) -> Step:
             )
     if mean < limits.gate_mean:
         reasons.append(f"- mean confidence {mean:g} < required mean {limits.gate_mean:g}")
-    outcome = "gate-failed" if reasons else "gate-passed"
-    state = _record(state, "loop3", outcome, score=mean, low=low)
-    if not reasons:
-        combined = "\n\n".join(
-            f"## {a} (confidence {state.results[a].confidence:g})\n{state.results[a].output}"
-            for a in agents
-        )
-        state = replace(state, status="loop2", pending=list(state.validators))
-        effect = RunValidators(agents=list(state.validators), round=rnd, combined_output=combined)
+    if reasons:
+        header = f"Loop 3 iteration {it} of round {rnd} failed the confidence gate:\n"
+        return _gate_failed(state, header + "\n".join(reasons))
+    if state.workspace:  # the gate is recorded once the candidate step decides
+        state = replace(state, pending=[CANDIDATE])
+        effect = BuildCandidate(round=rnd, iteration=it, agents=list(state.implementers))
         return _accept(state), [effect]
-    feedback = f"Loop 3 iteration {it} of round {rnd} failed the confidence gate:\n" + "\n".join(
-        reasons
+    return _to_loop2(state, summary="")
+
+
+def _candidate_ready(state: RunState, event: CandidateReady) -> Step:
+    if (stale := _stale(state, event.round, event.iteration)) is not None:
+        return _reject(state, event, stale)
+    if not _building(state):
+        return _reject(state, event, "no candidate is being built")
+    if event.ok:
+        return _to_loop2(replace(state, head=event.head), summary=event.summary)
+    rnd, it = state.loop2_round, state.loop3_iteration
+    header = f"Loop 3 iteration {it} of round {rnd} failed the evidence gate:\n"
+    return _gate_failed(state, header + event.feedback)
+
+
+def _to_loop2(state: RunState, *, summary: str) -> Step:
+    """Record the passed gate and open the consensus round over the implementers' work."""
+    mean, low = _scores(state)
+    state = _record(state, "loop3", "gate-passed", score=mean, low=low)
+    combined = "\n\n".join(
+        f"## {a} (confidence {state.results[a].confidence:g})\n{state.results[a].output}"
+        for a in state.implementers
     )
+    if summary:
+        combined += "\n\n" + summary
+    state = replace(state, status="loop2", pending=list(state.validators))
+    rnd = state.loop2_round
+    effect = RunValidators(agents=list(state.validators), round=rnd, combined_output=combined)
+    return _accept(state), [effect]
+
+
+def _gate_failed(state: RunState, feedback: str) -> Step:
+    """Record the failed gate; the next iteration gets ``feedback``, or escalate."""
+    rnd, it = state.loop2_round, state.loop3_iteration
+    mean, low = _scores(state)
+    state = _record(state, "loop3", "gate-failed", score=mean, low=low)
     if state.round_feedback:
         feedback += f"\n\nFeedback this round started with:\n{state.round_feedback}"
-    if it < limits.max_loop3:
+    if it < state.limits.max_loop3:
         return _loop3(state, round=rnd, feedback=feedback, iteration=it + 1)
     return _escalate(state, f"gate failed {it} times in round {rnd}", feedback=feedback)
 
@@ -426,6 +326,8 @@ def _validators_closed(state: RunState, event: ValidatorsClosed) -> Step:
     rnd = state.loop2_round
     if event.round is not None and event.round != rnd:
         return _reject(state, event, f"stale consensus result for round {event.round}; now {rnd}")
+    if event.winner is not None:
+        state = replace(state, winner=event.winner)
     score = _finite(event.score)
     if event.passed and not (event.no_quorum or event.all_failed):
         state = _record(state, "loop2", "consensus-passed", score=score)
@@ -456,12 +358,22 @@ def _validators_closed(state: RunState, event: ValidatorsClosed) -> Step:
 
 def _owner_decided(state: RunState, event: OwnerDecided) -> Step:
     decision = event.decision
-    if decision not in ("PROCEED", "DEFER", "ESCALATE"):
+    if decision not in _DECISIONS:
         return _reject(state, event, f"unknown decision {decision!r}")
     state = _record(state, "loop4", decision)
     reason = event.reason or f"owner {state.owner} decided {decision}"
     if decision == "ESCALATE":
         return _escalate(replace(state, decision="ESCALATE"), reason, feedback=state.feedback)
+    if decision == "ABORT":
+        return _finish(state, "failed", "ABORT", event.reason or "aborted by the owner")
+    if decision == "ITERATE":
+        feedback = f"The product owner asked for another iteration: {reason}"
+        feedback += "".join(f"\n- {item}" for item in event.backlog)
+        nxt, budget = state.loop2_round + 1, state.limits.max_loop2
+        if nxt > budget:
+            why = f"owner asked to iterate, but all {budget} rounds are spent"
+            return _escalate(state, why, feedback=feedback)
+        return _loop3(state, round=nxt, feedback=feedback)
     if decision == "DEFER":
         state = replace(state, backlog=list(event.backlog))
     return _finish(state, "done", decision, reason)

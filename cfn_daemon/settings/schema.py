@@ -93,6 +93,13 @@ class LoopConfig(Section):
     max_loop3: Iterations = 10
     # A validator round closes when every validator answered or after this long.
     round_timeout_s: PositiveSeconds = 600.0
+    # Workspaces: the git repository implementers work on (per run: --repo/--base).
+    repo: str | None = None
+    base: str = "HEAD"
+    # Stop launching agents once a run has spent this much (None: no limit).
+    budget_usd: Annotated[float, Meta(gt=0.0)] | None = None
+    # How much of the candidate's patch validators see inline (the full one is a file).
+    max_diff_bytes: Annotated[int, Meta(ge=1024, le=1 << 20)] = 64 * 1024
 
 
 class SwarmConfig(Section):
@@ -121,20 +128,42 @@ class AgentsConfig(Section):
     # A graceful cfnd stop also stops its local agents; after a crash they keep
     # running and the next cfnd adopts them.
     stop_with_daemon: bool = True
+    # At most this many LLM CLI processes (kind claude/codex) run at once across every
+    # swarm; more work waits in the queue. 0: no limit.
+    max_llm_processes: Annotated[int, Meta(ge=0, le=1000)] = 0
 
 
 class AgentTypeConfig(Section):
-    """``[agent_types.NAME]``: how agents of one type run their tasks."""
+    """``[agent_types.NAME]``: how agents of one type run their tasks.
 
-    kind: Literal["command", "claude", "python", "shell"] = "command"
+    ``kind``: ``command`` (argv in ``exec``), ``shell``, ``python`` (``entry``),
+    ``claude`` (Claude Code, ``claude -p``), ``codex`` (``codex exec``) or ``check``
+    (a plain command such as ``pytest -q`` whose exit status is its vote).
+    """
+
+    kind: Literal["command", "claude", "codex", "python", "shell", "check"] = "command"
     exec: list[str] = []
     entry: str | None = None
     workdir: str | None = None
     env: dict[str, str] = {}
     timeout_s: Annotated[float, Meta(gt=0.0)] | None = None
     max_output_bytes: Annotated[int, Meta(ge=1, le=64 << 20)] = 1 << 20
-    claude_binary: str = "claude"
+    # Agent CLI presets (claude, codex): every option is passed through.
+    binary: str | None = None  # default: "claude" / "codex"
+    args: list[str] = []  # extra arguments, after the preset's own
+    model: str | None = None
+    permission_mode: str | None = None  # claude implementers; default acceptEdits
+    allowed_tools: list[str] = []  # claude; validators default to read-only tools
+    max_turns: Annotated[int, Meta(ge=1, le=1000)] | None = None
+    resume: bool = True  # a later iteration resumes the implementer's CLI session
+    # Cost of CLIs that report tokens but no price (codex): USD per million tokens.
+    usd_per_mtok_input: Annotated[float, Meta(ge=0.0)] = 0.0
+    usd_per_mtok_output: Annotated[float, Meta(ge=0.0)] = 0.0
+    # Older spellings of `binary` / `args` for kind "claude", still accepted.
+    claude_binary: str | None = None
     claude_args: list[str] = []
+    # A validator whose reject fails the round whatever the score.
+    required: bool = False
     role: Literal["implementer", "validator", "coordinator", "owner"] = "implementer"
     capabilities: list[str] = []
     concurrency: Annotated[int, Meta(ge=1, le=64)] = 1

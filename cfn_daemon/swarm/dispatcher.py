@@ -10,7 +10,9 @@ Strategy: ``balanced`` gives each task to the least-loaded agent, ``performance`
 to the agent with the fastest measured task time, ``reliability`` to two agents
 (the first valid result wins). Topology: ring passes a work token in ring order;
 star and hierarchical assign through the hub/root (recorded as ``via``), filling
-the spokes/leaves first.
+the spokes/leaves first. LLM cap: with ``agents.max_llm_processes`` > 0, LLM tasks
+start only while the LLM processes of every swarm of this cfnd stay within it
+(``LlmSlots``); the rest stays in the backlog and the pending list until one ends.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from cfn_daemon.core.placement import PRIORITIES, Pending, choose, order_backlog
+from cfn_daemon.core.placement import PRIORITIES, Pending, llm_load, order_backlog, plan
 from cfn_daemon.queue.notify import NotifyHub
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.store.client import describe_error, is_unavailable_error
@@ -54,10 +56,12 @@ class Dispatcher:
         self.hub = hub
         self.config = ctx.config
         self.info = ctx.info
+        self.llm = ctx.llm
         self.backlog: dict[str, Pending] = {}
         self.live_types: set[str] = set()  # agent types seen live on the last pass
         self._cursor: str | None = None
         self.assigned_total = 0
+        self.llm_held = 0  # LLM tasks the last pass left waiting for the LLM cap
 
     @property
     def queues(self) -> list[str]:
@@ -128,40 +132,51 @@ class Dispatcher:
 
     async def _assign_backlog(self) -> None:
         swarm = self.info()
-        if not self.backlog or swarm is None or swarm.status != "active":
+        cfg = self.config()
+        cap = cfg.agents.max_llm_processes
+        wanted = bool(self.backlog) and swarm is not None and swarm.status == "active"
+        # Under a cap, a swarm with LLM work in flight keeps reporting its load (even
+        # with nothing to assign) so other swarms see the room it frees.
+        if not wanted and not (cap and self.llm.load(self.swarm) != 0):
             return
         agents = await self.registry.all(self.swarm)
-        lapse_ms = self.config().agents.lapse_s * 1000
+
+        def is_llm(agent_type: str) -> bool:
+            return self.llm.is_llm(agent_type, cfg)
+
+        own = llm_load(agents, is_llm) if cap else 0
+        if not wanted or swarm is None:
+            self.llm.report(self.swarm, own)
+            self.llm_held = 0
+            return
+        lapse_ms = cfg.agents.lapse_s * 1000
         agents = [a for a in agents if (a.heartbeat_age_ms or 0) <= lapse_ms]
         self.live_types = {a.type for a in agents if a.status in ("idle", "busy")}
-        by_id = {a.id: a for a in agents}
         started = time.monotonic()
-        free = sum(max(0, a.concurrency - a.load) for a in agents if a.status in ("idle", "busy"))
-        plan: list[tuple[Pending, list[str], str]] = []
-        for pending in self._ordered():
-            if free <= 0:
-                break  # every agent is full: the rest waits for the next pass
-            picked, via = choose(swarm, agents, pending.type, self._cursor, pending.target)
-            if not picked:
-                continue  # nobody free for this type yet; others may still fit
-            plan.append((pending, picked, via))
-            for aid in picked:
-                by_id[aid].load += 1  # so the next choice sees this one
-            free -= len(picked)
-            self._cursor = picked[-1]
+        # No await from the room to the report: swarms cannot overbook between them.
+        room = self.llm.room(self.swarm, own, cap)
+        chosen = plan(swarm, agents, self._ordered(), self._cursor, is_llm=is_llm, llm=room)
+        if cap:
+            self.llm.report(self.swarm, own + chosen.llm_used, held=chosen.llm_held > 0)
+        self.llm_held = chosen.llm_held
+        self._cursor = chosen.cursor
         outcomes = await self.tasks.assign_many(
             self.swarm,
-            [(p.task_id, p.entry_id, p.priority, picked, via) for p, picked, via in plan],
+            [
+                (c.pending.task_id, c.pending.entry_id, c.pending.priority, c.agents, c.via)
+                for c in chosen.placements
+            ],
         )
-        for (pending, _, _), placed in zip(plan, outcomes, strict=True):
+        for c, placed in zip(chosen.placements, outcomes, strict=True):
             if placed < 0:
                 continue  # an agent vanished under us: it stays in the backlog
-            del self.backlog[pending.entry_id]
+            del self.backlog[c.pending.entry_id]
             self.assigned_total += placed
         if self.backlog:
             log.debug(
                 "dispatch_waiting",
                 swarm=self.swarm,
                 waiting=len(self.backlog),
+                llm_held=chosen.llm_held,
                 took_ms=round((time.monotonic() - started) * 1000, 2),
             )

@@ -37,7 +37,7 @@ from cfn_daemon.settings.runtime import ConfigManager
 from cfn_daemon.settings.schema import Config
 from cfn_daemon.store import Store
 from cfn_daemon.store.scripts import Scripts
-from cfn_daemon.swarm.context import SwarmContext
+from cfn_daemon.swarm.context import LlmSlots, SwarmContext
 from cfn_daemon.swarm.dispatcher import Dispatcher, ensure_groups
 from cfn_daemon.swarm.supervisor import Supervisor
 from cfn_daemon.util.aio import until_stopped
@@ -75,6 +75,8 @@ class SwarmService:
         self.tasks = TaskQueue(store.redis, store.keys, self.scripts)
         self.registry = AgentRegistry(store.redis, store.keys, self.scripts)
         self.runtimes: dict[str, SwarmRuntime] = {}
+        # `agents.max_llm_processes` counts LLM processes across every swarm: one ledger.
+        self.llm = LlmSlots(wake=lambda swarm: hub.pulses(swarm).work.fire())
         self.ready = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._lock = asyncio.Lock()
@@ -129,7 +131,9 @@ class SwarmService:
             rt = self.runtimes.get(info.id)
             return rt.info if rt else None
 
-        ctx = SwarmContext(info.id, self.store, self.tasks, self.registry, self.config, current)
+        ctx = SwarmContext(
+            info.id, self.store, self.tasks, self.registry, self.config, current, self.llm
+        )
         rt = SwarmRuntime(
             info=info,
             dispatcher=Dispatcher(ctx, self.hub),
@@ -141,9 +145,13 @@ class SwarmService:
         return rt
 
     async def _run_runtime(self, rt: SwarmRuntime) -> None:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(rt.dispatcher.run(rt.stop), name=f"dispatch-{rt.info.id}")
-            tg.create_task(rt.supervisor.run(rt.stop), name=f"supervise-{rt.info.id}")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(rt.dispatcher.run(rt.stop), name=f"dispatch-{rt.info.id}")
+                tg.create_task(rt.supervisor.run(rt.stop), name=f"supervise-{rt.info.id}")
+        finally:
+            if self.runtimes.get(rt.info.id) in (rt, None):  # not a successor's report
+                self.llm.forget(rt.info.id)
 
     async def runtime(self, swarm: str) -> SwarmRuntime:
         rt = self.runtimes.get(swarm)

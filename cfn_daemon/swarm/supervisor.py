@@ -36,6 +36,8 @@ from cfn_daemon.swarm.context import SwarmContext
 from cfn_daemon.util.aio import until_stopped
 
 log = structlog.get_logger("cfn.supervisor")
+# How long a spawned local agent may take to register before it counts as hung.
+START_GRACE_MS = 30_000
 CLEAN_EVERY_S = 300.0
 
 
@@ -341,11 +343,17 @@ class Supervisor:
         )
 
     async def _check_lapsed(self) -> None:
-        cutoff = now_ms() - int(self.config().agents.lapse_s * 1000)
+        now = now_ms()
+        cutoff = now - int(self.config().agents.lapse_s * 1000)
         for agent_id in await self.registry.lapsed(self.swarm, cutoff):
             local = self.local.get(agent_id)
             if local is not None:
                 if local.stopping:
+                    continue
+                rec = await self.registry.get(self.swarm, agent_id)
+                if rec.status == "starting" and now - rec.started_ms < START_GRACE_MS:
+                    # Not registered yet: Python start-up of several agents at once on a
+                    # busy host can take longer than the heartbeat lapse.
                     continue
                 # Alive but silent (hung): kill it; its watcher reclaims and replaces.
                 log.error("agent_hung", swarm=self.swarm, agent=agent_id, pid=local.pid)

@@ -7,6 +7,7 @@ words after ``loop`` are subcommands. ``cfn-loop`` is a top-level alias of start
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from typing import Any
 
@@ -17,7 +18,7 @@ from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, pass_env
 from cfn_client.cli.render import loop as render_loop
 from cfn_client.wire.errors import EXIT_ERROR, EXIT_OK
-from cfn_client.wire.schema.loop import SIZING, RunInfo
+from cfn_client.wire.schema.loop import MODES, SIZING, RunInfo
 
 #: The run escalated: it waits for `cfnctl loop approve|reject RUN`.
 EXIT_ESCALATED = 5
@@ -137,13 +138,62 @@ def _loop_limit(**kw: Any) -> click.IntRange:
     help="Size the team when no types are listed: simple 3 agents, medium 6 (default), "
     "complex 10, enterprise 15.",
 )  # fmt: skip
+@click.option(
+    "--mode", type=click.Choice(list(MODES)), default=None,
+    help="Preset gate / consensus / iterations / validators: mvp 0.65/0.85/5/2, "
+    "standard 0.75/0.90/10/4, enterprise 0.85/0.95/15/5 (explicit options win).",
+)  # fmt: skip
+@click.option(
+    "--gate-threshold",
+    type=click.FloatRange(0, 1),
+    metavar="X",
+    default=None,
+    help="Loop 3 confidence gate [default: mode or cfnd's loop.gate_threshold].",
+)
+@click.option(
+    "--consensus-threshold",
+    type=click.FloatRange(0, 1),
+    metavar="X",
+    default=None,
+    help="Loop 2 consensus needed [default: mode or loop.consensus_threshold].",
+)
+@click.option(
+    "--repo", metavar="PATH",
+    help="Work on this git repository: each implementer in its own worktree and branch "
+    "cfn/<run>/<agent>; your working tree and branch stay untouched [default: loop.repo].",
+)  # fmt: skip
+@click.option("--base", metavar="REF", help="Branch the work from REF [default: HEAD].")
+@click.option(
+    "--check", "checks", multiple=True, metavar="CMD",
+    help="A command every candidate must pass, e.g. 'python -m pytest -q' (repeatable).",
+)  # fmt: skip
+@click.option(
+    "--no-change-ok",
+    is_flag=True,
+    help="Research or analysis: an implementer may pass the gate without a diff.",
+)
+@click.option(
+    "--compete",
+    is_flag=True,
+    help="Best of n: each implementer's branch is a candidate; the best passing wins.",
+)
+@click.option(
+    "--budget-usd",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="X",
+    default=None,
+    help="Launch no more agents once the run spent X dollars.",
+)
 @click.option("--follow", is_flag=True, help="Print the run's events until it ends.")
 @click.option("--detach", is_flag=True, help="Print the run id and return at once.")
 @pass_env
 def start(
     env: CliEnv, task: str, phase: str | None, max_loop2: int | None, max_loop3: int | None,
     implementers: list[str] | None, validators: list[str] | None, owner: str | None,
-    complexity: str | None, follow: bool, detach: bool,
+    complexity: str | None, mode: str | None, gate_threshold: float | None,
+    consensus_threshold: float | None, repo: str | None, base: str | None,
+    checks: tuple[str, ...], no_change_ok: bool, compete: bool, budget_usd: float | None,
+    follow: bool, detach: bool,
 ) -> None:  # fmt: skip
     """Start a CFN loop run of TASK on the current swarm.
 
@@ -162,7 +212,9 @@ def start(
         run = c.loop_start(
             task, swarm=env.swarm, phase=phase, implementers=implementers,
             validators=validators, owner=owner, max_loop2=max_loop2, max_loop3=max_loop3,
-            complexity=complexity,
+            complexity=complexity, mode=mode, gate_threshold=gate_threshold,
+            consensus_threshold=consensus_threshold, repo=_abs(repo), base=base, checks=checks,
+            no_change_ok=no_change_ok, compete=compete, budget_usd=budget_usd,
         )  # fmt: skip
         if not following:
             return run
@@ -174,6 +226,11 @@ def start(
         env.emit(run, lambda: run.id)
         return
     env.exit(_followed(env, go))
+
+
+def _abs(path: str | None) -> str | None:
+    # cfnd has its own working directory: send the repository as an absolute path.
+    return None if path is None else os.path.abspath(os.path.expanduser(path))
 
 
 def _follow(env: CliEnv, c: Client, run: RunInfo) -> RunInfo:
@@ -304,3 +361,34 @@ def backlog(env: CliEnv, run_id: str) -> None:
         env.warn(f"run {result.run}: no backlog items")
         return
     env.emit(result, lambda: render_loop.backlog(result))
+
+
+@loop.command("apply")
+@click.argument("run_id", metavar="RUN")
+@click.option(
+    "--merge",
+    "how",
+    flag_value="merge",
+    default=True,
+    help="Merge the winning branch into your current branch (default).",
+)
+@click.option("--squash", "how", flag_value="squash", help="One squashed commit instead.")
+@click.option("--patch", "patch_file", metavar="FILE", help="Write the change as a patch FILE.")
+@click.option("--repo", metavar="PATH", help="The checkout to apply to [default: the run's].")
+@pass_env
+def apply_(env: CliEnv, run_id: str, how: str, patch_file: str | None, repo: str | None) -> None:
+    """Bring RUN's result into your current branch; refuses a dirty working tree."""
+    how = "patch" if patch_file else how
+    result = env.call(
+        lambda c: c.loop_apply(run_id, how, file=_abs(patch_file), repo=_abs(repo), swarm=env.swarm)
+    )
+    env.emit(result, lambda: render_loop.applied(result))
+
+
+@loop.command("clean")
+@click.argument("run_id", metavar="RUN")
+@pass_env
+def clean(env: CliEnv, run_id: str) -> None:
+    """Remove a finished RUN's worktrees and cfn/RUN/* branches."""
+    result = env.call(lambda c: c.loop_clean(run_id, swarm=env.swarm))
+    env.emit(result, lambda: render_loop.cleaned(result))

@@ -20,7 +20,12 @@ from cfn_client.cli.render.common import (
     table,
 )
 from cfn_client.cli.render.events import event_data
-from cfn_client.wire.schema.loop import LoopBacklogResult, RunInfo
+from cfn_client.wire.schema.loop import (
+    LoopApplyResult,
+    LoopBacklogResult,
+    LoopCleanResult,
+    RunInfo,
+)
 from cfn_client.wire.schema.swarm import Event
 
 __all__ = [
@@ -86,6 +91,8 @@ def of(n: int, limit: int) -> str:
 
 
 def _commands(run: RunInfo) -> list[tuple[str, str]]:
+    if run.status == "done" and run.branch:
+        return [("next", f"cfnctl loop apply {run.id}  (or --squash, --patch FILE)")]
     if run.status == "escalated":
         return [
             ("next", f"`cfnctl loop approve {run.id}` (done, PROCEED) or "
@@ -128,7 +135,29 @@ def run_summary(run: RunInfo) -> str:
     ]
     if run.backlog:
         pairs.append(("backlog", f"{len(run.backlog)} item(s)"))
-    return fields(pairs + _commands(run))
+    return fields(pairs + _workspace(run) + _commands(run))
+
+
+def _money(usd: float) -> str:
+    return f"${usd:.2f}"
+
+
+def _workspace(run: RunInfo) -> list[tuple[str, Any]]:
+    """Where the work is and what it cost (runs on a repository; runs that spent money)."""
+    out: list[tuple[str, Any]] = []
+    if run.repo:
+        out.append(("repo", f"{run.repo} from {(run.base or '?')[:12]}"))
+        if run.checks:
+            out.append(("checks", listing(run.checks)))
+        if run.branch:
+            out.append(("result", f"{run.branch} at {(run.commit or '?')[:12]}"))
+    if run.cost_usd or run.budget_usd:
+        spent = _money(run.cost_usd)
+        if run.budget_usd:
+            spent += f" of {_money(run.budget_usd)} budget"
+        tokens = f" ({run.input_tokens} in / {run.output_tokens} out tokens)"
+        out.append(("cost", spent + (tokens if run.input_tokens or run.output_tokens else "")))
+    return out
 
 
 def run_info(run: RunInfo) -> str:
@@ -152,7 +181,12 @@ def run_info(run: RunInfo) -> str:
         ("backlog", f"{len(run.backlog)} item(s)" if run.backlog else "-"),
         ("created", format_time(run.created_ms)),
         ("updated", format_time(run.updated_ms)),
+        *_workspace(run),
     ]
+    if run.cost_by_agent:
+        pairs.append(
+            ("cost by agent", ", ".join(f"{a} {_money(v)}" for a, v in run.cost_by_agent.items()))
+        )
     body = rounds_table(run.rounds) if run.rounds else "no consensus rounds yet"
     return fields(pairs + _commands(run)) + "\n\n" + body
 
@@ -267,9 +301,23 @@ def _iteration(view: FollowView, d: Mapping[str, Any]) -> Rendered:
 def _implementer_done(view: FollowView, d: Mapping[str, Any]) -> Rendered:
     state = "done" if d.get("ok", True) else "FAILED"
     text = f"{d.get('agent', '?')} {state}, confidence {number(d.get('confidence'))}"
+    if d.get("changed_files") is not None:
+        text += f", changed {d['changed_files']} file(s)"
+    if d.get("cost_usd"):
+        text += f", {_money(float(d['cost_usd']))}"
     if d.get("reason"):
         text += f": {shorten(str(d['reason']), REASON_WIDTH)}"
-    return view.loop3(), text, ("agent", "ok", "confidence", "reason")
+    return view.loop3(), text, ("agent", "ok", "confidence", "reason", "changed_files", "cost_usd")
+
+
+def _candidate(view: FollowView, d: Mapping[str, Any]) -> Rendered:
+    if d.get("ok"):
+        text = f"candidate ready at {str(d.get('head') or '?')[:12]}"
+        if d.get("candidates"):
+            text += f" (passing: {listing(list(d['candidates']))})"
+    else:
+        text = "candidate FAILED: " + shorten(str(d.get("feedback") or "?"), REASON_WIDTH)
+    return view.loop3(), text, ("ok", "head", "candidates", "feedback", "summary")
 
 
 def _gate(view: FollowView, d: Mapping[str, Any]) -> Rendered:
@@ -339,7 +387,11 @@ def _finished(view: FollowView, d: Mapping[str, Any]) -> Rendered:
         text += f" ({d['decision']})"
     if d.get("reason"):
         text += f": {d['reason']}"
-    return "", text, ("status", "decision", "reason")
+    if d.get("branch"):
+        text += f"\n  result: {d['branch']} at {str(d.get('commit') or '?')[:12]}"
+    if d.get("cost_usd"):
+        text += f"\n  cost: {_money(float(d['cost_usd']))}"
+    return "", text, ("status", "decision", "reason", "branch", "commit", "cost_usd")
 
 
 _RENDERERS = {
@@ -347,6 +399,7 @@ _RENDERERS = {
     "loop.iteration": _iteration,
     "loop.implementer_done": _implementer_done,
     "loop.gate": _gate,
+    "loop.candidate": _candidate,
     "loop.validating": _validating,
     "loop.vote": _vote,
     "loop.round": _round,
@@ -355,3 +408,20 @@ _RENDERERS = {
     "loop.escalated": _escalated,
     "loop.finished": _finished,
 }
+
+
+def applied(result: LoopApplyResult) -> str:
+    """``cfnctl loop apply``."""
+    if result.file:
+        return f"run {result.run}: {result.branch} written as {result.file}"
+    what = "merged" if result.how == "merge" else "squashed"
+    new = f" as {result.applied[:12]}" if result.applied else " (nothing new)"
+    return f"run {result.run}: {result.branch} ({result.commit[:12]}) {what} into your branch{new}"
+
+
+def cleaned(result: LoopCleanResult) -> str:
+    """``cfnctl loop clean``."""
+    return (
+        f"run {result.run}: removed {len(result.worktrees)} worktree(s) and "
+        f"{len(result.branches)} branch(es)"
+    )

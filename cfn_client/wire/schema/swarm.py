@@ -70,6 +70,12 @@ class TaskResult(Result, kw_only=True):
     error: str | None = None
     duration_ms: float = 0.0
     signature: str = ""  # HMAC of a validator's vote with its agent token
+    # What an agent CLI reported about itself (claude's JSON envelope, codex's events).
+    session_id: str | None = None
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    num_turns: int = 0
 
 
 class TaskInfo(Result, kw_only=True):

@@ -13,7 +13,7 @@ An epic file (TOML, JSON or YAML) names phases; each phase becomes one CFN run::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -37,12 +37,20 @@ class PhaseSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # min_confidence and every command in checks must exit 0 (run as shell tasks).
     min_confidence: float | None = None
     checks: list[str] = []
+    # Workspaces: the phase's run works on this repository (default: the epic's); with
+    # a repository the phase's checks are also the run's evidence checks.
+    repo: str | None = None
+    base: str | None = None
+    mode: Literal["mvp", "standard", "enterprise"] | None = None
+    budget_usd: float | None = None
 
 
 class EpicSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     description: str = ""
     phases: list[PhaseSpec]
+    repo: str | None = None
+    base: str | None = None
 
 
 class EpicStartArgs(SwarmArgs, kw_only=True):
@@ -64,6 +72,7 @@ class PhaseInfo(Result, kw_only=True):
     depends_on: list[str] = []
     decision: str | None = None
     checkpoint: str | None = None  # "passed" or "failed: why"
+    cost_usd: float = 0.0
 
 
 class EpicInfo(Result, kw_only=True):
@@ -74,6 +83,7 @@ class EpicInfo(Result, kw_only=True):
     phases: list[PhaseInfo]
     order: list[list[str]]  # the dependency layers
     created_ms: int = 0
+    cost_usd: float = 0.0  # the phases' runs together
 
 
 class EpicListResult(Result, kw_only=True):

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from cfn_client.wire.schema.loop import (
+    LoopApplyArgs,
+    LoopApplyResult,
     LoopApproveArgs,
     LoopBacklogResult,
     LoopCancelArgs,
+    LoopCleanResult,
     LoopExtendArgs,
     LoopFollowArgs,
     LoopListArgs,
@@ -48,6 +51,8 @@ class LoopOps:
             "loop.extend": self.extend,
             "loop.cancel": self.cancel,
             "loop.backlog": self.backlog,
+            "loop.apply": self.apply_result,
+            "loop.clean": self.clean,
             "epic.start": self.epic_start,
             "epic.status": self.epic_status,
             "epic.list": self.epic_list,
@@ -95,6 +100,12 @@ class LoopOps:
     async def backlog(self, ctx: RequestContext, args: LoopRefArgs) -> LoopBacklogResult:
         info = await self.service.info(await self._swarm(args.swarm), args.run)
         return LoopBacklogResult(run=info.id, items=info.backlog)
+
+    async def apply_result(self, ctx: RequestContext, args: LoopApplyArgs) -> LoopApplyResult:
+        return await self.service.apply_result(await self._swarm(args.swarm), args)
+
+    async def clean(self, ctx: RequestContext, args: LoopRefArgs) -> LoopCleanResult:
+        return await self.service.clean(await self._swarm(args.swarm), args.run)
 
     async def follow(self, ctx: RequestContext, args: LoopFollowArgs) -> AsyncIterator[Event]:
         async for ev in self.service.follow(await self._swarm(args.swarm), args.run):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +24,19 @@ from cfn_client.wire.schema.system import (
     StatusResult,
     SwarmCounts,
 )
+from cfn_daemon.agent import types as agent_types
+from cfn_daemon.agent.checks import binary_version
 from cfn_daemon.api.router import RequestContext, Router
 from cfn_daemon.api.server import Server
 from cfn_daemon.settings.runtime import ConfigManager
+from cfn_daemon.settings.schema import AgentTypeConfig
 from cfn_daemon.store import Store
 
 # The oldest Redis cfn supports (streams with consumer groups, Lua, ACLs); CI runs 7.0.
 MIN_REDIS = (6, 2, 0)
+# Agent kinds that start a program doctor can look for.
+PROGRAM_KINDS = ("claude", "codex", "check", "command")
+LLM_KINDS = ("claude", "codex")
 
 
 @dataclass
@@ -117,6 +125,7 @@ class SystemOps:
         )
         if st.available:
             checks += await self._redis_checks(st.version, st.aof_enabled, st.rdb_saves, st.mode)
+        checks += await self._agent_type_checks()
         ok = all(c.ok or c.warning for c in checks)
         return DoctorResult(ok=ok, checks=checks)
 
@@ -167,6 +176,57 @@ class SystemOps:
             )
         )
         return out
+
+    async def _agent_type_checks(self) -> list[Check]:
+        """One check per configured agent type that starts a program (found, and its
+        ``--version``), plus a warning one for the built-in claude types."""
+        configured = self.config.config.agent_types
+        probes = []
+        for name in sorted(configured):
+            if configured[name].kind in PROGRAM_KINDS:
+                probes.append(self._agent_type_check(name, configured, warning=False))
+        builtin = [n for n in agent_types.builtin_names() if n not in configured]
+        claude_builtin = next((n for n in builtin if n not in ("shell", "checker")), None)
+        if claude_builtin is not None:
+            probes.append(self._agent_type_check(claude_builtin, configured, warning=True))
+        return list(await asyncio.gather(*probes))
+
+    async def _agent_type_check(
+        self, name: str, configured: Mapping[str, AgentTypeConfig], *, warning: bool
+    ) -> Check:
+        check_name = "agent_types.builtin" if warning else f"agent_types.{name}"
+        try:
+            spec = agent_types.resolve(name, configured)
+        except CfnError as exc:
+            return Check(
+                name=check_name, ok=False, detail=exc.message, fix=f"fix [agent_types.{name}]"
+            )
+        problem = agent_types.binary_problem(spec)
+        if problem is not None:
+            return Check(
+                name=check_name,
+                ok=False,
+                warning=warning,
+                detail=problem.split("; ", 1)[0],
+                fix=problem.split("; ", 1)[-1],
+            )
+        ran, version = await binary_version(spec.executor)
+        kind = spec.executor.kind
+        # `--version` is what every LLM CLI answers; a plain command (sh, a script)
+        # need not understand it, so there it is informational only.
+        ok = ran or kind not in LLM_KINDS
+        detail = f"{kind} agent type {name!r}: {version}"
+        if warning:
+            detail = f"built-in agent types (coder, reviewer, ...) run {version}"
+        return Check(
+            name=check_name,
+            ok=ok,
+            warning=warning,
+            detail=detail,
+            fix=""
+            if ok
+            else f"reinstall {spec.executor.program} or set `binary` in [agent_types.{name}]",
+        )
 
     def _check_socket(self) -> Check:
         path = self.server.path

@@ -1,0 +1,161 @@
+"""Closing a Loop 2 round: signed votes from Redis, counted by the pure consensus rules.
+
+A round has one *ballot* per candidate: the merged candidate (or the implementers'
+output when the run has no repository), or, in compete mode, each implementer's own
+branch. Validators sign each vote for ``<run>#<candidate>`` in compete mode, so a vote
+for one candidate cannot be replayed for another. The round closes when every ballot
+has closed; in compete mode the passing candidate with the highest score wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES
+from cfn_daemon.core import consensus, loop
+from cfn_daemon.core.run_records import ballot_run
+from cfn_daemon.queue.events import emit
+from cfn_daemon.queue.tasks import TaskQueue, now_ms
+from cfn_daemon.queue.votes import read_votes
+from cfn_daemon.store.keys import Keys
+
+_json = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Ballot:
+    """The validators' tasks on one candidate (``None``: the run's only one)."""
+
+    candidate: str | None
+    task_ids: list[str]
+
+
+class Rounds:
+    """Tallies and closes consensus rounds of CFN runs."""
+
+    def __init__(self, redis: Any, keys: Keys, tasks: TaskQueue) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.tasks = tasks
+        self._votes_seen: set[tuple[str, int, str, str]] = set()
+
+    async def _tally(
+        self,
+        swarm: str,
+        state: loop.RunState,
+        ballot: Ballot,
+        required: frozenset[str],
+        timeout_s: float,
+    ) -> tuple[consensus.RoundOutcome, int]:
+        """The ballot's outcome so far and how many votes arrived."""
+        run, rnd = state.run_id, state.loop2_round
+        vote_run = ballot_run(run, ballot.candidate)
+        tasks = await self.tasks.get_many(swarm, ballot.task_ids)
+        finished = sum(1 for t in tasks if t.status in TERMINAL_TASK_STATUSES)
+        tokens = await self.redis.hgetall(self.keys.tokens(swarm))
+        received: list[tuple[consensus.Vote, bool]] = []
+        for vote in await read_votes(self.redis, self.keys.votes(swarm, vote_run, rnd)):
+            token = tokens.get(vote.validator.encode(), b"")
+            verified = bool(token) and consensus.verify_vote(token, vote_run, rnd, vote)
+            received.append((vote, verified))
+            seen = (vote_run, rnd, vote.validator, vote.signature)
+            if seen not in self._votes_seen:
+                self._votes_seen.add(seen)
+                data = {
+                    "run": run,
+                    "round": rnd,
+                    "validator": vote.validator,
+                    "approve": vote.approve,
+                    "confidence": vote.confidence,
+                    "verified": verified,
+                }
+                if ballot.candidate is not None:
+                    data["candidate"] = ballot.candidate
+                await emit(self.redis, self.keys, swarm, "loop.vote", data)
+        started = await self.redis.hget(self.keys.run(swarm, run), f"round_started:{rnd}")
+        deadline = bool(started) and now_ms() - int(started) > timeout_s * 1000
+        # Every validator task ended: nothing more is coming from honest agents.
+        all_done = finished == len(ballot.task_ids)
+        outcome = consensus.close_round(
+            state.validators,
+            received,
+            consensus.RoundConfig(threshold=state.limits.consensus_threshold),
+            deadline_passed=deadline or all_done,
+            required=required,
+        )
+        return outcome, len(received)
+
+    async def close(
+        self,
+        swarm: str,
+        state: loop.RunState,
+        ballots: list[Ballot],
+        *,
+        required: frozenset[str],
+        timeout_s: float,
+    ) -> loop.ValidatorsClosed | None:
+        """The round's ``ValidatorsClosed`` once every ballot closed, else None."""
+        run, rnd = state.run_id, state.loop2_round
+        outcomes: list[tuple[Ballot, consensus.RoundOutcome]] = []
+        votes = 0
+        for ballot in ballots:
+            outcome, received = await self._tally(swarm, state, ballot, required, timeout_s)
+            if outcome.status == "open":
+                return None
+            outcomes.append((ballot, outcome))
+            votes += received
+        passing = [(b, o) for b, o in outcomes if o.status == "passed"]
+        best = max(passing, key=lambda bo: bo[1].score or 0.0) if passing else None
+        chosen = best or max(outcomes, key=lambda bo: bo[1].score or 0.0)
+        ballot, outcome = chosen
+        record: dict[str, Any] = {"round": rnd, **msgspec.to_builtins(outcome)}
+        if ballot.candidate is not None:
+            record["candidate"] = ballot.candidate
+            record["candidates"] = {
+                b.candidate: {"status": o.status, "score": o.score} for b, o in outcomes
+            }
+        await emit(
+            self.redis,
+            self.keys,
+            swarm,
+            "loop.round",
+            {"run": run, "threshold": state.limits.consensus_threshold, **record},
+        )
+        await self.redis.hset(self.keys.run(swarm, run), f"round:{rnd:03d}", _json.encode(record))
+        # Issues raised in earlier rounds stay listed (de-duplicated, highest severity
+        # kept) until a round passes: implementers see everything still open.
+        earlier = await self._earlier_issues(swarm, run, rnd)
+        issues = consensus.aggregate_feedback([o.feedback for _, o in outcomes], previous=earlier)
+        feedback = consensus.render_feedback(issues, round_no=rnd)
+        if len(outcomes) > 1:
+            feedback = _per_candidate(outcomes) + feedback
+        return loop.ValidatorsClosed(
+            passed=best is not None,
+            score=outcome.score,
+            no_quorum=all(o.status == "no_quorum" for _, o in outcomes),
+            all_failed=votes == 0,
+            feedback=feedback,
+            summary=outcome.reason,
+            round=rnd,
+            winner=ballot.candidate if best is not None else None,
+        )
+
+    async def _earlier_issues(self, swarm: str, run: str, rnd: int) -> list[consensus.Issue]:
+        raw = await self.redis.hgetall(self.keys.run(swarm, run))
+        out: list[consensus.Issue] = []
+        for key, value in sorted((k.decode(), v) for k, v in raw.items()):
+            if key.startswith("round:") and int(key.split(":")[1]) < rnd:
+                record = msgspec.json.decode(value)
+                out += msgspec.convert(record.get("feedback", []), list[consensus.Issue])
+        return out
+
+
+def _per_candidate(outcomes: list[tuple[Ballot, consensus.RoundOutcome]]) -> str:
+    lines = ["Candidates this round:"]
+    for ballot, o in outcomes:
+        score = "n/a" if o.score is None else f"{o.score:.2f}"
+        lines.append(f"- {ballot.candidate}: {o.status} (score {score}) {o.reason}")
+    return "\n".join(lines) + "\n\n"
