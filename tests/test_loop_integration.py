@@ -252,7 +252,14 @@ async def test_byzantine_validators_cannot_sway_the_honest_majority(
 async def test_team_sized_by_complexity_when_no_types_given(
     daemon_factory: DaemonFactory,
 ) -> None:
-    d = await start(daemon_factory, agent_types({}, {}))
+    # The sized teams use the built-in types; claude is not installed here, so those
+    # types run the example agents (a missing binary is refused at loop start).
+    sized = "".join(
+        f'[agent_types.{name}]\nkind = "command"\n'
+        f'exec = ["{sys.executable}", "{EXAMPLES / "implementer.py"}"]\n'
+        for name in ("coder", "reviewer", "tester", "security-specialist", "architect")
+    )
+    d = await start(daemon_factory, agent_types({}, {}) + sized)
     async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
         await cfn.call("swarm.init", topology="hierarchical", max_agents=30, name="sized")
         sizes = {}
