@@ -388,3 +388,50 @@ async def test_apply_squash_or_patch_and_refuse_a_dirty_tree(
     assert cleaned.branches
     assert not git(repo, "for-each-ref", f"refs/heads/cfn/{info.id}/")
     assert all(not Path(p).exists() for p in cleaned.worktrees)
+
+
+async def test_bad_workspace_arguments_get_clear_errors(
+    daemon_factory: DaemonFactory, tmp_path: Path, agents: Agents
+) -> None:
+    ghost = '[agent_types.ghost]\nkind = "claude"\nbinary = "/nonexistent/claude"\n'
+    d = await start(daemon_factory, agents.config(ghost))
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.swarm_init("mesh", 6, name="bad")
+        with pytest.raises(CfnError) as err:
+            await cfn.loop_start(TASK, repo=str(tmp_path), implementers=["coder"])
+        assert err.value.instance_code == "not_a_git_repo"
+        assert str(tmp_path) in err.value.message
+        with pytest.raises(CfnError, match="--repo") as err:
+            await cfn.loop_start(TASK, checks=[PYTEST], implementers=["coder"])
+        assert err.value.instance_code == "invalid_args"
+        with pytest.raises(CfnError, match="not found") as err:
+            await cfn.loop_start(TASK, implementers=["ghost"])
+        assert "npm install -g @anthropic-ai/claude-code" in err.value.message
+        assert (await cfn.loop_list()).runs == []  # nothing was started
+
+
+async def test_retention_removes_a_finished_runs_worktrees_and_branches(
+    daemon_factory: DaemonFactory, repo: Path, agents: Agents
+) -> None:
+    agents.rule(**fix())
+    for r in reviewer_approves_the_fix():
+        agents.rule(**r)
+    d = await daemon_factory(
+        config_text=agents.config(), **FAST, **{"loop.workspace_retention_s": 0.5}
+    )
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.swarm_init("mesh", 6, name="retain")
+        info = await run_to_rest(
+            cfn, task=TASK, repo=str(repo), implementers=["coder"],
+            validators=["reviewer", "reviewer", "reviewer"],
+        )  # fmt: skip
+        assert info.status == "done"
+        async with cfn.events_follow(since_ms=info.created_ms, types=["loop.cleaned"]) as events:
+            async for event in events:
+                if event.data["run"] == info.id:
+                    break
+        assert event.data["branches"] >= 2
+    assert not git(repo, "for-each-ref", f"refs/heads/cfn/{info.id}/")
+    listed = git(repo, "worktree", "list", "--porcelain")
+    assert info.id not in listed
+    assert git(repo, "status", "--porcelain") == ""

@@ -90,11 +90,46 @@ class LoopService:
         await self.drivers.run(stop, self.swarms.ready, self._resume)
 
     async def _resume(self) -> None:
+        self.drivers.start("workspace-retention", self._retention)
         for info in await self.swarms.all():
             for raw in await self.redis.zrange(self.keys.runs(info.id), 0, -1):
                 run_id = raw.decode()
                 if (await self._load(info.id, run_id)).status not in loop.TERMINAL:
                     self._drive(info.id, run_id)
+
+    async def _retention(self) -> None:
+        """Remove finished runs' worktrees and branches after ``loop.workspace_retention_s``."""
+        while not self._stop.is_set():
+            retention_s = self.swarms.config().loop.workspace_retention_s
+            try:
+                await self._sweep(retention_s)
+            except Exception as exc:
+                log.exception("workspace_retention_failed", error=str(exc))
+            pause = min(max(retention_s / 4, 0.2), 3600.0)
+            await until_stopped(asyncio.sleep(pause), self._stop)
+
+    async def _sweep(self, retention_s: float) -> None:
+        cutoff = now_ms() - int(retention_s * 1000)
+        for info in await self.swarms.all():
+            for raw in await self.redis.zrange(self.keys.runs(info.id), 0, -1):
+                run_id = raw.decode()
+                fields = await self._fields(info.id, run_id)
+                if "workspace" not in fields or "ws:cleaned" in fields:
+                    continue
+                if int(fields.get("updated_ms", 0)) > cutoff:
+                    continue
+                if (await self._load(info.id, run_id)).status not in loop.TERMINAL:
+                    continue
+                cleaned = await self.clean(info.id, run_id)
+                await self.redis.hset(self.keys.run(info.id, run_id), "ws:cleaned", now_ms())
+                await emit(
+                    self.redis,
+                    self.keys,
+                    info.id,
+                    "loop.cleaned",
+                    {"run": run_id, "worktrees": len(cleaned.worktrees),
+                     "branches": len(cleaned.branches)},
+                )  # fmt: skip
 
     def _drive(self, swarm: str, run_id: str) -> None:
         self.drivers.start(run_id, lambda: self._driver(swarm, run_id))

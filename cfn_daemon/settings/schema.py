@@ -100,6 +100,8 @@ class LoopConfig(Section):
     budget_usd: Annotated[float, Meta(gt=0.0)] | None = None
     # How much of the candidate's patch validators see inline (the full one is a file).
     max_diff_bytes: Annotated[int, Meta(ge=1024, le=1 << 20)] = 64 * 1024
+    # A finished run's worktrees and branches are removed this long after it ended.
+    workspace_retention_s: Annotated[float, Meta(gt=0.0, le=365 * 86_400.0)] = 7 * 86_400.0
 
 
 class SwarmConfig(Section):
