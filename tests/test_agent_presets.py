@@ -256,13 +256,15 @@ async def test_claude_owner_decision_reads_as_owner_answer(claude: Fake) -> None
     assert (res.output, res.feedback) == ("PROCEED: all green", ["docs"])
 
 
-async def test_claude_errors_are_specific(claude: Fake) -> None:
+async def test_claude_errors_are_specific(claude: Fake, tmp_path: Path) -> None:
     claude.set_rules(
         {"match": "three", "edits": [{"path": f"f{i}", "write": "x"} for i in range(3)]},
         {"match": "boom", "result": "it broke", "is_error": True, "exit": 3, "stderr": "E!"},
         {"match": "bad", "result": '{"confidence": 7, "vote": "maybe"}'},
     )
-    cfg = ExecutorConfig(kind="claude", binary=FAKE_CLAUDE, env=claude.env, max_turns=2)
+    cfg = ExecutorConfig(
+        kind="claude", binary=FAKE_CLAUDE, env=claude.env, max_turns=2, workdir=str(tmp_path)
+    )
     res = await run_task(cfg, task("three edits"))
     assert not res.ok and res.error is not None
     assert res.error.startswith("claude reported error_max_turns after 2 turns")
