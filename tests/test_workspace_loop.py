@@ -408,6 +408,10 @@ async def test_bad_workspace_arguments_get_clear_errors(
             await cfn.loop_start(TASK, implementers=["ghost"])
         assert "npm install -g @anthropic-ai/claude-code" in err.value.message
         assert (await cfn.loop_list()).runs == []  # nothing was started
+        with pytest.raises(CfnError, match="/nonexistent/claude") as err:
+            await cfn.agent_create("ghost")
+        assert err.value.instance_code == "invalid_args"
+        assert (await cfn.agent_list()).agents == []
 
 
 async def test_retention_removes_a_finished_runs_worktrees_and_branches(

@@ -75,6 +75,16 @@ def builtin_names() -> list[str]:
     return ["shell", "checker", *CLAUDE_TYPES]
 
 
+def require_runnable(name: str, configured: Mapping[str, AgentTypeConfig]) -> AgentTypeSpec:
+    """The spec of ``name``, or ``invalid_args`` saying which program is missing and how
+    to install it: refused now rather than after every retry of every task."""
+    spec = resolve(name, configured)
+    problem = binary_problem(spec)
+    if problem:
+        raise InvalidArgs(f"agent type {name!r} cannot run: {problem}", details={"type": name})
+    return spec
+
+
 def binary_problem(spec: AgentTypeSpec) -> str | None:
     """Why agents of ``spec`` cannot start their program (which is missing, and how to
     install it or which key to set), or None when it is found. Kinds claude, codex,

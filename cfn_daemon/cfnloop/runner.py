@@ -286,12 +286,7 @@ class LoopService:
         """Refuse now, with the install hint, rather than after three failed retries."""
         configured = self.swarms.config().agent_types
         for agent_type in dict.fromkeys(types):
-            problem = agent_types.binary_problem(agent_types.resolve(agent_type, configured))
-            if problem:
-                raise InvalidArgs(
-                    f"agent type {agent_type!r} cannot run: {problem}",
-                    details={"type": agent_type},
-                )
+            agent_types.require_runnable(agent_type, configured)
 
     async def _recruit(self, swarm: str, types: list[str], role: str, taken: set[str]) -> list[str]:
         """An agent per requested type: an idle one of the swarm, else a new one."""

@@ -32,6 +32,7 @@ from cfn_client.wire.schema.swarm import (
     SwarmStatusArgs,
     SwarmStatusResult,
 )
+from cfn_daemon.agent import types as agent_types
 from cfn_daemon.api.router import Handler, RequestContext, Router
 from cfn_daemon.core import topology
 from cfn_daemon.core.placement import LIVE_STATUSES, AgentRecord, members_of
@@ -158,6 +159,7 @@ class SwarmOps:
         if not 1 <= args.count <= 50:
             raise InvalidArgs(f"count {args.count}: expected 1..50")
         swarm = await self.service.resolve(args.swarm)
+        agent_types.require_runnable(args.type, self.service.config().agent_types)
         rt = await self.service.runtime(swarm)
         ids = await rt.supervisor.spawn(
             args.type, role=args.role, capabilities=args.capabilities, count=args.count
