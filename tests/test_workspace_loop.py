@@ -303,6 +303,8 @@ async def test_a_merge_conflict_comes_back_and_the_next_iteration_resolves_it(
             implementers=["coder", "coder"], validators=["reviewer", "reviewer", "reviewer"],
         )  # fmt: skip
     assert (info.status, info.decision) == ("done", "PROCEED"), info.outcome_reason
+    done = [e["data"] for e in events if e["type"] == "loop.implementer_done"]
+    assert len(done) == 4 and all(d["changed_files"] >= 1 for d in done)  # shown by follow
     candidates = [e["data"] for e in events if e["type"] == "loop.candidate"]
     assert [c["ok"] for c in candidates] == [False, True]
     assert "calc.py" in candidates[0]["feedback"]

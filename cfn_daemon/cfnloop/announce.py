@@ -40,6 +40,7 @@ def announcements(
                     "iteration": event.iteration,
                     "confidence": c if valid else 0.0,
                     "reason": event.reason,
+                    "changed_files": event.changed_files,
                 },
             )
         )

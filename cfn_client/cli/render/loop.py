@@ -291,7 +291,11 @@ def _started(view: FollowView, d: Mapping[str, Any]) -> Rendered:
     if d.get("owner"):
         team.append(f"owner {d['owner']}")
     text += f" ({'; '.join(team)})" if team else ""
-    return "", text, ("task", "implementers", "validators", "owner")
+    if d.get("repo"):
+        text += f"\n  on {d['repo']} from {str(d.get('base') or '?')[:12]}"
+        if d.get("checks"):
+            text += f"; checks: {listing(d['checks'])}"
+    return "", text, ("task", "implementers", "validators", "owner", "repo", "base", "checks")
 
 
 def _iteration(view: FollowView, d: Mapping[str, Any]) -> Rendered:
