@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from cfn_client.api import AsyncClient
 from cfn_daemon.agent import types as agent_types
 from cfn_daemon.agent.checks import binary_version, output_tail
 from cfn_daemon.agent.executors import ExecutorConfig, TaskInput, run_task
@@ -18,6 +19,7 @@ from cfn_daemon.agent.presets import READ_ONLY_TOOLS, ROLE_CONTRACTS, find_answe
 from cfn_daemon.agent.runtime import to_result
 from cfn_daemon.core.votes import vote_from_result
 from cfn_daemon.settings.schema import AgentTypeConfig
+from tests.conftest import DaemonFactory
 
 AGENTS = Path(__file__).parent / "agents"
 FAKE_CLAUDE = str(AGENTS / "fake_claude.py")
@@ -472,3 +474,24 @@ async def test_binary_version(tmp_path: Path) -> None:
 )
 def test_find_answer(text: str, expected: dict[str, Any] | None) -> None:
     assert find_answer(text) == expected
+
+
+async def test_doctor_checks_each_agent_type_program(daemon_factory: DaemonFactory) -> None:
+    config = (
+        f'[agent_types.fake]\nkind = "claude"\nbinary = "{FAKE_CLAUDE}"\n'
+        '[agent_types.cx]\nkind = "codex"\nbinary = "/nonexistent/codex"\n'
+        '[agent_types.tests]\nkind = "check"\nexec = ["sh", "-c", "true"]\n'
+        '[agent_types.inproc]\nkind = "python"\nentry = "m:f"\n'
+    )
+    d = await daemon_factory(config_text=config)
+    async with AsyncClient(d.socket_path, timeout_s=30) as cfn:
+        doc = await cfn.call("doctor")
+    checks = {c.name: c for c in doc.checks}
+    assert "agent_types.inproc" not in checks  # starts no program
+    fake = checks["agent_types.fake"]
+    assert fake.ok and "1.0.99 (Claude Code)" in fake.detail
+    cx = checks["agent_types.cx"]
+    assert not cx.ok and not cx.warning and not doc.ok
+    assert "npm install -g @openai/codex" in cx.fix and "`binary` in [agent_types.cx]" in cx.fix
+    assert checks["agent_types.tests"].ok  # sh need not answer --version
+    assert checks["agent_types.builtin"].warning  # the built-in claude types: advice only
