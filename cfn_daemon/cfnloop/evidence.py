@@ -94,9 +94,12 @@ class Evidence:
     async def _set_once(self, swarm: str, run: str, field: str, value: bytes | str) -> bytes:
         """Keep the first value written (HSETNX) and return the one that is kept."""
         key = self.keys.run(swarm, run)
-        await self.redis.hsetnx(key, field, value)
-        kept: bytes = await self.redis.hget(key, field)
-        return kept
+        # One round trip, and atomic: nobody can change the field between the two.
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, field, value)
+            pipe.hget(key, field)
+            _, kept = await pipe.execute()
+        return bytes(kept)
 
     # ------------------------------------------------------------------ implementers
 

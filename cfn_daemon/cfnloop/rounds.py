@@ -49,13 +49,13 @@ class Rounds:
         ballot: Ballot,
         required: frozenset[str],
         timeout_s: float,
+        tokens: dict[bytes, bytes],
     ) -> tuple[consensus.RoundOutcome, int]:
         """The ballot's outcome so far and how many votes arrived."""
         run, rnd = state.run_id, state.loop2_round
         vote_run = ballot_run(run, ballot.candidate)
         tasks = await self.tasks.get_many(swarm, ballot.task_ids)
         finished = sum(1 for t in tasks if t.status in TERMINAL_TASK_STATUSES)
-        tokens = await self.redis.hgetall(self.keys.tokens(swarm))
         received: list[tuple[consensus.Vote, bool]] = []
         for vote in await read_votes(self.redis, self.keys.votes(swarm, vote_run, rnd)):
             token = tokens.get(vote.validator.encode(), b"")
@@ -101,8 +101,10 @@ class Rounds:
         run, rnd = state.run_id, state.loop2_round
         outcomes: list[tuple[Ballot, consensus.RoundOutcome]] = []
         votes = 0
+        # Read once per round, not once per ballot (compete mode has one per candidate).
+        tokens = await self.redis.hgetall(self.keys.tokens(swarm))
         for ballot in ballots:
-            outcome, received = await self._tally(swarm, state, ballot, required, timeout_s)
+            outcome, received = await self._tally(swarm, state, ballot, required, timeout_s, tokens)
             if outcome.status == "open":
                 return None
             outcomes.append((ballot, outcome))

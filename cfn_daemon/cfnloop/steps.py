@@ -324,10 +324,9 @@ class RunSteps:
         """The branch and commit that hold the result (the run reports them at the end)."""
         space = self.evidence.workspace(state.run_id, ws)
         name = winner or CANDIDATE
-        commit = await space.head_of(name) if state.compete else state.head
-        if state.compete:
-            passing = await self.evidence.passing_candidates(swarm, state)
-            commit = passing.get(name, commit)
+        commit = state.head
+        if state.compete:  # the commit that was reviewed, not wherever the branch is now
+            commit = (await self.evidence.passing_candidates(swarm, state)).get(name, commit)
         await self.redis.hset(
             self.keys.run(swarm, state.run_id),
             mapping={"result_branch": space.branch(name), "result_commit": commit or ""},
