@@ -16,7 +16,7 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -43,9 +43,11 @@ from cfn_daemon.queue.notify import NotifyHub
 from cfn_daemon.settings.runtime import ConfigManager
 from cfn_daemon.settings.schema import Config
 from cfn_daemon.store import Store
+from cfn_daemon.store.client import is_outage
 from cfn_daemon.swarm.service import SwarmService
 from cfn_daemon.util.aio import until_stopped
 from cfn_daemon.util.logs import configure_logging
+from cfn_daemon.util.restart import Keeper
 from cfn_daemon.util.sdnotify import Notifier
 
 log = structlog.get_logger("cfn.daemon")
@@ -144,7 +146,10 @@ class Daemon:
         ).register(self.router)
         ConfigOps(store=self.store, config=self.config_manager).register(self.router)
         self.hub = NotifyHub(self.store)
-        self.swarms = SwarmService(self.store, self.config_manager, self.hub, self.state_dir)
+        self.keeper = Keeper(is_outage=is_outage, wait_available=self.store.wait_available)
+        self.swarms = SwarmService(
+            self.store, self.config_manager, self.hub, self.state_dir, self.keeper
+        )
         SwarmOps(self.swarms).register(self.router)
         TaskOps(self.swarms, self._stop).register(self.router)
         self.loops = LoopService(self.swarms, self.hub)
@@ -178,21 +183,28 @@ class Daemon:
     async def run(self) -> None:
         """Serve until ``request_stop``; then drain and return."""
         cfg = self.settings.daemon
+        # Swarm runtimes end with their own stop event, after the server has drained.
+        swarm_stop = asyncio.Event()
+        interval_s = self.notifier.watchdog_interval_s
+        children: dict[str, tuple[Callable[[], Awaitable[None]], asyncio.Event]] = {
+            "store-health": (lambda: self.store.run_health(self._stop), self._stop),
+            "store-watch": (self._store_watch, self._stop),
+            "config-reload": (self._reloader, self._stop),
+            "notify-hub": (lambda: self.hub.run(self._stop), self._stop),
+            "swarms": (lambda: self.swarms.run(swarm_stop), swarm_stop),
+            "loops": (lambda: self.loops.run(swarm_stop), swarm_stop),
+            "epics": (lambda: self.epics.run(swarm_stop), swarm_stop),
+        }
+        if self.store.embedded is not None:
+            children["embedded-redis"] = (self._supervise_embedded, self._stop)
+        if interval_s:
+            children["watchdog"] = (lambda: self._watchdog(interval_s), self._stop)
         async with asyncio.TaskGroup() as tg:
             serve = tg.create_task(self.server.serve(), name="server")
-            tg.create_task(self.store.run_health(self._stop), name="store-health")
-            tg.create_task(self._store_watch(), name="store-watch")
-            tg.create_task(self._reloader(), name="config-reload")
-            tg.create_task(self.hub.run(self._stop), name="notify-hub")
-            # Swarm runtimes end with the stop event, after the server has drained.
-            swarm_stop = asyncio.Event()
-            tg.create_task(self.swarms.run(swarm_stop), name="swarms")
-            tg.create_task(self.loops.run(swarm_stop), name="loops")
-            tg.create_task(self.epics.run(swarm_stop), name="epics")
-            if self.store.embedded is not None:
-                tg.create_task(self._supervise_embedded(), name="embedded-redis")
-            if self.notifier.watchdog_interval_s:
-                tg.create_task(self._watchdog(self.notifier.watchdog_interval_s), name="watchdog")
+            # One bad moment of a child (a Redis error, a bug) restarts that child;
+            # it never ends cfnd (util.restart).
+            for name, (body, stop) in children.items():
+                tg.create_task(self.keeper.run(name, body, stop), name=name)
             self.ready.set()
             self.notifier.notify("READY=1")
             self._notify_status()

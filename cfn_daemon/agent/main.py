@@ -24,9 +24,10 @@ from cfn_daemon.agent.runtime import AgentRuntime
 from cfn_daemon.core.placement import AgentRecord
 from cfn_daemon.queue.agents import host_name, new_agent_id
 from cfn_daemon.settings.schema import RedisConfig
-from cfn_daemon.store.client import build_client
+from cfn_daemon.store.client import build_client, describe_error, is_unavailable_error
 from cfn_daemon.store.keys import Keys
 from cfn_daemon.store.urls import resolve
+from cfn_daemon.util.aio import until_stopped
 from cfn_daemon.util.logs import configure_logging
 
 log = structlog.get_logger("cfn.agent")
@@ -40,14 +41,54 @@ async def load_spec(redis: Any, keys: Keys, agent_type: str) -> agent_types.Agen
     return agent_types.resolve(agent_type, {})
 
 
+async def wait_for_spec(
+    redis: Any, keys: Keys, agent_type: str, stop: asyncio.Event, give_up_s: float | None
+) -> agent_types.AgentTypeSpec | None:
+    """The type's spec, retried with capped backoff while Redis is unreachable; None
+    when stopped first or (a local agent) after ``give_up_s``."""
+    started = time.monotonic()
+    delay_s = 0.2
+    while True:
+        try:
+            return await load_spec(redis, keys, agent_type)
+        except Exception as exc:
+            if not is_unavailable_error(exc):
+                raise
+            waited = time.monotonic() - started
+            if give_up_s is not None and waited > give_up_s:
+                log.error("agent_start_gave_up", error=describe_error(exc), waited_s=waited)
+                return None
+            log.warning("agent_start_waiting", error=describe_error(exc), retry_in_s=delay_s)
+        if not await until_stopped(asyncio.sleep(delay_s), stop):
+            return None
+        delay_s = min(delay_s * 2, 30.0)
+
+
 async def amain(opts: dict[str, Any]) -> int:
     env = dict(os.environ)
     cfg = RedisConfig(url=opts["redis"], key_prefix=opts["key_prefix"])
     params = resolve(cfg, env)
     redis = build_client(params, cfg, pool_size=8)
     keys = Keys(opts["key_prefix"])
+    stop = asyncio.Event()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+
+    def on_signal() -> None:
+        # The first SIGTERM drains (bounded); a second one ends us at once.
+        if stop.is_set():
+            log.warning("agent_second_signal")
+            main_task.cancel()
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    orphan_after_s = opts["orphan_after_s"] if opts["local"] else None
     try:
-        spec = await load_spec(redis, keys, opts["type"])
+        spec = await wait_for_spec(redis, keys, opts["type"], stop, orphan_after_s)
+        if spec is None:
+            return 0
         record = AgentRecord(
             id=opts["id"] or new_agent_id(opts["type"]),
             swarm=opts["swarm"],
@@ -67,10 +108,9 @@ async def amain(opts: dict[str, Any]) -> int:
             spec,
             heartbeat_interval_s=opts["heartbeat_s"],
             stop_grace_s=opts["grace_s"],
+            orphan_after_s=orphan_after_s,
         )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, runtime.stop.set)
+        runtime.stop = stop
         await runtime.run()
     except CfnError as exc:
         click.echo(f"cfn-agent: {exc.message}", err=True)
@@ -98,6 +138,13 @@ async def amain(opts: dict[str, Any]) -> int:
 @click.option("--heartbeat-s", type=click.FloatRange(0.05, 60), default=1.0, show_default=True)
 @click.option("--grace-s", type=click.FloatRange(0, 3600), default=10.0, show_default=True)
 @click.option("--local", is_flag=True, hidden=True, help="Spawned by cfnd (supervised).")
+@click.option(
+    "--orphan-after-s",
+    type=click.FloatRange(0.1, 86_400),
+    default=120.0,
+    hidden=True,
+    help="A local agent whose cfnd is gone this long exits (cfnd passes agents.orphan_after_s).",
+)
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto")
 def main(**opts: Any) -> None:
     """cfn-agent — run tasks of one swarm from Redis (a local or remote worker)."""
@@ -112,6 +159,8 @@ def main(**opts: Any) -> None:
     except ConfigError as exc:
         click.echo(f"cfn-agent: {exc.message}", err=True)
         rc = 78
+    except asyncio.CancelledError:  # a second SIGTERM/SIGINT: stopped without draining
+        rc = 143
     log.info("agent_exit", code=rc, ran_s=round(time.monotonic() - started, 1))
     sys.exit(rc)
 

@@ -8,7 +8,10 @@ acks the entry (so an entry is acked only after its result is stored). A slow
 task is never taken away from a live agent: reclaiming is driven by missed
 heartbeats, and the heartbeat loop keeps running while tasks run. SIGTERM stops
 intake, lets running tasks finish within the grace period, then hands back what
-is left (requeued for other agents) and exits 0.
+is left (requeued for other agents) and exits 0 — within a bound even when Redis
+is gone. The work and heartbeat loops restart by themselves when they fail
+(``util.restart``). A local agent whose cfnd is gone and does not come back to
+adopt it within ``orphan_after_s`` stops the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import time
 from typing import Any
 
 import msgspec
@@ -30,14 +34,16 @@ from cfn_daemon.core.votes import vote_from_result
 from cfn_daemon.queue.agents import AgentRegistry
 from cfn_daemon.queue.tasks import Retry, TaskQueue, now_ms
 from cfn_daemon.queue.votes import submit_vote
-from cfn_daemon.store.client import describe_error, is_unavailable_error
+from cfn_daemon.store.client import describe_error, is_outage, is_unavailable_error
 from cfn_daemon.store.keys import AGENT_GROUP, Keys
 from cfn_daemon.store.scripts import Scripts
 from cfn_daemon.util.aio import until_stopped
+from cfn_daemon.util.restart import Backoff, Keeper
 
 log = structlog.get_logger("cfn.agent")
 
 READ_BLOCK_MS = 1000
+HAND_BACK_TIMEOUT_S = 5.0  # a stopping agent gives up on a Redis that does not answer
 COMPLETE_ATTEMPTS = 60  # ~ a few minutes of Redis outage before giving the task up
 
 
@@ -54,6 +60,7 @@ class AgentRuntime:
         heartbeat_interval_s: float = 1.0,
         stop_grace_s: float = 10.0,
         retry: Retry | None = None,
+        orphan_after_s: float | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -72,6 +79,14 @@ class AgentRuntime:
         self.token = os.environ.get("CFN_AGENT_TOKEN") or secrets.token_hex(16)
         self._slots = asyncio.Semaphore(max(1, record.concurrency))
         self._free = max(1, record.concurrency)
+        # Local agents only: how long we may go without a supervising cfnd.
+        self.orphan_after_s = orphan_after_s if record.local else None
+        self._parent = os.getppid()
+        self._supervised_at = time.monotonic()
+        self.orphaned = False
+        # A crashing loop is restarted with capped backoff; a remote agent keeps
+        # retrying a Redis that is gone for as long as it runs, as a service should.
+        self.keeper = Keeper(is_outage=is_outage, backoff=Backoff(base_s=0.5, max_s=30.0))
 
     @property
     def swarm(self) -> str:
@@ -83,11 +98,15 @@ class AgentRuntime:
 
     async def run(self) -> None:
         """Serve until ``stop`` is set; then drain, hand back, deregister."""
-        await self._register()
+        await self.keeper.run("register", self._register, self.stop, agent=self.id)
         runners: set[asyncio.Task[None]] = set()
+        never = asyncio.Event()  # the heartbeat loop ends by itself once work is done
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._heartbeats(), name="heartbeat")
-            await self._work(tg, runners)
+            tg.create_task(
+                self.keeper.run("heartbeat", self._heartbeats, never, agent=self.id),
+                name="heartbeat",
+            )
+            await self.keeper.run("work", lambda: self._work(tg, runners), self.stop, agent=self.id)
             # Stopping: let running tasks finish within the grace period.
             if runners:
                 _, pending = await asyncio.wait(runners, timeout=self.stop_grace_s)
@@ -99,8 +118,16 @@ class AgentRuntime:
                     )
                     for cancel in self._running.values():
                         cancel.set()
-                    await asyncio.wait(pending, timeout=self.stop_grace_s)
-        await self._hand_back()
+                    _, pending = await asyncio.wait(pending, timeout=self.stop_grace_s)
+                for task in pending:
+                    # Stuck storing a result in a Redis that is gone: SIGTERM must
+                    # still stop us. The entry stays pending; cfnd reclaims it.
+                    task.cancel()
+        try:
+            async with asyncio.timeout(HAND_BACK_TIMEOUT_S):
+                await self._hand_back()
+        except TimeoutError:
+            log.error("agent_hand_back_timed_out", agent=self.id, after_s=HAND_BACK_TIMEOUT_S)
 
     async def _register(self) -> None:
         self.record.status = "idle"
@@ -135,11 +162,14 @@ class AgentRuntime:
                 await until_stopped(asyncio.sleep(self.heartbeat_interval_s), self.stop)
                 if self.stop.is_set():
                     continue
+            self._check_orphaned()
             current = next(iter(self._running), None)
             try:
-                status, desired, cancelled = await self.registry.heartbeat(
+                status, desired, cancelled, supervised = await self.registry.heartbeat(
                     self.swarm, self.id, current
                 )
+                if supervised:
+                    self._supervised_at = time.monotonic()
                 # The task may have finished while the heartbeat was in flight.
                 cancel = self._running.get(current) if cancelled and current else None
                 if cancel is not None:
@@ -162,6 +192,24 @@ class AgentRuntime:
                 for cancel in self._running.values():
                     cancel.set()
                 await self._register()
+
+    def _check_orphaned(self) -> None:
+        """Stop a local agent nobody supervises any more (its cfnd died for good)."""
+        if self.orphan_after_s is None or self.stop.is_set():
+            return
+        now = time.monotonic()
+        if os.getppid() == self._parent:
+            self._supervised_at = now  # the cfnd that started us is alive
+        alone_s = now - self._supervised_at
+        if alone_s > self.orphan_after_s:
+            log.warning(
+                "agent_orphaned",
+                agent=self.id,
+                unsupervised_s=round(alone_s, 1),
+                orphan_after_s=self.orphan_after_s,
+            )
+            self.orphaned = True
+            self.stop.set()
 
     async def _check_cancels(self) -> None:
         ids = list(self._running)
@@ -207,9 +255,17 @@ class AgentRuntime:
                 self._free -= 1
                 eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
                 tid = fields[b"t"].decode()
-                task = tg.create_task(self._execute(eid, tid), name=f"task-{tid}")
+                task = tg.create_task(self._run_one(eid, tid), name=f"task-{tid}")
                 runners.add(task)
                 task.add_done_callback(runners.discard)
+
+    async def _run_one(self, entry_id: str, task_id: str) -> None:
+        """One task; whatever goes wrong with it, the agent lives on. Its entry stays
+        pending in our work stream, so cfnd reclaims it and retries it by policy."""
+        try:
+            await self._execute(entry_id, task_id)
+        except Exception:
+            log.exception("task_execute_failed", agent=self.id, task=task_id)
 
     async def _execute(self, entry_id: str, task_id: str) -> None:
         cancel = asyncio.Event()

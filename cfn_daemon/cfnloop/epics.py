@@ -44,7 +44,7 @@ class EpicService:
         self.loops = loops
         self.swarms = loops.swarms
         self.keys = loops.keys
-        self.drivers = DriverPool("epic")
+        self.drivers = DriverPool("epic", loops.swarms.keeper)
 
     @property
     def redis(self) -> Any:
@@ -61,9 +61,10 @@ class EpicService:
     async def _resume(self) -> None:
         for info in await self.swarms.all():
             for raw in await self.redis.zrange(self.keys.epics(info.id), 0, -1):
-                epic = await self.info(info.id, raw.decode())
-                if epic.status not in ("done", "failed"):
-                    self._drive(info.id, epic.id)
+                async with self.drivers.skip_broken("epic", raw.decode()):
+                    epic = await self.info(info.id, raw.decode())
+                    if epic.status not in ("done", "failed"):
+                        self._drive(info.id, epic.id)
 
     def _drive(self, swarm: str, epic_id: str) -> None:
         self.drivers.start(epic_id, lambda: self._driver(swarm, epic_id))

@@ -69,7 +69,7 @@ class LoopService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._pulses: dict[str, Pulse] = {}
         self.steps = RunSteps(swarms)
-        self.drivers = DriverPool("run")
+        self.drivers = DriverPool("run", swarms.keeper)
 
     @property
     def redis(self) -> Any:
@@ -94,8 +94,9 @@ class LoopService:
         for info in await self.swarms.all():
             for raw in await self.redis.zrange(self.keys.runs(info.id), 0, -1):
                 run_id = raw.decode()
-                if (await self._load(info.id, run_id)).status not in loop.TERMINAL:
-                    self._drive(info.id, run_id)
+                async with self.drivers.skip_broken("run", run_id):
+                    if (await self._load(info.id, run_id)).status not in loop.TERMINAL:
+                        self._drive(info.id, run_id)
 
     async def _retention(self) -> None:
         """Remove finished runs' worktrees and branches after ``loop.workspace_retention_s``."""

@@ -11,7 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -52,6 +52,15 @@ def decode_agent(
     if hb_ms is not None:
         agent.heartbeat_age_ms = max(0, (now or now_ms()) - hb_ms)
     return agent
+
+
+class Beat(NamedTuple):
+    """What one heartbeat learnt."""
+
+    status: str  # the agent's record status ("missing" once it was forgotten)
+    desired: str  # "stop" when cfnd asks the agent to stop
+    cancelled: bool  # the task named in the beat was cancelled
+    supervised: bool  # a cfnd holds this swarm's supervisor lease
 
 
 class AgentRegistry:
@@ -98,15 +107,20 @@ class AgentRegistry:
             [agent.id, now_ms(), EVENTS_MAXLEN, self.keys.notify(swarm), event, *fields],
         )
 
-    async def heartbeat(self, swarm: str, agent: str, task_id: str | None) -> tuple[str, str, bool]:
-        """Returns (status, desired, current task cancelled)."""
+    async def heartbeat(self, swarm: str, agent: str, task_id: str | None) -> Beat:
+        """Record a beat; say what cfnd wants of the agent (see ``Beat``)."""
         task_key = self.keys.task(swarm, task_id) if task_id else self.keys.agent(swarm, agent)
-        status, desired, cancel = await self.scripts.run(
+        status, desired, cancel, supervised = await self.scripts.run(
             "heartbeat",
-            [self.keys.heartbeats(swarm), self.keys.agent(swarm, agent), task_key],
+            [
+                self.keys.heartbeats(swarm),
+                self.keys.agent(swarm, agent),
+                task_key,
+                self.keys.supervisor(swarm),
+            ],
             [agent, now_ms(), 1 if task_id else 0],
         )
-        return _text(status), _text(desired), _text(cancel) == "1"
+        return Beat(_text(status), _text(desired), _text(cancel) == "1", _text(supervised) == "1")
 
     async def get(self, swarm: str, agent: str) -> AgentRecord:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -124,8 +124,15 @@ class AgentsConfig(Section):
     heartbeat_interval_s: PositiveSeconds = 1.0
     # No heartbeat for this long: the agent is lapsed and its work is reclaimed.
     lapse_s: PositiveSeconds = 5.0
+    # Replacements of dead local agents: at most this many start in any minute (a
+    # budget that refills), each after a backoff doubling from restart_backoff_s up
+    # to restart_backoff_max_s. 0: dead agents are not replaced.
     max_restarts_per_minute: Annotated[int, Meta(ge=0, le=1000)] = 5
     restart_backoff_s: PositiveSeconds = 1.0
+    restart_backoff_max_s: PositiveSeconds = 30.0
+    # A local agent whose cfnd is gone (no supervisor lease, parent exited) for this
+    # long hands back its work and exits, unless a restarted cfnd adopts it first.
+    orphan_after_s: Annotated[float, Meta(gt=0.0, le=86_400.0)] = 120.0
     stop_grace_s: PositiveSeconds = 10.0
     # A graceful cfnd stop also stops its local agents; after a crash they keep
     # running and the next cfnd adopts them.

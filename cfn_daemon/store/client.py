@@ -25,6 +25,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from cfn_client.wire.errors import StoreUnavailable
 from cfn_daemon.settings.schema import RedisConfig
 from cfn_daemon.store.urls import ConnectionParams
 
@@ -118,6 +119,14 @@ def is_unavailable_error(exc: BaseException) -> bool:
             "All slots are not covered"
         )
     return False
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True if ``exc`` (or every error of an exception group) is a store outage: what a
+    background loop waits out instead of counting as a crash."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_outage(e) for e in exc.exceptions)
+    return isinstance(exc, StoreUnavailable) or is_unavailable_error(exc)
 
 
 def is_pool_exhausted(exc: BaseException) -> bool:

@@ -78,6 +78,10 @@ class Keys:
     def heartbeats(self, swarm: str) -> str:
         return f"{self._s(swarm)}:hb"
 
+    def supervisor(self, swarm: str) -> str:
+        """string with a TTL: a cfnd supervises this swarm's local agents (its lease)."""
+        return f"{self._s(swarm)}:supervisor"
+
     def queue(self, swarm: str, priority: str) -> str:
         return f"{self._s(swarm)}:q:{priority}"
 

@@ -78,6 +78,7 @@ class Store:
         self._failures = 0
         self._retry_at: float | None = None
         self._down_since: float | None = time.monotonic()
+        self._up_since: float | None = None
         self._version: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -129,6 +130,22 @@ class Store:
     def available(self) -> bool:
         """Whether the last probe or command reached Redis."""
         return self._available
+
+    def report_failure(self, exc: BaseException) -> None:
+        """A background loop saw ``exc``: if it is an outage, the store is unavailable
+        from now on (and the health loop re-probes at once)."""
+        if is_unavailable_error(exc):
+            self._mark_unavailable(exc)
+
+    def available_for_s(self) -> float:
+        """Seconds Redis has been available without a break (0 while it is not).
+
+        Heartbeats that could not reach Redis during an outage must not count as
+        lapses: the supervisor judges them only once this exceeds the lapse time.
+        """
+        if self._up_since is None:
+            return 0.0
+        return time.monotonic() - self._up_since
 
     async def wait_available(self) -> None:
         """Return once Redis is (or becomes) available."""
@@ -272,6 +289,7 @@ class Store:
         self._available = True
         self._error = None
         self._down_since = None
+        self._up_since = time.monotonic()
         self._down.clear()
         self._up.set()
         log.info(
@@ -290,6 +308,7 @@ class Store:
             return
         self._available = False
         self._down_since = time.monotonic()
+        self._up_since = None
         if self._retry_at is None or self._failures == 0:
             self._retry_at = time.monotonic()
         self._up.clear()

@@ -14,6 +14,7 @@ from cfn_daemon.queue.agents import AgentRegistry
 from cfn_daemon.queue.tasks import TaskQueue
 from cfn_daemon.settings.schema import Config
 from cfn_daemon.store import Store
+from cfn_daemon.util.restart import Keeper
 
 log = structlog.get_logger("cfn.dispatch")
 
@@ -105,3 +106,4 @@ class SwarmContext:
     config: Callable[[], Config]
     info: Callable[[], SwarmInfo | None]
     llm: LlmSlots  # shared by every swarm of this cfnd
+    keeper: Keeper  # restarts the swarm's background loops when they fail

@@ -8,6 +8,7 @@ swarm back from Redis and resumes its runtime, so a restarted daemon carries on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -36,11 +37,13 @@ from cfn_daemon.queue.tasks import TaskQueue, now_ms
 from cfn_daemon.settings.runtime import ConfigManager
 from cfn_daemon.settings.schema import Config
 from cfn_daemon.store import Store
+from cfn_daemon.store.client import is_outage
 from cfn_daemon.store.scripts import Scripts
 from cfn_daemon.swarm.context import LlmSlots, SwarmContext
 from cfn_daemon.swarm.dispatcher import Dispatcher, ensure_groups
 from cfn_daemon.swarm.supervisor import Supervisor
 from cfn_daemon.util.aio import until_stopped
+from cfn_daemon.util.restart import Keeper
 
 log = structlog.get_logger("cfn.swarm")
 SWARM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -65,9 +68,15 @@ class SwarmService:
     """Create, inspect, scale and destroy swarms; run their background work."""
 
     def __init__(
-        self, store: Store, config: ConfigManager, hub: NotifyHub, state_dir: Path
+        self,
+        store: Store,
+        config: ConfigManager,
+        hub: NotifyHub,
+        state_dir: Path,
+        keeper: Keeper | None = None,
     ) -> None:
         self.store = store
+        self.keeper = keeper or Keeper(is_outage=is_outage, wait_available=store.wait_available)
         self.config_manager = config
         self.hub = hub
         self.state_dir = state_dir
@@ -103,8 +112,16 @@ class SwarmService:
                         if info.status == "active":
                             self._start_runtime(info)
                         elif info.status == "draining":
-                            # cfnd died mid-destroy: finish the job.
-                            tg.create_task(self.destroy(info.id, force=True))
+                            # cfnd died mid-destroy: finish the job (again after a failure).
+                            tg.create_task(
+                                self.keeper.run(
+                                    f"destroy-{info.id}",
+                                    functools.partial(self._finish_destroy, info.id),
+                                    stop,
+                                    swarm=info.id,
+                                ),
+                                name=f"destroy-{info.id}",
+                            )
                     self.ready.set()
                 except Exception as exc:
                     log.warning("swarm_resume_failed", error=str(exc))
@@ -113,6 +130,9 @@ class SwarmService:
             for rt in self.runtimes.values():
                 rt.stop.set()
         self._tg = None
+
+    async def _finish_destroy(self, swarm: str) -> None:
+        await self.destroy(swarm, force=True)
 
     async def _publish_agent_types(self) -> None:
         specs = agent_types.all_specs(self.config().agent_types)
@@ -132,7 +152,14 @@ class SwarmService:
             return rt.info if rt else None
 
         ctx = SwarmContext(
-            info.id, self.store, self.tasks, self.registry, self.config, current, self.llm
+            info.id,
+            self.store,
+            self.tasks,
+            self.registry,
+            self.config,
+            current,
+            self.llm,
+            self.keeper,
         )
         rt = SwarmRuntime(
             info=info,
@@ -146,9 +173,18 @@ class SwarmService:
 
     async def _run_runtime(self, rt: SwarmRuntime) -> None:
         try:
+            # Each loop restarts by itself when it fails: one swarm's bad moment
+            # never ends the others, nor cfnd.
+            keep, sid = self.keeper.run, rt.info.id
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(rt.dispatcher.run(rt.stop), name=f"dispatch-{rt.info.id}")
-                tg.create_task(rt.supervisor.run(rt.stop), name=f"supervise-{rt.info.id}")
+                tg.create_task(
+                    keep("dispatch", lambda: rt.dispatcher.run(rt.stop), rt.stop, swarm=sid),
+                    name=f"dispatch-{sid}",
+                )
+                tg.create_task(
+                    keep("supervise", lambda: rt.supervisor.run(rt.stop), rt.stop, swarm=sid),
+                    name=f"supervise-{sid}",
+                )
         finally:
             if self.runtimes.get(rt.info.id) in (rt, None):  # not a successor's report
                 self.llm.forget(rt.info.id)

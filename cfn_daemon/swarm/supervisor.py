@@ -2,10 +2,15 @@
 
 - Local agents are ``cfn-agent`` children (own session, log in the state dir).
   One that exits unexpectedly is marked failed, its work is requeued, and a
-  replacement is spawned (backoff; at most ``agents.max_restarts_per_minute``).
+  replacement is spawned (capped backoff; at most ``agents.max_restarts_per_minute``
+  start in any minute, a budget that refills: ``core.restarts``).
 - Any agent whose heartbeat lapses (local or remote) has its work reclaimed; a
-  remote one is marked lost, a hung local one is killed and replaced.
-- Local agents left running by a crashed cfnd are adopted on start (pidfd).
+  remote one is marked lost, a hung local one is killed and replaced. Lapses are
+  judged only once Redis has been reachable for a whole lapse period, so agents
+  that could not beat through an outage are not taken for dead.
+- Local agents left running by a crashed cfnd are adopted on start (pidfd). The
+  supervisor keeps a lease key alive; a local agent that sees no lease (and no
+  parent cfnd) for ``agents.orphan_after_s`` exits by itself.
 - Retries whose backoff ran out are moved back to their queue.
 """
 
@@ -27,6 +32,7 @@ import structlog
 from cfn_client.wire.errors import InvalidArgs
 from cfn_daemon.agent import types as agent_types
 from cfn_daemon.core.placement import LIVE_STATUSES, AgentRecord
+from cfn_daemon.core.restarts import RestartBudget
 from cfn_daemon.queue.agents import host_name, new_agent_id
 from cfn_daemon.queue.events import emit
 from cfn_daemon.queue.tasks import now_ms
@@ -53,6 +59,8 @@ class LocalAgent:
     proc: asyncio.subprocess.Process | None = None
     stopping: bool = False
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    returncode: int | None = None
+    reported: bool = False  # its death was logged (a retried report logs it once)
 
 
 def agent_command() -> list[str]:
@@ -91,10 +99,11 @@ class Supervisor:
         self.info = ctx.info
         self.log_dir = state_dir / "agents"
         self.local: dict[str, LocalAgent] = {}
-        self._restarts: collections.deque[float] = collections.deque()
+        self._starts: collections.deque[float] = collections.deque()
         self._replacements: list[tuple[float, LocalAgent]] = []
         self._tg: asyncio.TaskGroup | None = None
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self.keeper = ctx.keeper
         self.ready = asyncio.Event()
 
     # ------------------------------------------------------------------ loop
@@ -102,16 +111,22 @@ class Supervisor:
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            # After a restart of this loop (it crashed), keep watching what we had.
+            for agent in list(self.local.values()):
+                if agent.id not in self._watchers:
+                    self._watch_in_group(agent)
+            interval = self.config().agents.heartbeat_interval_s
             try:
+                await self._renew_lease(interval)
                 await self._adopt()
             except Exception as exc:
                 if not is_unavailable_error(exc):
                     raise
             self.ready.set()
-            interval = self.config().agents.heartbeat_interval_s
             next_clean = 0.0
             while await until_stopped(asyncio.sleep(interval), stop):
                 try:
+                    await self._renew_lease(interval)
                     now = asyncio.get_running_loop().time()
                     if now >= next_clean:  # retention: finished tasks expire
                         retention = self.config().tasks.retention_s
@@ -133,6 +148,8 @@ class Supervisor:
                     if not is_unavailable_error(exc):
                         log.exception("supervision_failed", swarm=self.swarm)
                     else:
+                        # Heartbeats are judged only after Redis is back for a lapse.
+                        self.store.report_failure(exc)
                         log.warning(
                             "supervision_store_unavailable",
                             swarm=self.swarm,
@@ -220,6 +237,8 @@ class Supervisor:
             str(cfg.agents.heartbeat_interval_s),
             "--grace-s",
             str(cfg.agents.stop_grace_s),
+            "--orphan-after-s",
+            str(cfg.agents.orphan_after_s),
             "--local",
             "--log-format",
             "json",
@@ -279,24 +298,46 @@ class Supervisor:
             self._watch_in_group(agent)
             log.info("agent_adopted", swarm=self.swarm, agent=agent.id, pid=agent.pid)
 
+    async def _renew_lease(self, interval_s: float) -> None:
+        """Tell this swarm's local agents a cfnd supervises them (see ``orphan_after_s``)."""
+        ttl_ms = int(max(3 * interval_s, 5.0) * 1000)
+        holder = f"{host_name()}:{os.getpid()}"  # who supervises; only the TTL changes
+        await self.store.redis.set(self.store.keys.supervisor(self.swarm), holder, px=ttl_ms)
+
     def _watch_in_group(self, agent: LocalAgent) -> None:
         assert self._tg is not None
-        task = self._tg.create_task(self._watch(agent), name=f"agent-{agent.id}")
+        task = self._tg.create_task(
+            self.keeper.run(
+                f"watch-{agent.id}",
+                lambda: self._watch(agent),
+                self._never,
+                swarm=self.swarm,
+                agent=agent.id,
+            ),
+            name=f"agent-{agent.id}",
+        )
         self._watchers[agent.id] = task
         task.add_done_callback(lambda _: self._watchers.pop(agent.id, None))
 
     async def _watch(self, agent: LocalAgent) -> None:
-        if agent.proc is not None:
-            rc: int | None = await agent.proc.wait()
-        else:
-            rc = await self._wait_foreign(agent)
-        agent.exited.set()
-        self.local.pop(agent.id, None)
+        """Wait for the agent's exit, then report it. Run under the keeper: a store
+        outage while reporting is waited out and the report repeated (it is idempotent)."""
+        if not agent.exited.is_set():
+            if agent.proc is not None:
+                agent.returncode = await agent.proc.wait()
+            else:
+                agent.returncode = await self._wait_foreign(agent)
+            agent.exited.set()
+        rc = agent.returncode
         if agent.stopping:
+            self.local.pop(agent.id, None)
             log.info("agent_exited", swarm=self.swarm, agent=agent.id, code=rc)
             return
-        log.error("agent_died", swarm=self.swarm, agent=agent.id, code=rc)
+        if not agent.reported:
+            log.error("agent_died", swarm=self.swarm, agent=agent.id, code=rc)
+        agent.reported = True
         await self._lose(agent.id, "failed", f"process exited with {rc}")
+        self.local.pop(agent.id, None)
         self._schedule_replacement(agent)
 
     async def _wait_foreign(self, agent: LocalAgent) -> int | None:
@@ -343,8 +384,12 @@ class Supervisor:
         )
 
     async def _check_lapsed(self) -> None:
+        lapse_s = self.config().agents.lapse_s
+        if self.store.available_for_s() < lapse_s:
+            # Heartbeats could not reach Redis during the outage: not a lapse.
+            return
         now = now_ms()
-        cutoff = now - int(self.config().agents.lapse_s * 1000)
+        cutoff = now - int(lapse_s * 1000)
         for agent_id in await self.registry.lapsed(self.swarm, cutoff):
             local = self.local.get(agent_id)
             if local is not None:
@@ -365,31 +410,43 @@ class Supervisor:
                 continue
             await self._lose(agent_id, "failed" if rec.local else "lost", "heartbeat lapsed")
 
-    def _schedule_replacement(self, dead: LocalAgent) -> None:
+    def _budget(self) -> RestartBudget:
         cfg = self.config().agents
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        while self._restarts and now - self._restarts[0] > 60:
-            self._restarts.popleft()
-        if len(self._restarts) >= cfg.max_restarts_per_minute:
-            log.error(
+        return RestartBudget(
+            cfg.max_restarts_per_minute,
+            cfg.restart_backoff_s,
+            cfg.restart_backoff_max_s,
+            self._starts,
+        )
+
+    def _schedule_replacement(self, dead: LocalAgent) -> None:
+        now = asyncio.get_running_loop().time()
+        budget = self._budget()
+        at = budget.next_start(now)
+        if at is None:
+            log.error("agent_not_replaced", swarm=self.swarm, agent=dead.id, per_minute=0)
+            return
+        if budget.waiting_for_window(now):
+            log.warning(
                 "agent_restart_limited",
                 swarm=self.swarm,
                 agent=dead.id,
-                per_minute=cfg.max_restarts_per_minute,
+                per_minute=budget.per_minute,
+                in_s=round(at - now, 1),
             )
-            return
-        delay = cfg.restart_backoff_s * (2 ** len(self._restarts))
-        self._restarts.append(now)
-        self._replacements.append((now + delay, dead))
+        self._replacements.append((at, dead))
 
     async def _replace_due(self) -> None:
         now = asyncio.get_running_loop().time()
         due = [d for t, d in self._replacements if t <= now]
         self._replacements = [(t, d) for t, d in self._replacements if t > now]
-        for dead in due:
+        for i, dead in enumerate(due):
             swarm = self.info()
             if swarm is None or swarm.status != "active":
+                continue
+            budget = self._budget()
+            if not budget.take(now):
+                self._schedule_replacement(dead)
                 continue
             spec = agent_types.resolve(dead.type, self.config().agent_types)
             fresh = LocalAgent(
@@ -399,14 +456,21 @@ class Supervisor:
                 capabilities=dead.capabilities,
                 pid=0,
             )
-            await self._start(fresh, spec)
-            await emit(
-                self.store.redis,
-                self.store.keys,
-                self.swarm,
-                "agent.replaced",
-                {"agent": dead.id, "replacement": fresh.id},
-            )
+            try:
+                await self._start(fresh, spec)
+                await emit(
+                    self.store.redis,
+                    self.store.keys,
+                    self.swarm,
+                    "agent.replaced",
+                    {"agent": dead.id, "replacement": fresh.id},
+                )
+            except BaseException:
+                # Not lost: the rest (and this one, unless it started) is tried again.
+                if fresh.id not in self.local:
+                    self._replacements.append((now, dead))
+                self._replacements.extend((now, d) for d in due[i + 1 :])
+                raise
 
     # ------------------------------------------------------------------ stopping
 
@@ -441,6 +505,8 @@ class Supervisor:
                 log.warning("agent_kill", swarm=self.swarm, agent=agent.id, pid=agent.pid)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(agent.pid, signal.SIGKILL)
+
+    _never = asyncio.Event()  # watchers end with their agent, not with a stop event
 
     def describe(self) -> dict[str, Any]:
         return {"local": sorted(self.local), "pending_replacements": len(self._replacements)}
