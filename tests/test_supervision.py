@@ -172,3 +172,44 @@ def test_sigterm_stops_an_agent_whose_redis_is_gone(
     # Grace (1 s) for the task, again after cancelling it, then a bounded hand-back.
     assert wait_pid_gone(pid, 20), f"agent {agent} ignored SIGTERM without Redis"
     assert proc.proc is not None and proc.proc.poll() is None
+
+
+def test_a_redis_outage_during_loop2_ends_in_the_real_outcome(
+    cfnd_factory: Callable[..., CfndProcess], redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    from tests.test_loop_integration import agent_types
+
+    redis = redis_factory(extra_conf=PERSISTENT)
+    voting = tmp_path / "voting"
+    voting.mkdir()
+    script = tmp_path / "slowcheck.sh"
+    script.write_text(
+        f'touch {voting}/"$CFN_TASK_ID"; sleep 2\n'
+        """echo '{"vote": "approve", "confidence": 0.95}'\n"""
+    )
+    conf = tmp_path / "cfnd.toml"
+    conf.write_text(
+        agent_types({}, {})
+        + '[agent_types.slowcheck]\nkind = "command"\nrole = "validator"\n'
+        + f'exec = ["sh", "{script}"]\n'
+    )
+    proc = cfnd_factory("--config", str(conf), "--redis-url", redis.url, env=FAST)
+    with Client(proc.socket, timeout_s=60) as cfn:
+        cfn.swarm_init("mesh", 8, name="outage")
+        run = cfn.loop_start(
+            "build the importer", implementers=["impl"], validators=["slowcheck"] * 3
+        )
+        wait_until(lambda: len(list(voting.iterdir())) == 3, 90, "three validators voting")
+    redis.stop()
+    outage = time.monotonic()
+    wait_until(lambda: time.monotonic() - outage > 4.0, 10, "a 4 s outage")  # the fault
+    assert proc.proc is not None and proc.proc.poll() is None, "cfnd died in the outage"
+    redis.start()
+    with Client(proc.socket, timeout_s=60) as cfn:
+        final = wait_until(
+            lambda: (s := cfn.loop_status(run.id)).status in ("done", "failed", "escalated") and s,
+            120,
+            "the run's outcome",
+        )
+    assert (final.status, final.decision) == ("done", "PROCEED"), final
+    assert proc.stop() == 0

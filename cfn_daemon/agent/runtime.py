@@ -260,12 +260,20 @@ class AgentRuntime:
                 task.add_done_callback(runners.discard)
 
     async def _run_one(self, entry_id: str, task_id: str) -> None:
-        """One task; whatever goes wrong with it, the agent lives on. Its entry stays
-        pending in our work stream, so cfnd reclaims it and retries it by policy."""
+        """One task; whatever goes wrong with it, the agent lives on and the task
+        fails as a task (retried by its policy), rather than waiting forever in our
+        work stream for a reclaim that never comes while we heartbeat."""
         try:
             await self._execute(entry_id, task_id)
-        except Exception:
+        except Exception as exc:
             log.exception("task_execute_failed", agent=self.id, task=task_id)
+            failed = TaskResult(
+                ok=False, agent=self.id, attempt=0, error=f"agent error: {describe_error(exc)}"
+            )
+            try:
+                await self._complete(entry_id, task_id, failed)
+            except Exception:  # the entry stays pending; a reclaim retries it
+                log.exception("task_fail_report_failed", agent=self.id, task=task_id)
 
     async def _execute(self, entry_id: str, task_id: str) -> None:
         cancel = asyncio.Event()
