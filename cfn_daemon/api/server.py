@@ -356,7 +356,7 @@ class _Session:
             try:
                 obj = decode_body(frame)
                 rid = request_id_of(obj)
-                req = parse_request(obj)
+                req = parse_request(obj, frame.framing)
                 lookup_op(req.op)
             except CfnError as err:
                 # Never reached the router (bad envelope, unknown op): log it here.

@@ -476,8 +476,11 @@ def _limits(args: LoopStartArgs, cfg: LoopConfig, preset: ModePreset | None) -> 
             consensus_threshold=consensus_t if consensus_t is not None else (
                 preset.consensus_threshold if preset else cfg.consensus_threshold
             ),
-            max_loop2=args.max_loop2 or cfg.max_loop2,
-            max_loop3=args.max_loop3 or (preset.max_loop3 if preset else cfg.max_loop3),
+            # 0 is refused by LoopLimits (no round at all is not a loop), never defaulted.
+            max_loop2=args.max_loop2 if args.max_loop2 is not None else cfg.max_loop2,
+            max_loop3=args.max_loop3 if args.max_loop3 is not None else (
+                preset.max_loop3 if preset else cfg.max_loop3
+            ),
         )  # fmt: skip
     except ValueError as exc:
         raise InvalidArgs(str(exc)) from None
