@@ -4,7 +4,10 @@ that picked it up lives on."""
 
 from __future__ import annotations
 
+import json
 import math
+import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -18,6 +21,8 @@ from cfn_daemon.app import Daemon
 from tests.conftest import DaemonFactory
 from tests.test_server import RawClient
 
+FAKE_CLAUDE = Path(__file__).parent / "agents" / "fake_claude.py"
+APPROVE = '{"vote": "approve", "confidence": 0.95, "output": "fine"}'
 FAST = {
     "agents.heartbeat_interval_s": 0.2,
     "agents.lapse_s": 3.0,
@@ -160,3 +165,40 @@ async def test_poison_tasks_past_the_wire_fail_and_the_agent_lives_on(
         agent_events = (await cfn.call("events.list", types=["agent"])).events
         assert {e.type for e in agent_events} <= {"agent.spawned", "agent.registered"}
         assert {e.data.get("agent") for e in agent_events} == {agent.id}
+
+
+async def test_implementer_output_with_nul_does_not_break_claude_validators(
+    daemon_factory: DaemonFactory, tmp_path: Path
+) -> None:
+    impl = tmp_path / "nul_impl.py"
+    impl.write_text(
+        "import json, sys\njson.load(sys.stdin)\n"
+        'print(json.dumps({"output": "made it\\u0000with a NUL", "confidence": 0.9}))\n'
+    )
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps([{"match": "Review", "result": APPROVE}]))
+    log = tmp_path / "claude.log"
+    config = (
+        f'[agent_types.impl]\nkind = "command"\nexec = ["{sys.executable}", "{impl}"]\n'
+        'role = "implementer"\n\n'
+        f'[agent_types.reviewer]\nkind = "claude"\nbinary = "{FAKE_CLAUDE}"\n'
+        f'role = "validator"\nenv = {{ FAKE_CLAUDE_RULES = "{rules}", '
+        f'FAKE_CLAUDE_LOG = "{log}" }}\n'
+    )
+    d = await daemon_factory(config_text=config, **FAST)
+    async with AsyncClient(d.socket_path, timeout_s=120) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=8, name="nul")
+        info = await cfn.call(
+            "loop.start", task="make it", implementers=["impl"], validators=["reviewer"] * 4
+        )
+        async with cfn.stream("loop.follow", {"run": info.id}) as events:
+            async for _ in events:
+                pass
+        info = await cfn.call("loop.status", run=info.id)
+        assert info.status == "done", info
+        assert info.rounds[0]["votes_counted"] == 4
+        prompts = [json.loads(line)["prompt"] for line in log.read_text().splitlines()]
+        assert len(prompts) == 4
+        assert all("made it" in p and "\x00" not in p for p in prompts)
+        agent_events = (await cfn.call("events.list", types=["agent"])).events
+        assert not [e for e in agent_events if e.type not in ("agent.spawned", "agent.registered")]

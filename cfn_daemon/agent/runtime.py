@@ -236,7 +236,7 @@ class AgentRuntime:
     async def _run_guarded(self, task: TaskInfo, cancel: asyncio.Event) -> ExecResult:
         """Run the task's executor; whatever the task holds, a bad task fails as a task
         and this agent lives on (poison text, a non-finite timeout, an executor bug)."""
-        problem = poison_of(task)
+        problem = poison_of(task, self.spec.executor.kind)
         if problem is not None:
             log.warning("task_refused", agent=self.id, task=task.id, reason=problem)
             return ExecResult(ok=False, error=problem)
@@ -305,9 +305,10 @@ class AgentRuntime:
         log.error("task_result_lost", agent=self.id, task=task_id)
 
 
-def poison_of(task: TaskInfo) -> str | None:
-    """Why ``task`` cannot run at all (the wire refuses these; other writers may not)."""
-    if "\x00" in task.text:
+def poison_of(task: TaskInfo, kind: str) -> str | None:
+    """Why ``task`` cannot run at all (the wire refuses these; other writers may not).
+    A prompt for an agent CLI shows NUL as a mark instead (``presets.safe_prompt``)."""
+    if "\x00" in task.text and kind not in ("claude", "codex"):
         return "the task text contains a NUL byte, which no command or prompt can carry"
     if task.timeout_s is not None and not (math.isfinite(task.timeout_s) and task.timeout_s > 0):
         return f"timeout_s {task.timeout_s!r}: expected a finite positive number of seconds"
