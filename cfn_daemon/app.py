@@ -31,9 +31,9 @@ from cfn_daemon.api.handlers.system import SystemOps
 from cfn_daemon.api.handlers.task_ops import TaskOps
 from cfn_daemon.api.router import (
     Router,
+    answer_outages,
     authorize,
     log_requests,
-    map_store_outage,
     refuse_while,
 )
 from cfn_daemon.api.server import RoleResolver, Server
@@ -121,17 +121,17 @@ class Daemon:
                 max_inflight_per_connection=cfg.daemon.max_inflight_per_connection,
             )
             # Outermost first: every routed request is logged, refused while draining,
-            # authorised, and a Redis outage that escaped a guard reads as one.
+            # authorised, and answered store_unavailable while Redis is down (added below).
             self.router.use(log_requests(self.server.count_error))
             self.router.use(refuse_while(lambda: self.server.draining))
             self.router.use(authorize)
-            self.router.use(map_store_outage)
             # Bind before starting Redis so a second cfnd fails fast and touches nothing.
             self.server.bind()
             self._stack.callback(self.server.unlink)
             self.store = await self._stack.enter_async_context(
                 Store.open(cfg.redis, self.state_dir, self.env)
             )
+            self.router.use(answer_outages(self.store))
         except BaseException:
             await self._stack.aclose()
             raise

@@ -23,6 +23,7 @@ from cfn_client.conn.diagnose import connect_error, socket_checks
 from cfn_client.wire.errors import (
     EXIT_ERROR,
     EXIT_PERMISSION,
+    EXIT_STORE_UNAVAILABLE,
     EXIT_UNREACHABLE,
     CfnError,
     ConfigError,
@@ -220,7 +221,7 @@ def test_error_text_and_document() -> None:
         (InvalidArgs("x"), EXIT_ERROR),
         (NotFound("x"), EXIT_ERROR),
         (ConfigError("x"), EXIT_ERROR),
-        (StoreUnavailable("x"), EXIT_ERROR),
+        (StoreUnavailable("x"), EXIT_STORE_UNAVAILABLE),
         (RequestTimeout("x"), EXIT_ERROR),
         (ProtocolError("x"), EXIT_ERROR),
         (DaemonUnreachable("x"), EXIT_UNREACHABLE),

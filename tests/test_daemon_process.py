@@ -96,7 +96,7 @@ def test_redis_outage_reported_then_recovered_without_restart(
     assert status["store"]["available"] is False  # type: ignore[index]
     # Ops that need Redis fail with a specific, retryable error; the daemon stays up.
     res = cfnctl(proc.socket, "config", "set", "loop.max_loop2", "4")
-    assert res.returncode == 1
+    assert res.returncode == 7  # EXIT_STORE_UNAVAILABLE
     assert "store_unavailable" in res.stderr
 
     proc.notifications.clear()

@@ -12,10 +12,12 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cfn_client.api import Client
+from cfn_client.wire.errors import StoreUnavailable
 from tests.daemon_proc import CfndProcess
 from tests.redis_servers import RedisFactory, pid_alive, wait_pid_gone
 from tests.waiting import wait_until
@@ -40,7 +42,21 @@ def logged(proc: CfndProcess, event: str) -> list[dict[str, object]]:
 
 
 def live_agents(cfn: Client) -> dict[str, int]:
-    return {a.id: a.pid or 0 for a in cfn.agent_list().agents if a.status in ("idle", "busy")}
+    """Live agents by id → pid ({} while cfnd still reports Redis unavailable)."""
+    try:
+        agents = cfn.agent_list().agents
+    except StoreUnavailable:  # until its health probe has seen Redis come back
+        return {}
+    return {a.id: a.pid or 0 for a in agents if a.status in ("idle", "busy")}
+
+
+def finished(cfn: Client, run: str) -> Any:
+    """The run's status once it has finished or escalated, else None."""
+    try:
+        status = cfn.loop_status(run)
+    except StoreUnavailable:
+        return None
+    return status if status.status in ("done", "failed", "escalated") else None
 
 
 def start_swarm(cfn: Client, agents: int) -> dict[str, int]:
@@ -206,10 +222,6 @@ def test_a_redis_outage_during_loop2_ends_in_the_real_outcome(
     assert proc.proc is not None and proc.proc.poll() is None, "cfnd died in the outage"
     redis.start()
     with Client(proc.socket, timeout_s=60) as cfn:
-        final = wait_until(
-            lambda: (s := cfn.loop_status(run.id)).status in ("done", "failed", "escalated") and s,
-            120,
-            "the run's outcome",
-        )
+        final = wait_until(lambda: finished(cfn, run.id), 120, "the run's outcome")
     assert (final.status, final.decision) == ("done", "PROCEED"), final
     assert proc.stop() == 0

@@ -35,13 +35,14 @@ Exit codes:
   4  permission denied (join the socket's group)
   5  `loop` (followed): the run escalated, a human must approve or reject it
   6  `loop` (followed): the run failed or was cancelled
+  7  Redis is unavailable to cfnd right now (store_unavailable); retry shortly
 """
 
 
 class CfnGroup(click.Group):
     """The root group: turns any ``CfnError`` into one message and its exit code."""
 
-    # Exit-code contract: CfnError subclasses carry their exit_code (1, 3, 4); click usage
+    # Exit-code contract: CfnError subclasses carry their exit_code (1, 3, 4, 7); click usage
     # errors exit 2; "Aborted!" (declined prompt, Ctrl-C) exits 1.
 
     def invoke(self, ctx: click.Context) -> Any:

@@ -14,6 +14,8 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_PERMISSION = 4
+# 5 and 6 are the followed loop's outcomes (cli.commands.loop).
+EXIT_STORE_UNAVAILABLE = 7
 
 
 class CfnError(Exception):
@@ -89,6 +91,7 @@ class StoreUnavailable(CfnError):
     """Redis cannot be reached right now; ``details['retry_after_s']`` hints when to retry."""
 
     code = "store_unavailable"
+    exit_code = EXIT_STORE_UNAVAILABLE
 
 
 class ConfigError(CfnError):

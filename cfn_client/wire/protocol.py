@@ -12,6 +12,7 @@ A reply uses the framing of the request it answers. See docs/PROTOCOL.md.
 from __future__ import annotations
 
 import enum
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -22,6 +23,9 @@ from cfn_client.wire.errors import CfnError, InvalidArgs, ProtocolError
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME_BYTES = 1 << 20
+# Requests nest at most this deep (the envelope counts as one level): deeper frames
+# get ``invalid_frame``, never a RecursionError somewhere inside cfnd.
+MAX_NESTING_DEPTH = 64
 LENGTH_PREFIX = struct.Struct(">I")
 JSON_START = ord("{")
 # Blank lines between JSON frames are tolerated so `echo`/`socat` users need not care.
@@ -104,7 +108,12 @@ A = TypeVar("A", bound=Args)
 
 
 def decode_args(args_type: type[A], raw: dict[str, Any]) -> A:
-    """Strictly convert ``raw`` into ``args_type``; errors name the field and expected type."""
+    """Strictly convert ``raw`` into ``args_type``; errors name the field and expected type.
+
+    No string anywhere in the arguments may contain NUL (task text becomes argv and
+    prompts, names become Redis keys and paths), and every float must be finite.
+    """
+    check_values(raw, "args")
     try:
         return msgspec.convert(raw, args_type, strict=True)
     except msgspec.ValidationError as exc:
@@ -112,6 +121,66 @@ def decode_args(args_type: type[A], raw: dict[str, Any]) -> A:
             f"invalid arguments for {args_type.__name__}: {exc}",
             details={"reason": str(exc), "schema": schema_of(args_type)},
         ) from None
+
+
+def check_values(value: Any, path: str) -> None:
+    """Raise ``InvalidArgs`` naming the first string with NUL or non-finite float in
+    ``value`` (dicts, lists, Structs; iterative, so any depth is safe)."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise InvalidArgs(
+                    f"{where}: a NUL byte at character {item.index(chr(0))}; "
+                    "expected text without NUL",
+                    details={"field": where, "reason": "nul"},
+                )
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidArgs(
+                    f"{where}: {item!r} is not a finite number; expected a finite number "
+                    "(or null for no value)",
+                    details={"field": where, "reason": "not_finite"},
+                )
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                name = f"{where}.{key}"
+                if isinstance(key, str | float):
+                    stack.append((key, f"{where} key {key!r}"))
+                stack.append((sub, name))
+        elif isinstance(item, list | tuple):
+            stack.extend((sub, f"{where}[{i}]") for i, sub in enumerate(item))
+        elif isinstance(item, msgspec.Struct):
+            stack.extend((getattr(item, f), f"{where}.{f}") for f in item.__struct_fields__)
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests (a scalar is 0), counting no further than ``limit + 1``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if depth > limit:
+            return depth
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+def _too_deep(framing: str) -> ProtocolError:
+    return ProtocolError(
+        f"{framing} frame is nested deeper than {MAX_NESTING_DEPTH} levels; "
+        f"expected at most {MAX_NESTING_DEPTH}",
+        details={"max_nesting_depth": MAX_NESTING_DEPTH},
+    )
 
 
 def schema_of(struct_type: type[msgspec.Struct]) -> dict[str, str]:
@@ -265,19 +334,26 @@ def decode_body(frame: Frame) -> Any:
             return msgspec.json.decode(frame.body)
         except msgspec.DecodeError as exc:
             raise ProtocolError(f"JSON frame does not parse: {exc}") from None
+        except RecursionError:
+            raise _too_deep("JSON") from None
     try:
         return msgspec.msgpack.decode(frame.body)
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"msgpack frame does not parse: {exc}") from None
+    except RecursionError:
+        raise _too_deep("msgpack") from None
 
 
-def parse_request(obj: Any) -> Request:
-    """Validate a decoded frame as a request envelope; raises ``invalid_request``."""
+def parse_request(obj: Any, framing: Framing = "json") -> Request:
+    """Validate a decoded frame as a request envelope; raises ``invalid_request``
+    (``invalid_frame`` when it nests deeper than ``MAX_NESTING_DEPTH``)."""
     if not isinstance(obj, dict):
         raise ProtocolError(
             f"a request must be an object with 'op', got {type(obj).__name__}",
             code="invalid_request",
         )
+    if nesting_depth(obj, MAX_NESTING_DEPTH) > MAX_NESTING_DEPTH:
+        raise _too_deep("JSON" if framing == "json" else "msgpack")
     try:
         return msgspec.convert(obj, Request, strict=True)
     except msgspec.ValidationError as exc:

@@ -199,6 +199,8 @@ async def _spawn(
         )
     except OSError as exc:
         return ExecResult(ok=False, error=_spawn_error(exc, cfg, argv[0], ctx))
+    except ValueError as exc:  # "embedded null byte" in argv, env or cwd
+        return ExecResult(ok=False, error=f"cannot start {argv[0]!r}: {exc} (NUL in its input)")
 
 
 async def _run_argv(

@@ -23,7 +23,8 @@ from cfn_daemon.agent import types as agent_types
 from cfn_daemon.agent.runtime import AgentRuntime
 from cfn_daemon.core.placement import AgentRecord
 from cfn_daemon.queue.agents import host_name, new_agent_id
-from cfn_daemon.settings.schema import RedisConfig
+from cfn_daemon.queue.tasks import Retry
+from cfn_daemon.settings.schema import RedisConfig, TasksConfig
 from cfn_daemon.store.client import build_client, describe_error, is_unavailable_error
 from cfn_daemon.store.keys import Keys
 from cfn_daemon.store.urls import resolve
@@ -31,6 +32,7 @@ from cfn_daemon.util.aio import until_stopped
 from cfn_daemon.util.logs import configure_logging
 
 log = structlog.get_logger("cfn.agent")
+_TASKS = TasksConfig()
 
 
 async def load_spec(redis: Any, keys: Keys, agent_type: str) -> agent_types.AgentTypeSpec:
@@ -108,6 +110,7 @@ async def amain(opts: dict[str, Any]) -> int:
             spec,
             heartbeat_interval_s=opts["heartbeat_s"],
             stop_grace_s=opts["grace_s"],
+            retry=Retry(base_s=opts["retry_base_s"], max_s=opts["retry_max_s"]),
             orphan_after_s=orphan_after_s,
         )
         runtime.stop = stop
@@ -137,6 +140,20 @@ async def amain(opts: dict[str, Any]) -> int:
 @click.option("--key-prefix", envvar="CFN_KEY_PREFIX", default="cfn", show_default=True)
 @click.option("--heartbeat-s", type=click.FloatRange(0.05, 60), default=1.0, show_default=True)
 @click.option("--grace-s", type=click.FloatRange(0, 3600), default=10.0, show_default=True)
+@click.option(
+    "--retry-base-s",
+    type=click.FloatRange(0.001, 86_400),
+    default=_TASKS.retry_base_s,
+    show_default=True,
+    help="A failed task is retried after base * 2^(attempt-1) s (cfnd: tasks.retry_base_s)",
+)
+@click.option(
+    "--retry-max-s",
+    type=click.FloatRange(0.001, 86_400),
+    default=_TASKS.retry_max_s,
+    show_default=True,
+    help="... at most this long (cfnd passes tasks.retry_max_s to its local agents)",
+)
 @click.option("--local", is_flag=True, hidden=True, help="Spawned by cfnd (supervised).")
 @click.option(
     "--orphan-after-s",

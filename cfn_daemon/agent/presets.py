@@ -18,6 +18,7 @@ import msgspec
 
 from cfn_daemon.agent.exectypes import ExecutorConfig, Role, TaskContext, TaskInput, substitute
 from cfn_daemon.agent.proc import ProcOutcome
+from cfn_daemon.util.text import without_nul
 
 __all__ = ["READ_ONLY_TOOLS", "ROLE_CONTRACTS", "CliReport", "claude_argv", "codex_argv"]
 __all__ += ["answer_fields", "find_answer", "parse_claude", "parse_codex", "role_contract"]
@@ -72,7 +73,9 @@ def role_contract(ctx: TaskContext) -> str:
 
 
 def safe_prompt(text: str) -> str:
-    # Both CLIs parse a leading "-" as an option; a space keeps it the prompt.
+    # Both CLIs parse a leading "-" as an option; a space keeps it the prompt. A NUL
+    # (say, in an implementer's output quoted to validators) cannot pass argv.
+    text = without_nul(text)
     return f" {text}" if text.startswith("-") else text
 
 

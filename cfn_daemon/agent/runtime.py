@@ -17,6 +17,7 @@ adopt it within ``orphan_after_s`` stops the same way.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import secrets
 import time
@@ -25,7 +26,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from cfn_client.wire.schema.swarm import TaskResult
+from cfn_client.wire.schema.swarm import TaskInfo, TaskResult
 from cfn_daemon.agent import types as agent_types
 from cfn_daemon.agent.executors import ExecResult, TaskInput, run_task
 from cfn_daemon.core.consensus import sign_vote
@@ -286,13 +287,31 @@ class AgentRuntime:
                 await self.redis.xdel(self.keys.work(self.swarm, self.id), entry_id)
                 return
             log.info("task_started", agent=self.id, task=task_id, attempt=task.attempts)
-            executor = self.spec.executor
-            if task.timeout_s:
-                executor = msgspec.structs.replace(executor, timeout_s=task.timeout_s)
-            res = await run_task(
+            res = await self._run_guarded(task, cancel)
+            result = to_result(res, self.id, task.attempts)
+            if task.context.get("kind") == "validate":
+                await self._vote(task.context, result)
+            await self._complete(entry_id, task_id, result)
+        finally:
+            self._running.pop(task_id, None)
+            self._free += 1
+            self._slots.release()
+
+    async def _run_guarded(self, task: TaskInfo, cancel: asyncio.Event) -> ExecResult:
+        """Run the task's executor; whatever the task holds, a bad task fails as a task
+        and this agent lives on (poison text, a non-finite timeout, an executor bug)."""
+        problem = poison_of(task, self.spec.executor.kind)
+        if problem is not None:
+            log.warning("task_refused", agent=self.id, task=task.id, reason=problem)
+            return ExecResult(ok=False, error=problem)
+        executor = self.spec.executor
+        if task.timeout_s:
+            executor = msgspec.structs.replace(executor, timeout_s=task.timeout_s)
+        try:
+            return await run_task(
                 executor,
                 TaskInput(
-                    task_id=task_id,
+                    task_id=task.id,
                     swarm=self.swarm,
                     agent_id=self.id,
                     agent_type=self.record.type,
@@ -302,14 +321,10 @@ class AgentRuntime:
                 ),
                 cancel=cancel,
             )
-            result = to_result(res, self.id, task.attempts)
-            if task.context.get("kind") == "validate":
-                await self._vote(task.context, result)
-            await self._complete(entry_id, task_id, result)
-        finally:
-            self._running.pop(task_id, None)
-            self._free += 1
-            self._slots.release()
+        except Exception as exc:
+            # A bug in an executor: one traceback for this task, the agent carries on.
+            log.exception("executor_failed", agent=self.id, task=task.id)
+            return ExecResult(ok=False, error=f"the executor failed: {describe_error(exc)}")
 
     async def _vote(self, context: dict[str, Any], result: TaskResult) -> None:
         """Sign the vote this validator task produced and submit it to the round."""
@@ -352,6 +367,16 @@ class AgentRuntime:
             return
         # Still pending in our work stream: cfnd re-delivers it once our heartbeat lapses.
         log.error("task_result_lost", agent=self.id, task=task_id)
+
+
+def poison_of(task: TaskInfo, kind: str) -> str | None:
+    """Why ``task`` cannot run at all (the wire refuses these; other writers may not).
+    A prompt for an agent CLI shows NUL as a mark instead (``presets.safe_prompt``)."""
+    if "\x00" in task.text and kind not in ("claude", "codex"):
+        return "the task text contains a NUL byte, which no command or prompt can carry"
+    if task.timeout_s is not None and not (math.isfinite(task.timeout_s) and task.timeout_s > 0):
+        return f"timeout_s {task.timeout_s!r}: expected a finite positive number of seconds"
+    return None
 
 
 def to_result(res: ExecResult, agent: str, attempt: int) -> TaskResult:

@@ -6,8 +6,8 @@ annotations against the op registry (``wire.ops``) when the daemon starts, so a 
 that takes or returns the wrong Struct fails at start-up, not on the first request.
 
 Every request then runs through the middleware, outermost first: request logging,
-refusal while draining, authorisation by role, mapping of a Redis outage that escaped
-a ``store.guard()`` to ``store_unavailable``, and finally argument decoding.
+refusal while draining, authorisation by role, ``store_unavailable`` for every op
+that needs Redis while it is down or frozen, and finally argument decoding.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import structlog
 from cfn_client.wire.errors import CfnError, PermissionDenied, ShuttingDown, StoreUnavailable
 from cfn_client.wire.ops import OpSpec, lookup_op
 from cfn_client.wire.protocol import Args, Role, decode_args
-from cfn_daemon.store.client import describe_error, is_unavailable_error
 
 log = structlog.get_logger("cfn.server")
 
@@ -224,16 +223,77 @@ async def authorize(ctx: RequestContext, raw: dict[str, Any], nxt: Next) -> Any:
     return await nxt(ctx, raw)
 
 
-async def map_store_outage(ctx: RequestContext, raw: dict[str, Any], nxt: Next) -> Any:
-    """A Redis connection error that escaped ``store.guard()`` is an outage, not a bug."""
+# Ops that report an outage in their result instead of failing with it.
+STORE_FREE_OPS = frozenset({"hello", "ping", "status", "doctor", "config.show", "config.validate"})
+
+
+class OutageSource(Protocol):
+    """What ``answer_outages`` needs of the store (``cfn_daemon.store.Store``)."""
+
+    @property
+    def available(self) -> bool: ...
+
+    async def wait_unavailable(self) -> None: ...
+
+    def unavailable_error(self) -> StoreUnavailable: ...
+
+    def as_outage(self, exc: BaseException) -> StoreUnavailable | None: ...
+
+
+def answer_outages(store: OutageSource, store_free: frozenset[str] = STORE_FREE_OPS) -> Middleware:
+    """Every op that needs Redis answers ``store_unavailable`` during an outage, fast.
+
+    While the store is known down the op is refused before it starts; when Redis fails
+    (or freezes: the health probe's stall bound) while the op runs, the op is
+    cancelled and answered at once instead of waiting out Redis timeouts; a connection
+    error escaping a handler (also inside an exception group) is an outage, not a bug.
+    """
+
+    async def mw(ctx: RequestContext, raw: dict[str, Any], nxt: Next) -> Any:
+        if ctx.op in store_free:
+            return await nxt(ctx, raw)
+        if not store.available:
+            raise store.unavailable_error()
+        work = asyncio.ensure_future(nxt(ctx, raw))
+        down = asyncio.ensure_future(store.wait_unavailable())
+        try:
+            await asyncio.wait({work, down}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            down.cancel()
+            if not work.done():
+                work.cancel()
+                # Bounded: the handler sees CancelledError and unwinds.
+                await asyncio.wait({work})
+        if work.cancelled():
+            raise store.unavailable_error()
+        exc = work.exception()
+        if exc is not None:
+            _raise_mapped(store, exc)
+        result = work.result()
+        if lookup_op(ctx.op).streaming:
+            return _mapped_stream(store, result)
+        return result
+
+    return mw
+
+
+def _raise_mapped(store: OutageSource, exc: BaseException) -> typing.NoReturn:
+    if isinstance(exc, CfnError | msgspec.ValidationError):
+        raise exc
+    outage = store.as_outage(exc)
+    if outage is not None:
+        raise outage from None  # an outage is expected: no traceback in the log
+    if isinstance(exc, BaseExceptionGroup):
+        # A handler's task group failing with one specific error: answer with it.
+        specific = [e for e in exc.exceptions if isinstance(e, CfnError)]
+        if len(specific) == len(exc.exceptions):
+            raise specific[0] from None
+    raise exc
+
+
+async def _mapped_stream(store: OutageSource, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
     try:
-        return await nxt(ctx, raw)
-    except (CfnError, msgspec.ValidationError):
-        raise
+        async for event in events:
+            yield event
     except Exception as exc:
-        if not is_unavailable_error(exc):
-            raise
-        raise StoreUnavailable(
-            f"{ctx.op} failed: Redis is unreachable ({describe_error(exc)}); retry shortly",
-            details={"retry_after_s": 1.0},
-        ) from exc
+        _raise_mapped(store, exc)

@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from cfn_client.wire.errors import CfnError, Conflict, ProtocolError, ShuttingDown
+from cfn_client.wire.errors import CfnError, ConfigError, Conflict, ProtocolError, ShuttingDown
 from cfn_client.wire.ops import lookup_op
 from cfn_client.wire.protocol import (
     EventFrame,
@@ -126,6 +126,7 @@ class Server:
 
         Refuses with ``Conflict`` when a live process still answers on the path.
         """
+        gid = self._group_id()
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         self._remove_stale()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -138,13 +139,33 @@ class Server:
             raise
         finally:
             os.umask(old_umask)
-        if self.group:
-            os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
-        os.chmod(self.path, self.mode)
+        try:
+            if gid is not None:
+                os.chown(self.path, -1, gid)
+            os.chmod(self.path, self.mode)
+        except OSError as exc:
+            sock.close()
+            os.unlink(self.path)
+            raise ConfigError(
+                f"daemon.socket_group {self.group!r}: cannot give {self.path} to it: {exc}",
+                details={"key": "daemon.socket_group", "value": self.group},
+            ) from None
         sock.listen(512)
         sock.setblocking(False)
         self._sock = sock
         self._inode = os.stat(self.path).st_ino
+
+    def _group_id(self) -> int | None:
+        if not self.group:
+            return None
+        try:
+            return grp.getgrnam(self.group).gr_gid
+        except KeyError:
+            raise ConfigError(
+                f"daemon.socket_group {self.group!r}: no such group; expected an existing "
+                "group name (see `getent group`), or leave it unset",
+                details={"key": "daemon.socket_group", "value": self.group},
+            ) from None
 
     def _remove_stale(self) -> None:
         try:
@@ -356,7 +377,7 @@ class _Session:
             try:
                 obj = decode_body(frame)
                 rid = request_id_of(obj)
-                req = parse_request(obj)
+                req = parse_request(obj, frame.framing)
                 lookup_op(req.op)
             except CfnError as err:
                 # Never reached the router (bad envelope, unknown op): log it here.

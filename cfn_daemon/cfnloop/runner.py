@@ -233,42 +233,51 @@ class LoopService:
             )
         self._check_binaries([*impl_types, *val_types, *([args.owner] if args.owner else [])])
         taken: set[str] = set()
-        implementers = await self._recruit(swarm, impl_types, "implementer", taken)
-        validators = await self._recruit(swarm, val_types, "validator", taken)
-        owner = (
-            (await self._recruit(swarm, [args.owner], "owner", taken))[0] if args.owner else None
-        )
-        if ws is not None and checks:
-            (checker,) = await self._recruit(swarm, ["checker"], "implementer", taken)
-            ws = replace(ws, checker=checker)
-        run_id = f"run-{uuid.uuid4().hex[:8]}"
-        state = loop.RunState(
-            run_id=run_id,
-            task=args.task,
-            implementers=implementers,
-            validators=validators,
-            owner=owner,
-            phase=args.phase,
-            limits=limits,
-            workspace=ws is not None,
-            no_change_ok=args.no_change_ok,
-            compete=args.compete,
-            budget_usd=args.budget_usd if args.budget_usd is not None else cfg.budget_usd,
-        )
-        now = now_ms()
-        mapping: dict[str, Any] = {
-            "state": _json.encode(state),
-            "status": state.status,
-            "created_ms": now,
-            "updated_ms": now,
-            "mode": args.mode or "",
-        }
-        if ws is not None:
-            mapping["workspace"] = ws.encode()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.run(swarm, run_id), mapping=mapping)
-            pipe.zadd(self.keys.runs(swarm), {run_id: now})
-            await pipe.execute()
+        spawned: list[str] = []
+        try:
+            implementers = await self._recruit(swarm, impl_types, "implementer", taken, spawned)
+            validators = await self._recruit(swarm, val_types, "validator", taken, spawned)
+            owner = (
+                (await self._recruit(swarm, [args.owner], "owner", taken, spawned))[0]
+                if args.owner
+                else None
+            )
+            if ws is not None and checks:
+                (checker,) = await self._recruit(swarm, ["checker"], "implementer", taken, spawned)
+                ws = replace(ws, checker=checker)
+            run_id = f"run-{uuid.uuid4().hex[:8]}"
+            state = loop.RunState(
+                run_id=run_id,
+                task=args.task,
+                implementers=implementers,
+                validators=validators,
+                owner=owner,
+                phase=args.phase,
+                limits=limits,
+                workspace=ws is not None,
+                no_change_ok=args.no_change_ok,
+                compete=args.compete,
+                budget_usd=args.budget_usd if args.budget_usd is not None else cfg.budget_usd,
+            )
+            now = now_ms()
+            mapping: dict[str, Any] = {
+                "state": _json.encode(state),
+                "status": state.status,
+                "created_ms": now,
+                "updated_ms": now,
+                "mode": args.mode or "",
+            }
+            if ws is not None:
+                mapping["workspace"] = ws.encode()
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self.keys.run(swarm, run_id), mapping=mapping)
+                pipe.zadd(self.keys.runs(swarm), {run_id: now})
+                await pipe.execute()
+        except BaseException:
+            # A start that fails (no room for the team, say, or Redis went away
+            # before the run was written) leaves no agent behind.
+            await self._dismiss(swarm, spawned)
+            raise
         started: dict[str, Any] = {
             "run": run_id,
             "task": args.task,
@@ -289,8 +298,23 @@ class LoopService:
         for agent_type in dict.fromkeys(types):
             agent_types.require_runnable(agent_type, configured)
 
-    async def _recruit(self, swarm: str, types: list[str], role: str, taken: set[str]) -> list[str]:
-        """An agent per requested type: an idle one of the swarm, else a new one."""
+    async def _dismiss(self, swarm: str, agents: list[str]) -> None:
+        """Stop agents a failed start spawned (bounded: one request per agent)."""
+        if not agents:
+            return
+        rt = await self.swarms.runtime(swarm)
+        for agent_id in agents:
+            try:
+                await rt.supervisor.request_stop(agent_id, force=True)
+            except Exception as exc:
+                log.warning("loop_start_cleanup_failed", agent=agent_id, error=str(exc))
+        log.info("loop_start_failed_agents_stopped", swarm=swarm, agents=agents)
+
+    async def _recruit(
+        self, swarm: str, types: list[str], role: str, taken: set[str], spawned: list[str]
+    ) -> list[str]:
+        """An agent per requested type: an idle one of the swarm, else a new one (its id
+        also goes to ``spawned``)."""
         agents = [a for a in await self.swarms.registry.all(swarm) if a.status in LIVE_STATUSES]
         rt = await self.swarms.runtime(swarm)
         out = []
@@ -300,6 +324,7 @@ class LoopService:
                 chosen = free[0].id
             else:
                 (chosen,) = await rt.supervisor.spawn(agent_type, role=role)
+                spawned.append(chosen)
             taken.add(chosen)
             out.append(chosen)
         return out
@@ -477,8 +502,11 @@ def _limits(args: LoopStartArgs, cfg: LoopConfig, preset: ModePreset | None) -> 
             consensus_threshold=consensus_t if consensus_t is not None else (
                 preset.consensus_threshold if preset else cfg.consensus_threshold
             ),
-            max_loop2=args.max_loop2 or cfg.max_loop2,
-            max_loop3=args.max_loop3 or (preset.max_loop3 if preset else cfg.max_loop3),
+            # 0 is refused by LoopLimits (no round at all is not a loop), never defaulted.
+            max_loop2=args.max_loop2 if args.max_loop2 is not None else cfg.max_loop2,
+            max_loop3=args.max_loop3 if args.max_loop3 is not None else (
+                preset.max_loop3 if preset else cfg.max_loop3
+            ),
         )  # fmt: skip
     except ValueError as exc:
         raise InvalidArgs(str(exc)) from None

@@ -34,6 +34,7 @@ from cfn_daemon.core.run_records import (
 )
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.swarm.service import SwarmService
+from cfn_daemon.util.text import without_nul
 
 _json = msgspec.json.Encoder()
 
@@ -72,7 +73,7 @@ class RunSteps:
         with contextlib.suppress(Conflict):
             await self.swarms.tasks.submit(
                 swarm,
-                text=text,
+                text=without_nul(text),  # prompts quote agents' output, which may hold NUL
                 type=agent_type,
                 task_id=task_id,
                 target=agent,

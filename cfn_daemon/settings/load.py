@@ -98,6 +98,23 @@ def parse_toml(text: str, name: str) -> dict[str, Any]:
         ) from None
 
 
+def read_config_text(file: Path) -> str:
+    """The config file's text; ``ConfigError`` (naming the file, and the byte for bad
+    UTF-8) when it cannot be read."""
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {file} is not valid UTF-8 (byte {exc.start}: {exc.reason}); "
+            "expected UTF-8 TOML",
+            details={"file": str(file), "byte_offset": exc.start},
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config file {file}: {exc}", details={"file": str(file)}
+        ) from None
+
+
 def load_config(
     *,
     file: Path | None = None,
@@ -114,12 +131,7 @@ def load_config(
         name = str(file) if file is not None else "<text>"
         if file_text is None:
             assert file is not None
-            try:
-                file_text = file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(
-                    f"cannot read config file {file}: {exc}", details={"file": name}
-                ) from None
+            file_text = read_config_text(file)
         parsed = parse_toml(file_text, name)
         _validate(parsed, f"file:{name}", {})
         raw = parsed

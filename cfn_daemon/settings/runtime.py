@@ -22,6 +22,7 @@ from cfn_daemon.settings.load import (
     coerce_value,
     flatten_config,
     load_config,
+    read_config_text,
     redact_url,
 )
 from cfn_daemon.settings.schema import Config
@@ -29,6 +30,7 @@ from cfn_daemon.settings.schema import Config
 log = structlog.get_logger("cfn.config")
 
 Listener = Callable[[Config, Config], None]
+_ABSENT = object()
 
 
 class OverrideStore(Protocol):
@@ -61,7 +63,7 @@ class ConfigManager:
         self._file = file
         self._env = dict(env)
         self._flags = dict(flags)
-        self._file_text = file.read_text(encoding="utf-8") if file else None
+        self._file_text = read_config_text(file) if file else None
         self.loaded = loaded or self._load({})
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
@@ -139,7 +141,7 @@ class ConfigManager:
 
         A broken file keeps the running config and raises ``ConfigError``.
         """
-        file_text = self._file.read_text(encoding="utf-8") if self._file else None
+        file_text = read_config_text(self._file) if self._file else None
         candidate = load_config(
             file=self._file,
             file_text=file_text,
@@ -149,10 +151,11 @@ class ConfigManager:
         )
         self._file_text, self._env = file_text, dict(env)
         before, after = flatten_config(self.config), flatten_config(candidate.config)
+        # Keys come and go with [agent_types.X] tables: compare over both key sets.
         restart = [
             k
-            for k in sorted(after)
-            if after[k] != before[k]
+            for k in sorted(before.keys() | after.keys())
+            if after.get(k, _ABSENT) != before.get(k, _ABSENT)
             and k.split(".")[0] in ("daemon", "redis", "auth")
             and k != "daemon.log_level"
         ]

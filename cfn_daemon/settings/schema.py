@@ -66,6 +66,9 @@ class RedisConfig(Section):
     connect_timeout_s: PositiveSeconds = 5.0
     command_timeout_s: PositiveSeconds = 10.0
     health_interval_s: PositiveSeconds = 1.0
+    # A health PING unanswered this long marks Redis unavailable (frozen or
+    # unreachable): requests in flight and new ones answer store_unavailable.
+    stall_timeout_s: PositiveSeconds = 2.0
     retry_base_s: PositiveSeconds = 0.05
     retry_max_s: PositiveSeconds = 5.0
     embedded_binary: str = "redis-server"

@@ -127,6 +127,12 @@ class Store:
     # ------------------------------------------------------------------ state
 
     @property
+    def probe_timeout_s(self) -> float:
+        """How long one health PING may take before Redis counts as unavailable."""
+        cfg = self.cfg
+        return min(cfg.stall_timeout_s, cfg.connect_timeout_s + cfg.command_timeout_s)
+
+    @property
     def available(self) -> bool:
         """Whether the last probe or command reached Redis."""
         return self._available
@@ -183,12 +189,31 @@ class Store:
         try:
             yield
         except Exception as exc:
-            if is_pool_exhausted(exc):
-                raise self._pool_exhausted_error() from exc
-            if not is_unavailable_error(exc):
+            outage = self.as_outage(exc)
+            if outage is None:
                 raise
-            self._mark_unavailable(exc)
-            raise self._unavailable_error() from exc
+            raise outage from exc
+
+    def as_outage(self, exc: BaseException) -> StoreUnavailable | None:
+        """The ``StoreUnavailable`` that ``exc`` stands for (a connection failure, also
+        inside an exception group, or a busy pool), marking the store down; None when
+        ``exc`` is something else (a bad command, a bug)."""
+        leaves = _leaves(exc)
+        if any(is_pool_exhausted(e) for e in leaves):
+            return self._pool_exhausted_error()
+        if not leaves or not all(
+            isinstance(e, StoreUnavailable) or is_unavailable_error(e) for e in leaves
+        ):
+            return None
+        for e in leaves:
+            if isinstance(e, StoreUnavailable):
+                return e
+        self._mark_unavailable(leaves[0])
+        return self._unavailable_error()
+
+    def unavailable_error(self) -> StoreUnavailable:
+        """What a request gets while Redis is down (with ``retry_after_s``)."""
+        return self._unavailable_error()
 
     # -- runtime config overrides (``settings.runtime.OverrideStore``)
 
@@ -250,7 +275,10 @@ class Store:
         """One PING (bounded); update availability, latency and the next retry time."""
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.cfg.connect_timeout_s + self.cfg.command_timeout_s):
+            # A PING unanswered within the stall bound means Redis is frozen (SIGSTOP,
+            # swapping, a dead network path): requests answer store_unavailable
+            # instead of waiting out the command timeout.
+            async with asyncio.timeout(self.probe_timeout_s):
                 await self._probe_client.ping()
                 if isinstance(self._probe_client, RedisCluster):
                     # Nodes can answer PING while the cluster refuses data commands.
@@ -422,6 +450,12 @@ class Store:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
 
 
 async def _cancel(task: asyncio.Future[Any]) -> None:

@@ -38,6 +38,7 @@ from cfn_daemon.core import topology
 from cfn_daemon.core.placement import LIVE_STATUSES, AgentRecord, members_of
 from cfn_daemon.queue.events import emit
 from cfn_daemon.queue.tasks import now_ms
+from cfn_daemon.store.keys import AGENT_GROUP
 from cfn_daemon.swarm.service import SwarmService
 
 
@@ -207,10 +208,14 @@ class SwarmOps:
         return public(await self.service.registry.get(swarm, new_id))
 
     async def agent_reset(self, ctx: RequestContext, args: AgentRefArgs) -> AgentInfo:
-        """Give the agent's assigned and running tasks back to the queue and clear its load."""
+        """Give the agent's assigned and running tasks back to the queue and clear its load.
+
+        The agent keeps running under its id: its work stream (and the consumer group
+        its blocking read waits on) stays, only the entries go.
+        """
         swarm = await self.service.resolve(args.swarm)
         await self.service.registry.get(swarm, args.agent)
-        requeued = await self.service.tasks.reclaim_agent(swarm, args.agent)
+        requeued = await self._requeue_work(swarm, args.agent)
         await self.service.registry.set_fields(swarm, args.agent, load=0, current_task="")
         await emit(
             self.service.redis,
@@ -220,6 +225,27 @@ class SwarmOps:
             {"agent": args.agent, "requeued": requeued},
         )
         return public(await self.service.registry.get(swarm, args.agent))
+
+    async def _requeue_work(self, swarm: str, agent: str) -> list[str]:
+        tasks, redis = self.service.tasks, self.service.redis
+        work = self.service.store.keys.work(swarm, agent)
+        requeued: list[str] = []
+        # Bounded: an agent's stream holds at most its few assigned entries.
+        for entry_id, fields in await redis.xrange(work, count=10_000):
+            raw = fields.get(b"t", b"")
+            tid = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if tid:
+                outcome = await tasks.requeue(
+                    swarm, tid, reason="agent-reset", allowed=("assigned", "running")
+                )
+                if outcome == "queued":
+                    requeued.append(tid)
+            # Ack, then delete: nothing stays pending, and the group is kept.
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.xack(work, AGENT_GROUP, entry_id)
+                pipe.xdel(work, entry_id)
+                await pipe.execute()
+        return requeued
 
     async def agent_send(self, ctx: RequestContext, args: AgentSendArgs) -> DeliveriesResult:
         swarm = await self.service.resolve(args.swarm)

@@ -71,7 +71,10 @@ class TaskOps:
             type=args.type,
             priority=args.priority,
             timeout_s=args.timeout_s or (cfg.tasks.default_timeout_s or None),
-            max_attempts=args.max_attempts or cfg.tasks.max_attempts,
+            # 0 is refused (1..100), not taken for "the default": omit it for that.
+            max_attempts=(
+                args.max_attempts if args.max_attempts is not None else cfg.tasks.max_attempts
+            ),
         )
         await self._ensure_worker(swarm, args.type, info.max_agents)
         return task
