@@ -224,7 +224,10 @@ class AgentRuntime:
 
     async def _work(self, tg: asyncio.TaskGroup, runners: set[asyncio.Task[None]]) -> None:
         stream = self.keys.work(self.swarm, self.id)
-        last_id = "0"  # first our own pending entries (after a restart), then new ones
+        # Our own pending entries first (after a restart), then new ones. After a failed
+        # read the pending list is read again: a reply lost on the wire (Redis stalled or
+        # restarted mid-command) left its entries delivered to us but never seen.
+        pending_from: str | None = "0"
         while not self.stop.is_set():
             if not await until_stopped(self._slots.acquire(), self.stop):
                 return
@@ -233,29 +236,35 @@ class AgentRuntime:
                 reply = await self.redis.xreadgroup(
                     AGENT_GROUP,
                     self.id,
-                    {stream: last_id},
+                    {stream: pending_from or ">"},
                     count=max(1, self._free),
-                    block=READ_BLOCK_MS,
+                    block=None if pending_from else READ_BLOCK_MS,
                 )
             except Exception as exc:
                 if not is_unavailable_error(exc) and "NOGROUP" not in str(exc):
                     raise
                 log.warning("work_read_failed", agent=self.id, error=describe_error(exc))
+                pending_from = "0"
                 if "NOGROUP" in str(exc):
                     await self._register()
                 await until_stopped(asyncio.sleep(1.0), self.stop)
                 continue
             entries = reply[0][1] if reply else []
-            if last_id == "0" and not entries:
-                last_id = ">"
-                continue
+            if pending_from is not None:
+                if not entries:
+                    pending_from = None
+                    continue
+                last = entries[-1][0]
+                pending_from = last.decode() if isinstance(last, bytes) else str(last)
             for entry_id, fields in entries:
                 if not fields:  # a pending entry deleted meanwhile
+                    continue
+                tid = fields[b"t"].decode()
+                if tid in self._running:  # re-read while it runs here
                     continue
                 await self._slots.acquire()
                 self._free -= 1
                 eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-                tid = fields[b"t"].decode()
                 task = tg.create_task(self._run_one(eid, tid), name=f"task-{tid}")
                 runners.add(task)
                 task.add_done_callback(runners.discard)

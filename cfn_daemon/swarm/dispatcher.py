@@ -79,6 +79,9 @@ class Dispatcher:
                 await self._read(">")
                 await self._assign_backlog()
             except Exception as exc:
+                # A reply lost on the wire (Redis stalled or restarted mid-command)
+                # leaves entries delivered to us unseen: read our pending list again.
+                first = True
                 if not is_unavailable_error(exc):
                     log.exception("dispatch_failed", swarm=self.swarm)
                 else:
