@@ -29,6 +29,7 @@ if os.environ.get("EXAMPLE_LOG"):
             json.dumps(
                 {
                     "agent": task["agent_id"],
+                    "run": ctx.get("run"),
                     "round": ctx.get("round"),
                     "iteration": iteration,
                     "feedback": feedback,
