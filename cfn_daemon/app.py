@@ -36,7 +36,7 @@ from cfn_daemon.api.router import (
     log_requests,
     refuse_while,
 )
-from cfn_daemon.api.server import RoleResolver, Server
+from cfn_daemon.api.server import ConnectionLimits, RoleResolver, Server
 from cfn_daemon.cfnloop.epics import EpicService
 from cfn_daemon.cfnloop.runner import LoopService
 from cfn_daemon.queue.notify import NotifyHub
@@ -119,6 +119,11 @@ class Daemon:
                 max_frame_bytes=cfg.daemon.max_frame_bytes,
                 max_connections=cfg.daemon.max_connections,
                 max_inflight_per_connection=cfg.daemon.max_inflight_per_connection,
+                limits=ConnectionLimits(
+                    per_uid=cfg.daemon.max_connections_per_uid,
+                    idle_timeout_s=cfg.daemon.idle_timeout_s,
+                    frame_timeout_s=cfg.daemon.frame_timeout_s,
+                ),
             )
             # Outermost first: every routed request is logged, refused while draining,
             # authorised, and answered store_unavailable while Redis is down (added below).

@@ -23,6 +23,7 @@ from cfn_client.wire.errors import CfnError, ConfigError
 from cfn_daemon.app import Daemon
 from cfn_daemon.settings.load import find_config_file
 from cfn_daemon.settings.runtime import ConfigManager
+from cfn_daemon.util import memory
 from cfn_daemon.util.logs import configure_logging
 from cfn_daemon.util.sdnotify import Notifier
 
@@ -113,6 +114,7 @@ def main(
         sys.exit(EX_CONFIG)
     daemon_cfg = manager.config.daemon
     configure_logging(daemon_cfg.log_format, daemon_cfg.log_level)
+    memory.use_mmap_for_large_buffers()  # freed frame buffers go back to the OS
     sys.exit(run_loop(serve(manager)))
 
 

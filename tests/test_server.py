@@ -20,10 +20,11 @@ from cfn_client.wire.protocol import (
     FrameDecoder,
     FrameFault,
     Request,
+    Role,
     decode_body,
     encode_frame,
 )
-from cfn_daemon.api.server import Role, RoleResolver
+from cfn_daemon.api.server import RoleResolver
 from cfn_daemon.app import Daemon
 from cfn_daemon.settings.schema import AuthConfig
 from tests.conftest import DaemonFactory

@@ -65,21 +65,30 @@ class SyncConnection(ConnectionBase):
 
     @property
     def closed(self) -> bool:
-        """True before ``connect()`` and after the connection ended."""
+        """True before ``connect()`` and after the connection ended (also when cfnd
+        closed it meanwhile, say after its idle timeout: the next call reconnects)."""
+        if self._sock is not None and not self._streaming and not self._frames:
+            # A non-blocking peek: b"" is EOF. (With a timeout set, recv would first
+            # wait for data up to that timeout, whatever the flags say.)
+            sock, timeout = self._sock, self._sock.gettimeout()
+            sock.setblocking(False)
+            try:
+                gone = sock.recv(1, socket.MSG_PEEK) == b""
+            except (BlockingIOError, InterruptedError):
+                gone = False  # open, nothing to read: the usual case
+            except OSError:
+                gone = True
+            finally:
+                sock.settimeout(timeout)
+            if gone:
+                self.close()
         return self._sock is None
 
     def connect(self) -> HelloResult:
         """Open the socket and handshake; raises DaemonUnreachable, PermissionDenied, ..."""
         if self._sock is not None:
             raise CfnError("already connected")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            # Unix connect blocks only when cfnd's accept queue is full.
-            sock.settimeout(_sock_timeout(self.timeout_s))
-            sock.connect(str(self.socket_path))
-        except OSError as exc:
-            sock.close()
-            raise connect_error(exc, self.socket_path) from None
+        sock = self._connect_socket()
         self._sock, self._dead = sock, None
         try:
             self.server = check_hello(self.request("hello", self._hello_args()))
@@ -87,6 +96,29 @@ class SyncConnection(ConnectionBase):
             self.close()
             raise
         return self.server
+
+    def _connect_socket(self) -> socket.socket:
+        # A full accept queue (a burst of connections; cfnd is catching up) answers
+        # EAGAIN at once: retry until the timeout rather than call cfnd unreachable.
+        wait_s = _sock_timeout(self.timeout_s)
+        deadline = time.monotonic() + (wait_s if wait_s is not None else 30.0)
+        delay = 0.005
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(_sock_timeout(self.timeout_s))
+                sock.connect(str(self.socket_path))
+            except BlockingIOError as exc:
+                sock.close()
+                if time.monotonic() + delay >= deadline:
+                    raise connect_error(exc, self.socket_path) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+                continue
+            except OSError as exc:
+                sock.close()
+                raise connect_error(exc, self.socket_path) from None
+            return sock
 
     def request(self, op: str, args: ArgsLike = None, timeout_s: float | None = None) -> Any:
         """Send one request and return its result; a failed reply raises its ``CfnError``."""

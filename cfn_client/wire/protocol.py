@@ -30,6 +30,7 @@ LENGTH_PREFIX = struct.Struct(">I")
 JSON_START = ord("{")
 # Blank lines between JSON frames are tolerated so `echo`/`socat` users need not care.
 _SKIPPABLE = b" \t\r\n"
+_KEEP_BUFFER_BYTES = 64 * 1024
 
 Framing = Literal["json", "msgpack"]
 RequestId = int | str | None
@@ -283,7 +284,19 @@ class FrameDecoder:
                 out.append(Frame("msgpack", bytes(buf[start : start + length])))
             pos = start + length
         del buf[:pos]
+        if not buf and pos > _KEEP_BUFFER_BYTES:
+            self._buf = bytearray()  # give a big frame's buffer back, not just empty it
         return out
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of a frame begun but not complete."""
+        return len(self._buf)
+
+    def partial(self) -> tuple[Framing, int]:
+        """The framing of the frame begun and how many of its bytes are here."""
+        rest = self._buf.lstrip(_SKIPPABLE)
+        return ("json" if rest[:1] == b"{" else "msgpack"), len(rest)
 
     def eof(self) -> FrameFault | None:
         """Call when the peer closed; reports a frame cut short, if any."""

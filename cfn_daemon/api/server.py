@@ -12,10 +12,10 @@ import contextlib
 import errno
 import grp
 import os
-import pwd
 import socket
 import stat
 import struct
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,19 +32,23 @@ from cfn_client.wire.protocol import (
     FrameFault,
     Framing,
     Response,
-    Role,
     decode_body,
     encode_frame,
     error_response,
     parse_request,
     request_id_of,
 )
+from cfn_daemon.api.access import ConnectionLimits, RoleResolver, longest_idle
 from cfn_daemon.api.router import Peer, RequestContext, Router
-from cfn_daemon.settings.schema import AuthConfig
+from cfn_daemon.util import memory
+
+__all__ = ["ConnectionLimits", "RoleResolver", "Server", "ServerStats"]
 
 log = structlog.get_logger("cfn.server")
 
 _PEERCRED = struct.Struct("3i")
+# A connection that buffered this much counts as big: its close trims the heap.
+_BIG_BUFFER_BYTES = 64 * 1024
 _READ_CHUNK = 1 << 16
 
 
@@ -56,34 +60,7 @@ class ServerStats:
     requests_total: int = 0
     errors_total: int = 0
     inflight: int = 0
-
-
-class RoleResolver:
-    """Maps a peer's uid/gid to a role: root and cfnd's own user are always admin."""
-
-    def __init__(self, auth: AuthConfig) -> None:
-        self.auth = auth
-        self._cache: dict[tuple[int, int], tuple[str, Role]] = {}
-
-    def resolve(self, uid: int, gid: int) -> tuple[str, Role]:
-        key = (uid, gid)
-        if key not in self._cache:
-            self._cache[key] = self._compute(uid, gid)
-        return self._cache[key]
-
-    def _compute(self, uid: int, gid: int) -> tuple[str, Role]:
-        try:
-            user = pwd.getpwuid(uid).pw_name
-            groups = {grp.getgrgid(g).gr_name for g in os.getgrouplist(user, gid)}
-        except KeyError:
-            user, groups = str(uid), set()
-        if uid in (0, os.geteuid()) or user in self.auth.admin_users:
-            return user, Role.admin
-        if groups & set(self.auth.admin_groups):
-            return user, Role.admin
-        if user in self.auth.viewer_users:
-            return user, Role.viewer
-        return user, Role[self.auth.default_role]
+    closed_by_limits: int = 0  # idle, evicted or slow-frame connections we closed
 
 
 class Server:
@@ -100,6 +77,7 @@ class Server:
         max_frame_bytes: int,
         max_connections: int,
         max_inflight_per_connection: int,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.path = path
         self.router = router
@@ -109,6 +87,10 @@ class Server:
         self.max_frame_bytes = max_frame_bytes
         self.max_connections = max_connections
         self.max_inflight = max_inflight_per_connection
+        self.limits = limits or ConnectionLimits()
+        self._by_uid: dict[int, set[_Session]] = {}
+        self._open = 0  # sessions not closed or evicted yet
+        self._big_open = 0  # of them, those that buffered a big frame
         self.stats = ServerStats()
         self._sock: socket.socket | None = None
         self._draining = False
@@ -150,7 +132,8 @@ class Server:
                 f"daemon.socket_group {self.group!r}: cannot give {self.path} to it: {exc}",
                 details={"key": "daemon.socket_group", "value": self.group},
             ) from None
-        sock.listen(512)
+        # A deep accept queue: a burst of clients waits there instead of being refused.
+        sock.listen(max(socket.SOMAXCONN, 4096))
         sock.setblocking(False)
         self._sock = sock
         self._inode = os.stat(self.path).st_ino
@@ -227,12 +210,11 @@ class Server:
                     log.error("accept_failed", error=str(exc))
                     await asyncio.sleep(0.1)
                     continue
-                if len(self._conn_tasks) >= self.max_connections:
-                    log.warning("connection_refused_limit", limit=self.max_connections)
-                    conn.close()
+                session = await self._admit(conn)
+                if session is None:
                     continue
                 self._conn_seq += 1
-                task = tg.create_task(self._connection(conn), name=f"conn-{self._conn_seq}")
+                task = tg.create_task(self._connection(session), name=f"conn-{self._conn_seq}")
                 self._conn_tasks.add(task)
                 task.add_done_callback(self._conn_tasks.discard)
 
@@ -265,21 +247,56 @@ class Server:
 
     # ------------------------------------------------------------------ connections
 
-    async def _connection(self, conn: socket.socket) -> None:
-        self.stats.connections += 1
+    async def _admit(self, conn: socket.socket) -> _Session | None:
+        """Set up a new connection within the caps, closing the longest-idle connection
+        (of the same uid at the per-uid cap) to make room; None when refused."""
         try:
             peer = self._peer(conn)
+            mine = self._by_uid.get(peer.uid, set())
+            full: tuple[int, str, Any] | None = None
+            if len(mine) >= self.limits.per_uid:
+                full = (self.limits.per_uid, "uid", mine)
+            elif self._open >= self.max_connections:
+                full = (self.max_connections, "daemon", self._sessions())
+            if full is not None:
+                limit, scope, candidates = full
+                victim = longest_idle(candidates)
+                if victim is None:
+                    # Everything is busy: refuse this one rather than cut off work.
+                    log.warning("connection_refused_limit", uid=peer.uid, limit=limit, scope=scope)
+                    conn.close()
+                    return None
+                victim.close(f"idle connection closed to make room (max {limit} per {scope})")
             reader, writer = await asyncio.open_unix_connection(
                 sock=conn, limit=self.max_frame_bytes + 16
             )
         except OSError as exc:
             conn.close()
-            self.stats.connections -= 1
             log.warning("connection_setup_failed", error=str(exc))
+            return None
+        session = _Session(self, peer, reader, writer)
+        self._by_uid.setdefault(peer.uid, set()).add(session)
+        self._open += 1
+        return session
+
+    def _sessions(self) -> list[_Session]:
+        return [x for group in self._by_uid.values() for x in group]
+
+    def _forget(self, session: _Session) -> None:
+        """Take ``session`` out of the caps' accounting (once, at close or eviction)."""
+        group = self._by_uid.get(session.peer.uid)
+        if group is None or session not in group:
             return
-        session = _Session(self, peer, writer)
+        group.discard(session)
+        if not group:
+            del self._by_uid[session.peer.uid]
+        self._open -= 1
+
+    async def _connection(self, session: _Session) -> None:
+        self.stats.connections += 1
+        peer, writer = session.peer, session.writer
         try:
-            await session.run(reader)
+            await session.run()
         except (ConnectionError, OSError) as exc:
             log.info("connection_lost", uid=peer.uid, error=str(exc))
         except Exception:
@@ -287,9 +304,15 @@ class Server:
             log.exception("connection_failed", uid=peer.uid)
         finally:
             self.stats.connections -= 1
+            self._forget(session)
             writer.close()
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 await asyncio.shield(writer.wait_closed())
+            if session.big:
+                self._big_open -= 1
+                # The last big buffer gone, or a while since the last trim: give the
+                # freed pages back (many interleaved buffers fragment the heap).
+                memory.trim(force=self._big_open == 0)
 
     def _peer(self, conn: socket.socket) -> Peer:
         pid, uid, gid = _PEERCRED.unpack(
@@ -322,28 +345,108 @@ class Server:
 
 
 class _Session:
-    """One client connection: reads frames, runs requests concurrently, writes replies."""
+    """One client connection: reads frames, runs requests concurrently, writes replies.
 
-    def __init__(self, server: Server, peer: Peer, writer: asyncio.StreamWriter) -> None:
+    Reads wait at most until the idle timeout (nothing in flight) or the partial-frame
+    deadline (a frame begun but not complete); either ends the connection.
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        peer: Peer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         self.server = server
         self.peer = peer
+        self.reader = reader
         self.writer = writer
         self._write_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(server.max_inflight)
         self._closed = False
+        self.inflight = 0
+        self.big = False
+        self._last_active = time.monotonic()
+        self._frame_started: float | None = None
 
-    async def run(self, reader: asyncio.StreamReader) -> None:
+    @property
+    def idle_since(self) -> float | None:
+        """Since when nothing happened on this connection; None while it is busy."""
+        if self._closed or self.inflight or self._frame_started is not None:
+            return None
+        return self._last_active
+
+    def close(self, reason: str) -> None:
+        """End the connection from our side (its reads see EOF; nothing more is sent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.server._forget(self)
+        self.server.stats.closed_by_limits += 1
+        # Debug: a storm of idle connections must not become a storm of log lines.
+        log.debug("connection_closed", uid=self.peer.uid, reason=reason)
+        self.writer.close()
+
+    def _read_timeout(self, now: float) -> float:
+        limits = self.server.limits
+        if self._frame_started is not None:
+            return self._frame_started + limits.frame_timeout_s - now
+        if self.inflight:
+            return limits.idle_timeout_s  # busy: look again later
+        return self._last_active + limits.idle_timeout_s - now
+
+    async def _read(self, decoder: FrameDecoder) -> bytes | None:
+        """The next chunk (b"" at EOF), or None once a timeout closed the connection."""
+        # Bounded: each pass either returns or moves a deadline closer.
+        while not self._closed:
+            now = time.monotonic()
+            try:
+                async with asyncio.timeout(max(self._read_timeout(now), 0.0)):
+                    return await self.reader.read(_READ_CHUNK)
+            except TimeoutError:
+                pass
+            except (ConnectionError, OSError):
+                self._closed = True  # a reset is an abrupt EOF; answer nothing more
+                return b""
+            now = time.monotonic()
+            limits = self.server.limits
+            if self._frame_started is not None:
+                if now - self._frame_started >= limits.frame_timeout_s:
+                    await self._slow_frame(decoder)
+                    return None
+            elif not self.inflight and now - self._last_active >= limits.idle_timeout_s:
+                self.close(f"idle for {limits.idle_timeout_s:g}s")
+                return None
+        return b""
+
+    async def _slow_frame(self, decoder: FrameDecoder) -> None:
+        framing, got = decoder.partial()
+        self.server.stats.errors_total += 1
+        err = ProtocolError(
+            f"{framing} frame not complete within {self.server.limits.frame_timeout_s:g}s "
+            f"({got} bytes so far); closing the connection",
+            code="truncated_frame",
+            details={"frame_timeout_s": self.server.limits.frame_timeout_s, "bytes": got},
+        )
+        log.info("bad_frame", code=err.instance_code, uid=self.peer.uid, error=err.message)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):  # a client that does not read gets nothing
+                await self._send(error_response(None, err), framing)
+        self.close("partial frame timeout")
+
+    async def run(self) -> None:
         decoder = FrameDecoder(self.server.max_frame_bytes)
         async with asyncio.TaskGroup() as tg:
             while not self._closed:
-                try:
-                    data = await reader.read(_READ_CHUNK)
-                except (ConnectionError, OSError):
-                    data = b""  # a reset is an abrupt EOF; answer nothing more
-                    self._closed = True
+                data = await self._read(decoder)
+                if data is None:
+                    break
                 items: list[Frame | FrameFault] = []
                 if data:
+                    self._last_active = time.monotonic()
                     items = decoder.feed(data)
+                    self._track(decoder, bool(items))
                 elif not self._closed:
                     fault = decoder.eof()
                     items = [fault] if fault else []
@@ -363,10 +466,21 @@ class _Session:
                         continue
                     # Backpressure: a client pipelining past the limit waits for a slot.
                     await self._slots.acquire()
+                    self.inflight += 1
                     tg.create_task(self._request(item))
                 if not data:
                     break
         # Every in-flight request has answered (the task group waited for them).
+
+    def _track(self, decoder: FrameDecoder, completed: bool) -> None:
+        buffered = decoder.buffered
+        if buffered >= _BIG_BUFFER_BYTES and not self.big:
+            self.big = True
+            self.server._big_open += 1
+        if not buffered:
+            self._frame_started = None
+        elif completed or self._frame_started is None:
+            self._frame_started = time.monotonic()  # a new frame began
 
     async def _request(self, frame: Frame) -> None:
         server = self.server
@@ -390,6 +504,8 @@ class _Session:
             await self._routed(ctx, req.args, frame.framing)
         finally:
             server._end(key)
+            self.inflight -= 1
+            self._last_active = time.monotonic()
             self._slots.release()
 
     async def _routed(

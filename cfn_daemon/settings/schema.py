@@ -35,7 +35,15 @@ class DaemonConfig(Section):
     shutdown_hard_s: PositiveSeconds = 5.0
     max_frame_bytes: Annotated[int, Meta(ge=4096, le=64 << 20)] = 1 << 20
     max_connections: Annotated[int, Meta(ge=1, le=100_000)] = 1024
+    # At most this many connections per peer uid; at either cap a new connection
+    # closes the longest-idle one (never one with a request or stream in flight).
+    max_connections_per_uid: Annotated[int, Meta(ge=1, le=100_000)] = 256
     max_inflight_per_connection: Annotated[int, Meta(ge=1, le=10_000)] = 64
+    # A connection with nothing in flight and no byte received for this long is closed
+    # (clients reconnect on their next call).
+    idle_timeout_s: PositiveSeconds = 300.0
+    # A frame whose first byte arrived must be complete within this long (slowloris).
+    frame_timeout_s: PositiveSeconds = 10.0
 
 
 class AuthConfig(Section):

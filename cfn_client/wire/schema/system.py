@@ -45,6 +45,8 @@ class ServerStats(Result):
     requests_total: int
     errors_total: int
     inflight: int
+    # Connections cfnd closed itself: idle timeout, room for a new one, slow frame.
+    closed_by_limits: int = 0
 
 
 class SwarmCounts(Result):

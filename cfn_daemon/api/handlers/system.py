@@ -101,6 +101,7 @@ class SystemOps:
                 requests_total=stats.requests_total,
                 errors_total=stats.errors_total,
                 inflight=stats.inflight,
+                closed_by_limits=stats.closed_by_limits,
             ),
         )
 
