@@ -212,6 +212,16 @@ class SwarmService:
                 f"max agents must be between {MIN_AGENTS} and {MAX_AGENTS}, got {args.max_agents}",
                 details={"max_agents": args.max_agents},
             )
+        limits = self.config().limits
+        if args.max_agents > limits.max_agents_per_swarm:
+            raise InvalidArgs(
+                f"max_agents {args.max_agents} exceeds this daemon's limit "
+                f"{limits.max_agents_per_swarm} (limits.max_agents_per_swarm)",
+                details={
+                    "max_agents": args.max_agents,
+                    "expected": f"<= {limits.max_agents_per_swarm}",
+                },
+            )
         sid = args.name or f"swarm-{uuid.uuid4().hex[:6]}"
         if not SWARM_ID.match(sid):
             raise InvalidArgs(
@@ -226,6 +236,12 @@ class SwarmService:
             if exists and not args.force:
                 raise Conflict(
                     f"swarm {sid} already exists; use --force to replace it", details={"swarm": sid}
+                )
+            if not exists and await self.redis.scard(self.store.keys.swarms) >= limits.max_swarms:
+                raise Conflict(
+                    f"this daemon already has {limits.max_swarms} swarms (limits.max_swarms); "
+                    "destroy one first",
+                    details={"max_swarms": limits.max_swarms},
                 )
             if exists:
                 await self.destroy(sid, force=True)
