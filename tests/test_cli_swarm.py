@@ -158,7 +158,7 @@ def test_swarm_destroy_drains_busy_agents_and_reset_needs_force(
     assert swarm.name not in [s["id"] for s in json.loads(out)["swarms"]]
 
 
-def test_swarm_broadcast_prints_paths(crew: tuple[Swarm, list[str]]) -> None:
+def test_swarm_broadcast_and_agent_send_print_paths(crew: tuple[Swarm, list[str]]) -> None:
     swarm, (a1, a2) = crew
     code, out, _ = swarm.cli("swarm", "broadcast", "hello all")
     assert code == 0
@@ -174,6 +174,14 @@ def test_swarm_broadcast_prints_paths(crew: tuple[Swarm, list[str]]) -> None:
     with swarm.client() as cfn:
         sent = cfn.events_list(swarm.name, types=["message.broadcast"]).events
     assert [e.data["from"] for e in sent] == ["cfnd", "cfnd", a1]
+    code, out, _ = swarm.cli("agent", "send", a1, a2, "ping?")
+    assert (code, out) == (0, f"{a1} -> {a2}\n")
+    with swarm.client() as cfn:
+        (sent,) = cfn.events_list(swarm.name, types=["message.sent"]).events
+    assert (sent.data["from"], sent.data["deliveries"]) == (a1, [{"to": a2, "path": [a1, a2]}])
+    code, _, err = swarm.cli("agent", "send", a1, "ghost", "hi")
+    assert code == 1
+    assert "error[invalid_args]: agent ghost is not a live member of this swarm" in err
 
 
 # --------------------------------------------------------------------------- agents
@@ -231,22 +239,12 @@ def test_agent_list_status_and_changes(crew: tuple[Swarm, list[str]]) -> None:
         (done,) = cfn.task_wait([job], swarm=swarm.name, timeout_s=60).tasks
         assert (done.status, done.attempts, done.agent) == ("succeeded", 1, busy)
         wait_agents(cfn, swarm.name, 1, status="stopped", agent=busy)
+        stops = cfn.events_list(swarm.name, types=["agent.stopped"]).events
+        assert {"agent": busy, "requeued": []} in [e.data for e in stops]  # nothing handed back
     code, out, _ = swarm.cli("--json", "agent", "terminate", a1, "--force")
     assert (code, json.loads(out)["status"]) == (0, "stopped")
     code, out, _ = swarm.cli("agent", "terminate", a1)  # already stopped: said so, no change
     assert (code, out.strip()) == (0, f"agent {a1} (shell) terminated; now stopped")
-
-
-def test_agent_send_prints_the_path(crew: tuple[Swarm, list[str]]) -> None:
-    swarm, (a1, a2) = crew
-    code, out, _ = swarm.cli("agent", "send", a1, a2, "ping?")
-    assert (code, out) == (0, f"{a1} -> {a2}\n")
-    with swarm.client() as cfn:
-        (sent,) = cfn.events_list(swarm.name, types=["message.sent"]).events
-    assert (sent.data["from"], sent.data["deliveries"]) == (a1, [{"to": a2, "path": [a1, a2]}])
-    code, _, err = swarm.cli("agent", "send", a1, "ghost", "hi")
-    assert code == 1
-    assert "error[invalid_args]: agent ghost is not a live member of this swarm" in err
 
 
 # --------------------------------------------------------------------------- the current swarm
@@ -260,6 +258,12 @@ def private_cfnd(cfnd_factory: Callable[..., CfndProcess]) -> CfndProcess:
 
 def test_current_swarm_from_flag_env_or_the_only_one(private_cfnd: CfndProcess) -> None:
     sock = private_cfnd.socket
+    code, out, _ = run(sock, "swarm", "list")
+    assert (code, out.strip()) == (
+        0, "no swarms (create one with `cfnctl swarm init TOPOLOGY MAX_AGENTS`)",
+    )  # fmt: skip
+    code, out, _ = run(sock, "--json", "swarm", "list")
+    assert json.loads(out) == {"swarms": []}
     code, _, err = run(sock, "task", "list")
     assert code == 1
     assert "error[not_found]: there is no swarm yet; create one with `cfnctl swarm init" in err
@@ -285,15 +289,6 @@ def test_current_swarm_from_flag_env_or_the_only_one(private_cfnd: CfndProcess) 
     code, _, err = run(sock, "--swarm", "nope", "agent", "list")
     assert code == 1
     assert "error[not_found]: no swarm 'nope'; existing: one, two" in err
-
-
-def test_swarm_list_empty(private_cfnd: CfndProcess) -> None:
-    code, out, _ = run(private_cfnd.socket, "swarm", "list")
-    assert (code, out.strip()) == (
-        0, "no swarms (create one with `cfnctl swarm init TOPOLOGY MAX_AGENTS`)",
-    )  # fmt: skip
-    code, out, _ = run(private_cfnd.socket, "--json", "swarm", "list")
-    assert json.loads(out) == {"swarms": []}
 
 
 def test_swarm_init_respects_the_daemons_limits(private_cfnd: CfndProcess) -> None:

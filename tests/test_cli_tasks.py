@@ -11,20 +11,47 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 
-from cfn_client.api import AsyncClient
+from cfn_client.api import AsyncClient, Client
 from cfn_client.cli import env as commands_pkg
 from cfn_client.cli import render
 from cfn_client.wire.errors import InvalidArgs, NotFound, RequestTimeout
 from cfn_client.wire.schema.swarm import Event, SwarmStatusResult
-from tests.cli_support import Swarm, destroy, field, follow, header, started, swarm
-from tests.daemon_proc import CFNCTL
+from tests.cli_support import (
+    Swarm,
+    destroy,
+    field,
+    follow,
+    header,
+    new_swarm_name,
+    started,
+    swarm,
+    wait_agents,
+)
+from tests.daemon_proc import CFNCTL, CfndProcess
 
 __all__ = ["swarm"]  # fixture, imported for pytest
+
+
+@pytest.fixture(scope="module")
+def workers(shared_cfnd: CfndProcess) -> Iterator[Swarm]:
+    """One swarm with two idle shell agents for the tests that only look at their own
+    tasks (by id): no agent start-up per test."""
+    name = new_swarm_name()
+    with Client(shared_cfnd.socket, timeout_s=60) as cfn:
+        cfn.swarm_init("mesh", 4, name=name)
+        cfn.agent_create("shell", swarm=name, count=2)
+        wait_agents(cfn, name, 2)
+    try:
+        yield Swarm(shared_cfnd.socket, name)
+    finally:
+        destroy(shared_cfnd.socket, name)
+
 
 FAILS = "echo partial; for i in $(seq 30); do echo line $i >&2; done; echo boom >&2; exit 2"
 
@@ -32,7 +59,8 @@ FAILS = "echo partial; for i in $(seq 30); do echo line $i >&2; done; echo boom 
 # --------------------------------------------------------------------------- run
 
 
-def test_run_prints_only_the_id_and_submits_every_option(swarm: Swarm) -> None:
+def test_run_prints_only_the_id_and_submits_every_option(workers: Swarm) -> None:
+    swarm = workers
     code, out, err = swarm.cli("run", "echo hi")
     assert (code, err) == (0, "")
     (tid,) = out.split()
@@ -52,7 +80,8 @@ def test_run_prints_only_the_id_and_submits_every_option(swarm: Swarm) -> None:
     assert (code, "unknown agent type 'wizard'" in err) == (1, True)
 
 
-def test_run_wait_success_prints_output_and_exits_0(swarm: Swarm) -> None:
+def test_run_wait_success_prints_output_and_exits_0(workers: Swarm) -> None:
+    swarm = workers
     code, out, err = swarm.cli("run", "echo hello world", "--wait")
     assert (code, out, err) == (0, "hello world\n", "")
     code, out, _ = swarm.cli("--json", "run", "echo x", "--wait", "--timeout", "30")
@@ -61,7 +90,8 @@ def test_run_wait_success_prints_output_and_exits_0(swarm: Swarm) -> None:
     assert (doc["result"]["ok"], doc["result"]["exit_code"], doc["attempts"]) == (True, 0, 1)
 
 
-def test_run_wait_failure_exits_1_with_stderr_tail(swarm: Swarm) -> None:
+def test_run_wait_failure_exits_1_with_stderr_tail(workers: Swarm) -> None:
+    swarm = workers
     code, out, err = swarm.cli("run", FAILS, "--wait", "--max-attempts", "1")
     assert code == 1
     assert out == "partial\n"  # what it printed before failing
@@ -76,7 +106,8 @@ def test_run_wait_failure_exits_1_with_stderr_tail(swarm: Swarm) -> None:
     assert (code, doc["status"], doc["result"]["exit_code"], err) == (1, "failed", 4, "")
 
 
-def test_run_wait_timeout_exits_1_and_the_task_keeps_running(swarm: Swarm) -> None:
+def test_run_wait_timeout_exits_1_and_the_task_keeps_running(workers: Swarm) -> None:
+    swarm = workers
     # cfnd answers a wait that runs out with a `timeout` error naming what is unfinished.
     with follow(swarm.socket, swarm.name, ["task.started"]) as events:
         code, out, err = swarm.cli("run", "sleep 30", "--wait", "--timeout", "0.5")
@@ -295,12 +326,13 @@ def test_events_follow_ctrl_c_exits_0(swarm: Swarm, monkeypatch: pytest.MonkeyPa
 # --------------------------------------------------------------------------- API
 
 
-def test_client_task_wait_outlasts_the_reply_timeout(swarm: Swarm) -> None:
+def test_client_task_wait_outlasts_the_reply_timeout(workers: Swarm) -> None:
+    swarm = workers
     with swarm.client(timeout_s=0.2) as cfn:
         task = cfn.task_submit("sleep 1; echo slow", swarm=swarm.name)
         done = cfn.task_wait([task.id], timeout_s=30, swarm=swarm.name)  # reply in ~1 s > 0.2 s
         assert [t.status for t in done.tasks] == ["succeeded"]
-        done = cfn.task_wait(all=True, swarm=swarm.name)  # no limit at all
+        done = cfn.task_wait([task.id], swarm=swarm.name)  # no limit at all
         assert done.tasks[0].result is not None
         assert done.tasks[0].result.output == "slow\n"
         hang = cfn.task_submit("sleep 30", swarm=swarm.name)
