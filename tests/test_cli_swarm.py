@@ -307,3 +307,10 @@ def test_swarm_init_respects_the_daemons_limits(private_cfnd: CfndProcess) -> No
     assert "error[conflict]: this daemon already has 1 swarms (limits.max_swarms)" in err
     code, _, err = run(sock, "swarm", "init", "ring", "4", "--name", "a", "--force")
     assert code == 0, err  # replacing one is not one more
+    # Limits lowered later hold new swarms, not the reset of one that exists.
+    assert run(sock, "swarm", "init", "mesh", "10", "--name", "a", "--force")[0] == 0
+    assert run(sock, "config", "set", "limits.max_agents_per_swarm", "4")[0] == 0
+    code, out, err = run(sock, "--swarm", "a", "swarm", "reset", "--force")
+    assert (code, out.strip()) == (0, "swarm a reset; no agents"), err
+    code, out, _ = run(sock, "--json", "swarm", "list")
+    assert [(s["id"], s["max_agents"]) for s in json.loads(out)["swarms"]] == [("a", 10)]

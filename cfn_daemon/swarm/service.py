@@ -206,14 +206,16 @@ class SwarmService:
 
     # ------------------------------------------------------------------ changes
 
-    async def init(self, args: SwarmInitArgs) -> SwarmInfo:
+    async def init(self, args: SwarmInitArgs, *, within_limits: bool = True) -> SwarmInfo:
+        """Create a swarm. ``within_limits``: refuse one beyond ``[limits]`` (a reset, which
+        recreates a swarm that already existed, is not held to limits lowered since)."""
         if not MIN_AGENTS <= args.max_agents <= MAX_AGENTS:
             raise InvalidArgs(
                 f"max agents must be between {MIN_AGENTS} and {MAX_AGENTS}, got {args.max_agents}",
                 details={"max_agents": args.max_agents},
             )
         limits = self.config().limits
-        if args.max_agents > limits.max_agents_per_swarm:
+        if within_limits and args.max_agents > limits.max_agents_per_swarm:
             raise InvalidArgs(
                 f"max_agents {args.max_agents} exceeds this daemon's limit "
                 f"{limits.max_agents_per_swarm} (limits.max_agents_per_swarm)",
@@ -237,7 +239,11 @@ class SwarmService:
                 raise Conflict(
                     f"swarm {sid} already exists; use --force to replace it", details={"swarm": sid}
                 )
-            if not exists and await self.redis.scard(self.store.keys.swarms) >= limits.max_swarms:
+            if (
+                within_limits
+                and not exists
+                and await self.redis.scard(self.store.keys.swarms) >= limits.max_swarms
+            ):
                 raise Conflict(
                     f"this daemon already has {limits.max_swarms} swarms (limits.max_swarms); "
                     "destroy one first",
