@@ -13,10 +13,12 @@ import pytest
 
 from cfn_daemon.app import Daemon
 from cfn_daemon.settings.runtime import ConfigManager
+from tests.cli_support import shared_cfnd
 from tests.daemon_proc import CfndProcess
 from tests.redis_servers import redis_factory, tls_files
 
-__all__ = ["redis_factory", "tls_files"]  # fixtures shared with every test module
+# fixtures shared with every test module
+__all__ = ["redis_factory", "shared_cfnd", "tls_files"]
 
 # scripts/test exports this (127.0.0.1:6379 when it answers, else a private server).
 SHARED_REDIS = os.environ.get("CFN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from cfn_daemon.settings.load import (
     load_config,
     redact_url,
 )
+from tests.conftest import DaemonFactory
 
 
 def test_defaults_match_the_design() -> None:
@@ -130,3 +132,30 @@ def test_flatten_and_redact() -> None:
     assert "auth.admin_users" in flat
     assert redact_url("redis://user:s3cret@127.0.0.1:6379/0") == "redis://user:***@127.0.0.1:6379/0"
     assert redact_url("unix:///run/redis.sock") == "unix:///run/redis.sock"
+
+
+async def test_a_config_set_during_an_override_reload_is_kept(
+    daemon_factory: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # cfnd re-reads the overrides whenever Redis (re)appears, e.g. just after start-up. A
+    # `config set` answered meanwhile must not be undone by that older snapshot.
+    d = await daemon_factory()
+    manager, store = d.config_manager, d.store
+    read_done, release = asyncio.Event(), asyncio.Event()
+    real_read = store.read_overrides
+
+    async def slow_read() -> dict[str, bytes]:
+        raw = await real_read()
+        read_done.set()
+        await release.wait()
+        return raw
+
+    monkeypatch.setattr(store, "read_overrides", slow_read)
+    reload = asyncio.create_task(manager.load_overrides(store))
+    await read_done.wait()  # the reload holds its (still empty) snapshot
+    setter = asyncio.create_task(manager.set(store, "loop.gate_threshold", "0.8"))
+    await asyncio.sleep(0)  # let the set run up to its Redis write
+    release.set()
+    await asyncio.gather(reload, setter)
+    assert manager.config.loop.gate_threshold == 0.8
+    assert [e.source for e in manager.entries("loop.gate_threshold")] == ["runtime"]

@@ -14,7 +14,9 @@ from cfn_client.api import Client
 from tests.conftest import SHARED_REDIS
 from tests.daemon_proc import CfndProcess
 
-FAST_ENV = {"CFN_AGENTS__HEARTBEAT_INTERVAL_S": "0.2", "CFN_AGENTS__LAPSE_S": "3"}
+# Fast beats, a lapse of 50 of them: no agent is killed here, and a beat that is late
+# on a loaded machine must not get a healthy agent killed as hung (and its work re-run).
+FAST_ENV = {"CFN_AGENTS__HEARTBEAT_INTERVAL_S": "0.2", "CFN_AGENTS__LAPSE_S": "10"}
 
 
 def test_sigkill_cfnd_mid_work_then_restart_loses_nothing(

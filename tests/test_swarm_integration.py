@@ -21,9 +21,16 @@ from cfn_daemon.core import topology
 from tests.conftest import DaemonFactory
 from tests.redis_servers import pid_alive
 
+HEARTBEAT_S = 0.2
+# The lapse is counted in missed heartbeats, never a fixed second count: on a loaded
+# 2-core machine a healthy agent's beat can be seconds late, and a lapse of a few
+# beats gets it killed as hung. Tests that wait for a real lapse (a killed remote
+# agent) or must outlast one (a slow task) derive their bounds from these numbers.
+LAPSE_BEATS = 25
+LAPSE_S = HEARTBEAT_S * LAPSE_BEATS
 FAST = {
-    "agents.heartbeat_interval_s": 0.2,
-    "agents.lapse_s": 1.5,
+    "agents.heartbeat_interval_s": HEARTBEAT_S,
+    "agents.lapse_s": LAPSE_S,
     "tasks.retry_base_s": 0.05,
     "agents.restart_backoff_s": 0.05,
     "agents.stop_grace_s": 1.0,
@@ -164,15 +171,18 @@ async def test_killed_agent_task_is_redelivered_once(cfn: AsyncClient, tmp_path:
     assert agents[replaced.data["replacement"]].status in ("starting", "idle", "busy")
 
 
-async def test_slow_heartbeating_agent_keeps_its_task(cfn: AsyncClient) -> None:
+async def test_slow_heartbeating_agent_keeps_its_task(d: Daemon, cfn: AsyncClient) -> None:
+    lapse_s = d.settings.agents.lapse_s  # as cfnd runs it, not as this module meant it
     await cfn.call("swarm.init", topology="mesh", max_agents=3, name="slow")
     await cfn.call("agent.create", type="shell", count=2)
-    # Runs 2x the lapse time; the agent heartbeats meanwhile so nobody takes it away.
-    task = await cfn.call("task.submit", text="sleep 3; echo slow-but-alive")
+    # Runs 1.5x the lapse; the agent heartbeats meanwhile so nobody takes it away.
+    task = await cfn.call("task.submit", text=f"sleep {lapse_s * 1.5:g}; echo slow-but-alive")
     (final,) = await wait_tasks(cfn, [task.id])
     assert final.status == "succeeded"
     assert final.attempts == 1
+    assert final.result.duration_ms > lapse_s * 1000  # it really outlasted a lapse
     assert not await all_events(cfn, ["task.requeued"])
+    assert not await all_events(cfn, ["agent.failed", "agent.lost"])
 
 
 async def test_failing_task_retries_with_backoff_then_dead_letters(cfn: AsyncClient) -> None:
@@ -296,7 +306,7 @@ async def test_remote_agent_joins_and_receives_work(d: Daemon, cfn: AsyncClient)
         "--key-prefix",
         d.store.keys.prefix,
         "--heartbeat-s",
-        "0.2",
+        str(HEARTBEAT_S),
         env=env,
     )
     try:
@@ -467,7 +477,7 @@ async def test_lapsed_remote_agent_is_marked_lost_and_its_task_requeued(
         "--key-prefix",
         d.store.keys.prefix,
         "--heartbeat-s",
-        "0.2",
+        str(HEARTBEAT_S),
         env=env,
         start_new_session=True,
     )

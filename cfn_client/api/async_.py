@@ -250,8 +250,9 @@ class AsyncClient(AsyncTransport):
         timeout_s: float | None = None,
         swarm: str | None = None,
     ) -> TaskListResult:
-        """Block until ``tasks`` (or ``all`` of the swarm's) finished, or ``timeout_s`` passed
-        (None: no limit); tasks still unfinished then come back with their current status."""
+        """Block until ``tasks`` (or ``all`` of the swarm's) finished (``timeout_s`` None: no
+        limit). If ``timeout_s`` passes first, raises ``RequestTimeout`` whose
+        ``details["pending"]`` lists the unfinished tasks; they keep running."""
         return await self._call(
             "task.wait", TaskListResult,
             {"swarm": swarm, "tasks": list(tasks), "all": all, "timeout_s": timeout_s},

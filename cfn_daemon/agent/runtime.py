@@ -141,7 +141,9 @@ class AgentRuntime:
     async def _hand_back(self) -> None:
         try:
             requeued = await self.tasks.reclaim_agent(self.swarm, self.id)
-            await self.registry.mark_gone(self.swarm, self.id, "stopped")
+            await self.registry.mark_gone(
+                self.swarm, self.id, "stopped", {"agent": self.id, "requeued": requeued}
+            )
         except Exception as exc:
             if not is_unavailable_error(exc):
                 raise

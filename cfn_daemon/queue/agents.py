@@ -160,14 +160,25 @@ class AgentRegistry:
         raw = await self.redis.zrangebyscore(self.keys.heartbeats(swarm), "-inf", older_than_ms)
         return [_text(a) for a in raw]
 
-    async def mark_gone(self, swarm: str, agent: str, status: str) -> None:
-        """Take an agent out of scheduling (failed, lost or stopped)."""
+    async def mark_gone(
+        self, swarm: str, agent: str, status: str, event: Mapping[str, Any] | None = None
+    ) -> None:
+        """Take an agent out of scheduling (failed, lost or stopped); with ``event``, the
+        ``agent.<status>`` event is appended in the same transaction."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 self.keys.agent(swarm, agent),
                 mapping={"status": status, "load": 0, "current_task": ""},
             )
             pipe.zrem(self.keys.heartbeats(swarm), agent)
+            if event is not None:
+                pipe.xadd(
+                    self.keys.events(swarm),
+                    {"type": f"agent.{status}", "ts": now_ms(), "data": _json.encode(event)},
+                    maxlen=EVENTS_MAXLEN,
+                    approximate=True,
+                )
+                pipe.publish(self.keys.notify(swarm), "ev")
             await pipe.execute()
 
     async def forget(self, swarm: str, agent: str) -> None:

@@ -85,7 +85,7 @@ async def follow(
     after_id: str | None = None,
 ) -> AsyncIterator[Event]:
     """History since ``since_ms`` (or after the entry ``after_id``; else nothing), then
-    live events until ``stop``."""
+    live events until ``stop`` or until the swarm is destroyed."""
     last = after_id or (f"{since_ms}-0" if since_ms is not None else "$")
     if last == "$":
         tail = await redis.xrevrange(keys.events(swarm), count=1)
@@ -100,5 +100,7 @@ async def follow(
             if _matches(ev, types):
                 yield ev
         if len(page) < 500:
+            if not page and not await redis.sismember(keys.swarms, swarm):
+                return  # the swarm was destroyed: nothing more will come
             # Wait for the next announcement; re-check now and then in case one was missed.
             await until_stopped(asyncio.wait_for(waiter.wait(), 5.0), stop)

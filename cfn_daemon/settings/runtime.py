@@ -94,17 +94,19 @@ class ConfigManager:
 
     async def load_overrides(self, store: OverrideStore) -> None:
         """Read the kept overrides; one this version cannot use is logged and skipped."""
-        raw = await store.read_overrides()
-        runtime: dict[str, Any] = {}
-        for key, v in raw.items():
-            try:
-                value = msgspec.json.decode(v)
-                self._load({**runtime, key: value})
-            except Exception as exc:
-                log.warning("config_override_ignored", key=key, error=str(exc))
-                continue
-            runtime[key] = value
+        # Read under the lock: a `config set` landing between the read and the apply
+        # would otherwise be undone by this older snapshot.
         async with self._lock:
+            raw = await store.read_overrides()
+            runtime: dict[str, Any] = {}
+            for key, v in raw.items():
+                try:
+                    value = msgspec.json.decode(v)
+                    self._load({**runtime, key: value})
+                except Exception as exc:
+                    log.warning("config_override_ignored", key=key, error=str(exc))
+                    continue
+                runtime[key] = value
             if runtime != self.loaded.runtime:
                 self._apply(self._load(runtime))
                 log.info("config_overrides_loaded", keys=sorted(runtime))

@@ -242,11 +242,23 @@ class SwarmService:
 
     # ------------------------------------------------------------------ changes
 
-    async def init(self, args: SwarmInitArgs) -> SwarmInfo:
+    async def init(self, args: SwarmInitArgs, *, within_limits: bool = True) -> SwarmInfo:
+        """Create a swarm. ``within_limits``: refuse one beyond ``[limits]`` (a reset, which
+        recreates a swarm that already existed, is not held to limits lowered since)."""
         if not MIN_AGENTS <= args.max_agents <= MAX_AGENTS:
             raise InvalidArgs(
                 f"max agents must be between {MIN_AGENTS} and {MAX_AGENTS}, got {args.max_agents}",
                 details={"max_agents": args.max_agents},
+            )
+        limits = self.config().limits
+        if within_limits and args.max_agents > limits.max_agents_per_swarm:
+            raise InvalidArgs(
+                f"max_agents {args.max_agents} exceeds this daemon's limit "
+                f"{limits.max_agents_per_swarm} (limits.max_agents_per_swarm)",
+                details={
+                    "max_agents": args.max_agents,
+                    "expected": f"<= {limits.max_agents_per_swarm}",
+                },
             )
         sid = args.name or f"swarm-{uuid.uuid4().hex[:6]}"
         if not SWARM_ID.match(sid):
@@ -262,6 +274,16 @@ class SwarmService:
             if exists and not args.force:
                 raise Conflict(
                     f"swarm {sid} already exists; use --force to replace it", details={"swarm": sid}
+                )
+            if (
+                within_limits
+                and not exists
+                and await self.redis.scard(self.store.keys.swarms) >= limits.max_swarms
+            ):
+                raise Conflict(
+                    f"this daemon already has {limits.max_swarms} swarms (limits.max_swarms); "
+                    "destroy one first",
+                    details={"max_swarms": limits.max_swarms},
                 )
             if exists:
                 await self.destroy(sid, force=True)

@@ -105,7 +105,8 @@ class SwarmOps:
                 max_agents=info.max_agents,
                 strategy=info.strategy,
                 name=swarm,
-            )
+            ),
+            within_limits=False,
         )
         return SwarmDestroyResult(swarm=swarm, stopped_agents=stopped)
 
