@@ -35,7 +35,7 @@ from cfn_client.wire.schema.loop import (
     ModePreset,
     RunInfo,
 )
-from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES, Event
+from cfn_client.wire.schema.swarm import Event
 from cfn_daemon.agent import types as agent_types
 from cfn_daemon.cfnloop.announce import announcements
 from cfn_daemon.cfnloop.drivers import DriverPool
@@ -46,7 +46,7 @@ from cfn_daemon.core import loop
 from cfn_daemon.core.placement import LIVE_STATUSES
 from cfn_daemon.core.run_records import impl_task_id, run_info, spend
 from cfn_daemon.queue import events
-from cfn_daemon.queue.events import emit
+from cfn_daemon.queue.events import emit, queue_events
 from cfn_daemon.queue.notify import NotifyHub, Pulse
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.settings.schema import LoopConfig
@@ -164,7 +164,12 @@ class LoopService:
                     f"run {run_id} is {state.status}: {rejected[0].reason}",
                     details={"status": state.status},
                 )
+            said = announcements(
+                state, new, event, effects, await self._extra(swarm, run_id, new, event)
+            )
             now = now_ms()
+            # Log entry, state and the step's events in one MULTI: a crash never leaves
+            # a persisted step unannounced (or an announced one unpersisted).
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.xadd(
                     self.keys.run_log(swarm, run_id),
@@ -178,11 +183,8 @@ class LoopService:
                         "updated_ms": now,
                     },
                 )
+                queue_events(pipe, self.keys, swarm, list(said))
                 await pipe.execute()
-        for etype, data in announcements(
-            state, new, event, effects, await self._extra(swarm, run_id, new, event)
-        ):
-            await emit(self.redis, self.keys, swarm, etype, data)
         self._pulse(run_id).fire()
         return new
 
@@ -367,9 +369,11 @@ class LoopService:
         return await self.info(swarm, run_id)
 
     async def _cancel_tasks(self, swarm: str, run_id: str) -> None:
-        for task in await self.swarms.tasks.recent(swarm, limit=10_000):
-            if task.id.startswith(f"{run_id}.") and task.status not in TERMINAL_TASK_STATUSES:
-                await self.swarms.tasks.cancel(swarm, task.id)
+        mine = [
+            t async for t in self.swarms.tasks.index.live_ids(swarm) if t.startswith(f"{run_id}.")
+        ]
+        for task_id in mine:
+            await self.swarms.tasks.cancel(swarm, task_id)
 
     async def follow(self, swarm: str, run_id: str) -> AsyncIterator[Event]:
         """The run's loop events so far, then live ones until it is at rest (finished, or
@@ -415,6 +419,22 @@ class LoopService:
     # ------------------------------------------------------------------ driving
 
     async def _driver(self, swarm: str, run_id: str) -> None:
+        try:
+            await self._drive_until_done(swarm, run_id)
+        finally:
+            if not self._stop.is_set():
+                self._forget(run_id)
+
+    def _forget(self, run_id: str) -> None:
+        """A finished (or gone) run's in-memory state goes with its driver; a later
+        human step (approve, reject) makes what it needs again."""
+        lock = self._locks.get(run_id)
+        if lock is not None and not lock.locked():
+            del self._locks[run_id]
+        self._pulses.pop(run_id, None)
+        self.steps.forget(run_id)
+
+    async def _drive_until_done(self, swarm: str, run_id: str) -> None:
         done_pulse = self.hub.pulses(swarm).done
         while not self._stop.is_set():
             waiters = [done_pulse.current(), self._pulse(run_id).current()]

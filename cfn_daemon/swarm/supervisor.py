@@ -32,6 +32,7 @@ from cfn_daemon.queue.events import emit
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.store import Store
 from cfn_daemon.store.client import describe_error, is_unavailable_error
+from cfn_daemon.swarm import retention
 from cfn_daemon.swarm.context import SwarmContext
 from cfn_daemon.util.aio import until_stopped
 
@@ -83,6 +84,7 @@ class Supervisor:
     """Keeps one swarm's agents alive and its retries moving."""
 
     def __init__(self, ctx: SwarmContext, state_dir: Path) -> None:
+        self.ctx = ctx
         self.swarm = ctx.swarm
         self.store = ctx.store
         self.tasks = ctx.tasks
@@ -113,19 +115,10 @@ class Supervisor:
             while await until_stopped(asyncio.sleep(interval), stop):
                 try:
                     now = asyncio.get_running_loop().time()
-                    if now >= next_clean:  # retention: finished tasks expire
-                        retention = self.config().tasks.retention_s
-                        expired = await self.tasks.clean(self.swarm, retention)
-                        if expired:
-                            await emit(
-                                self.store.redis,
-                                self.store.keys,
-                                self.swarm,
-                                "task.expired",
-                                {"count": expired, "retention_s": retention},
-                            )
+                    if now >= next_clean:  # retention: tasks, DLQ, dead agents
+                        await retention.sweep(self.ctx, set(self.local))
                         # Check again after a tenth of the retention, at most every 5 min.
-                        next_clean = now + min(CLEAN_EVERY_S, retention / 10)
+                        next_clean = now + min(CLEAN_EVERY_S, self.config().tasks.retention_s / 10)
                     await self.tasks.promote_due(self.swarm)
                     await self._check_lapsed()
                     await self._replace_due()
