@@ -70,6 +70,14 @@ class TaskIndex:
     ) -> tuple[list[str], str | None]:
         """Up to ``limit`` task ids, newest first, and the cursor of the next page (None
         at the end). All tasks are ordered by creation; one status by entry into it."""
+        pairs, more = await self.page_scored(swarm, status, limit, cursor)
+        ids = [m for m, _ in pairs]
+        return ids, (encode_cursor(pairs[-1][1], ids[-1]) if more and ids else None)
+
+    async def page_scored(
+        self, swarm: str, status: str | None, limit: int, cursor: str | None = None
+    ) -> tuple[list[tuple[str, float]], bool]:
+        """``page`` with each id's index score, and whether more entries follow."""
         if status is not None and status not in TASK_STATUSES:
             raise InvalidArgs(
                 f"status {status!r}: expected one of {', '.join(TASK_STATUSES)}",
@@ -80,9 +88,16 @@ class TaskIndex:
         # One more than asked: whether there is a next page, without another call.
         flat = await self.scripts.run("page", [key], [score, member, limit + 1])
         pairs = [(_text(m), float(s)) for m, s in zip(flat[::2], flat[1::2], strict=True)]
-        ids = [m for m, _ in pairs[:limit]]
-        more = len(pairs) > limit
-        return ids, (encode_cursor(pairs[limit - 1][1], ids[-1]) if more and ids else None)
+        return pairs[:limit], len(pairs) > limit
+
+    async def finished_ids_since(
+        self, swarm: str, status: str, since_ms: int, limit: int
+    ) -> list[str]:
+        """The newest ``limit`` tasks that reached ``status`` at or after ``since_ms``."""
+        raw = await self.redis.zrevrangebyscore(
+            self.keys.status_index(swarm, status), "+inf", since_ms, start=0, num=limit
+        )
+        return [_text(t) for t in raw]
 
     async def live_ids(self, swarm: str) -> AsyncIterator[str]:
         """Every unfinished task id, a page at a time (bounded by the live tasks)."""

@@ -25,6 +25,7 @@ from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound
 from cfn_client.wire.schema.swarm import Priority, TaskInfo, TaskResult
 from cfn_daemon.core.placement import PRIORITIES
 from cfn_daemon.queue.task_index import TaskIndex
+from cfn_daemon.queue.task_io import TaskIO
 from cfn_daemon.store.keys import DISPATCH_GROUP, EVENTS_MAXLEN, Keys
 from cfn_daemon.store.scripts import Scripts
 
@@ -82,6 +83,7 @@ class TaskQueue:
         self.keys = keys
         self.scripts = scripts
         self.index = TaskIndex(redis, keys, scripts)
+        self.io = TaskIO(redis, keys, scripts, decode_task)
 
     def _common(self, swarm: str) -> list[Any]:
         return [EVENTS_MAXLEN, self.keys.notify(swarm)]
@@ -165,6 +167,20 @@ class TaskQueue:
                 pipe.hgetall(self.keys.task(swarm, tid))
             raws = await pipe.execute()
         return [decode_task(raw) for raw in raws if raw]
+
+    async def statuses(self, swarm: str, task_ids: list[str]) -> dict[str, str | None]:
+        """Each task's status (None: no such task), pipelined in batches."""
+        out: dict[str, str | None] = {}
+        for i in range(0, len(task_ids), 1000):
+            batch = task_ids[i : i + 1000]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for tid in batch:
+                    pipe.hget(self.keys.task(swarm, tid), "status")
+                raw = await pipe.execute()
+            out |= {
+                t: (_text(v) if v is not None else None) for t, v in zip(batch, raw, strict=True)
+            }
+        return out
 
     async def recent(
         self, swarm: str, status: str | None = None, limit: int = 100

@@ -86,6 +86,10 @@ class Keys:
         """Every status index, in TASK_STATUSES order (the scripts' last KEYS)."""
         return [self.status_index(swarm, s) for s in TASK_STATUSES]
 
+    def upload(self, swarm: str, upload_id: str) -> str:
+        """string (with a TTL): a task text being sent in chunks (``task.upload``)."""
+        return f"{self._s(swarm)}:upload:{upload_id}"
+
     def delayed(self, swarm: str) -> str:
         """zset: task id → due ms for retries waiting out their backoff."""
         return f"{self._s(swarm)}:delayed"
