@@ -266,3 +266,24 @@ async def test_dead_agents_and_old_dead_letters_are_forgotten(
         dlq = await raw.xrange(keys.dlq("churn"))
         assert len(dlq) <= 300
         assert all(f[b"t"].startswith(b"dead") for _, f in dlq)
+
+
+async def test_concurrent_spawns_never_pass_max_agents(daemon_factory: DaemonFactory) -> None:
+    d = await daemon_factory(**FAST)
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=3, name="room")
+        # Before: each request checked the room, then spawned; all of them passed.
+        outcomes = await asyncio.gather(
+            *(cfn.call("agent.create", type="shell") for _ in range(8)), return_exceptions=True
+        )
+        made = [o for o in outcomes if not isinstance(o, BaseException)]
+        refused = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(made) == 3 and len(refused) == 5, outcomes
+        assert all("at most 3 agents" in str(e) for e in refused)
+        assert len((await cfn.call("agent.list")).agents) == 3
+        await cfn.call("swarm.init", topology="mesh", max_agents=5, name="auto")
+        # Submits on a swarm with no agent start one worker, not one per submit.
+        await asyncio.gather(
+            *(cfn.call("task.submit", swarm="auto", text="true") for _ in range(10))
+        )
+        assert len((await cfn.call("agent.list", swarm="auto")).agents) == 1

@@ -20,7 +20,7 @@ from cfn_client.wire.schema.loop import LoopStartArgs
 from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES
 from cfn_client.wire.schema.workflow import EpicInfo, EpicSpec, EpicStartArgs, PhaseInfo
 from cfn_daemon.cfnloop.drivers import DriverPool
-from cfn_daemon.cfnloop.runner import LoopService
+from cfn_daemon.cfnloop.runner import LoopService, new_run_id
 from cfn_daemon.core import workflow
 from cfn_daemon.core.run_records import spend
 from cfn_daemon.queue.events import emit
@@ -115,7 +115,11 @@ class EpicService:
         by_name = {p.name: p for p in spec.phases}
         out: dict[str, tuple[str, Any]] = {}
         for phase, run_id in runs.items():
-            run = await self.loops.info(swarm, run_id)
+            try:
+                run = await self.loops.info(swarm, run_id)
+            except NotFound:  # reserved, not started yet (or cfnd died in between)
+                out[phase] = ("running", None)
+                continue
             status = RUN_TO_PHASE.get(run.status, "running")
             p = by_name[phase]
             if status == "done" and (p.checks or p.min_confidence is not None):
@@ -198,7 +202,15 @@ class EpicService:
             )
             return True
         by_name = {p.name: p for p in spec.phases}
+        key = self.keys.epic(swarm, epic_id)
+        # A phase's run id is reserved (HSETNX) before the run starts, and the run is
+        # started by that id: a crash in between starts it on the next pass, once.
+        todo = [(n, r) for n, r in runs.items() if not await self.loops.exists(swarm, r)]
         for name in workflow.next_to_start(spec, flat):
+            run_id = new_run_id()
+            if await self.redis.hsetnx(key, f"phase:{name}", run_id):
+                todo.append((name, run_id))
+        for name, run_id in todo:
             phase = by_name[name]
             run = await self.loops.start(
                 LoopStartArgs(
@@ -216,9 +228,9 @@ class EpicService:
                     base=phase.base or spec.base,
                     checks=list(phase.checks) if (phase.repo or spec.repo) else [],
                     budget_usd=phase.budget_usd,
-                )
+                ),
+                run_id=run_id,
             )
-            await self.redis.hsetnx(self.keys.epic(swarm, epic_id), f"phase:{name}", run.id)
             await emit(
                 self.redis,
                 self.keys,

@@ -210,8 +210,12 @@ class LoopService:
 
     # ------------------------------------------------------------------ ops
 
-    async def start(self, args: LoopStartArgs) -> RunInfo:
+    async def start(self, args: LoopStartArgs, run_id: str | None = None) -> RunInfo:
+        """Start a run; with ``run_id`` (an epic's reserved id) at most once: a run of
+        that id that exists already is returned as it is."""
         swarm = await self.swarms.resolve(args.swarm)
+        if run_id is not None and await self.redis.exists(self.keys.run(swarm, run_id)):
+            return await self.info(swarm, run_id)
         cfg = self.swarms.config().loop
         preset = MODES[args.mode] if args.mode else None
         sized_impl, sized_val = SIZING[args.complexity or "medium"]
@@ -242,7 +246,7 @@ class LoopService:
         if ws is not None and checks:
             (checker,) = await self._recruit(swarm, ["checker"], "implementer", taken)
             ws = replace(ws, checker=checker)
-        run_id = f"run-{uuid.uuid4().hex[:8]}"
+        run_id = run_id or new_run_id()
         state = loop.RunState(
             run_id=run_id,
             task=args.task,
@@ -344,6 +348,9 @@ class LoopService:
             return LoopCleanResult(run=run_id)
         worktrees, branches = await self.steps.evidence.workspace(run_id, ws).clean()
         return LoopCleanResult(run=run_id, worktrees=worktrees, branches=branches)
+
+    async def exists(self, swarm: str, run_id: str) -> bool:
+        return bool(await self.redis.exists(self.keys.run(swarm, run_id)))
 
     async def info(self, swarm: str, run_id: str) -> RunInfo:
         state = await self._load(swarm, run_id)
@@ -474,6 +481,10 @@ class LoopService:
         finally:
             for t in tasks:
                 t.cancel()
+
+
+def new_run_id() -> str:
+    return f"run-{uuid.uuid4().hex[:8]}"
 
 
 def _sized(types: tuple[str, ...], count: int) -> list[str]:

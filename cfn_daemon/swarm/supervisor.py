@@ -98,6 +98,7 @@ class Supervisor:
         self._tg: asyncio.TaskGroup | None = None
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self.ready = asyncio.Event()
+        self._spawn_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ loop
 
@@ -150,7 +151,28 @@ class Supervisor:
         capabilities: list[str] | None = None,
         count: int = 1,
     ) -> list[str]:
-        """Start ``count`` local agents of ``agent_type``; returns their ids."""
+        """Start ``count`` local agents of ``agent_type``; returns their ids.
+
+        The room check and the placeholder records are made under one lock, so
+        concurrent spawns never take a swarm past ``max_agents``."""
+        async with self._spawn_lock:
+            return await self._spawn(agent_type, role, capabilities, count)
+
+    async def ensure_one(self, agent_type: str) -> list[str]:
+        """Spawn one agent of ``agent_type`` unless one is live or the swarm is full
+        (checked and spawned under the spawn lock: concurrent callers spawn one)."""
+        async with self._spawn_lock:
+            swarm = self.info()
+            live = [a for a in await self.registry.all(self.swarm) if a.status in LIVE_STATUSES]
+            if swarm is None or swarm.status != "active" or len(live) >= swarm.max_agents:
+                return []
+            if any(a.type == agent_type for a in live):
+                return []
+            return await self._spawn(agent_type, None, None, 1)
+
+    async def _spawn(
+        self, agent_type: str, role: str | None, capabilities: list[str] | None, count: int
+    ) -> list[str]:
         cfg = self.config()
         spec = agent_types.resolve(agent_type, cfg.agent_types)
         swarm = self.info()
@@ -392,7 +414,15 @@ class Supervisor:
                 capabilities=dead.capabilities,
                 pid=0,
             )
-            await self._start(fresh, spec)
+            async with self._spawn_lock:  # the room check and the spawn, as one step
+                live = [a for a in await self.registry.all(self.swarm) if a.status in LIVE_STATUSES]
+                if len(live) >= swarm.max_agents:
+                    log.warning(
+                        "replacement_skipped_swarm_full", swarm=self.swarm, agent=dead.id,
+                        max_agents=swarm.max_agents,
+                    )  # fmt: skip
+                    continue
+                await self._start(fresh, spec)
             await emit(
                 self.store.redis,
                 self.store.keys,

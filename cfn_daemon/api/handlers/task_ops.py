@@ -152,7 +152,7 @@ class TaskOps:
         if any(a.type == agent_type for a in agents) or len(agents) >= max_agents:
             return
         rt = await self.service.runtime(swarm)
-        await rt.supervisor.spawn(agent_type)
+        await rt.supervisor.ensure_one(agent_type)  # re-checked under the spawn lock
 
     async def list_tasks(self, ctx: RequestContext, args: TaskListArgs) -> TaskListResult:
         """A page of task summaries, newest first; ``next_cursor`` continues it."""
