@@ -287,3 +287,53 @@ async def test_concurrent_spawns_never_pass_max_agents(daemon_factory: DaemonFac
             *(cfn.call("task.submit", swarm="auto", text="true") for _ in range(10))
         )
         assert len((await cfn.call("agent.list", swarm="auto")).agents) == 1
+
+
+async def test_finished_runs_and_epics_expire_with_their_logs_and_votes(
+    daemon_factory: DaemonFactory, raw: aioredis.Redis, key_prefix: str
+) -> None:
+    import msgspec
+
+    from cfn_client.wire.schema.workflow import EpicSpec, PhaseSpec
+    from cfn_daemon.core import loop
+
+    keys = Keys(key_prefix)
+    now = int(time.time() * 1000)
+    old = now - 7_200_000
+    await seed_swarm(raw, key_prefix, "runs", indexed=True)
+
+    async def seed_run(run_id: str, updated_ms: int, status: str, **extra: str) -> None:
+        state = loop.RunState(run_id=run_id, task="t", implementers=["i"], validators=["v"],
+                              status=status, loop2_round=2, phase=extra.pop("phase", None))  # type: ignore[arg-type]  # fmt: skip
+        await raw.hset(keys.run("runs", run_id), mapping={
+            "state": msgspec.json.encode(state), "status": status, "created_ms": updated_ms,
+            "updated_ms": updated_ms, **extra})  # fmt: skip
+        await raw.zadd(keys.runs("runs"), {run_id: updated_ms})
+        await raw.xadd(keys.run_log("runs", run_id), {"seq": 1})
+        await raw.xadd(keys.votes("runs", run_id, 2), {"v": "x"})
+
+    await seed_run("run-old", old, "done")
+    await seed_run("run-recent", now, "done")
+    await seed_run("run-going", old, "loop2")
+    await seed_run("run-ep", old, "done", phase="p", epic="epic-old")
+    spec = EpicSpec(name="e", phases=[PhaseSpec(name="p")])
+    await raw.hset(keys.epic("runs", "epic-old"),
+                   mapping={"spec": msgspec.json.encode(spec), "created_ms": old,
+                            "phase:p": "run-ep"})  # fmt: skip
+    await raw.zadd(keys.epics("runs"), {"epic-old": old})
+    d = await daemon_factory(**FAST, **{"loop.run_retention_s": 3600.0})
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        seen: set[str] = set()
+        follow = cfn.events_follow(swarm="runs", since_ms=0, types=["loop.expired", "epic.expired"])
+        async with follow as events:
+            async for ev in events:
+                seen.add(ev.data.get("run") or ev.data["epic"])
+                if seen >= {"run-old", "epic-old"}:
+                    break
+    assert seen == {"run-old", "epic-old"}
+    left = {r.decode() for r in await raw.zrange(keys.runs("runs"), 0, -1)}
+    assert left == {"run-recent", "run-going"}
+    for gone in ("run-old", "run-ep"):
+        assert not await raw.exists(keys.run("runs", gone), keys.run_log("runs", gone),
+                                    keys.votes("runs", gone, 2))  # fmt: skip
+    assert not await raw.exists(keys.epic("runs", "epic-old"))

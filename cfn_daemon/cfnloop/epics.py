@@ -19,6 +19,7 @@ from cfn_client.wire.errors import Conflict, NotFound
 from cfn_client.wire.schema.loop import LoopStartArgs
 from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES
 from cfn_client.wire.schema.workflow import EpicInfo, EpicSpec, EpicStartArgs, PhaseInfo
+from cfn_daemon.cfnloop import retention
 from cfn_daemon.cfnloop.drivers import DriverPool
 from cfn_daemon.cfnloop.runner import LoopService, new_run_id
 from cfn_daemon.core import workflow
@@ -59,11 +60,39 @@ class EpicService:
         await self.drivers.run(stop, self.loops.ready, self._resume)
 
     async def _resume(self) -> None:
+        self.drivers.start("epic-retention", self._retention)
         for info in await self.swarms.all():
             for raw in await self.redis.zrange(self.keys.epics(info.id), 0, -1):
                 epic = await self.info(info.id, raw.decode())
                 if epic.status not in ("done", "failed"):
                     self._drive(info.id, epic.id)
+
+    async def _retention(self) -> None:
+        """Finished epics, with their runs, go ``loop.run_retention_s`` after they ended."""
+        while not self._stop.is_set():
+            retention_s = self.swarms.config().loop.run_retention_s
+            try:
+                cutoff = now_ms() - int(retention_s * 1000)
+                for swarm in await self.swarms.all():
+                    await self._expire(swarm.id, cutoff)
+            except Exception as exc:
+                log.exception("epic_retention_failed", error=str(exc))
+            await until_stopped(asyncio.sleep(min(max(retention_s / 4, 0.2), 3600.0)), self._stop)
+
+    async def _expire(self, swarm: str, cutoff_ms: int) -> None:
+        raw = await self.redis.zrangebyscore(
+            self.keys.epics(swarm), "-inf", cutoff_ms, start=0, num=retention.BATCH
+        )
+        for epic_id in (r.decode() for r in raw):
+            try:
+                epic = await self.info(swarm, epic_id)
+            except NotFound:
+                await self.redis.zrem(self.keys.epics(swarm), epic_id)
+                continue
+            if epic.status not in ("done", "failed"):
+                continue
+            runs = [p.run for p in epic.phases if p.run]
+            await retention.expire_epic(self.redis, self.keys, swarm, epic_id, runs, cutoff_ms)
 
     def _drive(self, swarm: str, epic_id: str) -> None:
         self.drivers.start(epic_id, lambda: self._driver(swarm, epic_id))
@@ -230,6 +259,7 @@ class EpicService:
                     budget_usd=phase.budget_usd,
                 ),
                 run_id=run_id,
+                epic=epic_id,
             )
             await emit(
                 self.redis,

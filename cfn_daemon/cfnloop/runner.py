@@ -37,6 +37,7 @@ from cfn_client.wire.schema.loop import (
 )
 from cfn_client.wire.schema.swarm import Event
 from cfn_daemon.agent import types as agent_types
+from cfn_daemon.cfnloop import retention
 from cfn_daemon.cfnloop.announce import announcements
 from cfn_daemon.cfnloop.drivers import DriverPool
 from cfn_daemon.cfnloop.evidence import WorkspaceInfo
@@ -98,14 +99,18 @@ class LoopService:
                     self._drive(info.id, run_id)
 
     async def _retention(self) -> None:
-        """Remove finished runs' worktrees and branches after ``loop.workspace_retention_s``."""
+        """Remove finished runs' worktrees and branches after ``loop.workspace_retention_s``,
+        and the runs themselves after ``loop.run_retention_s``."""
         while not self._stop.is_set():
-            retention_s = self.swarms.config().loop.workspace_retention_s
+            cfg = self.swarms.config().loop
             try:
-                await self._sweep(retention_s)
+                await self._sweep(cfg.workspace_retention_s)
+                run_cutoff = now_ms() - int(cfg.run_retention_s * 1000)
+                for info in await self.swarms.all():
+                    await retention.expire_runs(self.redis, self.keys, info.id, run_cutoff)
             except Exception as exc:
                 log.exception("workspace_retention_failed", error=str(exc))
-            pause = min(max(retention_s / 4, 0.2), 3600.0)
+            pause = min(max(min(cfg.workspace_retention_s, cfg.run_retention_s) / 4, 0.2), 3600.0)
             await until_stopped(asyncio.sleep(pause), self._stop)
 
     async def _sweep(self, retention_s: float) -> None:
@@ -210,7 +215,9 @@ class LoopService:
 
     # ------------------------------------------------------------------ ops
 
-    async def start(self, args: LoopStartArgs, run_id: str | None = None) -> RunInfo:
+    async def start(
+        self, args: LoopStartArgs, run_id: str | None = None, epic: str | None = None
+    ) -> RunInfo:
         """Start a run; with ``run_id`` (an epic's reserved id) at most once: a run of
         that id that exists already is returned as it is."""
         swarm = await self.swarms.resolve(args.swarm)
@@ -268,6 +275,8 @@ class LoopService:
             "updated_ms": now,
             "mode": args.mode or "",
         }
+        if epic is not None:
+            mapping["epic"] = epic  # it expires with its epic, never on its own
         if ws is not None:
             mapping["workspace"] = ws.encode()
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -144,6 +144,9 @@ class AgentsConfig(Section):
     # An agent gone (stopped, failed, lost) this long is forgotten: its record, streams
     # and vote token are deleted (`agent list` stops showing it).
     forget_after_s: PositiveSeconds = 3600.0
+    # A local agent's log file is rotated past this size (one older file is kept);
+    # 0: never. cfnd's own log goes to stderr (journald under systemd).
+    log_max_bytes: Annotated[int, Meta(ge=0, le=1 << 40)] = 10 << 20
 
 
 class AgentTypeConfig(Section):

@@ -19,9 +19,9 @@ from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.swarm.context import SwarmContext
 
 
-async def sweep(ctx: SwarmContext, keep_agents: set[str]) -> None:
+async def sweep(ctx: SwarmContext, keep_agents: set[str]) -> list[str]:
     """One retention pass over ``ctx``'s swarm; ``keep_agents``: never forget these
-    (local agents this cfnd still tracks)."""
+    (local agents this cfnd still tracks). Returns the agents forgotten."""
     cfg = ctx.config()
     redis, keys = ctx.store.redis, ctx.store.keys
     retention_s = cfg.tasks.retention_s
@@ -42,3 +42,4 @@ async def sweep(ctx: SwarmContext, keep_agents: set[str]) -> None:
             {"agents": forgotten[:100], "count": len(forgotten),
              "forget_after_s": cfg.agents.forget_after_s},
         )  # fmt: skip
+    return forgotten

@@ -117,7 +117,9 @@ class Supervisor:
                 try:
                     now = asyncio.get_running_loop().time()
                     if now >= next_clean:  # retention: tasks, DLQ, dead agents
-                        await retention.sweep(self.ctx, set(self.local))
+                        for gone in await retention.sweep(self.ctx, set(self.local)):
+                            for path in (f"{gone}.log", f"{gone}.log.1"):
+                                (self.log_dir / path).unlink(missing_ok=True)
                         # Check again after a tenth of the retention, at most every 5 min.
                         next_clean = now + min(CLEAN_EVERY_S, self.config().tasks.retention_s / 10)
                     await self.tasks.promote_due(self.swarm)
@@ -238,6 +240,10 @@ class Supervisor:
             "--local",
             "--log-format",
             "json",
+            "--log-file",
+            str(self.log_dir / f"{agent.id}.log"),
+            "--log-max-bytes",
+            str(cfg.agents.log_max_bytes),
         ]
         for cap in agent.capabilities:
             argv += ["--capability", cap]
