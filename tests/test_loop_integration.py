@@ -80,6 +80,14 @@ async def test_passes_on_the_first_round(daemon_factory: DaemonFactory) -> None:
         assert kinds.count("loop.vote") == 4
         votes = list((await cfn.call("events.list", types=["loop.vote"])).events)
         assert all(v.data["verified"] for v in votes)  # signed with each agent's token
+    # What cfnd kept in memory for the run goes with its driver (bounded state).
+    for _ in range(200):
+        if info.id not in d.loops.drivers._running:
+            break
+        await asyncio.sleep(0.05)
+    assert info.id not in d.loops._locks and info.id not in d.loops._pulses
+    assert not [t for t in d.loops.steps._submitted if t.startswith(f"{info.id}.")]
+    assert not [v for v in d.loops.steps.rounds._votes_seen if v[0].startswith(info.id)]
 
 
 async def test_fails_the_gate_then_passes(daemon_factory: DaemonFactory, tmp_path: Path) -> None:

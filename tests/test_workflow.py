@@ -181,3 +181,44 @@ def test_epic_files_in_toml_json_and_yaml_read_the_same(tmp_path: Path) -> None:
         parse_epic(yaml_text, "e.yaml"),
     ]
     assert parsed[0] == parsed[1] == parsed[2]
+
+
+async def test_an_epic_phase_reserved_before_a_crash_starts_its_run_once(
+    daemon_factory: DaemonFactory, key_prefix: str
+) -> None:
+    import time
+
+    import msgspec
+    import redis.asyncio as aioredis
+
+    from cfn_daemon.store.keys import Keys
+    from tests.conftest import SHARED_REDIS
+    from tests.test_bounded_state import seed_swarm
+
+    # cfnd reserved the phase's run id (HSETNX) and died before the run existed.
+    keys = Keys(key_prefix)
+    spec = EpicSpec(
+        name="e", phases=[PhaseSpec(name="design", implementers=["impl"], validators=["check"])]
+    )
+    raw = aioredis.Redis.from_url(SHARED_REDIS)
+    try:
+        await seed_swarm(raw, key_prefix, "crash", indexed=True)
+        now = int(time.time() * 1000)
+        await raw.hset(
+            keys.epic("crash", "epic-1"),
+            mapping={"spec": msgspec.json.encode(spec), "created_ms": now,
+                     "phase:design": "run-reserved"},
+        )  # fmt: skip
+        await raw.zadd(keys.epics("crash"), {"epic-1": now})
+        d = await daemon_factory(config_text=agent_types({}, {}), **FAST)
+        async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+            follow = {"swarm": "crash", "types": ["epic.finished"], "since_ms": now}
+            async with cfn.stream("events.follow", follow) as events:
+                async for _ in events:
+                    break
+            info = await cfn.call("epic.status", swarm="crash", epic_id="epic-1")
+        assert info.status == "done"
+        assert info.phases[0].run == "run-reserved"
+        assert [r.decode() for r in await raw.zrange(keys.runs("crash"), 0, -1)] == ["run-reserved"]
+    finally:
+        await raw.aclose()

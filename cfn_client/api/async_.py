@@ -13,7 +13,14 @@ from typing import Any
 import msgspec
 
 from cfn_client.api.async_transport import AsyncEventFollow, AsyncTransport
-from cfn_client.api.base import build_args, events_args, loop_start_args, wait_request_timeout
+from cfn_client.api.base import (
+    build_args,
+    chunk_bytes,
+    events_args,
+    loop_start_args,
+    utf8_chunks,
+    wait_request_timeout,
+)
 from cfn_client.wire.schema.loop import (
     LoopApplyResult,
     LoopBacklogResult,
@@ -35,8 +42,11 @@ from cfn_client.wire.schema.swarm import (
     SwarmListResult,
     SwarmScaleResult,
     SwarmStatusResult,
+    TaskChunk,
+    TaskField,
     TaskInfo,
     TaskListResult,
+    TaskUploadResult,
     Topology,
 )
 from cfn_client.wire.schema.system import (
@@ -218,21 +228,94 @@ class AsyncClient(AsyncTransport):
         timeout_s: float | None = None,
         max_attempts: int | None = None,
     ) -> TaskInfo:
-        """Queue a task; ``timeout_s`` bounds each attempt (None: the daemon's default)."""
+        """Queue a task; ``timeout_s`` bounds each attempt (None: the daemon's default).
+
+        A text too large for one frame is sent first in chunks (``task.upload``), then
+        submitted by its upload id. The returned record's text may be clipped."""
+        upload = None
+        chunk = chunk_bytes((await self.hello()).max_frame_bytes)
+        if len(text) > chunk // 4 and len(text.encode()) > chunk:
+            for piece in utf8_chunks(text, chunk):
+                upload = (await self.task_upload(piece, upload=upload, swarm=swarm)).upload
+            text = ""
         return await self._op(
-            "task.submit", TaskInfo, swarm=swarm, text=text, type=type, priority=priority,
-            timeout_s=timeout_s, max_attempts=max_attempts,
+            "task.submit", TaskInfo, swarm=swarm, text=text, upload=upload, type=type,
+            priority=priority, timeout_s=timeout_s, max_attempts=max_attempts,
         )  # fmt: skip
 
+    async def task_upload(
+        self, data: str, *, upload: str | None = None, swarm: str | None = None
+    ) -> TaskUploadResult:
+        """Append ``data`` to a task text being uploaded (None: start a new upload)."""
+        return await self._op(
+            "task.upload", TaskUploadResult, swarm=swarm, data=data, upload=upload
+        )
+
     async def task_list(
-        self, swarm: str | None = None, status: str | None = None, limit: int = 100
+        self,
+        swarm: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
     ) -> TaskListResult:
-        """A swarm's tasks, optionally only those with ``status``."""
-        return await self._op("task.list", TaskListResult, swarm=swarm, status=status, limit=limit)
+        """A page of a swarm's tasks (summaries, newest first), optionally only those
+        with ``status``; pass ``next_cursor`` as ``cursor`` for the next page."""
+        return await self._op(
+            "task.list", TaskListResult, swarm=swarm, status=status, limit=limit, cursor=cursor
+        )
 
     async def task_status(self, task: str, swarm: str | None = None) -> TaskInfo:
-        """One task, with its result once finished."""
+        """One task, with its result once finished (``clipped`` if it is too large for
+        one reply: ``task_field`` gets the whole text, output or stderr)."""
         return await self._op("task.status", TaskInfo, swarm=swarm, task=task)
+
+    async def task_read(
+        self,
+        task: str,
+        field: TaskField = "output",
+        *,
+        offset: int = 0,
+        limit_bytes: int = 256 * 1024,
+        swarm: str | None = None,
+    ) -> TaskChunk:
+        """A byte range of a task's ``text``, ``output`` or ``stderr``."""
+        return await self._op(
+            "task.read", TaskChunk, swarm=swarm, task=task, field=field, offset=offset,
+            limit_bytes=limit_bytes,
+        )  # fmt: skip
+
+    async def task_field(
+        self, task: str, field: TaskField = "output", *, swarm: str | None = None
+    ) -> str:
+        """A task's whole ``text``, ``output`` or ``stderr``, read range by range."""
+        chunk = chunk_bytes((await self.hello()).max_frame_bytes)
+        parts: list[str] = []
+        offset = 0
+        while True:
+            got = await self.task_read(task, field, offset=offset, limit_bytes=chunk, swarm=swarm)
+            parts.append(got.data)
+            if got.eof or got.next_offset <= offset:
+                return "".join(parts)
+            offset = got.next_offset
+
+    async def task_full(self, task: TaskInfo) -> TaskInfo:
+        """``task`` with its clipped text, output and stderr fetched whole (unchanged if
+        nothing was clipped)."""
+        if not task.clipped:
+            return task
+        full = await self.task_status(task.id, swarm=task.swarm)
+        if task.text_bytes is not None or full.text_bytes is not None:
+            full.text = await self.task_field(task.id, "text", swarm=task.swarm)
+            full.text_bytes = None
+        res = full.result
+        if res is not None:
+            if res.output_bytes is not None:
+                res.output = await self.task_field(task.id, "output", swarm=task.swarm)
+                res.output_bytes = None
+            if res.stderr_bytes is not None:
+                res.stderr = await self.task_field(task.id, "stderr", swarm=task.swarm)
+                res.stderr_bytes = None
+        return full
 
     async def task_cancel(self, task: str, swarm: str | None = None) -> TaskInfo:
         """Cancel a queued or running task."""
@@ -250,9 +333,14 @@ class AsyncClient(AsyncTransport):
         timeout_s: float | None = None,
         swarm: str | None = None,
     ) -> TaskListResult:
-        """Block until ``tasks`` (or ``all`` of the swarm's) finished (``timeout_s`` None: no
-        limit). If ``timeout_s`` passes first, raises ``RequestTimeout`` whose
-        ``details["pending"]`` lists the unfinished tasks; they keep running."""
+        """Block until ``tasks`` (or, with ``all``, every unfinished task of the swarm, new
+        ones included) finished (``timeout_s`` None: no limit). If ``timeout_s`` passes
+        first, raises ``RequestTimeout`` whose ``details["pending"]`` lists the unfinished
+        tasks; they keep running.
+
+        The result holds task summaries that fit in one reply, ``counts`` by status of all
+        of them and how many were ``omitted`` (with ``all``: what finished during the wait,
+        listing the failed and cancelled ones)."""
         return await self._call(
             "task.wait", TaskListResult,
             {"swarm": swarm, "tasks": list(tasks), "all": all, "timeout_s": timeout_s},
@@ -266,7 +354,7 @@ class AsyncClient(AsyncTransport):
         )
 
     async def dlq_list(self, swarm: str | None = None, limit: int = 100) -> TaskListResult:
-        """Dead tasks (out of attempts)."""
+        """Dead tasks (out of attempts), as summaries."""
         return await self._op("dlq.list", TaskListResult, swarm=swarm, limit=limit)
 
     async def dlq_requeue(self, task: str | None = None, swarm: str | None = None) -> CountResult:

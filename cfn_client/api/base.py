@@ -20,13 +20,40 @@ R = TypeVar("R", bound=Result)
 __all__ = [
     "ClientBase",
     "build_args",
+    "chunk_bytes",
     "decode_result",
     "events_args",
     "loop_start_args",
+    "utf8_chunks",
     "wait_request_timeout",
 ]
 
 WAIT_MARGIN_S = 5.0
+#: Task texts up to this size go inline in ``task.submit``; larger ones are uploaded
+#: in chunks of this size (smaller if the daemon's frame cap asks for it).
+TEXT_CHUNK_BYTES = 256 * 1024
+
+
+def chunk_bytes(max_frame_bytes: int) -> int:
+    """Chunk size for uploads and reads under a daemon's frame cap (0: unknown)."""
+    if max_frame_bytes <= 0:
+        return TEXT_CHUNK_BYTES
+    # JSON may escape a byte as six (\u00XX); keep room for the envelope too.
+    return max(1024, min(TEXT_CHUNK_BYTES, max_frame_bytes // 8))
+
+
+def utf8_chunks(text: str, max_bytes: int) -> list[str]:
+    """``text`` cut into pieces of at most ``max_bytes`` UTF-8 bytes (whole characters)."""
+    data = text.encode()
+    out: list[str] = []
+    start = 0
+    while start < len(data):
+        end = min(start + max(max_bytes, 4), len(data))
+        while end < len(data) and (data[end] & 0xC0) == 0x80:
+            end -= 1
+        out.append(data[start:end].decode())
+        start = end
+    return out
 
 
 def build_args(op: str, args: Mapping[str, Any]) -> Args | dict[str, Any]:

@@ -55,12 +55,16 @@ from cfn_client.wire.schema.swarm import (
     SwarmScaleResult,
     SwarmStatusArgs,
     SwarmStatusResult,
+    TaskChunk,
     TaskCleanArgs,
     TaskInfo,
     TaskListArgs,
     TaskListResult,
+    TaskReadArgs,
     TaskRefArgs,
     TaskSubmitArgs,
+    TaskUploadArgs,
+    TaskUploadResult,
     TaskWaitArgs,
 )
 from cfn_client.wire.schema.system import (
@@ -131,6 +135,8 @@ OPS: dict[str, OpSpec] = {
     "task.retry": OpSpec(TaskRefArgs, TaskInfo, Role.operator),
     "task.wait": OpSpec(TaskWaitArgs, TaskListResult, Role.viewer),
     "task.clean": OpSpec(TaskCleanArgs, CountResult, Role.operator),
+    "task.upload": OpSpec(TaskUploadArgs, TaskUploadResult, Role.operator),
+    "task.read": OpSpec(TaskReadArgs, TaskChunk, Role.viewer),
     "dlq.list": OpSpec(DlqListArgs, TaskListResult, Role.viewer),
     "dlq.requeue": OpSpec(DlqRequeueArgs, CountResult, Role.operator),
     # events

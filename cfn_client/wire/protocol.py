@@ -103,6 +103,9 @@ class HelloResult(Result):
     uid: int
     user: str
     role: str
+    # The daemon's frame cap (0: an older daemon that did not say): clients size
+    # upload chunks and read ranges to fit.
+    max_frame_bytes: int = 0
 
 
 A = TypeVar("A", bound=Args)

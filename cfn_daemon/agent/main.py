@@ -163,13 +163,15 @@ async def amain(opts: dict[str, Any]) -> int:
     help="A local agent whose cfnd is gone this long exits (cfnd passes agents.orphan_after_s).",
 )
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto")
+@click.option("--log-file", hidden=True, help="stderr's file, to rotate by size (cfnd sets it).")
+@click.option("--log-max-bytes", type=click.IntRange(min=0), default=0, hidden=True)
 def main(**opts: Any) -> None:
     """cfn-agent — run tasks of one swarm from Redis (a local or remote worker)."""
     if "@" in opts["redis"] and ":" in opts["redis"].split("@", 1)[0].split("//", 1)[-1]:
         raise click.UsageError("--redis must not contain a password; use CFN_REDIS_PASSWORD")
     opts["type"] = opts.pop("type_")
     opts["id"] = opts.pop("agent_id")
-    configure_logging(opts["log_format"], "info")
+    configure_logging(opts["log_format"], "info", opts.pop("log_file"), opts.pop("log_max_bytes"))
     started = time.monotonic()
     try:
         rc = asyncio.run(amain(opts))

@@ -19,8 +19,9 @@ from cfn_client.wire.errors import Conflict, NotFound
 from cfn_client.wire.schema.loop import LoopStartArgs
 from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES
 from cfn_client.wire.schema.workflow import EpicInfo, EpicSpec, EpicStartArgs, PhaseInfo
+from cfn_daemon.cfnloop import retention
 from cfn_daemon.cfnloop.drivers import DriverPool
-from cfn_daemon.cfnloop.runner import LoopService
+from cfn_daemon.cfnloop.runner import LoopService, new_run_id
 from cfn_daemon.core import workflow
 from cfn_daemon.core.run_records import spend
 from cfn_daemon.queue.events import emit
@@ -59,12 +60,40 @@ class EpicService:
         await self.drivers.run(stop, self.loops.ready, self._resume)
 
     async def _resume(self) -> None:
+        self.drivers.start("epic-retention", self._retention)
         for info in await self.swarms.all():
             for raw in await self.redis.zrange(self.keys.epics(info.id), 0, -1):
                 async with self.drivers.skip_broken("epic", raw.decode()):
                     epic = await self.info(info.id, raw.decode())
                     if epic.status not in ("done", "failed"):
                         self._drive(info.id, epic.id)
+
+    async def _retention(self) -> None:
+        """Finished epics, with their runs, go ``loop.run_retention_s`` after they ended."""
+        while not self._stop.is_set():
+            retention_s = self.swarms.config().loop.run_retention_s
+            try:
+                cutoff = now_ms() - int(retention_s * 1000)
+                for swarm in await self.swarms.all():
+                    await self._expire(swarm.id, cutoff)
+            except Exception as exc:
+                log.exception("epic_retention_failed", error=str(exc))
+            await until_stopped(asyncio.sleep(min(max(retention_s / 4, 0.2), 3600.0)), self._stop)
+
+    async def _expire(self, swarm: str, cutoff_ms: int) -> None:
+        raw = await self.redis.zrangebyscore(
+            self.keys.epics(swarm), "-inf", cutoff_ms, start=0, num=retention.BATCH
+        )
+        for epic_id in (r.decode() for r in raw):
+            try:
+                epic = await self.info(swarm, epic_id)
+            except NotFound:
+                await self.redis.zrem(self.keys.epics(swarm), epic_id)
+                continue
+            if epic.status not in ("done", "failed"):
+                continue
+            runs = [p.run for p in epic.phases if p.run]
+            await retention.expire_epic(self.redis, self.keys, swarm, epic_id, runs, cutoff_ms)
 
     def _drive(self, swarm: str, epic_id: str) -> None:
         self.drivers.start(epic_id, lambda: self._driver(swarm, epic_id))
@@ -116,7 +145,11 @@ class EpicService:
         by_name = {p.name: p for p in spec.phases}
         out: dict[str, tuple[str, Any]] = {}
         for phase, run_id in runs.items():
-            run = await self.loops.info(swarm, run_id)
+            try:
+                run = await self.loops.info(swarm, run_id)
+            except NotFound:  # reserved, not started yet (or cfnd died in between)
+                out[phase] = ("running", None)
+                continue
             status = RUN_TO_PHASE.get(run.status, "running")
             p = by_name[phase]
             if status == "done" and (p.checks or p.min_confidence is not None):
@@ -199,7 +232,15 @@ class EpicService:
             )
             return True
         by_name = {p.name: p for p in spec.phases}
+        key = self.keys.epic(swarm, epic_id)
+        # A phase's run id is reserved (HSETNX) before the run starts, and the run is
+        # started by that id: a crash in between starts it on the next pass, once.
+        todo = [(n, r) for n, r in runs.items() if not await self.loops.exists(swarm, r)]
         for name in workflow.next_to_start(spec, flat):
+            run_id = new_run_id()
+            if await self.redis.hsetnx(key, f"phase:{name}", run_id):
+                todo.append((name, run_id))
+        for name, run_id in todo:
             phase = by_name[name]
             run = await self.loops.start(
                 LoopStartArgs(
@@ -217,9 +258,10 @@ class EpicService:
                     base=phase.base or spec.base,
                     checks=list(phase.checks) if (phase.repo or spec.repo) else [],
                     budget_usd=phase.budget_usd,
-                )
+                ),
+                run_id=run_id,
+                epic=epic_id,
             )
-            await self.redis.hsetnx(self.keys.epic(swarm, epic_id), f"phase:{name}", run.id)
             await emit(
                 self.redis,
                 self.keys,

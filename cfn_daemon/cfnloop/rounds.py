@@ -42,6 +42,11 @@ class Rounds:
         self.tasks = tasks
         self._votes_seen: set[tuple[str, int, str, str]] = set()
 
+    def forget(self, run_id: str) -> None:
+        self._votes_seen = {
+            v for v in self._votes_seen if v[0] != run_id and not v[0].startswith(f"{run_id}#")
+        }
+
     async def _tally(
         self,
         swarm: str,

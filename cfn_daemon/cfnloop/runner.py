@@ -35,8 +35,9 @@ from cfn_client.wire.schema.loop import (
     ModePreset,
     RunInfo,
 )
-from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES, Event
+from cfn_client.wire.schema.swarm import Event
 from cfn_daemon.agent import types as agent_types
+from cfn_daemon.cfnloop import retention
 from cfn_daemon.cfnloop.announce import announcements
 from cfn_daemon.cfnloop.drivers import DriverPool
 from cfn_daemon.cfnloop.evidence import WorkspaceInfo
@@ -46,7 +47,7 @@ from cfn_daemon.core import loop
 from cfn_daemon.core.placement import LIVE_STATUSES
 from cfn_daemon.core.run_records import impl_task_id, run_info, spend
 from cfn_daemon.queue import events
-from cfn_daemon.queue.events import emit
+from cfn_daemon.queue.events import emit, queue_events
 from cfn_daemon.queue.notify import NotifyHub, Pulse
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.settings.schema import LoopConfig
@@ -99,14 +100,18 @@ class LoopService:
                         self._drive(info.id, run_id)
 
     async def _retention(self) -> None:
-        """Remove finished runs' worktrees and branches after ``loop.workspace_retention_s``."""
+        """Remove finished runs' worktrees and branches after ``loop.workspace_retention_s``,
+        and the runs themselves after ``loop.run_retention_s``."""
         while not self._stop.is_set():
-            retention_s = self.swarms.config().loop.workspace_retention_s
+            cfg = self.swarms.config().loop
             try:
-                await self._sweep(retention_s)
+                await self._sweep(cfg.workspace_retention_s)
+                run_cutoff = now_ms() - int(cfg.run_retention_s * 1000)
+                for info in await self.swarms.all():
+                    await retention.expire_runs(self.redis, self.keys, info.id, run_cutoff)
             except Exception as exc:
                 log.exception("workspace_retention_failed", error=str(exc))
-            pause = min(max(retention_s / 4, 0.2), 3600.0)
+            pause = min(max(min(cfg.workspace_retention_s, cfg.run_retention_s) / 4, 0.2), 3600.0)
             await until_stopped(asyncio.sleep(pause), self._stop)
 
     async def _sweep(self, retention_s: float) -> None:
@@ -165,7 +170,12 @@ class LoopService:
                     f"run {run_id} is {state.status}: {rejected[0].reason}",
                     details={"status": state.status},
                 )
+            said = announcements(
+                state, new, event, effects, await self._extra(swarm, run_id, new, event)
+            )
             now = now_ms()
+            # Log entry, state and the step's events in one MULTI: a crash never leaves
+            # a persisted step unannounced (or an announced one unpersisted).
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.xadd(
                     self.keys.run_log(swarm, run_id),
@@ -179,11 +189,8 @@ class LoopService:
                         "updated_ms": now,
                     },
                 )
+                queue_events(pipe, self.keys, swarm, list(said))
                 await pipe.execute()
-        for etype, data in announcements(
-            state, new, event, effects, await self._extra(swarm, run_id, new, event)
-        ):
-            await emit(self.redis, self.keys, swarm, etype, data)
         self._pulse(run_id).fire()
         return new
 
@@ -209,8 +216,14 @@ class LoopService:
 
     # ------------------------------------------------------------------ ops
 
-    async def start(self, args: LoopStartArgs) -> RunInfo:
+    async def start(
+        self, args: LoopStartArgs, run_id: str | None = None, epic: str | None = None
+    ) -> RunInfo:
+        """Start a run; with ``run_id`` (an epic's reserved id) at most once: a run of
+        that id that exists already is returned as it is."""
         swarm = await self.swarms.resolve(args.swarm)
+        if run_id is not None and await self.redis.exists(self.keys.run(swarm, run_id)):
+            return await self.info(swarm, run_id)
         cfg = self.swarms.config().loop
         preset = MODES[args.mode] if args.mode else None
         sized_impl, sized_val = SIZING[args.complexity or "medium"]
@@ -245,7 +258,7 @@ class LoopService:
             if ws is not None and checks:
                 (checker,) = await self._recruit(swarm, ["checker"], "implementer", taken, spawned)
                 ws = replace(ws, checker=checker)
-            run_id = f"run-{uuid.uuid4().hex[:8]}"
+            run_id = run_id or new_run_id()
             state = loop.RunState(
                 run_id=run_id,
                 task=args.task,
@@ -267,6 +280,8 @@ class LoopService:
                 "updated_ms": now,
                 "mode": args.mode or "",
             }
+            if epic is not None:
+                mapping["epic"] = epic  # it expires with its epic, never on its own
             if ws is not None:
                 mapping["workspace"] = ws.encode()
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -369,6 +384,9 @@ class LoopService:
         worktrees, branches = await self.steps.evidence.workspace(run_id, ws).clean()
         return LoopCleanResult(run=run_id, worktrees=worktrees, branches=branches)
 
+    async def exists(self, swarm: str, run_id: str) -> bool:
+        return bool(await self.redis.exists(self.keys.run(swarm, run_id)))
+
     async def info(self, swarm: str, run_id: str) -> RunInfo:
         state = await self._load(swarm, run_id)
         return run_info(swarm, state, await self._fields(swarm, run_id))
@@ -393,9 +411,11 @@ class LoopService:
         return await self.info(swarm, run_id)
 
     async def _cancel_tasks(self, swarm: str, run_id: str) -> None:
-        for task in await self.swarms.tasks.recent(swarm, limit=10_000):
-            if task.id.startswith(f"{run_id}.") and task.status not in TERMINAL_TASK_STATUSES:
-                await self.swarms.tasks.cancel(swarm, task.id)
+        mine = [
+            t async for t in self.swarms.tasks.index.live_ids(swarm) if t.startswith(f"{run_id}.")
+        ]
+        for task_id in mine:
+            await self.swarms.tasks.cancel(swarm, task_id)
 
     async def follow(self, swarm: str, run_id: str) -> AsyncIterator[Event]:
         """The run's loop events so far, then live ones until it is at rest (finished, or
@@ -441,6 +461,22 @@ class LoopService:
     # ------------------------------------------------------------------ driving
 
     async def _driver(self, swarm: str, run_id: str) -> None:
+        try:
+            await self._drive_until_done(swarm, run_id)
+        finally:
+            if not self._stop.is_set():
+                self._forget(run_id)
+
+    def _forget(self, run_id: str) -> None:
+        """A finished (or gone) run's in-memory state goes with its driver; a later
+        human step (approve, reject) makes what it needs again."""
+        lock = self._locks.get(run_id)
+        if lock is not None and not lock.locked():
+            del self._locks[run_id]
+        self._pulses.pop(run_id, None)
+        self.steps.forget(run_id)
+
+    async def _drive_until_done(self, swarm: str, run_id: str) -> None:
         done_pulse = self.hub.pulses(swarm).done
         while not self._stop.is_set():
             waiters = [done_pulse.current(), self._pulse(run_id).current()]
@@ -480,6 +516,10 @@ class LoopService:
         finally:
             for t in tasks:
                 t.cancel()
+
+
+def new_run_id() -> str:
+    return f"run-{uuid.uuid4().hex[:8]}"
 
 
 def _sized(types: tuple[str, ...], count: int) -> list[str]:

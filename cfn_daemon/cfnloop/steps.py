@@ -51,6 +51,13 @@ class RunSteps:
         self._submitted: set[str] = set()
         self._costed: set[str] = set()
 
+    def forget(self, run_id: str) -> None:
+        """Drop what this process remembers of a finished run (bounded memory)."""
+        prefix = f"{run_id}."
+        self._submitted = {t for t in self._submitted if not t.startswith(prefix)}
+        self._costed = {t for t in self._costed if not t.startswith(prefix)}
+        self.rounds.forget(run_id)
+
     # ------------------------------------------------------------------ helpers
 
     @staticmethod

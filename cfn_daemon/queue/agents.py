@@ -168,7 +168,7 @@ class AgentRegistry:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 self.keys.agent(swarm, agent),
-                mapping={"status": status, "load": 0, "current_task": ""},
+                mapping={"status": status, "load": 0, "current_task": "", "gone_ms": now_ms()},
             )
             pipe.zrem(self.keys.heartbeats(swarm), agent)
             if event is not None:
@@ -180,6 +180,33 @@ class AgentRegistry:
                 )
                 pipe.publish(self.keys.notify(swarm), "ev")
             await pipe.execute()
+
+    async def forget_gone(self, swarm: str, gone_before_ms: int, keep: set[str]) -> list[str]:
+        """Forget agents gone (stopped, failed, lost) since before ``gone_before_ms``,
+        except those in ``keep``: record, streams, heartbeat and vote token, each
+        re-checked by the deleting script. Returns the forgotten ids."""
+        ids = [_text(a) for a in await self.redis.smembers(self.keys.agents(swarm))]
+        ids = [a for a in ids if a not in keep]
+        if not ids:
+            return []
+        now = now_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for agent in ids:
+                await self.scripts.run(
+                    "forget_agent",
+                    [
+                        self.keys.agents(swarm),
+                        self.keys.agent(swarm, agent),
+                        self.keys.work(swarm, agent),
+                        self.keys.inbox(swarm, agent),
+                        self.keys.heartbeats(swarm),
+                        self.keys.tokens(swarm),
+                    ],
+                    [agent, gone_before_ms, now],
+                    client=pipe,
+                )
+            done = await pipe.execute()
+        return [a for a, n in zip(ids, done, strict=True) if int(n)]
 
     async def forget(self, swarm: str, agent: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

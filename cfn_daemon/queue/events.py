@@ -24,14 +24,26 @@ _json = msgspec.json.Encoder()
 async def emit(redis: Any, keys: Keys, swarm: str, etype: str, data: dict[str, Any]) -> None:
     """Append an event and announce it (for changes not already made by a Lua script)."""
     async with redis.pipeline(transaction=True) as pipe:
+        queue_events(pipe, keys, swarm, [(etype, data)])
+        await pipe.execute()
+
+
+def queue_events(
+    pipe: Any, keys: Keys, swarm: str, items: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """Queue events (and one announcement) on ``pipe``: in a MULTI they are written
+    together with the state change they describe, or not at all."""
+    if not items:
+        return
+    ts = now_ms()
+    for etype, data in items:
         pipe.xadd(
             keys.events(swarm),
-            {"type": etype, "ts": now_ms(), "data": _json.encode(data)},
+            {"type": etype, "ts": ts, "data": _json.encode(data)},
             maxlen=EVENTS_MAXLEN,
             approximate=True,
         )
-        pipe.publish(keys.notify(swarm), "ev")
-        await pipe.execute()
+    pipe.publish(keys.notify(swarm), "ev")
 
 
 def decode_event(swarm: str, entry_id: Any, fields: dict[bytes, bytes]) -> Event:

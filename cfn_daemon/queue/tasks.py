@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from redis.exceptions import ResponseError
 
 from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound
-from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES, Priority, TaskInfo, TaskResult
+from cfn_client.wire.schema.swarm import Priority, TaskInfo, TaskResult
 from cfn_daemon.core.placement import PRIORITIES
+from cfn_daemon.queue.task_index import TaskIndex
+from cfn_daemon.queue.task_io import TaskIO
 from cfn_daemon.store.keys import DISPATCH_GROUP, EVENTS_MAXLEN, Keys
 from cfn_daemon.store.scripts import Scripts
 
@@ -79,6 +82,8 @@ class TaskQueue:
         self.redis = redis
         self.keys = keys
         self.scripts = scripts
+        self.index = TaskIndex(redis, keys, scripts)
+        self.io = TaskIO(redis, keys, scripts, decode_task)
 
     def _common(self, swarm: str) -> list[Any]:
         return [EVENTS_MAXLEN, self.keys.notify(swarm)]
@@ -139,6 +144,7 @@ class TaskQueue:
                 self.keys.tasks(swarm),
                 self.keys.queue(swarm, priority),
                 self.keys.events(swarm),
+                *self.keys.status_indexes(swarm),
             ],
             [tid, ts, *self._common(swarm), event, *fields],
         )
@@ -162,23 +168,30 @@ class TaskQueue:
             raws = await pipe.execute()
         return [decode_task(raw) for raw in raws if raw]
 
+    async def statuses(self, swarm: str, task_ids: list[str]) -> dict[str, str | None]:
+        """Each task's status (None: no such task), pipelined in batches."""
+        out: dict[str, str | None] = {}
+        for i in range(0, len(task_ids), 1000):
+            batch = task_ids[i : i + 1000]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for tid in batch:
+                    pipe.hget(self.keys.task(swarm, tid), "status")
+                raw = await pipe.execute()
+            out |= {
+                t: (_text(v) if v is not None else None) for t, v in zip(batch, raw, strict=True)
+            }
+        return out
+
     async def recent(
         self, swarm: str, status: str | None = None, limit: int = 100
     ) -> list[TaskInfo]:
-        """Newest first; filtering by status scans at most 10 000 recent tasks."""
-        scan = limit if status is None else 10_000
-        ids = [_text(t) for t in await self.redis.zrevrange(self.keys.tasks(swarm), 0, scan - 1)]
-        tasks = await self.get_many(swarm, ids)
-        if status is not None:
-            tasks = [t for t in tasks if t.status == status]
-        return tasks[:limit]
+        """The newest ``limit`` tasks (of ``status``), from the indexes: no scan."""
+        ids, _ = await self.index.page(swarm, status, limit)
+        return await self.get_many(swarm, ids)
 
     async def counts(self, swarm: str) -> dict[str, int]:
-        """Tasks by status over the retained history."""
-        out: dict[str, int] = {}
-        for t in await self.recent(swarm, limit=10_000):
-            out[t.status] = out.get(t.status, 0) + 1
-        return out
+        """Tasks by status over the retained history (O(1): the status indexes)."""
+        return await self.index.counts(swarm)
 
     async def queue_depths(self, swarm: str) -> dict[str, int]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -193,7 +206,12 @@ class TaskQueue:
         outcome = _text(
             await self.scripts.run(
                 "cancel",
-                [self.keys.task(swarm, task_id), self.keys.events(swarm), self.keys.delayed(swarm)],
+                [
+                    self.keys.task(swarm, task_id),
+                    self.keys.events(swarm),
+                    self.keys.delayed(swarm),
+                    *self.keys.status_indexes(swarm),
+                ],
                 [task_id, now_ms(), *self._common(swarm)],
             )
         )
@@ -211,12 +229,14 @@ class TaskQueue:
         reset_attempts: bool = False,
         priority: str | None = None,
     ) -> str:
-        """Run requeue.lua; returns the outcome (``queued`` or why not)."""
+        """Run requeue.lua; returns the outcome: ``queued``, ``failed`` (a lost agent's
+        last attempt), ``replica-running`` or ``missing``. A task whose status is not in
+        ``allowed`` raises Conflict (details: its ``status``) and is left as it is."""
         if priority is None:
             prio = await self.redis.hget(self.keys.task(swarm, task_id), "priority")
             priority = _text(prio) if prio else "normal"
-        return _text(
-            await self.scripts.run(
+        try:
+            reply = await self.scripts.run(
                 "requeue",
                 [
                     self.keys.task(swarm, task_id),
@@ -224,6 +244,7 @@ class TaskQueue:
                     self.keys.events(swarm),
                     self.keys.delayed(swarm),
                     self.keys.dlq(swarm),
+                    *self.keys.status_indexes(swarm),
                 ],
                 [
                     task_id,
@@ -234,25 +255,36 @@ class TaskQueue:
                     1 if reset_attempts else 0,
                 ],
             )
-        )
+        except ResponseError as exc:
+            message = str(exc)
+            if not message.startswith("NOTALLOWED "):
+                raise
+            status = message.split(" ", 1)[1]
+            raise Conflict(
+                f"task {task_id} is {status}; expected one of {', '.join(allowed)}",
+                details={"task": task_id, "status": status, "allowed": list(allowed)},
+            ) from None
+        return _text(reply)
 
     async def retry(self, swarm: str, task_id: str) -> TaskInfo:
-        """Run a finished (failed or cancelled) task again from attempt 1."""
+        """Run a finished (failed or cancelled) task again from attempt 1; its
+        dead-letter entry is dropped by the same script."""
         task = await self.get(swarm, task_id)
-        outcome = await self.requeue(
-            swarm,
-            task_id,
-            reason="manual-retry",
-            allowed=("failed", "cancelled"),
-            reset_attempts=True,
-            priority=task.priority,
-        )
-        if outcome != "queued":
-            raise Conflict(
-                f"task {task_id} is {outcome}; only failed or cancelled tasks can be retried",
-                details={"status": outcome},
+        try:
+            await self.requeue(
+                swarm,
+                task_id,
+                reason="manual-retry",
+                allowed=("failed", "cancelled"),
+                reset_attempts=True,
+                priority=task.priority,
             )
-        await self._drop_from_dlq(swarm, {task_id})
+        except Conflict as exc:
+            status = exc.details.get("status")
+            raise Conflict(
+                f"task {task_id} is {status}; only failed or cancelled tasks can be retried",
+                details={"status": status},
+            ) from None
         return await self.get(swarm, task_id)
 
     async def promote_due(self, swarm: str) -> int:
@@ -261,7 +293,10 @@ class TaskQueue:
         moved = 0
         for raw in due:
             tid = _text(raw)
-            outcome = await self.requeue(swarm, tid, reason="retry", allowed=("retrying",))
+            try:
+                outcome = await self.requeue(swarm, tid, reason="retry", allowed=("retrying",))
+            except Conflict:
+                outcome = "moved-on"  # cancelled (or retried by hand) meanwhile
             if outcome == "queued":
                 moved += 1
             else:
@@ -273,35 +308,49 @@ class TaskQueue:
         return int(first[0][1]) if first else None
 
     async def clean(self, swarm: str, older_than_s: float) -> int:
-        """Delete finished tasks last updated more than ``older_than_s`` ago."""
-        cutoff = now_ms() - int(older_than_s * 1000)
-        expired = [
-            t.id
-            for t in await self.recent(swarm, limit=10_000)
-            if t.status in TERMINAL_TASK_STATUSES and t.updated_ms <= cutoff
-        ]
-        if expired:
-            # One round trip for all of them, not one per task.
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(*(self.keys.task(swarm, tid) for tid in expired))
-                pipe.zrem(self.keys.tasks(swarm), *expired)
-                await pipe.execute()
-        return len(expired)
+        """Delete finished tasks that finished more than ``older_than_s`` ago (by index
+        ranges, each task re-checked in the deleting script); returns how many."""
+        return await self.index.expire(swarm, now_ms() - int(older_than_s * 1000))
 
     async def dlq_list(self, swarm: str, limit: int = 100) -> list[TaskInfo]:
+        """The newest dead-lettered tasks that are still failed (one entry per task)."""
         entries = await self.redis.xrevrange(self.keys.dlq(swarm), count=limit)
         ids = list(dict.fromkeys(_text(fields[b"t"]) for _, fields in entries))
-        return await self.get_many(swarm, ids)
+        return [t for t in await self.get_many(swarm, ids) if t.status == "failed"]
 
     async def dlq_requeue(self, swarm: str, task_id: str | None) -> int:
-        """Requeue one dead-lettered task, or all of them; returns how many."""
-        tasks = await self.dlq_list(swarm, limit=10_000)
+        """Requeue one dead-lettered task, or all of them; returns how many.
+
+        Each requeue drops the task's dead-letter entry in the same script; all of them
+        go a page of the DLQ stream at a time, never reading it whole."""
         if task_id is not None:
-            tasks = [t for t in tasks if t.id == task_id]
-            if not tasks:
+            task = await self.get(swarm, task_id)
+            if task.status != "failed":
                 raise NotFound(f"task {task_id!r} is not in the dead-letter queue of {swarm}")
-        done: set[str] = set()
-        for task in tasks:
+            await self._requeue_dead(swarm, task)
+            return 1
+        done = 0
+        after = "-"
+        for _ in range(100_000):  # bounded: a page of the stream per round
+            entries = await self.redis.xrange(self.keys.dlq(swarm), min=after, count=500)
+            if not entries:
+                break
+            after = "(" + _text(entries[-1][0])
+            ids = list(dict.fromkeys(_text(fields[b"t"]) for _, fields in entries))
+            gone = set(ids)  # entries no failed task needs any more
+            for task in await self.get_many(swarm, ids):
+                if task.status == "failed" and not await self._requeue_dead(swarm, task):
+                    gone.discard(task.id)
+                elif task.status == "failed":
+                    done += 1
+            # Entries of requeued or deleted tasks (an older cfnd kept no entry id).
+            stale = [eid for eid, f in entries if _text(f[b"t"]) in gone]
+            if stale:
+                await self.redis.xdel(self.keys.dlq(swarm), *stale)
+        return done
+
+    async def _requeue_dead(self, swarm: str, task: TaskInfo) -> bool:
+        try:
             outcome = await self.requeue(
                 swarm,
                 task.id,
@@ -310,18 +359,17 @@ class TaskQueue:
                 reset_attempts=True,
                 priority=task.priority,
             )
-            if outcome == "queued":
-                done.add(task.id)
-        await self._drop_from_dlq(swarm, done)
-        return len(done)
+        except Conflict:
+            return False  # retried by someone else meanwhile
+        return outcome == "queued"
 
-    async def _drop_from_dlq(self, swarm: str, task_ids: set[str]) -> None:
-        if not task_ids:
-            return
-        entries = await self.redis.xrange(self.keys.dlq(swarm))
-        stale = [eid for eid, fields in entries if _text(fields[b"t"]) in task_ids]
-        if stale:
-            await self.redis.xdel(self.keys.dlq(swarm), *stale)
+    async def trim_dlq(self, swarm: str, max_entries: int, max_age_s: float) -> None:
+        """Dead-letter retention: at most ``max_entries``, none older than ``max_age_s``."""
+        min_id = f"{max(0, now_ms() - int(max_age_s * 1000))}-0"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xtrim(self.keys.dlq(swarm), maxlen=max_entries, approximate=True)
+            pipe.xtrim(self.keys.dlq(swarm), minid=min_id, approximate=True)
+            await pipe.execute()
 
     # ------------------------------------------------------------------ dispatcher side
 
@@ -345,6 +393,7 @@ class TaskQueue:
                 ]
                 for agent in agents:
                     keys += [self.keys.agent(swarm, agent), self.keys.work(swarm, agent)]
+                keys += self.keys.status_indexes(swarm)
                 await self.scripts.run(
                     "assign",
                     keys,
@@ -368,9 +417,12 @@ class TaskQueue:
         requeued = []
         for _, fields in entries:
             tid = _text(fields[b"t"])
-            outcome = await self.requeue(
-                swarm, tid, reason="agent-lost", allowed=("assigned", "running")
-            )
+            try:
+                outcome = await self.requeue(
+                    swarm, tid, reason="agent-lost", allowed=("assigned", "running")
+                )
+            except Conflict:
+                continue  # finished or cancelled meanwhile: nothing to give back
             if outcome == "queued":
                 requeued.append(tid)
         await self.redis.delete(work)
@@ -386,6 +438,7 @@ class TaskQueue:
                 self.keys.task(swarm, task_id),
                 self.keys.agent(swarm, agent),
                 self.keys.events(swarm),
+                *self.keys.status_indexes(swarm),
             ],
             [task_id, agent, now_ms(), *self._common(swarm)],
         )
@@ -414,6 +467,7 @@ class TaskQueue:
                     self.keys.events(swarm),
                     self.keys.delayed(swarm),
                     self.keys.dlq(swarm),
+                    *self.keys.status_indexes(swarm),
                 ],
                 [
                     task_id,

@@ -113,6 +113,9 @@ class LoopConfig(Section):
     max_diff_bytes: Annotated[int, Meta(ge=1024, le=1 << 20)] = 64 * 1024
     # A finished run's worktrees and branches are removed this long after it ended.
     workspace_retention_s: Annotated[float, Meta(gt=0.0, le=365 * 86_400.0)] = 7 * 86_400.0
+    # A finished run (record, event log, vote streams) or epic is deleted this long
+    # after it ended.
+    run_retention_s: Annotated[float, Meta(gt=0.0, le=3650 * 86_400.0)] = 30 * 86_400.0
 
 
 class SwarmConfig(Section):
@@ -127,7 +130,12 @@ class TasksConfig(Section):
     retry_max_s: PositiveSeconds = 60.0
     # A task waiting longer than this is served before newer higher-priority tasks.
     aging_s: PositiveSeconds = 30.0
+    # Finished tasks, and dead-letter entries, are deleted this long after they ended.
     retention_s: PositiveSeconds = 7 * 86_400.0
+    # The dead-letter queue keeps at most this many entries (the oldest go first).
+    dlq_max_entries: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000
+    # The largest task text `task.submit` takes (sent in chunks with `task.upload`).
+    max_text_bytes: Annotated[int, Meta(ge=1024, le=512 << 20)] = 64 << 20
     default_timeout_s: Annotated[float, Meta(ge=0.0, le=86_400.0)] = 0.0  # 0: no limit
 
 
@@ -151,6 +159,12 @@ class AgentsConfig(Section):
     # At most this many LLM CLI processes (kind claude/codex) run at once across every
     # swarm; more work waits in the queue. 0: no limit.
     max_llm_processes: Annotated[int, Meta(ge=0, le=1000)] = 0
+    # An agent gone (stopped, failed, lost) this long is forgotten: its record, streams
+    # and vote token are deleted (`agent list` stops showing it).
+    forget_after_s: PositiveSeconds = 3600.0
+    # A local agent's log file is rotated past this size (one older file is kept);
+    # 0: never. cfnd's own log goes to stderr (journald under systemd).
+    log_max_bytes: Annotated[int, Meta(ge=0, le=1 << 40)] = 10 << 20
 
 
 class AgentTypeConfig(Section):

@@ -15,6 +15,15 @@ DISPATCH_GROUP = "dispatch"
 DISPATCH_CONSUMER = "cfnd"
 AGENT_GROUP = "agent"
 EVENTS_MAXLEN = 10_000
+# Task statuses in lifecycle order; each has its own index zset (see status_index) and
+# the Lua scripts that move a task pass all of them, in this order, as their last KEYS.
+TASK_STATUSES = (
+    "queued", "assigned", "running", "retrying", "succeeded", "failed", "cancelled",
+)  # fmt: skip
+# swarm_state field: the status indexes are complete (a swarm made by an older cfnd
+# gets them rebuilt once on start; see TaskQueue.ensure_indexes).
+TASK_INDEX_FIELD = "task_index"
+TASK_INDEX_VERSION = "1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +75,20 @@ class Keys:
     def tasks(self, swarm: str) -> str:
         """zset: task id → created ms (listing, retention)."""
         return f"{self._s(swarm)}:tasks"
+
+    def status_index(self, swarm: str, status: str) -> str:
+        """zset: ids of the tasks in ``status`` → ms they entered it. Kept by the Lua
+        scripts that change a task's status, so counts are ZCARDs (O(1)), listing by
+        status pages exactly, and retention takes ranges of the finished ones."""
+        return f"{self._s(swarm)}:st:{status}"
+
+    def status_indexes(self, swarm: str) -> list[str]:
+        """Every status index, in TASK_STATUSES order (the scripts' last KEYS)."""
+        return [self.status_index(swarm, s) for s in TASK_STATUSES]
+
+    def upload(self, swarm: str, upload_id: str) -> str:
+        """string (with a TTL): a task text being sent in chunks (``task.upload``)."""
+        return f"{self._s(swarm)}:upload:{upload_id}"
 
     def delayed(self, swarm: str) -> str:
         """zset: task id → due ms for retries waiting out their backoff."""

@@ -33,7 +33,12 @@ from cfn_daemon.util.aio import until_stopped
 
 log = structlog.get_logger("cfn.dispatch")
 READ_COUNT = 500
+PENDING_PAGES_MAX = 100_000  # 50M entries: a bound, not a limit anyone reaches
 RECHECK_S = 2.0  # safety net: re-examine the backlog even if a notification was missed
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def ensure_groups(redis: Any, queues: list[str]) -> None:
@@ -74,7 +79,7 @@ class Dispatcher:
             try:
                 if first:
                     await ensure_groups(self.store.redis, self.queues)
-                    await self._read("0")  # our pending entries from before a restart
+                    await self._read_pending()  # our pending entries from before a restart
                     first = False
                 await self._read(">")
                 await self._assign_backlog()
@@ -104,22 +109,50 @@ class Dispatcher:
             if not entries:
                 return
             await self._remember(entries)
-            if start == "0" or len(entries) < READ_COUNT:
+            if len(entries) < READ_COUNT:
                 return
+
+    async def _read_pending(self) -> None:
+        """Every entry of our pending list (the whole of it, a page at a time per queue):
+        what a previous cfnd read but had not assigned when it stopped."""
+        after: dict[Any, Any] = dict.fromkeys(self.queues, "0")
+        for _ in range(PENDING_PAGES_MAX):
+            if not after:
+                return
+            reply: Any = await self.store.redis.xreadgroup(
+                DISPATCH_GROUP, DISPATCH_CONSUMER, after, count=READ_COUNT
+            )
+            pages = {_text(q): items for q, items in reply or []}
+            entries = [(q, eid, f) for q, items in pages.items() for eid, f in items]
+            await self._remember(entries)
+            for queue in list(after):
+                items = pages.get(queue, [])
+                if len(items) < READ_COUNT:
+                    del after[queue]  # this queue's pending list is done
+                else:
+                    after[queue] = _text(items[-1][0])
+        log.warning("dispatch_pending_not_drained", swarm=self.swarm, pages=PENDING_PAGES_MAX)
 
     async def _remember(self, entries: list[tuple[Any, Any, Any]]) -> None:
         fresh = []
+        deleted: dict[str, list[str]] = {}
         for queue, eid, fields in entries:
             entry_id = eid.decode() if isinstance(eid, bytes) else str(eid)
             if not fields:
+                # Pending, but the entry itself is gone (XDEL'd): nothing to assign.
+                deleted.setdefault(_text(queue), []).append(entry_id)
                 continue
             tid = fields[b"t"].decode()
             prio = (queue.decode() if isinstance(queue, bytes) else queue).rsplit(":", 1)[1]
             fresh.append((entry_id, tid, prio))
+        if not fresh and not deleted:
+            return
         async with self.store.redis.pipeline(transaction=False) as pipe:
+            for queue, ids in deleted.items():
+                pipe.xack(queue, DISPATCH_GROUP, *ids)
             for _, tid, _ in fresh:
                 pipe.hmget(self.store.keys.task(self.swarm, tid), "type", "enqueued_ms", "target")
-            meta = await pipe.execute()
+            meta = (await pipe.execute())[len(deleted) :]
         for (entry_id, tid, prio), (ttype, enq, target) in zip(fresh, meta, strict=True):
             self.backlog[entry_id] = Pending(
                 entry_id,

@@ -38,6 +38,7 @@ from cfn_daemon.settings.runtime import ConfigManager
 from cfn_daemon.settings.schema import Config
 from cfn_daemon.store import Store
 from cfn_daemon.store.client import is_outage
+from cfn_daemon.store.keys import TASK_INDEX_FIELD, TASK_INDEX_VERSION
 from cfn_daemon.store.scripts import Scripts
 from cfn_daemon.swarm.context import LlmSlots, SwarmContext
 from cfn_daemon.swarm.dispatcher import Dispatcher, ensure_groups
@@ -110,6 +111,8 @@ class SwarmService:
                     await self._publish_agent_types()
                     for info in await self.all():
                         if info.status == "active":
+                            # Once per swarm from an older cfnd: its task status indexes.
+                            await self.tasks.index.ensure(info.id)
                             self._start_runtime(info)
                         elif info.status == "draining":
                             # cfnd died mid-destroy: finish the job (again after a failure).
@@ -296,7 +299,10 @@ class SwarmService:
                 status="active",
                 created_ms=now_ms(),
             )
-            mapping = {k: v for k, v in msgspec.structs.asdict(info).items() if k != "agents"}
+            mapping: dict[str, Any] = {
+                k: v for k, v in msgspec.structs.asdict(info).items() if k != "agents"
+            }
+            mapping[TASK_INDEX_FIELD] = TASK_INDEX_VERSION  # a new swarm's indexes are whole
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self.store.keys.swarm_state(sid), mapping=mapping)
                 pipe.sadd(self.store.keys.swarms, sid)

@@ -38,6 +38,7 @@ from cfn_daemon.queue.events import emit
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.store import Store
 from cfn_daemon.store.client import describe_error, is_unavailable_error
+from cfn_daemon.swarm import retention
 from cfn_daemon.swarm.context import SwarmContext
 from cfn_daemon.util.aio import until_stopped
 
@@ -91,6 +92,7 @@ class Supervisor:
     """Keeps one swarm's agents alive and its retries moving."""
 
     def __init__(self, ctx: SwarmContext, state_dir: Path) -> None:
+        self.ctx = ctx
         self.swarm = ctx.swarm
         self.store = ctx.store
         self.tasks = ctx.tasks
@@ -105,6 +107,7 @@ class Supervisor:
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self.keeper = ctx.keeper
         self.ready = asyncio.Event()
+        self._spawn_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ loop
 
@@ -128,19 +131,12 @@ class Supervisor:
                 try:
                     await self._renew_lease(interval)
                     now = asyncio.get_running_loop().time()
-                    if now >= next_clean:  # retention: finished tasks expire
-                        retention = self.config().tasks.retention_s
-                        expired = await self.tasks.clean(self.swarm, retention)
-                        if expired:
-                            await emit(
-                                self.store.redis,
-                                self.store.keys,
-                                self.swarm,
-                                "task.expired",
-                                {"count": expired, "retention_s": retention},
-                            )
+                    if now >= next_clean:  # retention: tasks, DLQ, dead agents
+                        for gone in await retention.sweep(self.ctx, set(self.local)):
+                            for path in (f"{gone}.log", f"{gone}.log.1"):
+                                (self.log_dir / path).unlink(missing_ok=True)
                         # Check again after a tenth of the retention, at most every 5 min.
-                        next_clean = now + min(CLEAN_EVERY_S, retention / 10)
+                        next_clean = now + min(CLEAN_EVERY_S, self.config().tasks.retention_s / 10)
                     await self.tasks.promote_due(self.swarm)
                     await self._check_lapsed()
                     await self._replace_due()
@@ -174,7 +170,28 @@ class Supervisor:
         capabilities: list[str] | None = None,
         count: int = 1,
     ) -> list[str]:
-        """Start ``count`` local agents of ``agent_type``; returns their ids."""
+        """Start ``count`` local agents of ``agent_type``; returns their ids.
+
+        The room check and the placeholder records are made under one lock, so
+        concurrent spawns never take a swarm past ``max_agents``."""
+        async with self._spawn_lock:
+            return await self._spawn(agent_type, role, capabilities, count)
+
+    async def ensure_one(self, agent_type: str) -> list[str]:
+        """Spawn one agent of ``agent_type`` unless one is live or the swarm is full
+        (checked and spawned under the spawn lock: concurrent callers spawn one)."""
+        async with self._spawn_lock:
+            swarm = self.info()
+            live = [a for a in await self.registry.all(self.swarm) if a.status in LIVE_STATUSES]
+            if swarm is None or swarm.status != "active" or len(live) >= swarm.max_agents:
+                return []
+            if any(a.type == agent_type for a in live):
+                return []
+            return await self._spawn(agent_type, None, None, 1)
+
+    async def _spawn(
+        self, agent_type: str, role: str | None, capabilities: list[str] | None, count: int
+    ) -> list[str]:
         cfg = self.config()
         spec = agent_types.resolve(agent_type, cfg.agent_types)
         swarm = self.info()
@@ -246,6 +263,10 @@ class Supervisor:
             "--local",
             "--log-format",
             "json",
+            "--log-file",
+            str(self.log_dir / f"{agent.id}.log"),
+            "--log-max-bytes",
+            str(cfg.agents.log_max_bytes),
         ]
         for cap in agent.capabilities:
             argv += ["--capability", cap]
@@ -461,7 +482,17 @@ class Supervisor:
                 pid=0,
             )
             try:
-                await self._start(fresh, spec)
+                async with self._spawn_lock:  # the room check and the spawn, as one step
+                    live = [
+                        a for a in await self.registry.all(self.swarm) if a.status in LIVE_STATUSES
+                    ]
+                    if len(live) >= swarm.max_agents:
+                        log.warning(
+                            "replacement_skipped_swarm_full", swarm=self.swarm, agent=dead.id,
+                            max_agents=swarm.max_agents,
+                        )  # fmt: skip
+                        continue
+                    await self._start(fresh, spec)
                 await emit(
                     self.store.redis,
                     self.store.keys,

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+from typing import TextIO
+
 import click
 
 from cfn_client.api.sync import Client
 from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, Duration, choice_of, confirm_or_require_yes, pass_env
 from cfn_client.wire.errors import EXIT_ERROR, EXIT_OK
-from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES, Priority, TaskInfo, TaskStatus
+from cfn_client.wire.schema.swarm import (
+    TERMINAL_TASK_STATUSES,
+    Priority,
+    TaskField,
+    TaskInfo,
+    TaskStatus,
+)
 
 WAIT_TIMEOUT_HELP = "Stop waiting after this long (e.g. 30, 5m) and exit 1; the task keeps running."
 
 
 @click.command()
-@click.argument("text", metavar='"TASK"')
+@click.argument("text", metavar='"TASK"', required=False)
+@click.option(
+    "-f", "--file", "text_file", type=click.File("r", encoding="utf-8"),
+    help="Read the task text from FILE ('-': stdin), of any size up to tasks.max_text_bytes.",
+)  # fmt: skip
 @click.option("--type", "task_type", default="shell", show_default=True, help="Task type.")
 @click.option("--priority", type=choice_of(Priority), default="normal", show_default=True)
 @click.option("--wait", is_flag=True, help="Wait for the result, print its output, exit by it.")
@@ -31,16 +43,26 @@ WAIT_TIMEOUT_HELP = "Stop waiting after this long (e.g. 30, 5m) and exit 1; the 
 )  # fmt: skip
 @pass_env
 def run(
-    env: CliEnv, text: str, task_type: str, priority: Priority, wait: bool,
-    wait_s: float | None, task_timeout: float | None, max_attempts: int | None,
+    env: CliEnv, text: str | None, text_file: TextIO | None, task_type: str, priority: Priority,
+    wait: bool, wait_s: float | None, task_timeout: float | None, max_attempts: int | None,
 ) -> None:  # fmt: skip
-    """Queue TASK on the current swarm and print its id.
+    """Queue TASK (or the text of --file) on the current swarm and print its id.
 
     With --wait, block until it finishes, print its output and exit 0 if it
     succeeded, 1 otherwise (its error and the tail of its stderr go to stderr).
+    A text larger than one frame is sent in chunks; outputs of any size are read
+    back in ranges.
     """
     if wait_s is not None and not wait:
         raise click.UsageError("--timeout is how long --wait waits; add --wait")
+    if (text is None) == (text_file is None):
+        raise click.UsageError('give the task as "TASK" or with --file (one of them)')
+    if text_file is not None:
+        try:
+            text = text_file.read()
+        except UnicodeDecodeError as exc:
+            raise click.UsageError(f"--file: not UTF-8 text ({exc.reason})") from None
+    assert text is not None
 
     def submit(c: Client) -> TaskInfo:
         task = c.task_submit(
@@ -50,7 +72,8 @@ def run(
         if not wait:
             return task
         done = c.task_wait([task.id], timeout_s=wait_s, swarm=task.swarm).tasks
-        return next((t for t in done if t.id == task.id), task)
+        # The wait's reply holds a summary; the output is printed whole.
+        return c.task_full(next((t for t in done if t.id == task.id), task))
 
     task = env.call(submit)
     if not wait:
@@ -93,12 +116,15 @@ def task() -> None:
 
 @task.command("list")
 @click.option("--status", type=choice_of(TaskStatus), help="Only tasks in this state.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=1000), default=100, show_default=True)
+@click.option("--cursor", metavar="CURSOR", help="Continue after a previous page.")
 @pass_env
-def list_(env: CliEnv, status: str | None, limit: int) -> None:
-    """List the swarm's tasks."""
-    result = env.call(lambda c: c.task_list(env.swarm, status=status, limit=limit))
+def list_(env: CliEnv, status: str | None, limit: int, cursor: str | None) -> None:
+    """List the swarm's tasks, newest first, a page at a time."""
+    result = env.call(lambda c: c.task_list(env.swarm, status=status, limit=limit, cursor=cursor))
     env.emit(result, lambda: render.tasks_table(result.tasks))
+    if result.next_cursor and not env.json:
+        env.warn(f"more tasks: add --cursor {result.next_cursor}")
 
 
 @task.command("status")
@@ -106,8 +132,28 @@ def list_(env: CliEnv, status: str | None, limit: int) -> None:
 @pass_env
 def status(env: CliEnv, task_id: str) -> None:
     """Show a task and its result: ok, exit code, output, error, agent, attempts, duration."""
-    result = env.call(lambda c: c.task_status(task_id, env.swarm))
+    result = env.call(lambda c: c.task_full(c.task_status(task_id, env.swarm)))
     env.emit(result, lambda: render.task_info(result))
+
+
+@task.command("output")
+@click.argument("task_id", metavar="ID")
+@click.option("--stderr", "field", flag_value="stderr", help="Its stderr instead.")
+@click.option("--text", "field", flag_value="text", help="Its task text instead.")
+@pass_env
+def output(env: CliEnv, task_id: str, field: TaskField | None) -> None:
+    """Print a task's whole output (or stderr, or text), read in ranges of any size."""
+
+    def stream(c: Client) -> None:
+        offset = 0
+        while True:
+            got = c.task_read(task_id, field or "output", offset=offset, swarm=env.swarm)
+            click.echo(got.data, nl=False)
+            if got.eof or got.next_offset <= offset:
+                return
+            offset = got.next_offset
+
+    env.call(stream)
 
 
 @task.command("cancel")
@@ -142,7 +188,10 @@ def wait(env: CliEnv, task_ids: tuple[str, ...], all_: bool, wait_s: float | Non
     if bool(task_ids) == all_:
         raise click.UsageError("give task IDs or --all (not both)")
     result = env.call(lambda c: c.task_wait(task_ids, all=all_, timeout_s=wait_s, swarm=env.swarm))
-    env.emit(result, lambda: render.wait_outcomes(result.tasks))
+    env.emit(result, lambda: render.wait_outcomes(result.tasks, result.counts, result.omitted))
+    if result.omitted:  # counts cover every task, the list only what fit in one reply
+        bad = sum(n for s, n in result.counts.items() if s != "succeeded")
+        env.exit(EXIT_OK if not bad else EXIT_ERROR)
     env.exit(_outcome(env, result.tasks, wait_s, tails=False))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cfn_client.cli.render.common import (
@@ -103,23 +103,39 @@ def task_change(task: TaskInfo, action: str) -> str:
     return f"task {task.id} {action}; now {task.status}"
 
 
-def wait_outcomes(tasks: Sequence[TaskInfo]) -> str:
-    """``cfnctl task wait``: one row per waited task, then a summary."""
-    if not tasks:
+def wait_outcomes(
+    tasks: Sequence[TaskInfo], counts: Mapping[str, int] | None = None, omitted: int = 0
+) -> str:
+    """``cfnctl task wait``: one row per waited task, then a summary. With ``omitted``
+    (more tasks than one reply holds), the summary comes from ``counts``."""
+    if not tasks and not counts:
         return "no tasks to wait for"
-    rows = []
-    for t in tasks:
-        res = t.result
-        exit_code = "-" if res is None or res.exit_code is None else res.exit_code
-        duration = "-" if res is None else format_run_time(res.duration_ms)
-        rows.append([t.id, t.status, exit_code, t.agent or "-", duration,
-                     shorten(task_error(t) or "", 40) or "-"])  # fmt: skip
+    if omitted and counts:
+        total = sum(counts.values())
+        rows = _outcome_rows(tasks)
+        shown = table(["ID", "STATUS", "EXIT", "AGENT", "DURATION", "ERROR"], rows) + "\n\n"
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        return (shown if rows else "") + (
+            f"{counts.get('succeeded', 0)} of {total} succeeded ({parts}; {omitted} not listed)"
+        )
+    rows = _outcome_rows(tasks)
     ok = sum(t.status == "succeeded" for t in tasks)
     unfinished = sum(t.status not in TERMINAL_TASK_STATUSES for t in tasks)
     summary = f"{ok} of {len(tasks)} succeeded"
     if unfinished:
         summary += f", {unfinished} still unfinished"
     return table(["ID", "STATUS", "EXIT", "AGENT", "DURATION", "ERROR"], rows) + "\n\n" + summary
+
+
+def _outcome_rows(tasks: Sequence[TaskInfo]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for t in tasks:
+        res = t.result
+        exit_code = "-" if res is None or res.exit_code is None else res.exit_code
+        duration = "-" if res is None else format_run_time(res.duration_ms)
+        rows.append([t.id, t.status, exit_code, t.agent or "-", duration,
+                     shorten(task_error(t) or "", 40) or "-"])  # fmt: skip
+    return rows
 
 
 def stderr_tail(task: TaskInfo, lines: int = STDERR_TAIL_LINES) -> str:

@@ -76,6 +76,12 @@ class TaskResult(Result, kw_only=True):
     input_tokens: int = 0
     output_tokens: int = 0
     num_turns: int = 0
+    # Set in summaries and clipped replies: the full sizes of output / stderr (UTF-8
+    # bytes) when only their last bytes are here (``task.read`` returns them whole),
+    # and whether a large ``feedback`` was left out.
+    output_bytes: int | None = None
+    stderr_bytes: int | None = None
+    feedback_clipped: bool = False
 
 
 class TaskInfo(Result, kw_only=True):
@@ -95,6 +101,10 @@ class TaskInfo(Result, kw_only=True):
     result: TaskResult | None = None
     target: str | None = None  # only this agent may run it (CFN loop roles)
     context: dict[str, Any] = {}
+    # True when this reply shortened the text, the error or the result's output /
+    # stderr / feedback to fit a frame (``text_bytes``: the text's full size).
+    clipped: bool = False
+    text_bytes: int | None = None
 
 
 class Delivery(Result, kw_only=True):
@@ -183,7 +193,11 @@ class AgentSendArgs(SwarmArgs, kw_only=True):
 
 
 class TaskSubmitArgs(SwarmArgs, kw_only=True):
-    text: str
+    """``text`` inline, or ``upload``: the id of a text sent before with ``task.upload``
+    (for a text too large for one frame)."""
+
+    text: str = ""
+    upload: str | None = None
     type: str = "shell"
     priority: Priority = "normal"
     timeout_s: float | None = None
@@ -193,6 +207,26 @@ class TaskSubmitArgs(SwarmArgs, kw_only=True):
 class TaskListArgs(SwarmArgs, kw_only=True):
     status: str | None = None
     limit: int = 100
+    cursor: str | None = None  # a previous page's ``next_cursor``
+
+
+class TaskUploadArgs(SwarmArgs, kw_only=True):
+    """One chunk of a task text; ``upload`` None starts a new upload."""
+
+    data: str
+    upload: str | None = None
+
+
+TaskField = Literal["text", "output", "stderr"]
+
+
+class TaskReadArgs(SwarmArgs, kw_only=True):
+    """A byte range of one of a task's big fields."""
+
+    task: str
+    field: TaskField = "output"
+    offset: int = 0
+    limit_bytes: int = 256 * 1024
 
 
 class TaskRefArgs(SwarmArgs, kw_only=True):
@@ -258,7 +292,32 @@ class AgentListResult(Result, kw_only=True):
 
 
 class TaskListResult(Result, kw_only=True):
+    """Task summaries (see ``TaskInfo.clipped``). ``next_cursor``: more tasks follow
+    (pass it as ``cursor``). From ``task.wait``: ``counts`` by final status of every
+    waited task, and ``omitted``, how many of them did not fit in this reply."""
+
     tasks: list[TaskInfo]
+    next_cursor: str | None = None
+    counts: dict[str, int] = {}
+    omitted: int = 0
+
+
+class TaskUploadResult(Result, kw_only=True):
+    upload: str
+    bytes: int  # the upload's size so far
+
+
+class TaskChunk(Result, kw_only=True):
+    """``data`` is ``field`` from byte ``offset`` to ``next_offset`` (never splitting a
+    character); ``eof`` when ``next_offset == total_bytes``."""
+
+    task: str
+    field: TaskField
+    offset: int
+    data: str
+    next_offset: int
+    total_bytes: int
+    eof: bool
 
 
 class CountResult(Result, kw_only=True):

@@ -71,6 +71,7 @@ class SystemOps:
             uid=ctx.peer.uid,
             user=ctx.peer.user,
             role=ctx.peer.role.name,
+            max_frame_bytes=self.server.max_frame_bytes,
         )
 
     async def ping(self, ctx: RequestContext, args: PingArgs) -> PingResult:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from cfn_client.wire.errors import InvalidArgs, RequestTimeout
+import msgspec
+
+from cfn_client.wire.errors import InvalidArgs, NotFound, RequestTimeout
 from cfn_client.wire.schema.swarm import (
     TERMINAL_TASK_STATUSES,
     CountResult,
@@ -16,22 +19,32 @@ from cfn_client.wire.schema.swarm import (
     Event,
     EventsArgs,
     EventsResult,
+    TaskChunk,
     TaskCleanArgs,
     TaskInfo,
     TaskListArgs,
     TaskListResult,
+    TaskReadArgs,
     TaskRefArgs,
     TaskSubmitArgs,
+    TaskUploadArgs,
+    TaskUploadResult,
     TaskWaitArgs,
 )
 from cfn_daemon.agent import types as agent_types
 from cfn_daemon.api.router import Handler, RequestContext, Router
 from cfn_daemon.core.placement import LIVE_STATUSES
+from cfn_daemon.core.task_views import JSON_WORST_GROWTH, byte_range, fitted, page_within
 from cfn_daemon.queue import events
+from cfn_daemon.queue.task_index import encode_cursor
 from cfn_daemon.swarm.service import SwarmService
 from cfn_daemon.util.aio import until_stopped
 
+_json = msgspec.json.Encoder()
 WAIT_RECHECK_S = 5.0
+MAX_PAGE = 1000  # tasks per list page
+MAX_WAIT_IDS = 100_000
+WAIT_SHOWN_FAILURES = 50  # `task wait --all` lists at most this many failed / cancelled
 
 
 @dataclass
@@ -48,6 +61,8 @@ class TaskOps:
             "task.retry": self.retry,
             "task.wait": self.wait,
             "task.clean": self.clean,
+            "task.upload": self.upload,
+            "task.read": self.read,
             "dlq.list": self.dlq_list,
             "dlq.requeue": self.dlq_requeue,
             "events.list": self.events_list,
@@ -65,9 +80,20 @@ class TaskOps:
             raise InvalidArgs(f"swarm {swarm} is {info.status}; it takes no new tasks")
         cfg = self.service.config()
         agent_types.resolve(args.type, cfg.agent_types)  # unknown type: a clear error now
+        text = args.text
+        if args.upload is not None:
+            if text:
+                raise InvalidArgs("give the task's text or an upload id, not both")
+            text = await self.service.tasks.io.take_upload(swarm, args.upload)
+        if len(text) > cfg.tasks.max_text_bytes or len(text.encode()) > cfg.tasks.max_text_bytes:
+            raise InvalidArgs(
+                f"task text of {len(text.encode())} bytes is over tasks.max_text_bytes "
+                f"({cfg.tasks.max_text_bytes})",
+                details={"max_text_bytes": cfg.tasks.max_text_bytes},
+            )
         task = await self.service.tasks.submit(
             swarm,
-            text=args.text,
+            text=text,
             type=args.type,
             priority=args.priority,
             timeout_s=args.timeout_s or (cfg.tasks.default_timeout_s or None),
@@ -76,8 +102,49 @@ class TaskOps:
                 args.max_attempts if args.max_attempts is not None else cfg.tasks.max_attempts
             ),
         )
+        if args.upload is not None:
+            await self.service.tasks.io.drop_upload(swarm, args.upload)
         await self._ensure_worker(swarm, args.type, info.max_agents)
-        return task
+        return fitted(task, self._budget())
+
+    def _budget(self) -> int:
+        """Bytes a reply may use: half the frame cap leaves room for the envelope and
+        for JSON, which is larger than msgpack."""
+        return self.service.config().daemon.max_frame_bytes // 2
+
+    async def upload(self, ctx: RequestContext, args: TaskUploadArgs) -> TaskUploadResult:
+        """One chunk of a task text too large for one frame (then ``task.submit upload=``)."""
+        swarm = await self.service.resolve(args.swarm)
+        limit = self.service.config().tasks.max_text_bytes
+        uid, size = await self.service.tasks.io.upload(swarm, args.upload, args.data, limit)
+        return TaskUploadResult(upload=uid, bytes=size)
+
+    async def read(self, ctx: RequestContext, args: TaskReadArgs) -> TaskChunk:
+        """A byte range of a task's text, output or stderr (sized to fit a frame)."""
+        swarm = await self.service.resolve(args.swarm)
+        if args.offset < 0 or args.limit_bytes < 1:
+            raise InvalidArgs(
+                f"offset {args.offset}, limit_bytes {args.limit_bytes}: expected offset >= 0 "
+                "and limit_bytes >= 1"
+            )
+        value = await self.service.tasks.io.field(swarm, args.task, args.field)
+        room = self._budget() - 1024  # the chunk's envelope
+        limit = min(args.limit_bytes, room)
+        data, next_offset, total = byte_range(value, args.offset, limit)
+        # JSON escapes control characters (up to six bytes for one): shrink until the
+        # chunk fits whatever framing the caller speaks.
+        while len(_json.encode(data)) > room and limit > room // JSON_WORST_GROWTH:
+            limit //= 2
+            data, next_offset, total = byte_range(value, args.offset, limit)
+        if args.offset > total:
+            raise InvalidArgs(
+                f"offset {args.offset} is past the end of the task's {args.field} ({total} bytes)",
+                details={"total_bytes": total},
+            )
+        return TaskChunk(
+            task=args.task, field=args.field, offset=min(args.offset, total), data=data,
+            next_offset=next_offset, total_bytes=total, eof=next_offset >= total,
+        )  # fmt: skip
 
     async def _ensure_worker(self, swarm: str, agent_type: str, max_agents: int) -> None:
         """Out of the box: with no agent of the task's type, start one (room permitting)."""
@@ -88,53 +155,143 @@ class TaskOps:
         if any(a.type == agent_type for a in agents) or len(agents) >= max_agents:
             return
         rt = await self.service.runtime(swarm)
-        await rt.supervisor.spawn(agent_type)
+        await rt.supervisor.ensure_one(agent_type)  # re-checked under the spawn lock
 
     async def list_tasks(self, ctx: RequestContext, args: TaskListArgs) -> TaskListResult:
+        """A page of task summaries, newest first; ``next_cursor`` continues it."""
         swarm = await self.service.resolve(args.swarm)
-        return TaskListResult(tasks=await self.service.tasks.recent(swarm, args.status, args.limit))
+        if not 1 <= args.limit <= MAX_PAGE:
+            raise InvalidArgs(f"limit {args.limit}: expected 1..{MAX_PAGE} (page with cursor)")
+        queue = self.service.tasks
+        pairs, more = await queue.index.page_scored(swarm, args.status, args.limit, args.cursor)
+        shown, left = await self._fit(swarm, [t for t, _ in pairs])
+        scores = dict(pairs)
+        cursor = None
+        if shown and (more or left):
+            cursor = encode_cursor(scores[shown[-1].id], shown[-1].id)
+        return TaskListResult(tasks=shown, next_cursor=cursor)
 
     async def status(self, ctx: RequestContext, args: TaskRefArgs) -> TaskInfo:
-        return await self.service.tasks.get(await self.service.resolve(args.swarm), args.task)
+        """The task whole if it fits a reply, else clipped (``clipped``; see task.read)."""
+        task = await self.service.tasks.get(await self.service.resolve(args.swarm), args.task)
+        return fitted(task, self._budget())
 
     async def cancel(self, ctx: RequestContext, args: TaskRefArgs) -> TaskInfo:
-        return await self.service.tasks.cancel(await self.service.resolve(args.swarm), args.task)
+        swarm = await self.service.resolve(args.swarm)
+        return fitted(await self.service.tasks.cancel(swarm, args.task), self._budget())
 
     async def retry(self, ctx: RequestContext, args: TaskRefArgs) -> TaskInfo:
-        return await self.service.tasks.retry(await self.service.resolve(args.swarm), args.task)
+        swarm = await self.service.resolve(args.swarm)
+        return fitted(await self.service.tasks.retry(swarm, args.task), self._budget())
 
     async def wait(self, ctx: RequestContext, args: TaskWaitArgs) -> TaskListResult:
-        """Block until every named task (or every task, with ``all``) is finished."""
+        """Block until every named task (or, with ``all``, every unfinished task of the
+        swarm) is finished. Reads statuses only while waiting (one HGET per task still
+        unfinished, pipelined); the reply carries summaries that fit in a frame and
+        ``counts`` of all of them."""
         swarm = await self.service.resolve(args.swarm)
         if not args.tasks and not args.all:
             raise InvalidArgs("name the tasks to wait for, or set all=true")
-        queue = self.service.tasks
-        ids = list(args.tasks)
         if args.all:
-            ids = [t.id for t in await queue.recent(swarm, limit=10_000)]
-        for tid in ids:
-            await queue.get(swarm, tid)  # unknown ids fail now, not after the wait
+            return await self._wait_all(swarm, args.timeout_s)
+        ids = list(dict.fromkeys(args.tasks))
+        if len(ids) > MAX_WAIT_IDS:
+            raise InvalidArgs(f"{len(ids)} task ids: expected at most {MAX_WAIT_IDS} per wait")
+        queue = self.service.tasks
+        statuses = await queue.statuses(swarm, ids)
+        unknown = [t for t in ids if statuses[t] is None]
+        if unknown:  # unknown ids fail now, not after the wait
+            raise NotFound(
+                f"no task {unknown[0]!r} in swarm {swarm}; `cfnctl task list` shows the tasks",
+                details={"task": unknown[0], "swarm": swarm, "unknown": unknown[:100]},
+            )
+        pending = [t for t in ids if statuses[t] not in TERMINAL_TASK_STATUSES]
         pulse = self.service.hub.pulses(swarm).done
         loop = asyncio.get_running_loop()
         deadline = None if args.timeout_s is None else loop.time() + args.timeout_s
-        while True:
+        while pending:
             waiter = pulse.current()
-            tasks = await queue.get_many(swarm, ids)
-            if all(t.status in TERMINAL_TASK_STATUSES for t in tasks):
-                return TaskListResult(tasks=tasks)
+            now = await queue.statuses(swarm, pending)
+            statuses |= now
+            pending = [t for t in pending if now[t] not in TERMINAL_TASK_STATUSES]
+            if not pending:
+                break
             remaining = WAIT_RECHECK_S if deadline is None else deadline - loop.time()
             if remaining <= 0:
-                pending = [t.id for t in tasks if t.status not in TERMINAL_TASK_STATUSES]
                 raise RequestTimeout(
                     f"{len(pending)} task(s) still unfinished after {args.timeout_s} s: "
                     f"{', '.join(pending[:10])}",
-                    details={"pending": pending},
+                    details={"pending": pending[:100], "pending_count": len(pending)},
                 )
             await until_stopped(
                 asyncio.wait_for(waiter.wait(), min(remaining, WAIT_RECHECK_S)), self.stop
             )
             if self.stop.is_set():
                 raise RequestTimeout("cfnd is shutting down; wait again when it is back")
+        counts: dict[str, int] = {}
+        for tid in ids:
+            st = statuses[tid] or "missing"  # deleted meanwhile (task clean)
+            counts[st] = counts.get(st, 0) + 1
+        # The ones that did not succeed first: if not all fit, those matter most.
+        order = sorted(ids, key=lambda t: statuses[t] == "succeeded")
+        if len(ids) <= MAX_PAGE:
+            order = ids
+        tasks, omitted = await self._fit(swarm, order)
+        return TaskListResult(tasks=tasks, counts=counts, omitted=omitted)
+
+    async def _fit(self, swarm: str, ids: list[str]) -> tuple[list[TaskInfo], int]:
+        """Summaries of ``ids`` in order until the reply budget is used; the rest is
+        counted (and not read)."""
+        budget = self._budget()
+        out: list[TaskInfo] = []
+        step = 16  # small first reads: a page of big records fills up fast
+        i = 0
+        while i < len(ids):
+            batch = ids[i : i + step]
+            chunk, left = page_within(await self.service.tasks.io.summaries(swarm, batch), budget)
+            out += chunk
+            budget -= sum(len(_json.encode(t)) + 1 for t in chunk)
+            i += len(batch)
+            if left or budget <= 0:
+                # Tasks read but deleted meanwhile are neither shown nor omitted.
+                return out, len(ids) - i + left
+            step = min(step * 2, 200)
+        return out, 0
+
+    async def _wait_all(self, swarm: str, timeout_s: float | None) -> TaskListResult:
+        """Until the swarm has no unfinished task (new ones count too, like ``pueue
+        wait``): O(1) checks of the status indexes. Reports what finished meanwhile."""
+        index = self.service.tasks.index
+        started_ms = int(time.time() * 1000)
+        pulse = self.service.hub.pulses(swarm).done
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while True:
+            waiter = pulse.current()
+            unfinished = await index.unfinished(swarm)
+            if not unfinished:
+                break
+            remaining = WAIT_RECHECK_S if deadline is None else deadline - loop.time()
+            if remaining <= 0:
+                raise RequestTimeout(
+                    f"{unfinished} task(s) still unfinished after {timeout_s} s",
+                    details={"pending_count": unfinished},
+                )
+            await until_stopped(
+                asyncio.wait_for(waiter.wait(), min(remaining, WAIT_RECHECK_S)), self.stop
+            )
+            if self.stop.is_set():
+                raise RequestTimeout("cfnd is shutting down; wait again when it is back")
+        counts = {k: v for k, v in (await index.finished_since(swarm, started_ms)).items() if v}
+        bad = [
+            tid
+            for status in ("failed", "cancelled")
+            for tid in await index.finished_ids_since(
+                swarm, status, started_ms, WAIT_SHOWN_FAILURES
+            )
+        ]
+        tasks, _ = await self._fit(swarm, bad)
+        return TaskListResult(tasks=tasks, counts=counts, omitted=sum(counts.values()) - len(tasks))
 
     async def clean(self, ctx: RequestContext, args: TaskCleanArgs) -> CountResult:
         swarm = await self.service.resolve(args.swarm)
@@ -142,7 +299,11 @@ class TaskOps:
 
     async def dlq_list(self, ctx: RequestContext, args: DlqListArgs) -> TaskListResult:
         swarm = await self.service.resolve(args.swarm)
-        return TaskListResult(tasks=await self.service.tasks.dlq_list(swarm, args.limit))
+        if not 1 <= args.limit <= MAX_PAGE:
+            raise InvalidArgs(f"limit {args.limit}: expected 1..{MAX_PAGE}")
+        tasks = await self.service.tasks.dlq_list(swarm, args.limit)
+        shown, left = page_within(tasks, self._budget())
+        return TaskListResult(tasks=shown, omitted=left)
 
     async def dlq_requeue(self, ctx: RequestContext, args: DlqRequeueArgs) -> CountResult:
         swarm = await self.service.resolve(args.swarm)

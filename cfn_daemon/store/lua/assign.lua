@@ -1,5 +1,5 @@
 -- Move one queue entry to one or more agents' work streams (replicas), atomically.
--- KEYS: task, queue, events, then (agent hash, work stream) per agent
+-- KEYS: task, queue, events, then (agent hash, work stream) per agent, the 7 status indexes
 -- ARGV: task id, queue entry id, now, maxlen, channel, dispatch group, via, agent ids...
 -- Returns 1 assigned, 0 dropped (task no longer queued), -1 kept (an agent is gone).
 for i = 8, #ARGV do
@@ -17,6 +17,7 @@ for i = 8, #ARGV do
   redis.call('HINCRBY', KEYS[4 + n * 2], 'load', 1)
   agents[#agents + 1] = ARGV[i]
 end
+set_status(ARGV[1], 'queued', 'assigned', ARGV[3])
 redis.call('HSET', KEYS[1], 'status', 'assigned', 'agent', table.concat(agents, ','),
   'updated_ms', ARGV[3], 'pending_replicas', #agents)
 emit(KEYS[3], ARGV[4], ARGV[5], ARGV[3], 'task.assigned',

@@ -1,6 +1,6 @@
 -- An agent finished a task: store the result once, ack, update the agent, and
 -- decide success / retry with backoff / dead-letter, in one round trip.
--- KEYS: task, work stream, agent hash, events, delayed zset, dlq
+-- KEYS: task, work stream, agent hash, events, delayed zset, dlq, the 7 status indexes
 -- ARGV: task id, agent id, work entry id, now, maxlen, channel, ok (1/0), result JSON,
 --       duration ms, retry base ms, retry max ms, error text
 local now = tonumber(ARGV[4])
@@ -30,6 +30,7 @@ if st ~= 'running' and st ~= 'assigned' then
 end
 if ARGV[7] == '1' then
   -- 'cancel' stops a replica still running it (reliability strategy) at its next heartbeat.
+  set_status(ARGV[1], st, 'succeeded', now)
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'result', ARGV[8], 'error', '', 'cancel', '1',
     'updated_ms', ARGV[4], 'finished_ms', ARGV[4], 'agent', ARGV[2])
   emit(KEYS[4], ARGV[5], ARGV[6], ARGV[4], 'task.succeeded',
@@ -44,14 +45,16 @@ local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
 local max_attempts = tonumber(redis.call('HGET', KEYS[1], 'max_attempts') or '1')
 if attempts < max_attempts then
   local delay = math.min(tonumber(ARGV[10]) * 2 ^ (attempts - 1), tonumber(ARGV[11]))
+  set_status(ARGV[1], st, 'retrying', now)
   redis.call('HSET', KEYS[1], 'status', 'retrying', 'agent', '')
   redis.call('ZADD', KEYS[5], now + delay, ARGV[1])
   emit(KEYS[4], ARGV[5], ARGV[6], ARGV[4], 'task.retrying',
     {task = ARGV[1], agent = ARGV[2], attempt = attempts, delay_ms = delay, error = ARGV[12]})
   return 'retrying'
 end
-redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_ms', ARGV[4])
-redis.call('XADD', KEYS[6], '*', 't', ARGV[1], 'error', ARGV[12])
+set_status(ARGV[1], st, 'failed', now)
+local dlq_entry = redis.call('XADD', KEYS[6], '*', 't', ARGV[1], 'error', ARGV[12])
+redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_ms', ARGV[4], 'dlq_entry', dlq_entry)
 emit(KEYS[4], ARGV[5], ARGV[6], ARGV[4], 'task.failed',
   {task = ARGV[1], agent = ARGV[2], attempts = attempts, error = ARGV[12]})
 redis.call('PUBLISH', ARGV[6], 'done:' .. ARGV[1])

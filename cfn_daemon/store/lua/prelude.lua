@@ -6,3 +6,22 @@ local function emit(events_key, maxlen, channel, now, etype, data)
     'type', etype, 'ts', now, 'data', cjson.encode(data))
   redis.call('PUBLISH', channel, 'ev')
 end
+
+-- Task status indexes: the scripts that change a task's status pass the seven index
+-- zsets (queued .. cancelled, see keys.TASK_STATUSES) as their LAST seven KEYS. Each
+-- index scores a task by when it entered that status, so counts are ZCARDs and
+-- retention takes score ranges of the finished ones.
+local STATUS_SLOT = {queued = 0, assigned = 1, running = 2, retrying = 3,
+  succeeded = 4, failed = 5, cancelled = 6}
+local function status_key(status)
+  local key = KEYS[#KEYS - 6 + STATUS_SLOT[status]]
+  if string.sub(key, -(#status + 4)) ~= ':st:' .. status then
+    error('cfn: status indexes must be the last seven KEYS (got ' .. key .. ')')
+  end
+  return key
+end
+local function set_status(tid, old, new, now)
+  if old == new then return end
+  if old and STATUS_SLOT[old] then redis.call('ZREM', status_key(old), tid) end
+  redis.call('ZADD', status_key(new), now, tid)
+end
