@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -47,6 +48,10 @@ from cfn_daemon.swarm.service import SwarmService
 from cfn_daemon.util.aio import until_stopped
 from cfn_daemon.util.logs import configure_logging
 from cfn_daemon.util.sdnotify import Notifier
+from cfn_daemon.web.ops import WebOps
+
+if TYPE_CHECKING:
+    from cfn_daemon.web.app import Console
 
 log = structlog.get_logger("cfn.daemon")
 
@@ -150,7 +155,37 @@ class Daemon:
         self.loops = LoopService(self.swarms, self.hub)
         self.epics = EpicService(self.loops)
         LoopOps(self.loops, self.epics).register(self.router)
+        self.web: Console | None = None
+        if cfg.web.enabled:
+            try:
+                self.web = self._console()
+            except BaseException:
+                await self._stack.aclose()
+                raise
+        web = self.web
+        WebOps(lambda: (web.base_url, web.book) if web is not None else None).register(self.router)
         return self
+
+    def _console(self) -> Console:
+        """The web console, bound to its port (imported only when enabled)."""
+        from cfn_daemon.web.app import Console
+
+        async def swarm_ids() -> list[str]:
+            return [s.id for s in await self.swarms.all() if s.status != "destroyed"]
+
+        console = Console(
+            self.settings.web,
+            router=self.router,
+            hub=self.hub,
+            redis=lambda: self.store.redis,
+            keys=self.store.keys,
+            swarms=swarm_ids,
+            state_dir=self.state_dir,
+            stop=self._stop,
+        )
+        console.bind()
+        self._stack.callback(console.close)
+        return console
 
     async def __aexit__(
         self,
@@ -191,6 +226,8 @@ class Daemon:
             tg.create_task(self.epics.run(swarm_stop), name="epics")
             if self.store.embedded is not None:
                 tg.create_task(self._supervise_embedded(), name="embedded-redis")
+            if self.web is not None:
+                tg.create_task(self.web.serve(self._stop), name="web-console")
             if self.notifier.watchdog_interval_s:
                 tg.create_task(self._watchdog(self.notifier.watchdog_interval_s), name="watchdog")
             self.ready.set()
