@@ -109,6 +109,32 @@ async def test_without_a_session_everything_is_401_and_a_token_works_once(
         page = await login(cfn, browser)
         assert await page.inner_text("h1") == "Overview"
         assert await page.locator("#swarm-web1").count() == 1
+        # The overview follows the swarm live: a task runs, its count changes in place.
+        await page.evaluate("window.__sameDocument = true")
+        await cfn.call("agent.create", type="shell", count=2)
+        task = await cfn.call("task.submit", text="echo hello-from-the-web")
+        await cfn.call("task.wait", tasks=[task.id], timeout_s=60)
+        await playwright_api.expect(page.locator("#swarm-web1")).to_contain_text(
+            "1 succeeded", timeout=WAIT_MS
+        )
+        assert await page.evaluate("window.__sameDocument") is True
+        # The swarm, tasks, task and agent pages.
+        await page.goto(f"{base}/swarms/web1")
+        assert await page.locator("svg.topology g.node").count() == 2
+        assert "Hub:" in await page.inner_text("figcaption")
+        await shoot(page, "swarm")
+        await page.goto(f"{base}/swarms/web1/tasks?status=succeeded")
+        assert await page.locator(f"a[href='/swarms/web1/tasks/{task.id}']").count() == 1
+        await page.goto(f"{base}/swarms/web1/tasks?status=failed")
+        assert await page.locator(f"a[href='/swarms/web1/tasks/{task.id}']").count() == 0
+        await page.goto(f"{base}/swarms/web1/tasks/{task.id}")
+        assert "hello-from-the-web" in await page.inner_text("main")
+        assert await page.get_by_role("button", name="Retry").count() == 1
+        done = await cfn.call("task.status", task=task.id)
+        await page.goto(f"{base}/swarms/web1/agents/{done.result.agent}")
+        assert "100 % of 1 recent" in await page.inner_text("main")
+        assert await page.locator("pre.log").count() == 1
+        assert await page.locator(f"a[href='/swarms/web1/tasks/{task.id}']").count() == 1
         # The link is spent: a second browser cannot use it.
         link = await cfn.web_login()
         await page.goto(link.url)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -14,11 +15,14 @@ from cfn_client.api import AsyncClient
 from cfn_client.wire.errors import ConfigError
 from cfn_client.wire.protocol import Role
 from cfn_client.wire.schema.swarm import AgentInfo, Event
+from cfn_client.wire.schema.workflow import EpicInfo, PhaseInfo
 from cfn_daemon.queue.events import emit
 from cfn_daemon.settings.load import load_config
 from cfn_daemon.web import svg, timeline
 from cfn_daemon.web.auth import Identity, SessionBook, csrf_ok, same_origin
 from cfn_daemon.web.calls import throughput
+from cfn_daemon.web.pages import _read_inside
+from cfn_daemon.web.views import environment
 from tests.conftest import DaemonFactory
 from tests.daemon_proc import CFNCTL
 
@@ -129,6 +133,42 @@ def test_throughput_over_the_last_hour() -> None:
     done, failed, buckets = throughput(events, now)
     assert (done, failed) == (2, 1)
     assert buckets[-1] == (1, 1) and sum(a for a, _ in buckets) == 2
+
+
+def test_epic_page_draws_the_phase_layers() -> None:
+    epic = EpicInfo(
+        id="e1",
+        swarm="s",
+        name="auth",
+        status="running",
+        phases=[
+            PhaseInfo(name="design", status="done", run="run-1", decision="PROCEED"),
+            PhaseInfo(name="api", status="running", run="run-2", depends_on=["design"]),
+            PhaseInfo(name="ui", status="waiting", depends_on=["design"]),
+        ],
+        order=[["design"], ["api", "ui"]],
+    )
+    html = (
+        environment()
+        .get_template("epic.html")
+        .render(
+            session=None, can_act=False, csrf="", csrf_field="csrf", path="/", swarm="s", epic=epic
+        )
+    )
+    assert html.index("layer 1") < html.index("design") < html.index("layer 2")
+    assert html.index("layer 2") < html.index("api") < html.index("ui")
+    assert 'href="/swarms/s/runs/run-2"' in html and "after design" in html
+
+
+def test_artifacts_are_read_only_inside_the_state_dir(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    (root / "run-1").mkdir(parents=True)
+    (root / "run-1" / "impl.patch").write_text("+fixed\n")
+    (tmp_path / "secret").write_text("no")
+    (root / "run-1" / "link.patch").symlink_to(tmp_path / "secret")
+    assert _read_inside(root / "run-1" / "impl.patch", root) == "+fixed\n"
+    assert _read_inside(root / "run-1" / "link.patch", root) is None
+    assert _read_inside(root / "run-1" / "missing.patch", root) is None
 
 
 async def test_fifty_consoles_cost_the_redis_reads_of_one(daemon_factory: DaemonFactory) -> None:

@@ -59,6 +59,7 @@ def build_app(state: WebState) -> Starlette:
         Route(f"{task}/cancel", actions.task_cancel, methods=["POST"]),
         Route("/swarms/{swarm}/dlq/requeue", actions.dlq_requeue, methods=["POST"]),
         Route(run, pages.run_page),
+        Route(f"{run}/artifacts/{{name}}", pages.artifact_page),
         Route(f"{run}/approve", actions.run_approve, methods=["POST"]),
         Route(f"{run}/reject", actions.run_reject, methods=["POST"]),
         Route(f"{run}/extend", actions.run_extend, methods=["POST"]),

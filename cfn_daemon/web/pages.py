@@ -14,7 +14,7 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from cfn_client.wire.errors import CfnError, InvalidArgs
+from cfn_client.wire.errors import CfnError, InvalidArgs, NotFound
 from cfn_client.wire.schema.swarm import TaskInfo
 from cfn_daemon.web import calls as data
 from cfn_daemon.web import svg, timeline
@@ -31,6 +31,7 @@ from cfn_daemon.web.views import (
 
 Route = Callable[[Request], Awaitable[Response]]
 LOG_TAIL_BYTES = 16 * 1024
+ARTIFACT_BYTES = 1 << 20
 TASK_STATUSES = ("queued", "assigned", "running", "retrying", "succeeded", "failed", "cancelled")
 
 
@@ -208,6 +209,34 @@ async def run_page(request: Request, s: Session) -> Response:
         gate=timeline.gate_threshold(mine),
         live_url=f"/live/run/{swarm}/{run_id}?after={after}",
     )
+
+
+@gated
+async def artifact_page(request: Request, s: Session) -> Response:
+    """A run's saved artifact (a candidate's full patch, a check's log) as text."""
+    swarm, run_id, name = (request.path_params[k] for k in ("swarm", "run", "name"))
+    run = await web(request).calls(s.who, "loop.status", swarm=swarm, run=run_id)
+    if name not in run.artifacts:
+        raise NotFound(f"run {run_id} has no artifact {name!r}; it has {sorted(run.artifacts)}")
+    root = (web(request).state_dir / "artifacts").resolve()
+    text = await asyncio.to_thread(_read_inside, Path(run.artifacts[name]), root)
+    if text is None:
+        raise NotFound(f"artifact {name!r} of run {run_id} is gone (workspace retention)")
+    return page(request, "artifact.html", run=run, name=name, text=text)
+
+
+def _read_inside(path: Path, root: Path) -> str | None:
+    """The file's text (at most ARTIFACT_BYTES) if it lies under ``root``."""
+    try:
+        real = path.resolve()
+        if not real.is_relative_to(root):
+            return None
+        with real.open("rb") as f:
+            data = f.read(ARTIFACT_BYTES + 1)
+    except OSError:
+        return None
+    text = data[:ARTIFACT_BYTES].decode(errors="replace")
+    return text + ("\n[... cut at 1 MiB]" if len(data) > ARTIFACT_BYTES else "")
 
 
 @gated
