@@ -21,13 +21,16 @@ from cfn_daemon.app import Daemon
 from tests.conftest import DaemonFactory
 
 playwright_api = pytest.importorskip("playwright.async_api")
+expect = playwright_api.expect
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/bootstrap installs it)"
 )
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "agents"
 WEB = {"web.enabled": True, "web.listen": "127.0.0.1:0"}
-FAST = {"agents.heartbeat_interval_s": 0.2, "agents.lapse_s": 3.0, "agents.stop_grace_s": 1.0}
+# Quick to stop; but a generous heartbeat lapse: chromium and other tests share two
+# cores, and a validator declared hung would stall the round the test watches.
+FAST = {"agents.lapse_s": 30.0, "agents.stop_grace_s": 1.0}
 WAIT_MS = 60_000  # generous: two shared cores, several agent processes
 SHOTS = os.environ.get("CFN_WEB_SCREENSHOTS")
 
@@ -114,9 +117,7 @@ async def test_without_a_session_everything_is_401_and_a_token_works_once(
         await cfn.call("agent.create", type="shell", count=2)
         task = await cfn.call("task.submit", text="echo hello-from-the-web")
         await cfn.call("task.wait", tasks=[task.id], timeout_s=60)
-        await playwright_api.expect(page.locator("#swarm-web1")).to_contain_text(
-            "1 succeeded", timeout=WAIT_MS
-        )
+        await expect(page.locator("#swarm-web1")).to_contain_text("1 succeeded", timeout=WAIT_MS)
         assert await page.evaluate("window.__sameDocument") is True
         # The swarm, tasks, task and agent pages.
         await page.goto(f"{base}/swarms/web1")
@@ -185,9 +186,10 @@ async def test_run_timeline_fills_live_and_an_escalation_is_answered_from_the_in
         round_entry = page.locator('[data-type="loop.round"]')
         assert "failed" in await round_entry.inner_text()
         assert "input validation is missing" in await round_entry.inner_text()
-        assert await page.inner_text("#run-status") == "escalated"
-        # The answer forms appeared live too (operator).
-        assert await page.locator("#run-actions button", has_text="Approve").count() == 1
+        # The status and the answer forms (operator) follow the entry: wait for them.
+        await expect(page.locator("#run-status")).to_have_text("escalated", timeout=WAIT_MS)
+        approve = page.locator("#run-actions button", has_text="Approve")
+        await expect(approve).to_have_count(1, timeout=WAIT_MS)
         await shoot(page, "run")
         await page.goto(d.web.base_url + "/")
         assert await page.inner_text("#n-escalated") == "1"
