@@ -191,6 +191,28 @@ async def test_fifty_consoles_cost_the_redis_reads_of_one(daemon_factory: Daemon
     assert feed.reads <= 21
 
 
+async def test_cfnd_stops_promptly_with_a_live_page_open(daemon_factory: DaemonFactory) -> None:
+    d = await daemon_factory(**WEB)
+    assert d.web is not None
+    session = d.web.book.redeem(d.web.book.issue_token(ALICE))
+    assert session is not None
+    host, port = d.web.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET /live/overview HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Cookie: cfn_session={session.id}\r\n\r\n".encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
+    await asyncio.wait_for(reader.readuntil(b"retry: 2000"), 30)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    d.request_stop()
+    rest = await asyncio.wait_for(reader.read(), 30)  # the stream ends: EOF
+    assert loop.time() - started < 5, rest
+    writer.close()
+
+
 async def test_cfnctl_web_prints_a_login_link_or_says_the_console_is_off(
     daemon_factory: DaemonFactory,
 ) -> None:
