@@ -104,7 +104,8 @@ async def test_without_a_session_everything_is_401_and_a_token_works_once(
     async with AsyncClient(d.socket_path) as cfn:
         await cfn.call("swarm.init", topology="star", max_agents=4, name="web1")
         anon = await browser.new_context()  # type: ignore[attr-defined]
-        for path in ("/", "/inbox", "/swarms/web1", "/live/overview", "/swarms/web1/tasks"):
+        paths = ("/", "/inbox", "/swarms/web1", "/live/overview", "/swarms/web1/tasks", "/nope")
+        for path in paths:
             resp = await anon.request.get(base + path)
             assert resp.status == 401, path
         resp = await anon.request.post(base + "/swarms/web1/dlq/requeue", form={"csrf": "x"})

@@ -32,13 +32,15 @@ from cfn_daemon.web import actions, pages, sse
 from cfn_daemon.web.auth import SessionBook
 from cfn_daemon.web.calls import Calls
 from cfn_daemon.web.live import LiveFeed
-from cfn_daemon.web.views import HERE, WebState, error_page
+from cfn_daemon.web.views import HERE, WebState, error_page, session_of, unauthorized
 
 log = structlog.get_logger("cfn.web")
 GRACE_S = 2.0
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
+    if session_of(request) is None:
+        return unauthorized(request)  # without a session nothing, not even what exists
     return error_page(request, 404, "Not found", "No such page.")
 
 
