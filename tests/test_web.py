@@ -115,15 +115,25 @@ async def test_without_a_session_everything_is_401_and_a_token_works_once(
         assert await page.locator("#swarm-web1").count() == 1
         # The overview follows the swarm live: a task runs, its count changes in place.
         await page.evaluate("window.__sameDocument = true")
-        await cfn.call("agent.create", type="shell", count=2)
+        await cfn.call("agent.create", type="shell", count=3)
         task = await cfn.call("task.submit", text="echo hello-from-the-web")
         await cfn.call("task.wait", tasks=[task.id], timeout_s=60)
         await expect(page.locator("#swarm-web1")).to_contain_text("1 succeeded", timeout=WAIT_MS)
         assert await page.evaluate("window.__sameDocument") is True
         # The swarm, tasks, task and agent pages.
         await page.goto(f"{base}/swarms/web1")
-        assert await page.locator("svg.topology g.node").count() == 2
+        assert await page.locator("svg.topology g.node").count() == 3
         assert "Hub:" in await page.inner_text("figcaption")
+        # The hub stops: live, it is crossed out, the next member becomes the hub and
+        # the repaired link is dashed.
+        hub = await page.locator("figcaption strong").first.inner_text()
+        await page.evaluate("window.__sameDocument = true")
+        await cfn.call("agent.terminate", agent=hub, force=True)
+        dead = page.locator("svg.topology g.node.dead")
+        await expect(dead).to_have_count(1, timeout=WAIT_MS)
+        await expect(page.locator("svg.topology line.edge.repaired")).to_have_count(1)
+        assert await page.locator("figcaption strong").first.inner_text() != hub
+        assert await page.evaluate("window.__sameDocument") is True
         await shoot(page, "swarm")
         await page.goto(f"{base}/swarms/web1/tasks?status=succeeded")
         assert await page.locator(f"a[href='/swarms/web1/tasks/{task.id}']").count() == 1
@@ -177,6 +187,10 @@ async def test_run_timeline_fills_live_and_an_escalation_is_answered_from_the_in
         await page.wait_for_selector('[data-type="loop.started"]')
         assert await page.locator('[data-type="loop.vote"]').count() == 0
         await page.evaluate("window.__sameDocument = true")
+        # A viewer's inbox is open before anything escalates.
+        viewer = await login(cfn, browser, role="viewer")
+        await viewer.goto(f"{d.web.base_url}/inbox")
+        assert "No run is waiting" in await viewer.inner_text("#inbox")
         (short_tmp / "votes-may-start").touch()
         # Loop 3's gate, the three votes, the consensus round and the escalation arrive
         # over SSE: the same document, never reloaded.
@@ -197,10 +211,9 @@ async def test_run_timeline_fills_live_and_an_escalation_is_answered_from_the_in
         await shoot(page, "overview")
         await page.goto(f"{d.web.base_url}/swarms/web2/runs/{run.id}")
 
-        # A viewer sees the escalation, no action buttons, and a forged POST is refused.
-        viewer = await login(cfn, browser, role="viewer")
-        await viewer.goto(f"{d.web.base_url}/inbox")
-        assert await viewer.locator(f"#esc-{run.id}").count() == 1
+        # The viewer's inbox shows the escalation live, without action buttons, and the
+        # viewer's forged POST is refused.
+        await expect(viewer.locator(f"#esc-{run.id}")).to_have_count(1, timeout=WAIT_MS)
         assert await viewer.locator("button", has_text="Approve").count() == 0
         await viewer.goto(f"{d.web.base_url}/swarms/web2/runs/{run.id}")
         assert await viewer.locator("#run-actions button").count() == 0

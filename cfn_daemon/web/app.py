@@ -69,6 +69,8 @@ def build_app(state: WebState) -> Starlette:
         Route("/swarms/{swarm}/epics/{epic}", pages.epic_page),
         Route("/live/overview", sse.overview_stream),
         Route("/live/run/{swarm}/{run}", sse.run_stream),
+        Route("/live/inbox", sse.inbox_stream),
+        Route("/live/swarm/{swarm}", sse.swarm_stream),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={404: _not_found})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -18,7 +19,7 @@ from cfn_client.wire.errors import CfnError, InvalidArgs, NotFound
 from cfn_client.wire.schema.swarm import TaskInfo
 from cfn_daemon.web import calls as data
 from cfn_daemon.web import svg, timeline
-from cfn_daemon.web.auth import COOKIE, Session
+from cfn_daemon.web.auth import COOKIE, Identity, Session
 from cfn_daemon.web.views import (
     SECURITY_HEADERS,
     cfn_error_page,
@@ -91,27 +92,27 @@ async def inbox(request: Request, s: Session) -> Response:
     return page(request, "inbox.html", runs=runs)
 
 
+async def swarm_live(calls: data.Calls, who: Identity, swarm: str) -> dict[str, Any]:
+    """What the swarm page keeps current: topology, agents, queues, repairs."""
+    st = await calls(who, "swarm.status", swarm=swarm)
+    drawing = svg.draw(st.swarm.topology, st.agents)
+    repairs = await calls(who, "events.list", swarm=swarm, types=["agent.replaced"], limit=20)
+    return {
+        "st": st,
+        "svg": svg.render(drawing, st.agents),
+        "drawing": drawing,
+        "repairs": repairs.events,
+    }
+
+
 @gated
 async def swarm_page(request: Request, s: Session) -> Response:
     call = web(request).calls
     swarm = request.path_params["swarm"]
-    st = await call(s.who, "swarm.status", swarm=swarm)
-    drawing = svg.draw(st.swarm.topology, st.agents)
+    live = await swarm_live(call, s.who, swarm)
     runs = (await call(s.who, "loop.list", swarm=swarm, limit=50)).runs
     epics = (await call(s.who, "epic.list", swarm=swarm)).epics
-    repairs = (
-        await call(s.who, "events.list", swarm=swarm, types=["agent.replaced"], limit=20)
-    ).events
-    return page(
-        request,
-        "swarm.html",
-        st=st,
-        svg=svg.render(drawing, st.agents),
-        drawing=drawing,
-        runs=runs,
-        epics=epics,
-        repairs=repairs,
-    )
+    return page(request, "swarm.html", runs=runs, epics=epics, **live)
 
 
 @gated

@@ -4,8 +4,9 @@
 timeline entry (the same macro as the page), plus the run's new status and, once it
 escalates, the answer forms. Rendering is pure: no Redis read per client per event.
 
-``/live/overview``: the overview fragment after events, at most once a second per
-client; the fragment itself is computed once for all clients (``Cached``).
+``/live/overview``, ``/live/inbox``, ``/live/swarm/{swarm}``: the page's live part
+re-rendered after events, at most once a second per client; the data behind it is
+read once a second at most for all clients (``Cached``).
 
 Both resume after the page's last event id (``?after=`` or ``Last-Event-ID``), so
 nothing that happened between rendering the page and connecting is lost.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -25,14 +26,15 @@ from starlette.responses import Response, StreamingResponse
 from cfn_client.wire.protocol import Role
 from cfn_client.wire.schema.swarm import Event
 from cfn_daemon.web import calls as data
-from cfn_daemon.web import timeline
+from cfn_daemon.web import pages, timeline
 from cfn_daemon.web.auth import CSRF_FIELD, Session
 from cfn_daemon.web.live import stream_id
 from cfn_daemon.web.pages import gated
 from cfn_daemon.web.views import WebState, web
 
 KEEPALIVE_S = 15.0
-OVERVIEW_MIN_GAP_S = 1.0
+REFRESH_S = 5.0
+FRAGMENT_MIN_GAP_S = 1.0
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 
@@ -118,27 +120,84 @@ async def run_stream(request: Request, s: Session) -> Response:
     return _stream(body())
 
 
+def _fragment_stream(
+    state: WebState,
+    swarm: str | None,
+    element_id: str,
+    render: Callable[[float | None], Awaitable[str]],
+) -> Response:
+    """After events of ``swarm`` (None: any), send ``render()`` as the new content of
+    ``element_id`` (a burst of events makes one update, at most one a second), and
+    every ``REFRESH_S`` anyway: ages tick, and some changes (an agent stopping) come
+    with no event. ``render(max_age_s)`` reads through a cache shared by all clients,
+    so the refreshes of N consoles cost one read every ``REFRESH_S``, not N."""
+
+    async def body() -> AsyncIterator[str]:
+        yield "retry: 2000\n\n"
+        last = ""
+        with state.feed.subscribe(swarm) as sub:
+            while not state.stop.is_set():
+                max_age: float | None = None
+                try:
+                    ev = await asyncio.wait_for(sub.queue.get(), REFRESH_S)
+                except TimeoutError:
+                    max_age = REFRESH_S
+                else:
+                    if ev is None:
+                        return
+                    await asyncio.sleep(FRAGMENT_MIN_GAP_S)
+                    while not sub.queue.empty():
+                        if sub.queue.get_nowait() is None:
+                            return
+                html = await render(max_age)
+                if html != last:  # most events change nothing this page shows
+                    last = html
+                    yield message("fragment", {"id": element_id, "html": html})
+                else:
+                    yield ": unchanged\n\n"
+
+    return _stream(body())
+
+
 @gated
 async def overview_stream(request: Request, s: Session) -> Response:
     state = web(request)
 
-    async def body() -> AsyncIterator[str]:
-        yield "retry: 2000\n\n"
-        with state.feed.subscribe(None) as sub:
-            while not state.stop.is_set():
-                try:
-                    ev = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
-                except TimeoutError:
-                    yield ": keepalive\n\n"
-                    continue
-                if ev is None:
-                    return
-                await asyncio.sleep(OVERVIEW_MIN_GAP_S)  # a burst of events: one update
-                while not sub.queue.empty():
-                    if sub.queue.get_nowait() is None:
-                        return
-                ov = await state.cache("overview").get(lambda: data.overview(state.calls, s.who))
-                html = state.env.get_template("_overview.html").render(ov=ov)
-                yield message("fragment", {"id": "overview", "html": html})
+    async def render(max_age_s: float | None) -> str:
+        # Shared by every open console (viewer-level data): see _fragment_stream.
+        ov = await state.cache("overview").get(lambda: data.overview(state.calls, s.who), max_age_s)
+        return state.env.get_template("_overview.html").render(ov=ov)
 
-    return _stream(body())
+    return _fragment_stream(state, None, "overview", render)
+
+
+@gated
+async def swarm_stream(request: Request, s: Session) -> Response:
+    state = web(request)
+    swarm = (await state.calls(s.who, "swarm.status", swarm=request.path_params["swarm"])).swarm
+
+    async def render(max_age_s: float | None) -> str:
+        ctx = await state.cache(f"swarm:{swarm.id}").get(
+            lambda: pages.swarm_live(state.calls, s.who, swarm.id), max_age_s
+        )
+        return state.env.get_template("_swarm_live.html").render(**ctx)
+
+    return _fragment_stream(state, swarm.id, "swarm-live", render)
+
+
+@gated
+async def inbox_stream(request: Request, s: Session) -> Response:
+    state = web(request)
+
+    async def render(max_age_s: float | None) -> str:
+        runs = await state.cache("inbox").get(
+            lambda: data.escalated_runs(state.calls, s.who), max_age_s
+        )
+        return state.env.get_template("_inbox.html").render(
+            runs=runs,
+            can_act=s.who.role >= Role.operator,
+            csrf=s.csrf,
+            csrf_field=CSRF_FIELD,
+        )
+
+    return _fragment_stream(state, None, "inbox", render)

@@ -100,9 +100,13 @@ class Cached:
     at: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def get(self, compute: Callable[[], Awaitable[Any]]) -> Any:
+    async def get(
+        self, compute: Callable[[], Awaitable[Any]], max_age_s: float | None = None
+    ) -> Any:
+        """The value, recomputed if older than ``max_age_s`` (default ``self.max_age_s``)."""
+        age = self.max_age_s if max_age_s is None else max_age_s
         async with self.lock:
-            if self.value is None or time.monotonic() - self.at >= self.max_age_s:
+            if self.value is None or time.monotonic() - self.at >= age:
                 self.value = await compute()
                 self.at = time.monotonic()
             return self.value

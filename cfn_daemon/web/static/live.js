@@ -35,9 +35,25 @@
     if (actions) { actions.outerHTML = m.actions_html; }
   });
 
+  // Never replace what someone is typing into (an answer to an escalation, say): keep
+  // the newest fragment and apply it once they leave the form untouched or submit.
+  var pending = null;
+  function editing(el) {
+    var fields = el.querySelectorAll("input:not([type=hidden]), textarea");
+    for (var i = 0; i < fields.length; i++) {
+      if (fields[i] === document.activeElement || fields[i].value !== fields[i].defaultValue) {
+        return true;
+      }
+    }
+    return false;
+  }
+  function apply() {
+    var el = pending && document.getElementById(pending.id);
+    if (el && !editing(el)) { el.outerHTML = pending.html; pending = null; }
+  }
   source.addEventListener("fragment", function (e) {
-    var m = parse(e);
-    var el = m && document.getElementById(m.id);
-    if (el) { el.outerHTML = m.html; }
+    pending = parse(e);
+    apply();
   });
+  document.addEventListener("focusout", function () { setTimeout(apply, 0); });
 })();
