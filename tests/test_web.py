@@ -65,7 +65,7 @@ def agent_types(tmp: Path) -> str:
     return (
         f'[agent_types.impl]\nkind = "command"\n'
         f'exec = ["{sys.executable}", "{EXAMPLES / "implementer.py"}"]\n'
-        f'env = {{ EXAMPLE_CONFIDENCE = "0.9" }}\n'
+        f'env = {{ EXAMPLE_CONFIDENCE = "0.9", EXAMPLE_LOG = "{tmp / "impl.jsonl"}" }}\n'
         f'[agent_types.check]\nkind = "command"\nrole = "validator"\n'
         f'exec = ["{sys.executable}", "{wrapper}"]\n'
         f'env = {{ WEB_TEST_GATE = "{gate}", EXAMPLE_APPROVE_FROM_ROUND = "0", '
@@ -228,6 +228,16 @@ async def test_run_timeline_fills_live_and_an_escalation_is_answered_from_the_in
         assert status == 403
         assert (await cfn.call("loop.status", run=run.id)).status == "escalated"
 
+        # The operator rejects with feedback on the run page: a new round runs (the
+        # validators still reject) and the run escalates again.
+        await page.get_by_label("Feedback for the next round").fill("validate with a schema")
+        await page.get_by_role("button", name="Reject with feedback").click()
+        await expect(page.locator('[data-type="loop.round"]')).to_have_count(2, timeout=WAIT_MS)
+        await expect(page.locator('[data-type="loop.escalated"]')).to_have_count(2)
+        assert "rejected" in await page.locator('[data-type="loop.human"]').inner_text()
+        assert (await cfn.call("loop.status", run=run.id)).loop2_round == 2
+        # The implementer of round 2 was given the human's feedback.
+        assert "validate with a schema" in (short_tmp / "impl.jsonl").read_text()
         # The operator approves from the inbox; the run finishes.
         await page.goto(f"{d.web.base_url}/inbox")
         card = page.locator(f"#esc-{run.id}")
