@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import msgspec
 import pytest
 
 from cfn_client.api import AsyncClient
-from cfn_client.wire.errors import ConfigError
+from cfn_client.wire.errors import ConfigError, Conflict
 from cfn_client.wire.protocol import Role
 from cfn_client.wire.schema.swarm import AgentInfo, Event
 from cfn_client.wire.schema.workflow import EpicInfo, PhaseInfo
@@ -212,6 +213,15 @@ async def test_cfnd_stops_promptly_with_a_live_page_open(daemon_factory: DaemonF
     rest = await asyncio.wait_for(reader.read(), 30)  # the stream ends: EOF
     assert loop.time() - started < 5, rest
     writer.close()
+
+
+async def test_a_taken_web_port_fails_cfnd_start(daemon_factory: DaemonFactory) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(Conflict, match=f"cannot listen on 127.0.0.1:{port}"):
+            await daemon_factory(**{**WEB, "web.listen": f"127.0.0.1:{port}"})
 
 
 async def test_cfnctl_web_prints_a_login_link_or_says_the_console_is_off(
