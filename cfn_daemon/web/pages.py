@@ -202,14 +202,14 @@ async def run_page(request: Request, s: Session) -> Response:
     ).events
     mine = timeline.of_run(evs, run_id)
     after = evs[-1].id if evs else f"{max(0, run.created_ms - 1)}-0"
+    gate = timeline.gate_threshold(mine)
+    live_url = f"/live/run/{swarm}/{run_id}?after={after}"
+    if gate is not None:  # live entries draw the gate on their bars too
+        live_url += f"&gate={gate}"
     return page(
-        request,
-        "run.html",
-        run=run,
-        sections=timeline.sections(mine),
-        gate=timeline.gate_threshold(mine),
-        live_url=f"/live/run/{swarm}/{run_id}?after={after}",
-    )
+        request, "run.html", run=run, sections=timeline.sections(mine), gate=gate,
+        live_url=live_url,
+    )  # fmt: skip
 
 
 @gated

@@ -43,6 +43,15 @@ def _after(request: Request) -> str:
     return raw if _STREAM_ID.match(raw) else "0-0"
 
 
+def _gate(request: Request) -> float | None:
+    """The run's gate threshold as the page knew it (``?gate=``), if any."""
+    try:
+        gate = float(request.query_params.get("gate", ""))
+    except ValueError:
+        return None
+    return gate if 0.0 <= gate <= 1.0 else None
+
+
 def message(kind: str, payload: dict[str, Any], eid: str | None = None) -> str:
     """One SSE message (JSON data on one line)."""
     head = f"event: {kind}\n" + (f"id: {eid}\n" if eid else "")
@@ -89,8 +98,10 @@ async def run_stream(request: Request, s: Session) -> Response:
     )
     after = _after(request)
 
+    gate = _gate(request)
+
     async def body() -> AsyncIterator[str]:
-        gate: float | None = None
+        nonlocal gate
         yield "retry: 2000\n\n"
         async for ev in _events(state, run.swarm, after):
             if ev is None:
