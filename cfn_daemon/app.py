@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -49,6 +50,10 @@ from cfn_daemon.util.aio import until_stopped
 from cfn_daemon.util.logs import configure_logging
 from cfn_daemon.util.restart import Keeper
 from cfn_daemon.util.sdnotify import Notifier
+from cfn_daemon.web.ops import WebOps
+
+if TYPE_CHECKING:
+    from cfn_daemon.web.app import Console
 
 log = structlog.get_logger("cfn.daemon")
 
@@ -160,7 +165,37 @@ class Daemon:
         self.loops = LoopService(self.swarms, self.hub)
         self.epics = EpicService(self.loops)
         LoopOps(self.loops, self.epics).register(self.router)
+        self.web: Console | None = None
+        if cfg.web.enabled:
+            try:
+                self.web = self._console()
+            except BaseException:
+                await self._stack.aclose()
+                raise
+        web = self.web
+        WebOps(lambda: (web.base_url, web.book) if web is not None else None).register(self.router)
         return self
+
+    def _console(self) -> Console:
+        """The web console, bound to its port (imported only when enabled)."""
+        from cfn_daemon.web.app import Console
+
+        async def swarm_ids() -> list[str]:
+            return [s.id for s in await self.swarms.all() if s.status != "destroyed"]
+
+        console = Console(
+            self.settings.web,
+            router=self.router,
+            hub=self.hub,
+            redis=lambda: self.store.redis,
+            keys=self.store.keys,
+            swarms=swarm_ids,
+            state_dir=self.state_dir,
+            stop=self._stop,
+        )
+        console.bind()
+        self._stack.callback(console.close)
+        return console
 
     async def __aexit__(
         self,
@@ -204,6 +239,8 @@ class Daemon:
             children["embedded-redis"] = (self._supervise_embedded, self._stop)
         if interval_s:
             children["watchdog"] = (lambda: self._watchdog(interval_s), self._stop)
+        if (web := self.web) is not None:
+            children["web-console"] = (lambda: web.serve(self._stop), self._stop)
         async with asyncio.TaskGroup() as tg:
             serve = tg.create_task(self.server.serve(), name="server")
             # One bad moment of a child (a Redis error, a bug) restarts that child;

@@ -57,6 +57,7 @@ from cfn_client.wire.schema.system import (
     DoctorResult,
     PingResult,
     StatusResult,
+    WebLoginResult,
 )
 from cfn_client.wire.schema.workflow import EpicInfo, EpicListResult, EpicSpec
 
@@ -102,6 +103,10 @@ class AsyncClient(AsyncTransport):
     ) -> ConfigValidateResult:
         """Validate TOML ``text`` (reported as ``name``), or the daemon's effective config."""
         return await self._op("config.validate", ConfigValidateResult, text=text, name=name)
+
+    async def web_login(self, role: str | None = None) -> WebLoginResult:
+        """A one-time login URL of the web console, at your role or the lower ``role``."""
+        return await self._op("web.login", WebLoginResult, role=role)
 
     # -- swarms
 

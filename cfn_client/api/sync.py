@@ -54,6 +54,7 @@ from cfn_client.wire.schema.system import (
     DoctorResult,
     PingResult,
     StatusResult,
+    WebLoginResult,
 )
 from cfn_client.wire.schema.workflow import EpicInfo, EpicListResult, EpicSpec
 
@@ -99,6 +100,10 @@ class Client(SyncTransport):
     ) -> ConfigValidateResult:
         """Validate TOML ``text`` (reported as ``name``), or the daemon's effective config."""
         return self._op("config.validate", ConfigValidateResult, text=text, name=name)
+
+    def web_login(self, role: str | None = None) -> WebLoginResult:
+        """A one-time login URL of the web console, at your role or the lower ``role``."""
+        return self._op("web.login", WebLoginResult, role=role)
 
     # -- swarms
 

@@ -20,6 +20,7 @@ from cfn_client.cli.commands.monitor import monitor
 from cfn_client.cli.commands.swarm import swarm
 from cfn_client.cli.commands.system import doctor, ping, status, test_group
 from cfn_client.cli.commands.task import dlq, run, task
+from cfn_client.cli.commands.web import web
 from cfn_client.cli.env import CliEnv, report_error
 from cfn_client.conn.base import DEFAULT_TIMEOUT_S
 from cfn_client.wire.errors import CfnError
@@ -128,6 +129,7 @@ cfnctl.add_command(epic)
 cfnctl.add_command(epic_start, "cfn-loop-epic")
 cfnctl.add_command(sprints)
 cfnctl.add_command(sprints, "cfn-loop-sprints")
+cfnctl.add_command(web)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -82,6 +82,8 @@ from cfn_client.wire.schema.system import (
     PingResult,
     StatusArgs,
     StatusResult,
+    WebLoginArgs,
+    WebLoginResult,
 )
 from cfn_client.wire.schema.workflow import (
     EpicInfo,
@@ -111,6 +113,7 @@ OPS: dict[str, OpSpec] = {
     "config.set": OpSpec(ConfigSetArgs, ConfigSetResult, Role.admin),
     "config.reset": OpSpec(ConfigResetArgs, ConfigResetResult, Role.admin),
     "config.validate": OpSpec(ConfigValidateArgs, ConfigValidateResult, Role.viewer),
+    "web.login": OpSpec(WebLoginArgs, WebLoginResult, Role.viewer),
     # swarms
     "swarm.init": OpSpec(SwarmInitArgs, SwarmInfo, Role.operator),
     "swarm.list": OpSpec(SwarmListArgs, SwarmListResult, Role.viewer),

@@ -32,6 +32,7 @@ from cfn_daemon.settings.schema import (
     Section,
     SwarmConfig,
     TasksConfig,
+    WebConfig,
 )
 
 # Short env names kept stable for systemd units and scripts.
@@ -228,6 +229,7 @@ _SECTIONS: dict[str, type[Section]] = {
     "swarm": SwarmConfig,
     "tasks": TasksConfig,
     "agents": AgentsConfig,
+    "web": WebConfig,
 }
 
 

@@ -55,6 +55,34 @@ class AuthConfig(Section):
     default_role: Literal["viewer", "operator", "admin"] = "operator"
 
 
+class WebConfig(Section):
+    """The web console (docs/WEB.md): served by cfnd itself, on loopback only."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:8765"  # host:port; port 0 picks a free one
+    # A login token of `cfnctl web` works once, within this long.
+    token_ttl_s: PositiveSeconds = 300.0
+    # A browser session lasts this long after its login.
+    session_ttl_s: PositiveSeconds = 12 * 3600.0
+
+    def __post_init__(self) -> None:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise ValueError("`listen`: expected HOST:PORT, e.g. 127.0.0.1:8765")
+        if host.strip("[]") not in ("127.0.0.1", "localhost", "::1") and not host.startswith(
+            "127."
+        ):
+            raise ValueError(
+                "`listen`: the console serves loopback addresses only "
+                "(127.0.0.1, ::1 or localhost); reach it remotely through an SSH tunnel"
+            )
+
+    def address(self) -> tuple[str, int]:
+        """(host, port) of ``listen``."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class RedisConfig(Section):
     """How to reach Redis. No ``url`` and no ``cluster_nodes`` means the embedded server.
 
@@ -215,6 +243,7 @@ class Config(Section):
     tasks: TasksConfig = msgspec.field(default_factory=TasksConfig)
     agents: AgentsConfig = msgspec.field(default_factory=AgentsConfig)
     agent_types: dict[str, AgentTypeConfig] = {}
+    web: WebConfig = msgspec.field(default_factory=WebConfig)
 
     def socket_path(self) -> Path:
         return Path(self.daemon.socket) if self.daemon.socket else default_socket_path({})

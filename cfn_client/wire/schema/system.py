@@ -128,3 +128,15 @@ class ConfigValidateArgs(Args):
 class ConfigValidateResult(Result):
     valid: bool
     source: str
+
+
+class WebLoginArgs(Args):
+    """A one-time login URL for the web console, at the caller's role or a lower one."""
+
+    role: Literal["viewer", "operator", "admin"] | None = None
+
+
+class WebLoginResult(Result):
+    url: str  # open it once; it carries the token
+    role: str
+    expires_in_s: float
