@@ -49,7 +49,7 @@ class Scale:
     def from_env(cls) -> Scale:
         if os.environ.get("CFN_CHAOS", "short") == "long":
             return cls(True, 2000, 4, 2.0, 15.0, 20_000)
-        return cls(False, 150, 3, 2.0, 4.0, 2_000)
+        return cls(False, 150, 3, 2.0, 4.0, 1_000)
 
 
 @dataclass
