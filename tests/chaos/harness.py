@@ -30,8 +30,10 @@ from typing import Any
 
 from cfn_client.api import Client
 from cfn_client.wire.errors import CfnError
+from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES
 
-FINAL = ("succeeded", "dead", "cancelled")
+# Final states; a dead-lettered task is "failed" (and in the DLQ with its reason).
+FINAL = TERMINAL_TASK_STATUSES
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ def tally(
         status = info.status if info is not None else "missing"
         if status == "succeeded":
             fig.succeeded += 1
-        elif status == "dead":
+        elif status == "failed":
             fig.failed += 1
         else:
             fig.lost += 1

@@ -45,7 +45,7 @@ def test_kill_random_agents_every_2s_during_a_batch(
         deadline = time.monotonic() + (600 if scale.long else 120)
         while time.monotonic() < deadline:
             counts = cfn.swarm_status().tasks
-            if counts.get("succeeded", 0) + counts.get("dead", 0) >= len(ids):
+            if counts.get("succeeded", 0) + counts.get("failed", 0) >= len(ids):
                 break
             time.sleep(scale.kill_every_s)  # the fault's cadence
             agents = live(cfn)

@@ -74,6 +74,10 @@ def test_poison_tasks_mixed_into_a_batch(
             "refused": dict(sorted(refused.items())),
             "accepted": sorted(set(accepted.values())),
             "poison_outcomes": sorted({f"{accepted[t]}:{infos[t].status}" for t in accepted}),
+            "poison_s": {
+                accepted[t]: round((infos[t].updated_ms - infos[t].created_ms) / 1000, 2)
+                for t in accepted
+            },
         }
         # No agent died or was replaced on the way.
         after = {a.id: a.pid for a in cfn.agent_list().agents if a.status in ("idle", "busy")}
