@@ -21,6 +21,7 @@ from cfn_client.api.base import (
     utf8_chunks,
     wait_request_timeout,
 )
+from cfn_client.wire.errors import InvalidArgs
 from cfn_client.wire.schema.loop import (
     LoopApplyResult,
     LoopBacklogResult,
@@ -506,7 +507,10 @@ class AsyncClient(AsyncTransport):
         self, epic: EpicSpec | Mapping[str, Any], *, swarm: str | None = None
     ) -> EpicInfo:
         """Start an epic: its phases run as CFN runs in dependency order."""
-        spec = epic if isinstance(epic, EpicSpec) else msgspec.convert(dict(epic), EpicSpec)
+        try:
+            spec = epic if isinstance(epic, EpicSpec) else msgspec.convert(dict(epic), EpicSpec)
+        except msgspec.ValidationError as exc:
+            raise InvalidArgs(f"invalid epic: {exc}", details={"reason": str(exc)}) from None
         return await self._op("epic.start", EpicInfo, swarm=swarm, epic=spec)
 
     async def epic_status(self, epic_id: str, *, swarm: str | None = None) -> EpicInfo:

@@ -18,6 +18,7 @@ from cfn_client.api.base import (
     wait_request_timeout,
 )
 from cfn_client.api.sync_transport import EventFollow, SyncTransport
+from cfn_client.wire.errors import InvalidArgs
 from cfn_client.wire.schema.loop import (
     LoopApplyResult,
     LoopBacklogResult,
@@ -485,7 +486,10 @@ class Client(SyncTransport):
         self, epic: EpicSpec | Mapping[str, Any], *, swarm: str | None = None
     ) -> EpicInfo:
         """Start an epic: its phases run as CFN runs in dependency order."""
-        spec = epic if isinstance(epic, EpicSpec) else msgspec.convert(dict(epic), EpicSpec)
+        try:
+            spec = epic if isinstance(epic, EpicSpec) else msgspec.convert(dict(epic), EpicSpec)
+        except msgspec.ValidationError as exc:
+            raise InvalidArgs(f"invalid epic: {exc}", details={"reason": str(exc)}) from None
         return self._op("epic.start", EpicInfo, swarm=swarm, epic=spec)
 
     def epic_status(self, epic_id: str, *, swarm: str | None = None) -> EpicInfo:

@@ -136,6 +136,20 @@ class Duration(FloatParam):
         return seconds
 
 
+class FiniteRange(click.FloatRange):
+    """A ``FloatRange`` that refuses nan and inf (which no timeout or threshold means)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+# Epoch milliseconds of 9999-12-31T23:59:59.999Z: later is a typo, not a moment.
+MAX_EPOCH_MS = 253_402_300_799_999
+
+
 class Since(IntParam):
     """A moment as epoch milliseconds: a duration ago (``10m``), a timestamp in ms
     (as events show it), or a local ISO date-time (``2024-05-01T14:00``)."""
@@ -147,6 +161,8 @@ class Since(IntParam):
             return value
         text = str(value).strip()
         if text.isdigit():
+            if int(text) > MAX_EPOCH_MS:
+                self.fail(f"{text} is after the year 9999; expected epoch milliseconds", param, ctx)
             return int(text)
         seconds = parse_duration(text)
         if seconds is not None:

@@ -21,7 +21,7 @@ from cfn_client.cli.commands.swarm import swarm
 from cfn_client.cli.commands.system import doctor, ping, status, test_group
 from cfn_client.cli.commands.task import dlq, run, task
 from cfn_client.cli.commands.web import web
-from cfn_client.cli.env import CliEnv, report_error
+from cfn_client.cli.env import CliEnv, FiniteRange, report_error
 from cfn_client.conn.base import DEFAULT_TIMEOUT_S
 from cfn_client.wire.errors import CfnError
 from cfn_client.wire.paths import default_socket_path
@@ -77,7 +77,7 @@ class CfnGroup(click.Group):
 @click.option("--json", "json_output", is_flag=True, help="Print JSON (one document) for scripts.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True),
     default=DEFAULT_TIMEOUT_S,
     show_default=True,
     metavar="SECONDS",

@@ -140,6 +140,17 @@ def check_values(value: Any, path: str) -> None:
                     "expected text without NUL",
                     details={"field": where, "reason": "nul"},
                 )
+            if not item.isascii():
+                _check_utf8(item, where)
+        elif isinstance(item, bool):
+            pass
+        elif isinstance(item, int):
+            if not _INT_MIN <= item <= _INT_MAX:
+                raise InvalidArgs(
+                    f"{where}: {item} is out of range; expected an integer in "
+                    f"{_INT_MIN}..{_INT_MAX}",
+                    details={"field": where, "reason": "out_of_range"},
+                )
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise InvalidArgs(
@@ -157,6 +168,22 @@ def check_values(value: Any, path: str) -> None:
             stack.extend((sub, f"{where}[{i}]") for i, sub in enumerate(item))
         elif isinstance(item, msgspec.Struct):
             stack.extend((getattr(item, f), f"{where}.{f}") for f in item.__struct_fields__)
+
+
+# What msgpack (and so every client and cfnd) can carry.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def _check_utf8(text: str, where: str) -> None:
+    # Lone surrogates: bytes that were not UTF-8 (argv decoded with surrogateescape, or a
+    # JSON "\udcff" escape). They cannot be stored, logged or passed on.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgs(
+            f"{where}: not valid UTF-8 text (character {exc.start}); expected UTF-8",
+            details={"field": where, "reason": "not_utf8"},
+        ) from None
 
 
 def nesting_depth(value: Any, limit: int) -> int:

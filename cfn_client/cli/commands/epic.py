@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import click
+import msgspec
 
 from cfn_client.api.sync import Client
-from cfn_client.cli.env import CliEnv, pass_env
-from cfn_client.wire.schema.workflow import EpicInfo, parse_epic, sprints_spec
+from cfn_client.cli.env import CliEnv, FiniteRange, pass_env
+from cfn_client.wire.schema.workflow import (
+    EpicInfo,
+    EpicSpec,
+    PhaseSpec,
+    parse_epic,
+    sprints_spec,
+)
 
 EXIT_ESCALATED, EXIT_FAILED = 5, 6
+EPIC_SUFFIXES = (".toml", ".json", ".yaml", ".yml")
 
 
 def render_epic(info: EpicInfo) -> str:
@@ -34,9 +43,23 @@ def epic_spec(source: str, phases: int | None) -> dict[str, Any]:
     path = Path(source)
     if phases is None and path.is_file():
         try:
-            return parse_epic(path.read_text(encoding="utf-8"), str(path))
+            data = parse_epic(path.read_text(encoding="utf-8"), str(path))
         except Exception as exc:  # any parser's syntax error is a usage error here
             raise click.BadParameter(f"{path}: {exc}") from None
+        try:
+            msgspec.convert(data, EpicSpec)
+        except msgspec.ValidationError as exc:
+            raise click.BadParameter(
+                f"{path}: {exc}; an epic has {', '.join(EpicSpec.__struct_fields__)} and "
+                f"each phase {', '.join(PhaseSpec.__struct_fields__)}"
+            ) from None
+        return data
+    if phases is None and (path.suffix.lower() in EPIC_SUFFIXES or os.sep in source):
+        # Reads as a file name, not a goal: never start an epic whose goal is a typo.
+        raise click.BadParameter(
+            f"no epic file {source!r}; pass an existing TOML/JSON/YAML file, "
+            'or a GOAL with --phases N (e.g. cfnctl epic start "add auth" --phases 3)'
+        )
     n = phases or 3
     return {
         "name": source[:60],
@@ -131,7 +154,7 @@ def list_epics(env: CliEnv) -> None:
 )
 @click.option(
     "--min-confidence",
-    type=click.FloatRange(0, 1),
+    type=FiniteRange(0, 1),
     help="Checkpoint: the sprint's final gate mean must reach this.",
 )
 @click.option("--follow/--detach", default=True)

@@ -15,7 +15,7 @@ import click
 
 from cfn_client.api.sync import Client
 from cfn_client.cli import render
-from cfn_client.cli.env import CliEnv, pass_env
+from cfn_client.cli.env import CliEnv, FiniteRange, pass_env
 from cfn_client.cli.render import loop as render_loop
 from cfn_client.wire.errors import EXIT_ERROR, EXIT_OK
 from cfn_client.wire.schema.loop import MODES, SIZING, RunInfo
@@ -145,14 +145,14 @@ def _loop_limit(**kw: Any) -> click.IntRange:
 )  # fmt: skip
 @click.option(
     "--gate-threshold",
-    type=click.FloatRange(0, 1),
+    type=FiniteRange(0, 1),
     metavar="X",
     default=None,
     help="Loop 3 confidence gate [default: mode or cfnd's loop.gate_threshold].",
 )
 @click.option(
     "--consensus-threshold",
-    type=click.FloatRange(0, 1),
+    type=FiniteRange(0, 1),
     metavar="X",
     default=None,
     help="Loop 2 consensus needed [default: mode or loop.consensus_threshold].",
@@ -179,7 +179,7 @@ def _loop_limit(**kw: Any) -> click.IntRange:
 )
 @click.option(
     "--budget-usd",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True),
     metavar="X",
     default=None,
     help="Launch no more agents once the run spent X dollars.",
