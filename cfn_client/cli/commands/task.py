@@ -213,7 +213,7 @@ def dlq() -> None:
 
 
 @dlq.command("list")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=1000), default=100, show_default=True)
 @pass_env
 def dlq_list(env: CliEnv, limit: int) -> None:
     """List dead tasks with their last error."""
