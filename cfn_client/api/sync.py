@@ -9,7 +9,16 @@ from typing import Any
 
 import msgspec
 
-from cfn_client.api.base import build_args, events_args, loop_start_args, wait_request_timeout
+from cfn_client.api.base import (
+    RETRYABLE_SUBMIT_ERRORS,
+    SUBMIT_RETRIES,
+    build_args,
+    events_args,
+    loop_start_args,
+    new_idempotency_key,
+    submit_pauses,
+    wait_request_timeout,
+)
 from cfn_client.api.sync_transport import EventFollow, SyncTransport
 from cfn_client.wire.schema.loop import (
     LoopApplyResult,
@@ -206,12 +215,29 @@ class Client(SyncTransport):
         priority: Priority = "normal",
         timeout_s: float | None = None,
         max_attempts: int | None = None,
+        idempotency_key: str | None = None,
+        retries: int = SUBMIT_RETRIES,
     ) -> TaskInfo:
-        """Queue a task; ``timeout_s`` bounds each attempt (None: the daemon's default)."""
-        return self._op(
-            "task.submit", TaskInfo, swarm=swarm, text=text, type=type, priority=priority,
-            timeout_s=timeout_s, max_attempts=max_attempts,
-        )  # fmt: skip
+        """Queue a task; ``timeout_s`` bounds each attempt (None: the daemon's default).
+
+        The submit carries an idempotency key (a new one per call unless given) and is
+        retried up to ``retries`` times with the same key when no answer came (timeout,
+        lost link, store outage): cfnd returns the task already submitted under the key,
+        so a retried submit never queues (or runs) the task twice.
+        """
+        key = idempotency_key or new_idempotency_key()
+        for pause in submit_pauses(retries):
+            try:
+                return self._op(
+                    "task.submit", TaskInfo, swarm=swarm, text=text, type=type,
+                    priority=priority, timeout_s=timeout_s, max_attempts=max_attempts,
+                    idempotency_key=key,
+                )  # fmt: skip
+            except RETRYABLE_SUBMIT_ERRORS:
+                if pause is None:
+                    raise
+            self._pause(pause)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def task_list(
         self, swarm: str | None = None, status: str | None = None, limit: int = 100

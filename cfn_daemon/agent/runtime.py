@@ -70,6 +70,10 @@ class AgentRuntime:
         self._running: dict[str, asyncio.Event] = {}  # task id → cancel event
         # Signs this agent's validator votes; cfnd learns it on first registration.
         self.token = os.environ.get("CFN_AGENT_TOKEN") or secrets.token_hex(16)
+        # This process: a task it starts is marked with it, so a restarted agent (same
+        # id, new process) knows what its previous incarnation had started.
+        self.incarnation = secrets.token_hex(8)
+        record.incarnation = self.incarnation
         self._slots = asyncio.Semaphore(max(1, record.concurrency))
         self._free = max(1, record.concurrency)
 
@@ -215,9 +219,14 @@ class AgentRuntime:
         cancel = asyncio.Event()
         self._running[task_id] = cancel
         try:
-            task = await self.tasks.start(self.swarm, task_id, self.id)
-            if task is None:
-                # Cancelled or already finished elsewhere: just acknowledge the entry.
+            task = await self.tasks.start(
+                self.swarm, task_id, self.id, incarnation=self.incarnation, entry_id=entry_id
+            )
+            if isinstance(task, str):
+                # Cancelled, finished elsewhere, or started by our previous incarnation
+                # (reclaimed as agent-lost, never re-run here): just acknowledge it.
+                if task == "agent-lost":
+                    log.warning("task_of_previous_incarnation", agent=self.id, task=task_id)
                 await self.redis.xack(self.keys.work(self.swarm, self.id), AGENT_GROUP, entry_id)
                 await self.redis.xdel(self.keys.work(self.swarm, self.id), entry_id)
                 return

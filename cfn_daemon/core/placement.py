@@ -30,6 +30,7 @@ class AgentRecord(AgentInfo, kw_only=True):
     concurrency: int = 1
     ewma_ms: float | None = None
     desired: str = ""
+    incarnation: str = ""  # the agent process now serving this id (cfn-agent sets it)
 
 
 @dataclass(slots=True)

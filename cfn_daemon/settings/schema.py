@@ -118,6 +118,8 @@ class TasksConfig(Section):
     aging_s: PositiveSeconds = 30.0
     retention_s: PositiveSeconds = 7 * 86_400.0
     default_timeout_s: Annotated[float, Meta(ge=0.0, le=86_400.0)] = 0.0  # 0: no limit
+    # How long a submit's idempotency key maps to its task (a retry within it is a no-op).
+    idempotency_ttl_s: PositiveSeconds = 86_400.0
 
 
 class AgentsConfig(Section):

@@ -6,7 +6,9 @@ struct fields), so a record read from Redis and a reply on the socket agree.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from msgspec import Meta
 
 from cfn_client.wire.protocol import Args, Result
 
@@ -182,12 +184,17 @@ class AgentSendArgs(SwarmArgs, kw_only=True):
     message: str
 
 
+IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+
+
 class TaskSubmitArgs(SwarmArgs, kw_only=True):
     text: str
     type: str = "shell"
     priority: Priority = "normal"
     timeout_s: float | None = None
     max_attempts: int | None = None
+    # A repeated key (a retry) returns the task first submitted with it; nothing new runs.
+    idempotency_key: IdempotencyKey | None = None
 
 
 class TaskListArgs(SwarmArgs, kw_only=True):

@@ -72,6 +72,8 @@ class TaskOps:
             priority=args.priority,
             timeout_s=args.timeout_s or (cfg.tasks.default_timeout_s or None),
             max_attempts=args.max_attempts or cfg.tasks.max_attempts,
+            idempotency_key=args.idempotency_key,
+            idempotency_ttl_s=cfg.tasks.idempotency_ttl_s,
         )
         await self._ensure_worker(swarm, args.type, info.max_agents)
         return task
