@@ -249,17 +249,21 @@ class AgentRuntime:
             )
             result = to_result(res, self.id, task.attempts)
             if task.context.get("kind") == "validate":
-                await self._vote(task.context, result)
+                await self._vote(task.target or self.id, task.context, result)
             await self._complete(entry_id, task_id, result)
         finally:
             self._running.pop(task_id, None)
             self._free += 1
             self._slots.release()
 
-    async def _vote(self, context: dict[str, Any], result: TaskResult) -> None:
-        """Sign the vote this validator task produced and submit it to the round."""
+    async def _vote(self, validator: str, context: dict[str, Any], result: TaskResult) -> None:
+        """Sign the vote this validator task produced and submit it to the round.
+
+        ``validator`` is the slot the task was pinned to (this agent's id, or the one
+        of the dead agent it replaced): the run counts votes per slot.
+        """
         run, round_no = str(context.get("run", "")), int(context.get("round", 0))
-        vote = vote_from_result(self.id, result, round_no)
+        vote = vote_from_result(validator, result, round_no)
         if vote is None:
             return
         result.signature = sign_vote(self.token.encode(), run, round_no, vote)

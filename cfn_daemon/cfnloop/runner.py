@@ -294,9 +294,10 @@ class LoopService:
         rt = await self.swarms.runtime(swarm)
         out = []
         for agent_type in types:
-            free = [a for a in agents if a.type == agent_type and a.id not in taken]
+            # A run names slots: a replacement of a dead agent serves the same slot.
+            free = [a for a in agents if a.type == agent_type and a.slot_id not in taken]
             if free:
-                chosen = free[0].id
+                chosen = free[0].slot_id
             else:
                 (chosen,) = await rt.supervisor.spawn(agent_type, role=role)
             taken.add(chosen)

@@ -69,6 +69,8 @@ class AgentRegistry:
         for key, value in msgspec.structs.asdict(agent).items():
             if key in ("heartbeat_age_ms", "tasks_done", "tasks_failed", "ewma_ms", "restarts"):
                 continue  # counters survive a re-registration under the same id
+            if key == "slot" and not value:
+                continue  # cfnd sets a replacement's slot; the agent does not know it
             if isinstance(value, list):
                 value = ",".join(value)
             elif isinstance(value, bool):
