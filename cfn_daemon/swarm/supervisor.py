@@ -237,12 +237,12 @@ class Supervisor:
             env["CFN_REDIS_PASSWORD"] = self.store.params.password
         # The vote-signing token travels in the environment, never in argv.
         env["CFN_AGENT_TOKEN"] = token = secrets.token_hex(16)
-        tokens = {agent.id: token}
+        tokens = [agent.id, token]
         if agent.slot:
             # A replacement votes for its slot (the validator the run knows): the dead
             # agent's token is void, the slot's votes are verified with the new one.
-            tokens[agent.slot] = token
-        await self.store.redis.hset(self.store.keys.tokens(self.swarm), mapping=tokens)
+            tokens += [agent.slot, token]
+        await self.store.redis.hset(self.store.keys.tokens(self.swarm), items=tokens)
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_fd = os.open(
             self.log_dir / f"{agent.id}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
