@@ -268,7 +268,29 @@ class AgentRuntime:
             return
         result.signature = sign_vote(self.token.encode(), run, round_no, vote)
         signed = msgspec.structs.replace(vote, signature=result.signature)
-        await submit_vote(self.redis, self.keys.votes(self.swarm, run, round_no), signed)
+        key = self.keys.votes(self.swarm, run, round_no)
+        delay = 0.1
+        # Across a store outage (a restarting Redis, a cfnd restart with its embedded
+        # Redis): a re-sent identical vote is ignored by the count, so retrying is safe.
+        for attempt in range(1, COMPLETE_ATTEMPTS + 1):
+            try:
+                await submit_vote(self.redis, key, signed)
+                return
+            except Exception as exc:
+                if not is_unavailable_error(exc):
+                    raise
+                log.warning(
+                    "vote_failed",
+                    agent=self.id,
+                    run=run,
+                    round=round_no,
+                    attempt=attempt,
+                    error=describe_error(exc),
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        # The vote is also in the task's stored result: cfnd re-submits it from there.
+        log.error("vote_lost", agent=self.id, run=run, round=round_no)
 
     async def _complete(self, entry_id: str, task_id: str, result: TaskResult) -> None:
         delay = 0.1

@@ -170,6 +170,11 @@ class EpicService:
             try:
                 if await self._advance(swarm, epic_id):
                     return
+            except NotFound as exc:
+                if not await self.redis.exists(self.keys.epic(swarm, epic_id)):
+                    log.info("epic_driver_stopped", epic=epic_id, swarm=swarm, reason=exc.message)
+                    return
+                log.warning("epic_driver_waiting", epic=epic_id, error=exc.message)
             except Exception as exc:
                 log.exception("epic_driver_failed", epic=epic_id, error=str(exc))
             await until_stopped(asyncio.wait_for(waiter.wait(), RECHECK_S), self._stop)

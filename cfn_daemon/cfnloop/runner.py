@@ -434,9 +434,20 @@ class LoopService:
                         continue
             except Conflict as exc:
                 log.warning("loop_event_refused", run=run_id, error=exc.message)
+            except NotFound as exc:
+                if await self._gone(swarm, run_id):
+                    log.info("loop_driver_stopped", run=run_id, swarm=swarm, reason=exc.message)
+                    return
+                log.warning("loop_driver_waiting", run=run_id, error=exc.message)
             except Exception as exc:
                 log.exception("loop_driver_failed", run=run_id, error=str(exc))
             await until_stopped(self._any(waiters), self._stop)
+
+    async def _gone(self, swarm: str, run_id: str) -> bool:
+        """The run, or its swarm, was deleted (``swarm reset`` / ``destroy``)."""
+        if not await self.redis.exists(self.keys.run(swarm, run_id)):
+            return True
+        return swarm not in {s.id for s in await self.swarms.all()}
 
     @staticmethod
     def _over_budget(state: loop.RunState, fields: dict[str, Any]) -> Any:

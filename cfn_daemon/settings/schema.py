@@ -93,6 +93,10 @@ class LoopConfig(Section):
     max_loop3: Iterations = 10
     # A validator round closes when every validator answered or after this long.
     round_timeout_s: PositiveSeconds = 600.0
+    # Loop 3 (an implementer) and Loop 4 (the owner) give up waiting for an answer
+    # after this long: the implementer counts as failed, the owner's decision as
+    # ESCALATE (a dead pinned agent, a task stuck in a queue: never a silent hang).
+    phase_timeout_s: PositiveSeconds = 3600.0
     # Workspaces: the git repository implementers work on (per run: --repo/--base).
     repo: str | None = None
     base: str = "HEAD"

@@ -1,0 +1,111 @@
+"""No hang without an end (issue 9, part 3): every loop phase has a deadline, drivers
+stop when their run is gone, votes survive a Redis outage. Real cfnd, real agents."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from cfn_client.api import AsyncClient
+from tests.conftest import DaemonFactory
+from tests.redis_servers import RedisFactory
+from tests.test_loop_integration import EXAMPLES, agent_types, run_to_rest
+from tests.test_swarm_integration import next_event, until_running
+
+FAST = {
+    "agents.heartbeat_interval_s": 0.2,
+    "agents.lapse_s": 3.0,
+    "agents.stop_grace_s": 1.0,
+}
+
+
+async def test_an_implementer_that_never_answers_fails_at_the_phase_deadline(
+    daemon_factory: DaemonFactory,
+) -> None:
+    config = agent_types({"EXAMPLE_SLEEP": "600"}, {})
+    d = await daemon_factory(config_text=config, **FAST, **{"loop.phase_timeout_s": 1.0})
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=4, name="late")
+        info = await asyncio.wait_for(
+            run_to_rest(
+                cfn, task="never done", implementers=["impl"], validators=["check"], max_loop3=1
+            ),
+            60,
+        )
+        assert info.status == "escalated"
+        assert info.outcome_reason == "gate failed 1 times in round 1"
+        done = [e.data for e in (await cfn.call("events.list", types=["loop"])).events]
+        impl = [e for e in done if "no result within loop.phase_timeout_s" in str(e)]
+        assert impl, done
+        (task,) = [t for t in (await cfn.call("task.list")).tasks if t.id.startswith(info.id)]
+        assert task.status == "cancelled"  # its agent stops it; nothing runs on
+
+
+async def test_swarm_reset_stops_the_run_driver(daemon_factory: DaemonFactory) -> None:
+    config = agent_types({"EXAMPLE_SLEEP": "600"}, {})
+    d = await daemon_factory(config_text=config, **FAST)
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=4, name="gone")
+        run = await cfn.call("loop.start", task="t", implementers=["impl"], validators=["check"])
+        driver = d.loops.drivers.driver(run.id)
+        assert driver is not None
+        await cfn.call("swarm.reset", force=True)
+        # The driver ends by itself (it used to log `no run ...` every 2 s forever).
+        await asyncio.wait_for(asyncio.shield(driver), 30)
+        assert d.loops.drivers.driver(run.id) is None
+
+
+STALL_VOTE = """
+import os, runpy, sys
+with open(os.environ["VOTE_STARTED"], "w") as fifo:
+    fifo.write("go")
+with open(os.environ["VOTE_RELEASE"]) as fifo:  # blocks until the test lets it answer
+    fifo.read()
+sys.argv = [os.environ["VOTE_SCRIPT"]]
+runpy.run_path(os.environ["VOTE_SCRIPT"], run_name="__main__")
+"""
+
+
+async def test_a_validators_vote_is_retried_across_a_redis_outage(
+    redis_factory: RedisFactory, daemon_factory: DaemonFactory, tmp_path: Path
+) -> None:
+    started, release = tmp_path / "started.fifo", tmp_path / "release.fifo"
+    os.mkfifo(started)
+    os.mkfifo(release)
+    wrapper = tmp_path / "stall_vote.py"
+    wrapper.write_text(STALL_VOTE)
+    config = (
+        f'[agent_types.impl]\nkind = "command"\n'
+        f'exec = ["{sys.executable}", "{EXAMPLES / "implementer.py"}"]\nrole = "implementer"\n'
+        f'[agent_types.check]\nkind = "command"\nexec = ["{sys.executable}", "{wrapper}"]\n'
+        f'role = "validator"\nenv = {{ VOTE_STARTED = "{started}", VOTE_RELEASE = "{release}", '
+        f'VOTE_SCRIPT = "{EXAMPLES / "validator.py"}" }}\n'
+    )
+    server = redis_factory(extra_conf=["appendonly yes", "appendfsync always"])
+    # A lapse longer than the outage: this test is about the vote, not about liveness.
+    d = await daemon_factory(
+        redis_url=server.url, config_text=config, **{**FAST, "agents.lapse_s": 60.0}
+    )
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=4, name="outage")
+        run = await cfn.call("loop.start", task="t", implementers=["impl"], validators=["check"])
+        await until_running(started)
+        (validator,) = run.validators
+        before = await cfn.call("agent.status", agent=validator)
+        server.stop()  # Redis goes away while the validator is about to vote
+        await asyncio.to_thread(release.write_text, "go")
+        await asyncio.sleep(1.5)  # the outage lasts a while (the agent's vote fails)
+        server.start()
+        async with cfn.events_follow(types=["loop"]) as events:
+            info = await cfn.call("loop.status", run=run.id)
+            if info.status not in ("done", "escalated"):
+                await asyncio.wait_for(next_event(events, "loop.finished", run=run.id), 60)
+        final = await cfn.call("loop.status", run=run.id)
+        assert final.status == "done", final
+        assert final.rounds[0]["votes_counted"] == 1
+        after = await cfn.call("agent.status", agent=validator)
+        assert after.pid == before.pid  # the same validator process: it did not crash
+        tasks = [t for t in (await cfn.call("task.list")).tasks if t.target == validator]
+        assert [t.attempts for t in tasks] == [1]
