@@ -109,3 +109,34 @@ async def test_a_validators_vote_is_retried_across_a_redis_outage(
         assert after.pid == before.pid  # the same validator process: it did not crash
         tasks = [t for t in (await cfn.call("task.list")).tasks if t.target == validator]
         assert [t.attempts for t in tasks] == [1]
+
+
+async def test_an_epic_that_cannot_recruit_says_why_and_escalates(
+    daemon_factory: DaemonFactory,
+) -> None:
+    config = agent_types({}, {})
+    d = await daemon_factory(config_text=config, **FAST, **{"loop.recruit_timeout_s": 1.0})
+    phases = [{"name": "big", "implementers": ["impl"] * 2, "validators": ["check"] * 2}]
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=2, name="tiny")
+        async with cfn.events_follow(types=["epic"]) as events:
+            started = await cfn.call("epic.start", epic={"name": "too big", "phases": phases})
+            blocked = await next_event(events, "epic.blocked", epic=started.id)
+            assert "allows at most 2 agents" in blocked.data["reason"]
+            escalated = await asyncio.wait_for(
+                next_event(events, "epic.escalated", epic=started.id), 30
+            )
+            assert escalated.data["phase"] == "big"
+        info = await cfn.call("epic.status", epic_id=started.id)
+        assert info.status == "blocked"
+        assert info.reason is not None and "allows at most 2 agents" in info.reason
+        (phase,) = info.phases
+        assert phase.status == "escalated" and phase.run is None
+        assert phase.reason == info.reason
+        # Said once per reason, not every pass of the driver.
+        said = [
+            e
+            for e in (await cfn.call("events.list", types=["epic.blocked"])).events
+            if e.data["epic"] == started.id
+        ]
+        assert len(said) == 1

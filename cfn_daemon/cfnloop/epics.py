@@ -15,10 +15,16 @@ from typing import Any
 import msgspec
 import structlog
 
-from cfn_client.wire.errors import Conflict, NotFound
-from cfn_client.wire.schema.loop import LoopStartArgs
+from cfn_client.wire.errors import CfnError, Conflict, NotFound
+from cfn_client.wire.schema.loop import LoopStartArgs, RunInfo
 from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES
-from cfn_client.wire.schema.workflow import EpicInfo, EpicSpec, EpicStartArgs, PhaseInfo
+from cfn_client.wire.schema.workflow import (
+    EpicInfo,
+    EpicSpec,
+    EpicStartArgs,
+    PhaseInfo,
+    PhaseSpec,
+)
 from cfn_daemon.cfnloop.drivers import DriverPool
 from cfn_daemon.cfnloop.runner import LoopService
 from cfn_daemon.core import workflow
@@ -102,6 +108,18 @@ class EpicService:
         checks = {k.removeprefix("check:"): v for k, v in fields.items() if k.startswith("check:")}
         return spec, runs, checks, int(fields.get("created_ms", "0"))
 
+    async def _blocked(self, swarm: str, epic_id: str) -> dict[str, tuple[str, int, bool]]:
+        """Phases that cannot start: name → (reason, since ms, escalated)."""
+        raw = await self.redis.hgetall(self.keys.epic(swarm, epic_id))
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        out = {}
+        for key, reason in fields.items():
+            if key.startswith("blocked:"):
+                name = key.removeprefix("blocked:")
+                since = int(fields.get(f"blocked_since:{name}", "0"))
+                out[name] = (reason, since, f"escalated:{name}" in fields)
+        return out
+
     async def _statuses(
         self,
         swarm: str,
@@ -134,8 +152,14 @@ class EpicService:
         spec, runs, checks, created = await self._load(swarm, epic_id)
         statuses = await self._statuses(swarm, epic_id, spec, runs, checks)
         flat = {k: v[0] for k, v in statuses.items()}
+        blocked = await self._blocked(swarm, epic_id)
+        for name, (_, _, escalated) in blocked.items():
+            if escalated and name not in flat:
+                flat[name] = "escalated"
+        reasons = {name: why for name, (why, _, _) in blocked.items() if name not in runs}
         costs = {name: await self._run_cost(swarm, run) for name, run in runs.items()}
         return EpicInfo(
+            reason=next((reasons[p.name] for p in spec.phases if p.name in reasons), None),
             cost_usd=round(sum(costs.values()), 6),
             id=epic_id,
             swarm=swarm,
@@ -153,6 +177,7 @@ class EpicService:
                     decision=statuses.get(p.name, ("", None))[1],
                     checkpoint=checks.get(p.name),
                     cost_usd=costs.get(p.name, 0.0),
+                    reason=reasons.get(p.name),
                 )
                 for p in spec.phases
             ],
@@ -205,25 +230,16 @@ class EpicService:
         by_name = {p.name: p for p in spec.phases}
         for name in workflow.next_to_start(spec, flat):
             phase = by_name[name]
-            run = await self.loops.start(
-                LoopStartArgs(
-                    swarm=swarm,
-                    task=f"{spec.name}: {phase.name}\n{phase.description}".strip(),
-                    phase=phase.name,
-                    implementers=phase.implementers,
-                    validators=phase.validators,
-                    owner=phase.owner,
-                    complexity=phase.complexity,
-                    max_loop2=phase.max_loop2,
-                    max_loop3=phase.max_loop3,
-                    mode=phase.mode,
-                    repo=phase.repo or spec.repo,
-                    base=phase.base or spec.base,
-                    checks=list(phase.checks) if (phase.repo or spec.repo) else [],
-                    budget_usd=phase.budget_usd,
-                )
-            )
+            try:
+                run = await self._start_phase(swarm, spec, phase)
+            except CfnError as exc:
+                await self._cannot_start(swarm, epic_id, name, exc.message)
+                continue
             await self.redis.hsetnx(self.keys.epic(swarm, epic_id), f"phase:{name}", run.id)
+            await self.redis.hdel(
+                self.keys.epic(swarm, epic_id),
+                f"blocked:{name}", f"blocked_since:{name}", f"escalated:{name}",
+            )  # fmt: skip
             await emit(
                 self.redis,
                 self.keys,
@@ -232,6 +248,56 @@ class EpicService:
                 {"epic": epic_id, "phase": name, "run": run.id},
             )
         return False
+
+    async def _cannot_start(self, swarm: str, epic_id: str, phase: str, reason: str) -> None:
+        """Say why ``phase`` cannot start (once per reason); escalate after the bound."""
+        key = self.keys.epic(swarm, epic_id)
+        now = now_ms()
+        await self.redis.hsetnx(key, f"blocked_since:{phase}", now)
+        previous, since, escalated = await self.redis.hmget(
+            key, f"blocked:{phase}", f"blocked_since:{phase}", f"escalated:{phase}"
+        )
+        if previous is None or previous.decode() != reason:
+            await self.redis.hset(key, f"blocked:{phase}", reason)
+            log.warning("epic_phase_cannot_start", epic=epic_id, phase=phase, reason=reason)
+            await emit(
+                self.redis,
+                self.keys,
+                swarm,
+                "epic.blocked",
+                {"epic": epic_id, "phase": phase, "reason": reason},
+            )
+        limit_s = self.swarms.config().loop.recruit_timeout_s
+        overdue = escalated is None and now - int(since or now) > limit_s * 1000
+        # HSETNX: announced once, even with two drivers racing after a restart.
+        if overdue and await self.redis.hsetnx(key, f"escalated:{phase}", now):
+            await emit(
+                self.redis,
+                self.keys,
+                swarm,
+                "epic.escalated",
+                {"epic": epic_id, "phase": phase, "reason": reason, "after_s": limit_s},
+            )
+
+    async def _start_phase(self, swarm: str, spec: EpicSpec, phase: PhaseSpec) -> RunInfo:
+        return await self.loops.start(
+            LoopStartArgs(
+                swarm=swarm,
+                task=f"{spec.name}: {phase.name}\n{phase.description}".strip(),
+                phase=phase.name,
+                implementers=phase.implementers,
+                validators=phase.validators,
+                owner=phase.owner,
+                complexity=phase.complexity,
+                max_loop2=phase.max_loop2,
+                max_loop3=phase.max_loop3,
+                mode=phase.mode,
+                repo=phase.repo or spec.repo,
+                base=phase.base or spec.base,
+                checks=list(phase.checks) if (phase.repo or spec.repo) else [],
+                budget_usd=phase.budget_usd,
+            )
+        )
 
     async def _checkpoint(
         self, swarm: str, epic_id: str, spec: EpicSpec, phase: str, run_id: str

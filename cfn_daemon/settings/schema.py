@@ -97,6 +97,9 @@ class LoopConfig(Section):
     # after this long: the implementer counts as failed, the owner's decision as
     # ESCALATE (a dead pinned agent, a task stuck in a queue: never a silent hang).
     phase_timeout_s: PositiveSeconds = 3600.0
+    # An epic phase that cannot start its run (no room for its agents, ...) says why at
+    # once and escalates (the epic is ``blocked``) after this long; it keeps retrying.
+    recruit_timeout_s: PositiveSeconds = 300.0
     # Workspaces: the git repository implementers work on (per run: --repo/--base).
     repo: str | None = None
     base: str = "HEAD"
