@@ -636,14 +636,18 @@ def test_agent_send_prints_the_path(swarm: SwarmFake) -> None:
 def test_run_prints_only_the_id(swarm: SwarmFake) -> None:
     code, out, err = run(swarm, "run", "echo hi")
     assert (code, out, err) == (0, "t4\n", "")
-    assert swarm.sent("task.submit") == [{"text": "echo hi"}]
+    (sent,) = swarm.sent("task.submit")
+    assert sent.pop("idempotency_key").startswith("c-")  # one per submit, reused on retry
+    assert sent == {"text": "echo hi"}
     code, out, _ = run(
         swarm, "--json", "run", "make test", "--type", "claude", "--priority", "high",
         "--max-attempts", "5", "--task-timeout", "2m",
     )  # fmt: skip
     doc = json.loads(out)
     assert (doc["id"], doc["status"], doc["max_attempts"]) == ("t5", "queued", 5)
-    assert swarm.sent("task.submit")[-1] == {
+    last = swarm.sent("task.submit")[-1]
+    last.pop("idempotency_key")
+    assert last == {
         "text": "make test", "type": "claude", "priority": "high", "timeout_s": 120.0,
         "max_attempts": 5,
     }  # fmt: skip
@@ -975,7 +979,8 @@ def test_every_new_op_builds_valid_args() -> None:
         method = getattr(Client, op.replace(".", "_"))
         params = set(method.__code__.co_varnames[1 : method.__code__.co_argcount])
         params |= set(method.__kwdefaults__ or {})
-        assert params <= fields | {"self"}, (op, params - fields)
+        client_only = {"retries"}  # how often the client re-sends, not an argument
+        assert params - client_only <= fields | {"self"}, (op, params - fields)
 
 
 # --------------------------------------------------------------------------- parsing

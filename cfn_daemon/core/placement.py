@@ -31,12 +31,10 @@ class AgentRecord(AgentInfo, kw_only=True):
     ewma_ms: float | None = None
     desired: str = ""
     incarnation: str = ""  # the agent process now serving this id (cfn-agent sets it)
-    # The place this agent fills: its own id, or, for a replacement, the slot of the
-    # agent it replaced. Pinned tasks (``target``) name a slot, so they follow it.
-    slot: str = ""
 
     @property
     def slot_id(self) -> str:
+        """The slot this agent fills (pinned tasks name slots)."""
         return self.slot or self.id
 
 

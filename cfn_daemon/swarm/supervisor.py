@@ -376,6 +376,19 @@ class Supervisor:
             if rec.status not in LIVE_STATUSES:
                 continue
             await self._lose(agent_id, "failed" if rec.local else "lost", "heartbeat lapsed")
+            if rec.local and rec.host == host_name():
+                # A local agent that died while no cfnd watched it (not adopted): replace
+                # it like any dead local agent, so the tasks pinned to its slot go on.
+                self._schedule_replacement(
+                    LocalAgent(
+                        id=rec.id,
+                        type=rec.type,
+                        role=rec.role,
+                        capabilities=rec.capabilities,
+                        pid=rec.pid or 0,
+                        slot=rec.slot,
+                    )
+                )
 
     def _schedule_replacement(self, dead: LocalAgent) -> None:
         cfg = self.config().agents

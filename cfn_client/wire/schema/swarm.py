@@ -56,6 +56,9 @@ class AgentInfo(Result, kw_only=True):
     tasks_failed: int = 0
     started_ms: int = 0
     restarts: int = 0
+    # A replacement's slot: the id of the (dead) agent whose place and pinned tasks it
+    # took over ("" for an original agent, whose slot is its own id).
+    slot: str = ""
 
 
 class TaskResult(Result, kw_only=True):
