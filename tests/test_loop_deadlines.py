@@ -140,3 +140,82 @@ async def test_an_epic_that_cannot_recruit_says_why_and_escalates(
             if e.data["epic"] == started.id
         ]
         assert len(said) == 1
+
+
+async def test_a_vote_lost_after_its_task_stored_the_result_is_redispatched(
+    key_prefix: str,
+) -> None:
+    """The real scripts on the real Redis: three validators finished their tasks (signed
+    votes in the stored results), one vote never reached the round's stream. The round
+    closes on all three (re-submitted from the result), not as no-quorum."""
+    import secrets
+
+    import redis.asyncio as aioredis
+
+    from cfn_client.wire.schema.swarm import TaskResult
+    from cfn_daemon.cfnloop.rounds import Ballot, Rounds
+    from cfn_daemon.core import loop
+    from cfn_daemon.core.consensus import sign_vote
+    from cfn_daemon.core.placement import AgentRecord
+    from cfn_daemon.core.run_records import val_task_id
+    from cfn_daemon.core.votes import vote_from_result
+    from cfn_daemon.queue.agents import AgentRegistry
+    from cfn_daemon.queue.tasks import Retry, TaskQueue, now_ms
+    from cfn_daemon.queue.votes import read_votes, submit_vote
+    from cfn_daemon.store.keys import AGENT_GROUP, Keys
+    from cfn_daemon.store.scripts import Scripts
+    from cfn_daemon.swarm.dispatcher import ensure_groups
+    from tests.conftest import SHARED_REDIS
+
+    redis = aioredis.from_url(SHARED_REDIS)
+    try:
+        keys, scripts = Keys(key_prefix), Scripts(redis)
+        tasks, registry = TaskQueue(redis, keys, scripts), AgentRegistry(redis, keys, scripts)
+        swarm, run, validators = "s", "run-lost", ["v1", "v2", "v3"]
+        ids = [val_task_id(run, 1, v) for v in validators]
+        await ensure_groups(redis, [keys.queue(swarm, "normal")])
+        for v, tid in zip(validators, ids, strict=True):
+            token = secrets.token_hex(8)
+            await redis.hset(keys.tokens(swarm), v, token)
+            await registry.register(
+                AgentRecord(id=v, swarm=swarm, type="check", role="validator", status="idle")
+            )
+            context = {"kind": "validate", "run": run, "round": 1}
+            await tasks.submit(
+                swarm, text="review", type="check", task_id=tid, target=v, context=context
+            )
+            ((_, entries),) = await redis.xreadgroup(
+                "dispatch", "cfnd", {keys.queue(swarm, "normal"): ">"}, count=1
+            ) or [(None, [])]
+            assert await tasks.assign_many(
+                swarm, [(tid, entries[0][0].decode(), "normal", [v], "")]
+            )
+            ((_, work),) = await redis.xreadgroup(AGENT_GROUP, v, {keys.work(swarm, v): ">"})
+            entry = work[0][0].decode()
+            assert not isinstance(
+                await tasks.start(swarm, tid, v, incarnation="i1", entry_id=entry), str
+            )
+            result = TaskResult(ok=True, agent=v, attempt=1, vote="approve", confidence=0.95)
+            vote = vote_from_result(v, result, 1)
+            assert vote is not None
+            result.signature = sign_vote(token.encode(), run, 1, vote)
+            if v != "v3":  # v3's vote is lost on its way to the round
+                signed = vote_from_result(v, result, 1)
+                assert signed is not None
+                await submit_vote(redis, keys.votes(swarm, run, 1), signed)
+            assert await tasks.complete(swarm, tid, v, entry, result, Retry()) == "succeeded"
+        await redis.hset(keys.run(swarm, run), "round_started:1", now_ms())
+        state = loop.RunState(
+            run_id=run, task="t", implementers=["i1"], validators=validators,
+            status="loop2", loop2_round=1,
+        )  # fmt: skip
+        closed = await Rounds(redis, keys, tasks).close(
+            swarm, state, [Ballot(None, ids)], required=frozenset(), timeout_s=600
+        )
+        assert closed is not None and closed.passed, closed
+        votes = await read_votes(redis, keys.votes(swarm, run, 1))
+        assert sorted(v.validator for v in votes) == validators
+    finally:
+        async for key in redis.scan_iter(match=f"{key_prefix}:*"):
+            await redis.delete(key)
+        await redis.aclose()
