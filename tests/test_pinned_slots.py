@@ -97,6 +97,11 @@ async def _kill_the_stalled_agent_and_finish(
         tasks = [t for t in (await cfn.call("task.list", limit=1000)).tasks if t.target == victim]
         assert tasks and all(t.status == "succeeded" for t in tasks)
         assert {t.agent for t in tasks} == {replaced.data["replacement"]}
+        # Once the dead original's record is forgotten, its slot still resolves.
+        registry = d.swarms.registry
+        await registry.forget(run.swarm, victim)
+        filling = await registry.slot(run.swarm, victim)
+        assert filling.id == replaced.data["replacement"]
         if kind == "validate":
             votes = [e.data for e in (await cfn.call("events.list", types=["loop.vote"])).events]
             mine = [v for v in votes if v["validator"] == victim]

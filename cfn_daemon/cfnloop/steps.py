@@ -73,7 +73,7 @@ class RunSteps:
         """Submit a task pinned to ``agent`` once (an existing id keeps its result)."""
         if task_id in self._submitted:
             return
-        agent_type = (await self.swarms.registry.get(swarm, agent)).type
+        agent_type = (await self.swarms.registry.slot(swarm, agent)).type
         with contextlib.suppress(Conflict):
             await self.swarms.tasks.submit(
                 swarm,
@@ -106,7 +106,7 @@ class RunSteps:
         session = await self.redis.hget(self.keys.run(swarm, run), f"session:{agent}")
         if not session:
             return None
-        agent_type = (await self.swarms.registry.get(swarm, agent)).type
+        agent_type = (await self.swarms.registry.slot(swarm, agent)).type
         spec = agent_types.resolve(agent_type, self.swarms.config().agent_types)
         return session.decode() if spec.executor.resume else None
 
@@ -351,7 +351,7 @@ class RunSteps:
         configured = self.swarms.config().agent_types
         out = set()
         for agent in state.validators:
-            agent_type = (await self.swarms.registry.get(swarm, agent)).type
+            agent_type = (await self.swarms.registry.slot(swarm, agent)).type
             if agent_type in configured and configured[agent_type].required:
                 out.add(agent)
         return frozenset(out)

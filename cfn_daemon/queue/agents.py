@@ -122,6 +122,17 @@ class AgentRegistry:
             )
         return decode_agent(raw, hb_ms=int(hb) if hb is not None else None)
 
+    async def slot(self, swarm: str, slot: str) -> AgentRecord:
+        """The agent record behind a slot (a run's role): the agent of that id, else the
+        replacement filling it (the dead original's record may have been forgotten)."""
+        try:
+            return await self.get(swarm, slot)
+        except NotFound:
+            filling = [a for a in await self.all(swarm) if a.slot == slot]
+            if not filling:
+                raise
+            return filling[-1]
+
     async def all(self, swarm: str) -> list[AgentRecord]:
         ids = sorted(_text(a) for a in await self.redis.smembers(self.keys.agents(swarm)))
         async with self.redis.pipeline(transaction=False) as pipe:
