@@ -19,6 +19,7 @@ finish their side effects after their agent died and the task was handed to anot
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import ctypes
 import os
@@ -116,8 +117,21 @@ class GroupReaper:
         except OSError:  # pragma: no cover - PDEATHSIG still covers the leader
             self._proc = None
             return None
+        if not self._pid:
+            atexit.register(self.close)
         self._pid = os.getpid()
         return self._proc
+
+    def close(self) -> None:
+        """At a clean exit: EOF to the reaper (no group is left) and reap it."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if proc is None or self._pid != os.getpid():
+                return
+            if proc.stdin is not None:
+                proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=2.0)
 
     def fd(self) -> int | None:
         """The pipe a child writes ``+<pgid>`` to (from its ``preexec_fn``)."""
