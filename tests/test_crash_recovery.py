@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from redis import Redis
 
 from cfn_client.api import Client
@@ -105,4 +107,65 @@ def test_sigkill_cfnd_during_loop2_of_round_2_resumes_without_rework(
             assert len(voters) == len(set(voters)) == 4
     finally:
         redis.close()
+    assert proc.stop() == 0
+
+
+@pytest.mark.timeout(240)
+def test_sigkill_cfnd_during_loop2_on_the_embedded_redis_reaches_the_real_outcome(
+    cfnd_factory: Callable[..., CfndProcess], tmp_path: Path
+) -> None:
+    """The embedded Redis dies with cfnd, so the validators meet a store outage while
+    they vote: they retry, the round closes on their votes, not on round_timeout_s."""
+    import sys
+    import time
+
+    from tests.test_loop_integration import EXAMPLES
+
+    validator = EXAMPLES / "validator.py"
+    conf = tmp_path / "cfnd.toml"
+    conf.write_text(
+        f'[agent_types.impl]\nkind = "command"\n'
+        f'exec = ["{sys.executable}", "{EXAMPLES / "implementer.py"}"]\nrole = "implementer"\n'
+        # Each validator works 2 s: cfnd (and its Redis) die while they do.
+        f'[agent_types.check]\nkind = "command"\n'
+        f'exec = ["sh", "-c", "sleep 2; exec {sys.executable} {validator}"]\n'
+        'role = "validator"\n'
+    )
+    env = {**FAST_ENV, "CFN_AGENTS__LAPSE_S": "10", "CFN_LOOP__ROUND_TIMEOUT_S": "600"}
+    proc = cfnd_factory("--config", str(conf), env=env)  # no Redis URL: the embedded one
+    with Client(proc.socket, timeout_s=60) as cfn:
+        cfn.swarm_init("mesh", 8, name="embedded")
+        run = cfn.loop_start("t", implementers=["impl"], validators=["check"] * 4)
+        validating = False
+        started = set()
+        with cfn.events_follow(types=["loop.validating", "task.started"]) as events:
+            for ev in events:
+                validating = validating or ev.type == "loop.validating"
+                if validating and ev.type == "task.started":
+                    started.add(ev.data["task"])
+                if len(started) == 4:  # every validator is at work
+                    break
+        agents_before = {a.id: a.pid for a in cfn.agent_list().agents}
+    proc.stop(signal.SIGKILL)
+    proc.notifications.clear()
+    # One validator dies too while no cfnd watches: the next one must replace it.
+    victim = run.validators[0]
+    os.killpg(agents_before.pop(victim), signal.SIGKILL)
+    time.sleep(4.0)  # the outage: the validators finish and vote while Redis is down
+    proc.start()
+    with Client(proc.socket, timeout_s=60) as cfn:
+        with cfn.loop_follow(run.id) as events:
+            for _ in events:
+                pass
+        final = cfn.loop_status(run.id)
+        agents_after = {a.id: a for a in cfn.agent_list().agents}
+    assert final.status == "done", (final.status, final.outcome_reason, proc.log()[-3000:])
+    assert [r["status"] for r in final.rounds] == ["passed"]
+    assert final.rounds[0]["votes_counted"] == 4
+    # The validators lived through the outage (adopted, not crashed and replaced)...
+    for agent_id, pid in agents_before.items():
+        assert agents_after[agent_id].pid == pid
+    # ...except the killed one, whose slot a replacement filled (and voted for).
+    assert agents_after[victim].status == "failed"
+    assert [a.id for a in agents_after.values() if a.slot == victim and a.status == "idle"]
     assert proc.stop() == 0

@@ -73,6 +73,17 @@ def test_type_capacity_and_liveness_filter() -> None:
     assert choose(swarm(), agents, "shell", None) == ([], "")
 
 
+def test_a_pin_names_a_slot_that_a_replacement_fills() -> None:
+    dead = agent("a", status="failed")
+    fresh = agent("a2")
+    fresh.slot = "a"  # the supervisor's replacement of "a"
+    others = [agent("b"), agent("c")]
+    assert choose(swarm(), [dead, fresh, *others], "shell", None, target="a") == (["a2"], "")
+    # Nobody else takes it, and a dead slot with no replacement waits.
+    assert choose(swarm(), [dead, *others], "shell", None, target="a") == ([], "")
+    assert choose(swarm(), [dead, fresh, *others], "shell", None, target="b") == (["b"], "")
+
+
 def test_star_assigns_via_hub_spokes_first() -> None:
     agents = [agent("hub"), agent("s1"), agent("s2")]
     picked, via = choose(swarm("star"), agents, "shell", None)

@@ -14,10 +14,14 @@ import msgspec
 
 from cfn_client.api.async_transport import AsyncEventFollow, AsyncTransport
 from cfn_client.api.base import (
+    RETRYABLE_SUBMIT_ERRORS,
+    SUBMIT_RETRIES,
     build_args,
     chunk_bytes,
     events_args,
     loop_start_args,
+    new_idempotency_key,
+    submit_pauses,
     utf8_chunks,
     wait_request_timeout,
 )
@@ -233,21 +237,38 @@ class AsyncClient(AsyncTransport):
         priority: Priority = "normal",
         timeout_s: float | None = None,
         max_attempts: int | None = None,
+        idempotency_key: str | None = None,
+        retries: int = SUBMIT_RETRIES,
     ) -> TaskInfo:
         """Queue a task; ``timeout_s`` bounds each attempt (None: the daemon's default).
 
         A text too large for one frame is sent first in chunks (``task.upload``), then
-        submitted by its upload id. The returned record's text may be clipped."""
+        submitted by its upload id. The returned record's text may be clipped.
+
+        The submit carries an idempotency key (a new one per call unless given) and is
+        retried up to ``retries`` times with the same key when no answer came (timeout,
+        lost link, store outage): cfnd returns the task already submitted under the key,
+        so a retried submit never queues (or runs) the task twice.
+        """
         upload = None
         chunk = chunk_bytes((await self.hello()).max_frame_bytes)
         if len(text) > chunk // 4 and len(text.encode()) > chunk:
             for piece in utf8_chunks(text, chunk):
                 upload = (await self.task_upload(piece, upload=upload, swarm=swarm)).upload
             text = ""
-        return await self._op(
-            "task.submit", TaskInfo, swarm=swarm, text=text, upload=upload, type=type,
-            priority=priority, timeout_s=timeout_s, max_attempts=max_attempts,
-        )  # fmt: skip
+        key = idempotency_key or new_idempotency_key()
+        for pause in submit_pauses(retries):
+            try:
+                return await self._op(
+                    "task.submit", TaskInfo, swarm=swarm, text=text, upload=upload, type=type,
+                    priority=priority, timeout_s=timeout_s, max_attempts=max_attempts,
+                    idempotency_key=key,
+                )  # fmt: skip
+            except RETRYABLE_SUBMIT_ERRORS:
+                if pause is None:
+                    raise
+            await self._pause(pause)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def task_upload(
         self, data: str, *, upload: str | None = None, swarm: str | None = None

@@ -147,6 +147,11 @@ class AsyncTransport(ClientBase):
     async def _op(self, op: str, result_type: type[R], /, **args: Any) -> R:
         return await self._call(op, result_type, args)
 
+    async def _pause(self, seconds: float) -> None:
+        import anyio
+
+        await anyio.sleep(seconds)
+
     async def _call(
         self, op: str, result_type: type[R], args: dict[str, Any], timeout_s: float | None = None
     ) -> R:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
 from cfn_client.conn.base import DEFAULT_TIMEOUT_S
-from cfn_client.wire.errors import ProtocolError
+from cfn_client.wire.errors import (
+    DaemonUnreachable,
+    ProtocolError,
+    RequestTimeout,
+    StoreUnavailable,
+)
 from cfn_client.wire.ops import OPS
 from cfn_client.wire.paths import default_socket_path
 from cfn_client.wire.protocol import Args, Result, decode_args
@@ -18,12 +24,16 @@ from cfn_client.wire.protocol import Args, Result, decode_args
 R = TypeVar("R", bound=Result)
 
 __all__ = [
+    "RETRYABLE_SUBMIT_ERRORS",
+    "SUBMIT_RETRIES",
     "ClientBase",
     "build_args",
     "chunk_bytes",
     "decode_result",
     "events_args",
     "loop_start_args",
+    "new_idempotency_key",
+    "submit_pauses",
     "utf8_chunks",
     "wait_request_timeout",
 ]
@@ -54,6 +64,27 @@ def utf8_chunks(text: str, max_bytes: int) -> list[str]:
         out.append(data[start:end].decode())
         start = end
     return out
+
+
+# A submit whose answer did not come is sent again (same idempotency key) this often.
+SUBMIT_RETRIES = 3
+SUBMIT_PAUSE_S, SUBMIT_PAUSE_MAX_S = 0.2, 2.0
+# No answer (or the store was down): the submit may or may not have been recorded.
+RETRYABLE_SUBMIT_ERRORS = (RequestTimeout, DaemonUnreachable, StoreUnavailable)
+
+
+def new_idempotency_key() -> str:
+    """A key for one logical submit (its retries reuse it)."""
+    return f"c-{uuid.uuid4().hex}"
+
+
+def submit_pauses(retries: int) -> Iterator[float | None]:
+    """Pause before each retry (doubling, capped); None for the last attempt."""
+    pause = SUBMIT_PAUSE_S
+    for _ in range(max(0, retries)):
+        yield pause
+        pause = min(pause * 2, SUBMIT_PAUSE_MAX_S)
+    yield None
 
 
 def build_args(op: str, args: Mapping[str, Any]) -> Args | dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -113,6 +114,9 @@ class SyncTransport(ClientBase):
 
     def _op(self, op: str, result_type: type[R], /, **args: Any) -> R:
         return self._call(op, result_type, args)
+
+    def _pause(self, seconds: float) -> None:
+        time.sleep(seconds)
 
     def _call(
         self, op: str, result_type: type[R], args: dict[str, Any], timeout_s: float | None = None

@@ -8,15 +8,25 @@ timeout or a cancel event: SIGTERM to the whole process group, then SIGKILL afte
 ``kill_grace_s``. When the leader exits on its own, anything it left running in its
 group is terminated the same way, so a task never leaks processes (a descendant that
 called ``setsid`` escapes; its pipes are closed after a short linger).
+
+Children die with their parent, even one killed with SIGKILL: the leader is started
+with ``PR_SET_PDEATHSIG`` = SIGKILL, and every running group is registered with a
+small per-process reaper (``GroupReaper``) that SIGKILLs the groups still registered
+once its parent is gone (it sees EOF on its pipe), so a task's descendants do not
+finish their side effects after their agent died and the task was handed to another.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,6 +36,138 @@ PIPE_LINGER_S = 1.0  # how long pipes may stay open after the leader exited
 KILL_GRACE_S = 5.0  # SIGTERM -> SIGKILL
 
 Stopped = Literal["timeout", "cancelled"]
+PR_SET_PDEATHSIG = 1
+
+# Loaded in the parent: a forked child must not dlopen (the loader lock may be held).
+try:
+    _PRCTL: Any = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # pragma: no cover - not Linux
+    _PRCTL = None
+
+
+def die_with_parent(parent_pid: int, reaper_fd: int | None) -> Any:
+    """A ``preexec_fn``: SIGKILL this child when the thread that forked it ends, and
+    register its group with the reaper before the program runs (no window in which a
+    dying parent leaves an unregistered group behind)."""
+
+    def preexec() -> None:
+        if _PRCTL is not None:
+            _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if reaper_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(reaper_fd, b"+%d\n" % os.getpid())
+        if os.getppid() != parent_pid:  # the parent died before the prctl took effect
+            os._exit(137)
+
+    return preexec
+
+
+# The reaper's whole program: no site, no imports of ours, so it starts in ~20 ms.
+_REAPER_SOURCE = """
+import os, signal, sys
+groups = set()
+for line in sys.stdin.buffer:
+    op, rest = line[:1], line[1:].strip()
+    if op == b"=":
+        groups = {int(g) for g in rest.split(b",") if g}
+    elif op == b"+":
+        groups.add(int(rest))
+    elif op == b"-":
+        groups.discard(int(rest))
+for pgid in groups:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class GroupReaper:
+    """Kills this process's still-running child groups once this process is gone.
+
+    One helper process per parent, in its own session (a kill of the parent's group
+    does not reach it), reading lines from a pipe only this process and its children
+    (until they exec) write to: EOF means the parent died, however it died. Lines:
+    ``+pgid`` (written by the child itself before it execs, so no window is left, and
+    again by the parent), ``-pgid`` when the group ended, ``=pgid,...`` to resync after
+    a failed spawn (whose child registered itself, then failed to exec).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid = 0
+        self._live: set[int] = set()
+
+    def _ensure(self) -> subprocess.Popen[bytes] | None:
+        if self._proc is not None and self._pid == os.getpid() and self._proc.poll() is None:
+            return self._proc
+        if self._proc is not None and self._proc.stdin is not None and self._pid == os.getpid():
+            self._proc.stdin.close()  # a dead reaper's pipe
+        self._live = set()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _REAPER_SOURCE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                bufsize=0,
+            )
+        except OSError:  # pragma: no cover - PDEATHSIG still covers the leader
+            self._proc = None
+            return None
+        if not self._pid:
+            atexit.register(self.close)
+        self._pid = os.getpid()
+        return self._proc
+
+    def close(self) -> None:
+        """At a clean exit: EOF to the reaper (no group is left) and reap it."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if proc is None or self._pid != os.getpid():
+                return
+            if proc.stdin is not None:
+                proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=2.0)
+
+    def fd(self) -> int | None:
+        """The pipe a child writes ``+<pgid>`` to (from its ``preexec_fn``)."""
+        with self._lock:
+            proc = self._ensure()
+            return proc.stdin.fileno() if proc is not None and proc.stdin is not None else None
+
+    def _send(self, line: bytes) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None or self._pid != os.getpid():
+            return
+        try:
+            # One write below PIPE_BUF: atomic, never interleaved with a child's.
+            os.write(proc.stdin.fileno(), line)
+        except OSError:  # pragma: no cover - the reaper died; start another next time
+            self._proc = None
+
+    def add(self, pgid: int) -> None:
+        """Group ``pgid`` runs (the child registered itself already; idempotent)."""
+        with self._lock:
+            self._live.add(pgid)
+            self._send(b"+%d\n" % pgid)
+
+    def discard(self, pgid: int) -> None:
+        """Group ``pgid`` has ended: forget it (its id may be reused)."""
+        with self._lock:
+            self._live.discard(pgid)
+            self._send(b"-%d\n" % pgid)
+
+    def resync(self) -> None:
+        """After a failed spawn: only the groups known to run stay registered."""
+        with self._lock:
+            self._send(b"=" + b",".join(b"%d" % g for g in sorted(self._live)) + b"\n")
+
+
+REAPER = GroupReaper()
 
 
 @dataclass
@@ -184,6 +326,7 @@ async def run_process(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=die_with_parent(os.getpid(), REAPER.fd()),
         )
     )
     try:
@@ -191,10 +334,19 @@ async def run_process(
         # that never connected) and would only kill the leader: shield it instead.
         transport, proto = await asyncio.shield(spawn)
     except asyncio.CancelledError:
-        with contextlib.suppress(OSError):
-            await _kill_now(*await spawn)
+        try:
+            transport, proto = await spawn
+        except OSError:
+            REAPER.resync()
+            raise
+        await _kill_now(transport, proto)
+        REAPER.discard(transport.get_pid())
+        raise
+    except OSError:
+        REAPER.resync()
         raise
     pgid = transport.get_pid()  # session leader: pgid == pid
+    REAPER.add(pgid)
     finished = False
     try:
         stdin = transport.get_pipe_transport(0)
@@ -212,6 +364,7 @@ async def run_process(
             transport.close()
         else:  # we were cancelled ourselves: no grace, nothing left behind
             await _kill_now(transport, proto)
+        REAPER.discard(pgid)
     out, err = proto.streams[1], proto.streams[2]
     return ProcOutcome(
         returncode=transport.get_returncode(),

@@ -78,6 +78,10 @@ class AgentRuntime:
         self._running: dict[str, asyncio.Event] = {}  # task id → cancel event
         # Signs this agent's validator votes; cfnd learns it on first registration.
         self.token = os.environ.get("CFN_AGENT_TOKEN") or secrets.token_hex(16)
+        # This process: a task it starts is marked with it, so a restarted agent (same
+        # id, new process) knows what its previous incarnation had started.
+        self.incarnation = secrets.token_hex(8)
+        record.incarnation = self.incarnation
         self._slots = asyncio.Semaphore(max(1, record.concurrency))
         self._free = max(1, record.concurrency)
         # Local agents only: how long we may go without a supervising cfnd.
@@ -291,9 +295,14 @@ class AgentRuntime:
         cancel = asyncio.Event()
         self._running[task_id] = cancel
         try:
-            task = await self.tasks.start(self.swarm, task_id, self.id)
-            if task is None:
-                # Cancelled or already finished elsewhere: just acknowledge the entry.
+            task = await self.tasks.start(
+                self.swarm, task_id, self.id, incarnation=self.incarnation, entry_id=entry_id
+            )
+            if isinstance(task, str):
+                # Cancelled, finished elsewhere, or started by our previous incarnation
+                # (reclaimed as agent-lost, never re-run here): just acknowledge it.
+                if task == "agent-lost":
+                    log.warning("task_of_previous_incarnation", agent=self.id, task=task_id)
                 await self.redis.xack(self.keys.work(self.swarm, self.id), AGENT_GROUP, entry_id)
                 await self.redis.xdel(self.keys.work(self.swarm, self.id), entry_id)
                 return
@@ -301,7 +310,7 @@ class AgentRuntime:
             res = await self._run_guarded(task, cancel)
             result = to_result(res, self.id, task.attempts)
             if task.context.get("kind") == "validate":
-                await self._vote(task.context, result)
+                await self._vote(task.target or self.id, task.context, result)
             await self._complete(entry_id, task_id, result)
         finally:
             self._running.pop(task_id, None)
@@ -337,15 +346,41 @@ class AgentRuntime:
             log.exception("executor_failed", agent=self.id, task=task.id)
             return ExecResult(ok=False, error=f"the executor failed: {describe_error(exc)}")
 
-    async def _vote(self, context: dict[str, Any], result: TaskResult) -> None:
-        """Sign the vote this validator task produced and submit it to the round."""
+    async def _vote(self, validator: str, context: dict[str, Any], result: TaskResult) -> None:
+        """Sign the vote this validator task produced and submit it to the round.
+
+        ``validator`` is the slot the task was pinned to (this agent's id, or the one
+        of the dead agent it replaced): the run counts votes per slot.
+        """
         run, round_no = str(context.get("run", "")), int(context.get("round", 0))
-        vote = vote_from_result(self.id, result, round_no)
+        vote = vote_from_result(validator, result, round_no)
         if vote is None:
             return
         result.signature = sign_vote(self.token.encode(), run, round_no, vote)
         signed = msgspec.structs.replace(vote, signature=result.signature)
-        await submit_vote(self.redis, self.keys.votes(self.swarm, run, round_no), signed)
+        key = self.keys.votes(self.swarm, run, round_no)
+        delay = 0.1
+        # Across a store outage (a restarting Redis, a cfnd restart with its embedded
+        # Redis): a re-sent identical vote is ignored by the count, so retrying is safe.
+        for attempt in range(1, COMPLETE_ATTEMPTS + 1):
+            try:
+                await submit_vote(self.redis, key, signed)
+                return
+            except Exception as exc:
+                if not is_unavailable_error(exc):
+                    raise
+                log.warning(
+                    "vote_failed",
+                    agent=self.id,
+                    run=run,
+                    round=round_no,
+                    attempt=attempt,
+                    error=describe_error(exc),
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        # The vote is also in the task's stored result: cfnd re-submits it from there.
+        log.error("vote_lost", agent=self.id, run=run, round=round_no)
 
     async def _complete(self, entry_id: str, task_id: str, result: TaskResult) -> None:
         delay = 0.1

@@ -31,7 +31,7 @@ class DriverPool:
         self.stop = asyncio.Event()
         self.ready = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
-        self._running: set[str] = set()
+        self._running: dict[str, asyncio.Task[None]] = {}
 
     async def run(
         self, stop: asyncio.Event, after: asyncio.Event, resume: Callable[[], Awaitable[None]]
@@ -62,9 +62,13 @@ class DriverPool:
         """Start ``driver()`` for ``name`` unless one already runs (or the pool stopped)."""
         if name in self._running or self._tg is None:
             return
-        self._running.add(name)
         task = self._tg.create_task(
             self.keeper.run(f"{self.kind}-{name}", driver, self.stop, **{self.kind: name}),
             name=f"{self.kind}-{name}",
         )
-        task.add_done_callback(lambda _: self._running.discard(name))
+        self._running[name] = task
+        task.add_done_callback(lambda _: self._running.pop(name, None))
+
+    def driver(self, name: str) -> asyncio.Task[None] | None:
+        """The running driver of ``name`` (None once it ended)."""
+        return self._running.get(name)

@@ -15,10 +15,16 @@ from typing import Any
 import msgspec
 import structlog
 
-from cfn_client.wire.errors import Conflict, NotFound
-from cfn_client.wire.schema.loop import LoopStartArgs
+from cfn_client.wire.errors import CfnError, Conflict, NotFound
+from cfn_client.wire.schema.loop import LoopStartArgs, RunInfo
 from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES
-from cfn_client.wire.schema.workflow import EpicInfo, EpicSpec, EpicStartArgs, PhaseInfo
+from cfn_client.wire.schema.workflow import (
+    EpicInfo,
+    EpicSpec,
+    EpicStartArgs,
+    PhaseInfo,
+    PhaseSpec,
+)
 from cfn_daemon.cfnloop import retention
 from cfn_daemon.cfnloop.drivers import DriverPool
 from cfn_daemon.cfnloop.runner import LoopService, new_run_id
@@ -132,6 +138,18 @@ class EpicService:
         checks = {k.removeprefix("check:"): v for k, v in fields.items() if k.startswith("check:")}
         return spec, runs, checks, int(fields.get("created_ms", "0"))
 
+    async def _blocked(self, swarm: str, epic_id: str) -> dict[str, tuple[str, int, bool]]:
+        """Phases that cannot start: name → (reason, since ms, escalated)."""
+        raw = await self.redis.hgetall(self.keys.epic(swarm, epic_id))
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        out = {}
+        for key, reason in fields.items():
+            if key.startswith("blocked:"):
+                name = key.removeprefix("blocked:")
+                since = int(fields.get(f"blocked_since:{name}", "0"))
+                out[name] = (reason, since, f"escalated:{name}" in fields)
+        return out
+
     async def _statuses(
         self,
         swarm: str,
@@ -168,8 +186,14 @@ class EpicService:
         spec, runs, checks, created = await self._load(swarm, epic_id)
         statuses = await self._statuses(swarm, epic_id, spec, runs, checks)
         flat = {k: v[0] for k, v in statuses.items()}
+        blocked = await self._blocked(swarm, epic_id)
+        for name, (_, _, escalated) in blocked.items():
+            if escalated and name not in flat:
+                flat[name] = "escalated"
+        reasons = {name: why for name, (why, _, _) in blocked.items() if name not in runs}
         costs = {name: await self._run_cost(swarm, run) for name, run in runs.items()}
         return EpicInfo(
+            reason=next((reasons[p.name] for p in spec.phases if p.name in reasons), None),
             cost_usd=round(sum(costs.values()), 6),
             id=epic_id,
             swarm=swarm,
@@ -187,6 +211,7 @@ class EpicService:
                     decision=statuses.get(p.name, ("", None))[1],
                     checkpoint=checks.get(p.name),
                     cost_usd=costs.get(p.name, 0.0),
+                    reason=reasons.get(p.name),
                 )
                 for p in spec.phases
             ],
@@ -204,6 +229,11 @@ class EpicService:
             try:
                 if await self._advance(swarm, epic_id):
                     return
+            except NotFound as exc:
+                if not await self.redis.exists(self.keys.epic(swarm, epic_id)):
+                    log.info("epic_driver_stopped", epic=epic_id, swarm=swarm, reason=exc.message)
+                    return
+                log.warning("epic_driver_waiting", epic=epic_id, error=exc.message)
             except Exception as exc:
                 log.exception("epic_driver_failed", epic=epic_id, error=str(exc))
             await until_stopped(asyncio.wait_for(waiter.wait(), RECHECK_S), self._stop)
@@ -242,26 +272,15 @@ class EpicService:
                 todo.append((name, run_id))
         for name, run_id in todo:
             phase = by_name[name]
-            run = await self.loops.start(
-                LoopStartArgs(
-                    swarm=swarm,
-                    task=f"{spec.name}: {phase.name}\n{phase.description}".strip(),
-                    phase=phase.name,
-                    implementers=phase.implementers,
-                    validators=phase.validators,
-                    owner=phase.owner,
-                    complexity=phase.complexity,
-                    max_loop2=phase.max_loop2,
-                    max_loop3=phase.max_loop3,
-                    mode=phase.mode,
-                    repo=phase.repo or spec.repo,
-                    base=phase.base or spec.base,
-                    checks=list(phase.checks) if (phase.repo or spec.repo) else [],
-                    budget_usd=phase.budget_usd,
-                ),
-                run_id=run_id,
-                epic=epic_id,
-            )
+            try:
+                run = await self._start_phase(swarm, spec, phase, run_id, epic_id)
+            except CfnError as exc:
+                await self._cannot_start(swarm, epic_id, name, exc.message)
+                continue
+            await self.redis.hdel(
+                self.keys.epic(swarm, epic_id),
+                f"blocked:{name}", f"blocked_since:{name}", f"escalated:{name}",
+            )  # fmt: skip
             await emit(
                 self.redis,
                 self.keys,
@@ -270,6 +289,61 @@ class EpicService:
                 {"epic": epic_id, "phase": name, "run": run.id},
             )
         return False
+
+    async def _cannot_start(self, swarm: str, epic_id: str, phase: str, reason: str) -> None:
+        """Say why ``phase`` cannot start (once per reason); escalate after the bound."""
+        key = self.keys.epic(swarm, epic_id)
+        now = now_ms()
+        await self.redis.hsetnx(key, f"blocked_since:{phase}", now)
+        previous, since, escalated = await self.redis.hmget(
+            key, f"blocked:{phase}", f"blocked_since:{phase}", f"escalated:{phase}"
+        )
+        if previous is None or previous.decode() != reason:
+            await self.redis.hset(key, f"blocked:{phase}", reason)
+            log.warning("epic_phase_cannot_start", epic=epic_id, phase=phase, reason=reason)
+            await emit(
+                self.redis,
+                self.keys,
+                swarm,
+                "epic.blocked",
+                {"epic": epic_id, "phase": phase, "reason": reason},
+            )
+        limit_s = self.swarms.config().loop.recruit_timeout_s
+        overdue = escalated is None and now - int(since or now) > limit_s * 1000
+        # HSETNX: announced once, even with two drivers racing after a restart.
+        if overdue and await self.redis.hsetnx(key, f"escalated:{phase}", now):
+            await emit(
+                self.redis,
+                self.keys,
+                swarm,
+                "epic.escalated",
+                {"epic": epic_id, "phase": phase, "reason": reason, "after_s": limit_s},
+            )
+
+    async def _start_phase(
+        self, swarm: str, spec: EpicSpec, phase: PhaseSpec, run_id: str, epic_id: str
+    ) -> RunInfo:
+        """Start ``phase``'s run under the id reserved for it (see ``_advance``)."""
+        return await self.loops.start(
+            LoopStartArgs(
+                swarm=swarm,
+                task=f"{spec.name}: {phase.name}\n{phase.description}".strip(),
+                phase=phase.name,
+                implementers=phase.implementers,
+                validators=phase.validators,
+                owner=phase.owner,
+                complexity=phase.complexity,
+                max_loop2=phase.max_loop2,
+                max_loop3=phase.max_loop3,
+                mode=phase.mode,
+                repo=phase.repo or spec.repo,
+                base=phase.base or spec.base,
+                checks=list(phase.checks) if (phase.repo or spec.repo) else [],
+                budget_usd=phase.budget_usd,
+            ),
+            run_id=run_id,
+            epic=epic_id,
+        )
 
     async def _checkpoint(
         self, swarm: str, epic_id: str, spec: EpicSpec, phase: str, run_id: str

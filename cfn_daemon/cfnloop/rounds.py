@@ -13,15 +13,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import structlog
 
-from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES
+from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES, TaskInfo
 from cfn_daemon.core import consensus, loop
 from cfn_daemon.core.run_records import ballot_run
+from cfn_daemon.core.votes import vote_from_result
 from cfn_daemon.queue.events import emit
 from cfn_daemon.queue.tasks import TaskQueue, now_ms
-from cfn_daemon.queue.votes import read_votes
+from cfn_daemon.queue.votes import read_votes, submit_vote
 from cfn_daemon.store.keys import Keys
 
+log = structlog.get_logger("cfn.loop")
 _json = msgspec.json.Encoder()
 
 
@@ -62,7 +65,10 @@ class Rounds:
         tasks = await self.tasks.get_many(swarm, ballot.task_ids)
         finished = sum(1 for t in tasks if t.status in TERMINAL_TASK_STATUSES)
         received: list[tuple[consensus.Vote, bool]] = []
-        for vote in await read_votes(self.redis, self.keys.votes(swarm, vote_run, rnd)):
+        votes_key = self.keys.votes(swarm, vote_run, rnd)
+        votes = await read_votes(self.redis, votes_key)
+        votes += await self._redispatch_lost(votes_key, votes, tasks, rnd)
+        for vote in votes:
             token = tokens.get(vote.validator.encode(), b"")
             verified = bool(token) and consensus.verify_vote(token, vote_run, rnd, vote)
             received.append((vote, verified))
@@ -92,6 +98,28 @@ class Rounds:
             required=required,
         )
         return outcome, len(received)
+
+    async def _redispatch_lost(
+        self, key: str, votes: list[consensus.Vote], tasks: list[TaskInfo], rnd: int
+    ) -> list[consensus.Vote]:
+        """Votes whose validator task stored its (signed) result but whose vote never
+        reached the round (the agent gave up during an outage, or the store lost it):
+        re-submitted from the stored result, so the round closes on them."""
+        have = {v.validator for v in votes}
+        out = []
+        for task in tasks:
+            res = task.result
+            who = task.target or (res.agent if res else "")
+            if task.status != "succeeded" or res is None or not res.signature or who in have:
+                continue
+            vote = vote_from_result(who, res, rnd)
+            if vote is None:
+                continue
+            await submit_vote(self.redis, key, vote)
+            have.add(who)
+            out.append(vote)
+            log.warning("vote_redispatched", task=task.id, validator=who, round=rnd)
+        return out
 
     async def close(
         self,

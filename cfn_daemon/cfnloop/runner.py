@@ -334,9 +334,10 @@ class LoopService:
         rt = await self.swarms.runtime(swarm)
         out = []
         for agent_type in types:
-            free = [a for a in agents if a.type == agent_type and a.id not in taken]
+            # A run names slots: a replacement of a dead agent serves the same slot.
+            free = [a for a in agents if a.type == agent_type and a.slot_id not in taken]
             if free:
-                chosen = free[0].id
+                chosen = free[0].slot_id
             else:
                 (chosen,) = await rt.supervisor.spawn(agent_type, role=role)
                 spawned.append(chosen)
@@ -495,9 +496,20 @@ class LoopService:
                         continue
             except Conflict as exc:
                 log.warning("loop_event_refused", run=run_id, error=exc.message)
+            except NotFound as exc:
+                if await self._gone(swarm, run_id):
+                    log.info("loop_driver_stopped", run=run_id, swarm=swarm, reason=exc.message)
+                    return
+                log.warning("loop_driver_waiting", run=run_id, error=exc.message)
             except Exception as exc:
                 log.exception("loop_driver_failed", run=run_id, error=str(exc))
             await until_stopped(self._any(waiters), self._stop)
+
+    async def _gone(self, swarm: str, run_id: str) -> bool:
+        """The run, or its swarm, was deleted (``swarm reset`` / ``destroy``)."""
+        if not await self.redis.exists(self.keys.run(swarm, run_id)):
+            return True
+        return swarm not in {s.id for s in await self.swarms.all()}
 
     @staticmethod
     def _over_budget(state: loop.RunState, fields: dict[str, Any]) -> Any:

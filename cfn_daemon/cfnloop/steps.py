@@ -39,6 +39,11 @@ from cfn_daemon.util.text import without_nul
 _json = msgspec.json.Encoder()
 
 
+def phase_key(*parts: object) -> str:
+    """The run-hash field holding when a Loop 3 iteration / Loop 4 decision began."""
+    return "phase_started:" + ":".join(str(p) for p in parts)
+
+
 class RunSteps:
     """Realises and collects the steps of CFN runs."""
 
@@ -76,7 +81,7 @@ class RunSteps:
         """Submit a task pinned to ``agent`` once (an existing id keeps its result)."""
         if task_id in self._submitted:
             return
-        agent_type = (await self.swarms.registry.get(swarm, agent)).type
+        agent_type = (await self.swarms.registry.slot(swarm, agent)).type
         with contextlib.suppress(Conflict):
             await self.swarms.tasks.submit(
                 swarm,
@@ -109,7 +114,7 @@ class RunSteps:
         session = await self.redis.hget(self.keys.run(swarm, run), f"session:{agent}")
         if not session:
             return None
-        agent_type = (await self.swarms.registry.get(swarm, agent)).type
+        agent_type = (await self.swarms.registry.slot(swarm, agent)).type
         spec = agent_types.resolve(agent_type, self.swarms.config().agent_types)
         return session.decode() if spec.executor.resume else None
 
@@ -131,6 +136,8 @@ class RunSteps:
         self, swarm: str, state: loop.RunState, ws: WorkspaceInfo | None
     ) -> None:
         run, rnd, it = state.run_id, state.loop2_round, state.loop3_iteration
+        # The phase's deadline counts from its first realisation (kept across restarts).
+        await self.redis.hsetnx(self.keys.run(swarm, run), phase_key("loop3", rnd, it), now_ms())
         for agent in state.pending:
             tid = impl_task_id(run, rnd, it, agent)
             if await self._submitted_before(swarm, tid):
@@ -219,6 +226,7 @@ class RunSteps:
         tid = owner_task_id(run, rnd)
         if tid in self._submitted:
             return
+        await self.redis.hsetnx(self.keys.run(swarm, run), phase_key("loop4", rnd), now_ms())
         summary = state.history[-1].outcome if state.history else ""
         context: dict[str, Any] = {"kind": "decide", "run": run, "round": rnd, "read_only": True}
         review = None
@@ -249,19 +257,49 @@ class RunSteps:
             return event
         if state.status == "loop3":
             ids = [impl_task_id(run, rnd, it, a) for a in state.pending]
-            for task in await queue.get_many(swarm, ids):
+            tasks = await queue.get_many(swarm, ids)
+            for task in tasks:
                 if task.status in TERMINAL_TASK_STATUSES:
                     await self.record_cost(swarm, run, rnd, task)
                     return await self._implementer_done(swarm, state, ws, task)
+            late = await self._overdue(swarm, run, phase_key("loop3", rnd, it), tasks)
+            if late is not None:
+                task, why = late
+                return loop.ImplementerDone(
+                    agent=task.target or "", round=rnd, iteration=it, confidence=None, output="",
+                    ok=False, reason=why,
+                )  # fmt: skip
             return None
         if state.status == "loop2":
             return await self._close_round(swarm, state, ws)
         if state.status == "loop4" and state.owner:
-            for task in await queue.get_many(swarm, [owner_task_id(run, rnd)]):
+            tasks = await queue.get_many(swarm, [owner_task_id(run, rnd)])
+            for task in tasks:
                 if task.status in TERMINAL_TASK_STATUSES:
                     await self.record_cost(swarm, run, rnd, task)
                     return owner_decision(task)
+            late = await self._overdue(swarm, run, phase_key("loop4", rnd), tasks)
+            if late is not None:
+                return loop.OwnerDecided(decision="ESCALATE", reason=late[1])
         return None
+
+    async def _overdue(
+        self, swarm: str, run: str, key: str, waiting: list[TaskInfo]
+    ) -> tuple[TaskInfo, str] | None:
+        """Past the phase's deadline: the first task still waited for (now cancelled), and
+        why; None while there is time left."""
+        started = await self.redis.hget(self.keys.run(swarm, run), key)
+        limit_s = self.swarms.config().loop.phase_timeout_s
+        if not started or not waiting or now_ms() - int(started) <= limit_s * 1000:
+            return None
+        task = waiting[0]
+        where = f" (pinned to {task.target})" if task.target else ""
+        why = (
+            f"no result within loop.phase_timeout_s ({limit_s:g} s): task {task.id}{where} "
+            f"was still {task.status}"
+        )
+        await self.swarms.tasks.cancel(swarm, task.id)
+        return task, why
 
     async def _implementer_done(
         self, swarm: str, state: loop.RunState, ws: WorkspaceInfo | None, task: TaskInfo
@@ -321,7 +359,7 @@ class RunSteps:
         configured = self.swarms.config().agent_types
         out = set()
         for agent in state.validators:
-            agent_type = (await self.swarms.registry.get(swarm, agent)).type
+            agent_type = (await self.swarms.registry.slot(swarm, agent)).type
             if agent_type in configured and configured[agent_type].required:
                 out.add(agent)
         return frozenset(out)

@@ -30,6 +30,12 @@ class AgentRecord(AgentInfo, kw_only=True):
     concurrency: int = 1
     ewma_ms: float | None = None
     desired: str = ""
+    incarnation: str = ""  # the agent process now serving this id (cfn-agent sets it)
+
+    @property
+    def slot_id(self) -> str:
+        """The slot this agent fills (pinned tasks name slots)."""
+        return self.slot or self.id
 
 
 @dataclass(slots=True)
@@ -65,14 +71,15 @@ def choose(
 ) -> tuple[list[str], str]:
     """Pick the agent(s) for one task; returns (agent ids, via). Pure.
 
-    A ``target`` pins the task to that agent (CFN loop roles): nobody else takes it.
+    A ``target`` pins the task to that agent slot (CFN loop roles): only the agent
+    filling it (the original agent, or the replacement of a dead one) takes it.
     """
     live = [a for a in agents if a.status in ("idle", "busy")]
     order = topology.assignment_order(swarm.topology, members_of(live), start_after=cursor)
     rank = {aid: i for i, aid in enumerate(order)}
     free = [a for a in live if a.type == task_type and a.load < a.concurrency and a.id in rank]
     if target is not None:
-        free = [a for a in free if a.id == target]
+        free = [a for a in free if a.slot_id == target]
         return ([free[0].id] if free else []), ""
     if not free:
         return [], ""

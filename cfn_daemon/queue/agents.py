@@ -78,6 +78,8 @@ class AgentRegistry:
         for key, value in msgspec.structs.asdict(agent).items():
             if key in ("heartbeat_age_ms", "tasks_done", "tasks_failed", "ewma_ms", "restarts"):
                 continue  # counters survive a re-registration under the same id
+            if key == "slot" and not value:
+                continue  # cfnd sets a replacement's slot; the agent does not know it
             if isinstance(value, list):
                 value = ",".join(value)
             elif isinstance(value, bool):
@@ -133,6 +135,17 @@ class AgentRegistry:
                 details={"agent": agent, "swarm": swarm},
             )
         return decode_agent(raw, hb_ms=int(hb) if hb is not None else None)
+
+    async def slot(self, swarm: str, slot: str) -> AgentRecord:
+        """The agent record behind a slot (a run's role): the agent of that id, else the
+        replacement filling it (the dead original's record may have been forgotten)."""
+        try:
+            return await self.get(swarm, slot)
+        except NotFound:
+            filling = [a for a in await self.all(swarm) if a.slot == slot]
+            if not filling:
+                raise
+            return filling[-1]
 
     async def all(self, swarm: str) -> list[AgentRecord]:
         ids = sorted(_text(a) for a in await self.redis.smembers(self.keys.agents(swarm)))

@@ -102,8 +102,16 @@ class TaskQueue:
         task_id: str | None = None,
         target: str | None = None,
         context: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl_s: float = 86_400.0,
     ) -> TaskInfo:
-        """Enqueue a task; returns its record."""
+        """Enqueue a task; returns its record.
+
+        With an ``idempotency_key``, a repeated submit (a client retrying after a
+        timeout) returns the task first submitted under that key, for
+        ``idempotency_ttl_s``, instead of queuing it again; the check and the submit
+        are one script, so two concurrent retries cannot both queue it.
+        """
         if not text.strip():
             raise InvalidArgs("task text is empty; expected the command or prompt to run")
         if priority not in PRIORITIES:
@@ -137,6 +145,8 @@ class TaskQueue:
                 fields += [key, str(value) if not isinstance(value, str) else value]
         fields += ["enqueued_ms", ts]
         event = _json.encode({"task": tid, "type": type, "priority": priority})
+        idem_key = self.keys.idempotency(swarm, idempotency_key) if idempotency_key else None
+        ttl_ms = max(1, int(idempotency_ttl_s * 1000)) if idem_key else 0
         created = await self.scripts.run(
             "submit",
             [
@@ -144,13 +154,36 @@ class TaskQueue:
                 self.keys.tasks(swarm),
                 self.keys.queue(swarm, priority),
                 self.keys.events(swarm),
+                idem_key or self.keys.task(swarm, tid),
                 *self.keys.status_indexes(swarm),
             ],
-            [tid, ts, *self._common(swarm), event, *fields],
+            [tid, ts, *self._common(swarm), event, ttl_ms, *fields],
         )
+        if isinstance(created, bytes | str):
+            return await self._same_submit(swarm, _text(created), info, idempotency_key)
         if not created:
             raise Conflict(f"task {tid} already exists in swarm {swarm}")
         return info
+
+    async def _same_submit(
+        self, swarm: str, task_id: str, wanted: TaskInfo, key: str | None
+    ) -> TaskInfo:
+        """The task a repeated idempotency key stands for (the same task, or an error)."""
+        try:
+            existing = await self.get(swarm, task_id)
+        except NotFound:
+            raise Conflict(
+                f"idempotency key {key!r} was used for task {task_id}, which no longer "
+                "exists (retention); submit with a new key",
+                details={"task": task_id, "idempotency_key": key},
+            ) from None
+        if (existing.text, existing.type) != (wanted.text, wanted.type):
+            raise Conflict(
+                f"idempotency key {key!r} was already used for task {task_id} with a "
+                "different text or type; use a new key for a different task",
+                details={"task": task_id, "idempotency_key": key},
+            )
+        return existing
 
     async def get(self, swarm: str, task_id: str) -> TaskInfo:
         raw = await self.redis.hgetall(self.keys.task(swarm, task_id))
@@ -430,20 +463,31 @@ class TaskQueue:
 
     # ------------------------------------------------------------------ agent side
 
-    async def start(self, swarm: str, task_id: str, agent: str) -> TaskInfo | None:
-        """Mark the task running (attempt + 1); None if it must be skipped."""
+    async def start(
+        self, swarm: str, task_id: str, agent: str, *, incarnation: str, entry_id: str
+    ) -> TaskInfo | str:
+        """Mark the task running (attempt + 1) by this agent ``incarnation`` (process).
+
+        Returns the task to run, or why it must be skipped (its status, ``duplicate``,
+        or ``agent-lost``: an earlier incarnation of this agent started it, so it is
+        requeued or failed by its retry policy instead of being run again here). On
+        ``duplicate`` and ``agent-lost`` the work entry is already acknowledged.
+        """
         reply = await self.scripts.run(
             "start",
             [
                 self.keys.task(swarm, task_id),
                 self.keys.agent(swarm, agent),
                 self.keys.events(swarm),
+                self.keys.work(swarm, agent),
+                *(self.keys.queue(swarm, p) for p in PRIORITIES),
+                self.keys.dlq(swarm),
                 *self.keys.status_indexes(swarm),
             ],
-            [task_id, agent, now_ms(), *self._common(swarm)],
+            [task_id, agent, now_ms(), *self._common(swarm), incarnation, entry_id],
         )
         if int(reply[0]) != 1:
-            return None
+            return _text(reply[1])
         flat = reply[1]
         return decode_task(dict(zip(flat[::2], flat[1::2], strict=True)))
 

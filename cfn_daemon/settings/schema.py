@@ -132,6 +132,13 @@ class LoopConfig(Section):
     max_loop3: Iterations = 10
     # A validator round closes when every validator answered or after this long.
     round_timeout_s: PositiveSeconds = 600.0
+    # Loop 3 (an implementer) and Loop 4 (the owner) give up waiting for an answer
+    # after this long: the implementer counts as failed, the owner's decision as
+    # ESCALATE (a dead pinned agent, a task stuck in a queue: never a silent hang).
+    phase_timeout_s: PositiveSeconds = 3600.0
+    # An epic phase that cannot start its run (no room for its agents, ...) says why at
+    # once and escalates (the epic is ``blocked``) after this long; it keeps retrying.
+    recruit_timeout_s: PositiveSeconds = 300.0
     # Workspaces: the git repository implementers work on (per run: --repo/--base).
     repo: str | None = None
     base: str = "HEAD"
@@ -165,6 +172,8 @@ class TasksConfig(Section):
     # The largest task text `task.submit` takes (sent in chunks with `task.upload`).
     max_text_bytes: Annotated[int, Meta(ge=1024, le=512 << 20)] = 64 << 20
     default_timeout_s: Annotated[float, Meta(ge=0.0, le=86_400.0)] = 0.0  # 0: no limit
+    # How long a submit's idempotency key maps to its task (a retry within it is a no-op).
+    idempotency_ttl_s: PositiveSeconds = 86_400.0
 
 
 class AgentsConfig(Section):

@@ -145,5 +145,9 @@ class Keys:
         """zset: epic id → created ms."""
         return f"{self._s(swarm)}:epics"
 
+    def idempotency(self, swarm: str, key: str) -> str:
+        """string (with a TTL): a client's idempotency key → the task it submitted."""
+        return f"{self._s(swarm)}:idem:{key}"
+
     def dlq(self, swarm: str) -> str:
         return f"{self._s(swarm)}:dlq"

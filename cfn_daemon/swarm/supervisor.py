@@ -57,6 +57,7 @@ class LocalAgent:
     role: str
     capabilities: list[str]
     pid: int
+    slot: str = ""  # for a replacement: the slot (first agent id) it fills
     proc: asyncio.subprocess.Process | None = None
     stopping: bool = False
     exited: asyncio.Event = field(default_factory=asyncio.Event)
@@ -234,6 +235,7 @@ class Supervisor:
                 local=True,
                 started_ms=now_ms(),
                 concurrency=spec.concurrency,
+                slot=agent.slot,
             )
         )
         argv = [
@@ -279,7 +281,12 @@ class Supervisor:
             env["CFN_REDIS_PASSWORD"] = self.store.params.password
         # The vote-signing token travels in the environment, never in argv.
         env["CFN_AGENT_TOKEN"] = token = secrets.token_hex(16)
-        await self.store.redis.hset(self.store.keys.tokens(self.swarm), agent.id, token)
+        tokens = [agent.id, token]
+        if agent.slot:
+            # A replacement votes for its slot (the validator the run knows): the dead
+            # agent's token is void, the slot's votes are verified with the new one.
+            tokens += [agent.slot, token]
+        await self.store.redis.hset(self.store.keys.tokens(self.swarm), items=tokens)
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_fd = os.open(
             self.log_dir / f"{agent.id}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
@@ -317,7 +324,12 @@ class Supervisor:
             if rec.id in self.local or "cfn" not in _cmdline(rec.pid):
                 continue
             agent = LocalAgent(
-                id=rec.id, type=rec.type, role=rec.role, capabilities=rec.capabilities, pid=rec.pid
+                id=rec.id,
+                type=rec.type,
+                role=rec.role,
+                capabilities=rec.capabilities,
+                pid=rec.pid,
+                slot=rec.slot,
             )
             self.local[agent.id] = agent
             self._watch_in_group(agent)
@@ -434,6 +446,19 @@ class Supervisor:
             if rec.status not in LIVE_STATUSES:
                 continue
             await self._lose(agent_id, "failed" if rec.local else "lost", "heartbeat lapsed")
+            if rec.local and rec.host == host_name():
+                # A local agent that died while no cfnd watched it (not adopted): replace
+                # it like any dead local agent, so the tasks pinned to its slot go on.
+                self._schedule_replacement(
+                    LocalAgent(
+                        id=rec.id,
+                        type=rec.type,
+                        role=rec.role,
+                        capabilities=rec.capabilities,
+                        pid=rec.pid or 0,
+                        slot=rec.slot,
+                    )
+                )
 
     def _budget(self) -> RestartBudget:
         cfg = self.config().agents
@@ -480,6 +505,7 @@ class Supervisor:
                 role=dead.role,
                 capabilities=dead.capabilities,
                 pid=0,
+                slot=dead.slot or dead.id,  # its pinned tasks follow it to the replacement
             )
             try:
                 async with self._spawn_lock:  # the room check and the spawn, as one step
@@ -498,7 +524,7 @@ class Supervisor:
                     self.store.keys,
                     self.swarm,
                     "agent.replaced",
-                    {"agent": dead.id, "replacement": fresh.id},
+                    {"agent": dead.id, "replacement": fresh.id, "slot": fresh.slot},
                 )
             except BaseException:
                 # Not lost: the rest (and this one, unless it started) is tried again.

@@ -35,6 +35,8 @@ def render_epic(info: EpicInfo) -> str:
         lines.append(
             f"  {p.name:<{width}}  {p.status:<9}  {p.run or '-':<12}  {p.decision or '-':<8}{after}"
         )
+        if p.reason:
+            lines.append(f"  {'':<{width}}  cannot start: {p.reason}")
     return "\n".join(lines)
 
 
@@ -98,7 +100,9 @@ def start_epic(env: CliEnv, spec: dict[str, Any], follow: bool) -> None:
                     click.echo(f"phase {ev.data['phase']} started as run {ev.data['run']}")
                 elif ev.type == "epic.checkpoint" and not env.json:
                     click.echo(f"checkpoint of {ev.data['phase']}: {ev.data['verdict']}")
-                if ev.type == "epic.finished":
+                elif ev.type == "epic.blocked" and not env.json:
+                    click.echo(f"phase {ev.data['phase']} cannot start: {ev.data['reason']}")
+                if ev.type in ("epic.finished", "epic.escalated"):
                     break
         return c.epic_status(info.id, swarm=info.swarm)
 

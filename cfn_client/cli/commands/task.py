@@ -41,10 +41,16 @@ WAIT_TIMEOUT_HELP = "Stop waiting after this long (e.g. 30, 5m) and exit 1; the 
     "--max-attempts", type=click.IntRange(min=1), metavar="N",
     help="Try at most N times [default: cfnd's].",
 )  # fmt: skip
+@click.option(
+    "--idempotency-key", metavar="KEY",
+    help="Name this submit: repeating it with the same KEY (a script's retry) returns "
+    "the first task instead of queuing another [default: a new key per call].",
+)  # fmt: skip
 @pass_env
 def run(
     env: CliEnv, text: str | None, text_file: TextIO | None, task_type: str, priority: Priority,
     wait: bool, wait_s: float | None, task_timeout: float | None, max_attempts: int | None,
+    idempotency_key: str | None,
 ) -> None:  # fmt: skip
     """Queue TASK (or the text of --file) on the current swarm and print its id.
 
@@ -67,7 +73,7 @@ def run(
     def submit(c: Client) -> TaskInfo:
         task = c.task_submit(
             text, swarm=env.swarm, type=task_type, priority=priority,
-            timeout_s=task_timeout, max_attempts=max_attempts,
+            timeout_s=task_timeout, max_attempts=max_attempts, idempotency_key=idempotency_key,
         )  # fmt: skip
         if not wait:
             return task

@@ -6,7 +6,9 @@ struct fields), so a record read from Redis and a reply on the socket agree.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from msgspec import Meta
 
 from cfn_client.wire.protocol import Args, Result
 
@@ -54,6 +56,9 @@ class AgentInfo(Result, kw_only=True):
     tasks_failed: int = 0
     started_ms: int = 0
     restarts: int = 0
+    # A replacement's slot: the id of the (dead) agent whose place and pinned tasks it
+    # took over ("" for an original agent, whose slot is its own id).
+    slot: str = ""
 
 
 class TaskResult(Result, kw_only=True):
@@ -192,6 +197,9 @@ class AgentSendArgs(SwarmArgs, kw_only=True):
     message: str
 
 
+IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+
+
 class TaskSubmitArgs(SwarmArgs, kw_only=True):
     """``text`` inline, or ``upload``: the id of a text sent before with ``task.upload``
     (for a text too large for one frame)."""
@@ -202,6 +210,8 @@ class TaskSubmitArgs(SwarmArgs, kw_only=True):
     priority: Priority = "normal"
     timeout_s: float | None = None
     max_attempts: int | None = None
+    # A repeated key (a retry) returns the task first submitted with it; nothing new runs.
+    idempotency_key: IdempotencyKey | None = None
 
 
 class TaskListArgs(SwarmArgs, kw_only=True):

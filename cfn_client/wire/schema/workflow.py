@@ -73,6 +73,7 @@ class PhaseInfo(Result, kw_only=True):
     decision: str | None = None
     checkpoint: str | None = None  # "passed" or "failed: why"
     cost_usd: float = 0.0
+    reason: str | None = None  # why a phase that should run cannot start (no agents, ...)
 
 
 class EpicInfo(Result, kw_only=True):
@@ -84,6 +85,7 @@ class EpicInfo(Result, kw_only=True):
     order: list[list[str]]  # the dependency layers
     created_ms: int = 0
     cost_usd: float = 0.0  # the phases' runs together
+    reason: str | None = None  # why it is blocked (the first phase that cannot start)
 
 
 class EpicListResult(Result, kw_only=True):

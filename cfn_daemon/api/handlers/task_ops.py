@@ -101,6 +101,8 @@ class TaskOps:
             max_attempts=(
                 args.max_attempts if args.max_attempts is not None else cfg.tasks.max_attempts
             ),
+            idempotency_key=args.idempotency_key,
+            idempotency_ttl_s=cfg.tasks.idempotency_ttl_s,
         )
         if args.upload is not None:
             await self.service.tasks.io.drop_upload(swarm, args.upload)

@@ -15,6 +15,7 @@ for i = 8, #ARGV do
   local n = i - 8
   redis.call('XADD', KEYS[5 + n * 2], '*', 't', ARGV[1])
   redis.call('HINCRBY', KEYS[4 + n * 2], 'load', 1)
+  redis.call('HDEL', KEYS[1], 'inc:' .. ARGV[i])  -- a new delivery: no incarnation ran it yet
   agents[#agents + 1] = ARGV[i]
 end
 set_status(ARGV[1], 'queued', 'assigned', ARGV[3])

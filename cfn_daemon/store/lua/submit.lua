@@ -1,7 +1,16 @@
--- KEYS: task, tasks index, queue, events, the 7 status indexes
--- ARGV: id, now, maxlen, channel, event-data JSON, field, value, ...
+-- KEYS: task, tasks index, queue, events, idempotency key (or the task key again),
+--       the 7 status indexes
+-- ARGV: id, now, maxlen, channel, event-data JSON, idempotency TTL ms (0: no key),
+--       field, value, ...
+-- Returns 1 created, 0 the id exists, or the id of the task already submitted under
+-- the same idempotency key (a client's retry: nothing new is queued).
+if tonumber(ARGV[6]) > 0 then
+  local existing = redis.call('GET', KEYS[5])
+  if existing then return existing end
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+if tonumber(ARGV[6]) > 0 then redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[6]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 set_status(ARGV[1], nil, 'queued', ARGV[2])
 redis.call('XADD', KEYS[3], '*', 't', ARGV[1])

@@ -1,0 +1,120 @@
+"""Pinned CFN tasks follow their agent's replacement (issue 9, part 3): the pin names a
+slot, not a process. Real cfnd, real cfn-agent processes, the example agents."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+from cfn_client.api import AsyncClient
+from tests.conftest import DaemonFactory
+from tests.test_loop_integration import EXAMPLES
+from tests.test_swarm_integration import next_event, until_running
+
+FAST = {
+    "agents.heartbeat_interval_s": 0.2,
+    "agents.lapse_s": 3.0,
+    "agents.stop_grace_s": 1.0,
+    "agents.restart_backoff_s": 0.05,
+    "tasks.retry_base_s": 0.05,
+}
+
+# Runs the example agent, except the first time: then it hangs (and gets killed).
+STALL_ONCE = """
+import os, runpy, sys, time
+marker = os.environ["STALL_MARKER"]
+if not os.path.exists(marker):
+    open(marker, "w").close()
+    with open(os.environ["STALL_FIFO"], "w") as fifo:  # tell the test it runs now
+        fifo.write("go")
+    time.sleep(120)
+sys.argv = [os.environ["STALL_SCRIPT"]]
+runpy.run_path(os.environ["STALL_SCRIPT"], run_name="__main__")
+"""
+
+
+def stalling_types(tmp_path: Path, stall: str) -> str:
+    """``impl`` and ``check`` agent types; the first task of ``stall`` hangs."""
+    wrapper = tmp_path / "stall_once.py"
+    wrapper.write_text(STALL_ONCE)
+
+    def table(name: str, script: str, role: str) -> str:
+        env = {"STALL_SCRIPT": str(EXAMPLES / script), "STALL_MARKER": str(tmp_path / "none")}
+        if name == stall:
+            env["STALL_MARKER"] = str(tmp_path / "stalled")
+            env["STALL_FIFO"] = str(tmp_path / "stalled.fifo")
+        argv = (
+            [sys.executable, str(wrapper)]
+            if name == stall
+            else [sys.executable, str(EXAMPLES / script)]
+        )
+        env_toml = ", ".join(f'{k} = "{v}"' for k, v in env.items())
+        exec_toml = ", ".join(f'"{a}"' for a in argv)
+        return (
+            f'[agent_types.{name}]\nkind = "command"\nexec = [{exec_toml}]\n'
+            f'role = "{role}"\nenv = {{ {env_toml} }}\n'
+        )
+
+    return table("impl", "implementer.py", "implementer") + table(
+        "check", "validator.py", "validator"
+    )
+
+
+async def _kill_the_stalled_agent_and_finish(
+    daemon_factory: DaemonFactory, tmp_path: Path, stall: str, kind: str
+) -> None:
+    os.mkfifo(tmp_path / "stalled.fifo")
+    d = await daemon_factory(config_text=stalling_types(tmp_path, stall), **FAST)
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=8, name="slots")
+        async with cfn.events_follow(types=["task", "agent", "loop"]) as events:
+            run = await cfn.call(
+                "loop.start", task="add a health endpoint", implementers=["impl"],
+                validators=["check", "check"],
+            )  # fmt: skip
+            victim = None
+            async for ev in events:
+                if ev.type != "task.started" or not ev.data["task"].startswith(run.id):
+                    continue
+                task = await cfn.call("task.status", task=ev.data["task"])
+                if task.context.get("kind") == kind:
+                    victim = ev.data["agent"]
+                    break
+            assert victim is not None
+            await until_running(tmp_path / "stalled.fifo")  # its process runs (and hangs)
+            info = await cfn.call("agent.status", agent=victim)
+            os.killpg(info.pid, signal.SIGKILL)
+            replaced = await next_event(events, "agent.replaced", agent=victim)
+            assert replaced.data["slot"] == victim
+            finished = await next_event(events, "loop.finished", run=run.id)
+        assert finished.data["status"] == "done", finished.data
+        final = await cfn.call("loop.status", run=run.id)
+        assert final.status == "done"
+        # The run still names the slot; the replacement did the slot's work.
+        assert victim in final.implementers + final.validators
+        tasks = [t for t in (await cfn.call("task.list", limit=1000)).tasks if t.target == victim]
+        assert tasks and all(t.status == "succeeded" for t in tasks)
+        assert {t.agent for t in tasks} == {replaced.data["replacement"]}
+        # Once the dead original's record is forgotten, its slot still resolves.
+        registry = d.swarms.registry
+        await registry.forget(run.swarm, victim)
+        filling = await registry.slot(run.swarm, victim)
+        assert filling.id == replaced.data["replacement"]
+        if kind == "validate":
+            votes = [e.data for e in (await cfn.call("events.list", types=["loop.vote"])).events]
+            mine = [v for v in votes if v["validator"] == victim]
+            assert mine and all(v["verified"] for v in mine)  # signed, and counted
+
+
+async def test_killed_implementers_pinned_task_follows_its_replacement(
+    daemon_factory: DaemonFactory, tmp_path: Path
+) -> None:
+    await _kill_the_stalled_agent_and_finish(daemon_factory, tmp_path, "impl", "implement")
+
+
+async def test_killed_validators_vote_comes_from_its_replacement(
+    daemon_factory: DaemonFactory, tmp_path: Path
+) -> None:
+    await _kill_the_stalled_agent_and_finish(daemon_factory, tmp_path, "check", "validate")
