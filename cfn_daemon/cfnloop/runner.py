@@ -51,6 +51,7 @@ from cfn_daemon.queue.events import emit, queue_events
 from cfn_daemon.queue.notify import NotifyHub, Pulse
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.settings.schema import LoopConfig
+from cfn_daemon.store.client import is_outage
 from cfn_daemon.swarm.service import SwarmService
 from cfn_daemon.util.aio import until_stopped
 
@@ -110,7 +111,10 @@ class LoopService:
                 for info in await self.swarms.all():
                     await retention.expire_runs(self.redis, self.keys, info.id, run_cutoff)
             except Exception as exc:
-                log.exception("workspace_retention_failed", error=str(exc))
+                if is_outage(exc):  # waited out: the next pass tries again
+                    log.warning("retention_store_unavailable", error=str(exc))
+                else:
+                    log.exception("workspace_retention_failed", error=str(exc))
             pause = min(max(min(cfg.workspace_retention_s, cfg.run_retention_s) / 4, 0.2), 3600.0)
             await until_stopped(asyncio.sleep(pause), self._stop)
 

@@ -31,6 +31,7 @@ from typing import Any
 from cfn_client.api import Client
 from cfn_client.wire.errors import CfnError
 from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES
+from tests.waiting import wait_until
 
 # Final states; a dead-lettered task is "failed" (and in the DLQ with its reason).
 FINAL = TERMINAL_TASK_STATUSES
@@ -93,6 +94,25 @@ class Figures:
         assert self.our_reruns == 0, f"{self.our_reruns} side effects re-run by cfn: {self}"
         assert self.duplicated_results == 0, f"results stored twice: {self}"
         assert self.succeeded + self.failed == self.tasks, self
+
+
+def live_agents(cfn: Client) -> dict[str, int]:
+    """Idle or busy agents by id → pid ({} while cfnd cannot answer)."""
+    agents = answered(cfn.agent_list)
+    if agents is None:
+        return {}
+    return {a.id: a.pid for a in agents.agents if a.status in ("idle", "busy") and a.pid}
+
+
+def start_swarm(
+    cfn: Client, name: str, agents: int, max_agents: int | None = None
+) -> dict[str, int]:
+    """A mesh swarm with ``agents`` shell agents, once all registered; their pids."""
+    cfn.swarm_init("mesh", max_agents or agents, name=name)
+    cfn.agent_create("shell", count=agents)
+    return wait_until(
+        lambda: (a := live_agents(cfn)) and len(a) == agents and a, 60, f"{agents} agents"
+    )
 
 
 def effect_task(effects: Path, work_s: float = 0.05) -> str:

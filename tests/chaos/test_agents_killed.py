@@ -12,7 +12,8 @@ from pathlib import Path
 from cfn_client.api import Client
 from tests.chaos.harness import (
     Scale,
-    answered,
+    live_agents,
+    start_swarm,
     submit_batch,
     succeeded_events,
     tally,
@@ -20,13 +21,6 @@ from tests.chaos.harness import (
 )
 from tests.daemon_proc import CfndProcess
 from tests.waiting import wait_until
-
-
-def live(cfn: Client) -> dict[str, int]:
-    agents = answered(cfn.agent_list)
-    if agents is None:
-        return {}
-    return {a.id: a.pid for a in agents.agents if a.status in ("idle", "busy") and a.pid}
 
 
 def test_kill_random_agents_every_2s_during_a_batch(
@@ -37,9 +31,7 @@ def test_kill_random_agents_every_2s_during_a_batch(
     rng = random.Random(20261202)
     killed: dict[str, float] = {}
     with Client(proc.socket, timeout_s=60) as cfn:
-        cfn.swarm_init("mesh", scale.agents + 4, name="churn")
-        cfn.agent_create("shell", count=scale.agents)
-        wait_until(lambda: len(live(cfn)) == scale.agents, 60, "the agents")
+        start_swarm(cfn, "churn", scale.agents, max_agents=scale.agents + 4)
         # Long enough per task that kills land while tasks are in flight.
         ids = submit_batch(cfn, effects, scale.tasks, work_s=0.05 if scale.long else 0.2)
         deadline = time.monotonic() + (600 if scale.long else 120)
@@ -48,7 +40,7 @@ def test_kill_random_agents_every_2s_during_a_batch(
             if counts.get("succeeded", 0) + counts.get("failed", 0) >= len(ids):
                 break
             time.sleep(scale.kill_every_s)  # the fault's cadence
-            agents = live(cfn)
+            agents = live_agents(cfn)
             if agents:
                 victim = rng.choice(sorted(agents))
                 os.kill(agents[victim], signal.SIGKILL)
@@ -61,7 +53,7 @@ def test_kill_random_agents_every_2s_during_a_batch(
             e.ts_ms / 1000 - killed[e.data["agent"]] for e in replaced if e.data["agent"] in killed
         ]
         # The swarm gets all its agents back (the last kill's replacement included).
-        wait_until(lambda: len(live(cfn)) == scale.agents, 60, "the swarm's agents back")
+        wait_until(lambda: len(live_agents(cfn)) == scale.agents, 60, "the swarm's agents back")
         fig.notes = {"kills": len(killed)}
     fig.save()
     assert killed, "no agent was killed: the batch ended too soon to test anything"

@@ -11,9 +11,8 @@ from typing import Any
 
 from cfn_client.api import Client
 from cfn_client.wire.errors import CfnError
-from tests.chaos.harness import Scale, effect_task, succeeded_events, tally, wait_final
+from tests.chaos.harness import Scale, effect_task, start_swarm, succeeded_events, tally, wait_final
 from tests.daemon_proc import CfndProcess
-from tests.waiting import wait_until
 
 # Refused at the wire with a specific error, or stored and failed as a task.
 POISON: dict[str, dict[str, Any]] = {
@@ -50,14 +49,7 @@ def test_poison_tasks_mixed_into_a_batch(
     accepted: dict[str, str] = {}
     good: list[str] = []
     with Client(proc.socket, timeout_s=60) as cfn:
-        cfn.swarm_init("mesh", scale.agents, name="poison")
-        cfn.agent_create("shell", count=scale.agents)
-        wait_until(
-            lambda: len([a for a in cfn.agent_list().agents if a.status == "idle"]) == scale.agents,
-            60,
-            "the agents",
-        )
-        pids = {a.id: a.pid for a in cfn.agent_list().agents}
+        pids = start_swarm(cfn, "poison", scale.agents)
         rounds = 10 if scale.long else 1
         for _ in range(rounds):
             for name, args in POISON.items():

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from cfn_client.api import Client
-from tests.chaos.harness import Scale, answered, submit_batch, succeeded_events, tally, wait_final
+from tests.chaos.harness import (
+    Scale,
+    answered,
+    start_swarm,
+    submit_batch,
+    succeeded_events,
+    tally,
+    wait_final,
+)
 from tests.daemon_proc import CfndProcess
 from tests.redis_servers import RedisProcess
 from tests.waiting import wait_until
@@ -56,14 +64,7 @@ def test_redis_fault_mid_batch(
     proc = chaos_cfnd()
     effects = tmp_path / "effects"
     with Client(proc.socket, timeout_s=60) as cfn:
-        cfn.swarm_init("mesh", scale.agents, name="rf")
-        cfn.agent_create("shell", count=scale.agents)
-        wait_until(
-            lambda: len([a for a in cfn.agent_list().agents if a.status == "idle"]) == scale.agents,
-            60,
-            "the agents",
-        )
-        pids = {a.id: a.pid for a in cfn.agent_list().agents}
+        pids = start_swarm(cfn, "rf", scale.agents)
         ids = submit_batch(cfn, effects, scale.tasks, work_s=0.02)
         wait_until(lambda: effects.exists(), 60, "the batch under way")
     FAULTS[fault](chaos_redis, scale)
