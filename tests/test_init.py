@@ -80,6 +80,13 @@ def test_every_template_validates_with_cfnds_loader(tmp_path: Path) -> None:
     assert mcp["mcpServers"]["cfn"]["command"] == "cfn-mcp"
 
 
+def test_relative_paths_are_taken_from_where_cfnd_starts(tmp_path: Path) -> None:
+    text = '[daemon]\nsocket = ".cfn/cfnd.sock"\nstate_dir = ".cfn/state"\n'
+    cfg = load_config(file_text=text, env={}).config
+    assert cfg.socket_path() == Path.cwd() / ".cfn" / "cfnd.sock"
+    assert cfg.state_path() == Path.cwd() / ".cfn" / "state"
+
+
 def test_offline_agents_are_the_examples() -> None:
     for name in ("implementer", "validator", "owner"):
         bundled = (TEMPLATES / "agents" / f"{name}.py.tmpl").read_text()
@@ -94,10 +101,13 @@ def test_newcomer_path_init_cfnd_and_the_cfn_loop_command_proceeds(short_tmp: Pa
     assert f"wrote {Path('demo') / 'cfn.toml'}" in out.stdout
     slash = (demo / ".claude" / "commands" / "cfn-loop.md").read_text()
     assert "$ARGUMENTS" in slash
-    # cfnd from the generated config; its socket and state dir are the config's own.
-    cfnd = CfndProcess(demo / ".cfn", ["--config", str(demo / "cfn.toml")])
-    assert cfnd.socket == demo / ".cfn" / "cfnd.sock"
+    # `cfnd --config cfn.toml` in the project: the config's own (relative) socket and
+    # state dir, the embedded Redis.
+    cfnd = CfndProcess(short_tmp / "proc", ["--config", "cfn.toml"], cwd=demo, own_paths=False)
     cfnd.start(timeout_s=60)
+    assert (demo / ".cfn" / "cfnd.sock").is_socket()
+    assert (demo / ".cfn" / "state" / "redis").is_dir()
+    assert (demo / ".cfn" / ".gitignore").read_text().endswith("*\n")
     try:
         lines = bash_lines(slash)
         swarm_init = next(line for line in slash.splitlines() if "swarm init" in line)

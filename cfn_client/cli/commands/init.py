@@ -120,6 +120,8 @@ def plan(
         "cfn.toml": cfn_toml(template, offline, str(root.resolve() / ".cfn" / "agents"), team),
         "config/team.toml": team_toml(template, team),
         ".mcp.json": mcp_json(),
+        # cfnd's socket, state and embedded Redis live in .cfn/: never committed.
+        ".cfn/.gitignore": "# cfnd's socket, state and embedded Redis (cfnctl init)\n*\n",
     }
     for name in SLASH_COMMANDS:
         files[f".claude/commands/{name}.md"] = slash_command(name)
