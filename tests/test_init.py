@@ -101,6 +101,9 @@ def test_newcomer_path_init_cfnd_and_the_cfn_loop_command_proceeds(short_tmp: Pa
     assert f"wrote {Path('demo') / 'cfn.toml'}" in out.stdout
     slash = (demo / ".claude" / "commands" / "cfn-loop.md").read_text()
     assert "$ARGUMENTS" in slash
+    for code in (0, 1, 2, 3, 4, 5, 6, 7):  # what to do on each of cfnctl's exit statuses
+        assert f"\n| {code} |" in slash, code
+    assert "loop approve RUN" in slash and "loop reject RUN" in slash
     # `cfnd --config cfn.toml` in the project: the config's own (relative) socket and
     # state dir, the embedded Redis.
     cfnd = CfndProcess(short_tmp / "proc", ["--config", "cfn.toml"], cwd=demo, own_paths=False)

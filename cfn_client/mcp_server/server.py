@@ -71,10 +71,11 @@ def build_server(socket_path: Path, timeout_s: float) -> MCPServer:
     """An MCP server whose tools act on the cfnd behind ``socket_path``."""
     server: MCPServer = MCPServer("cfn", instructions=INSTRUCTIONS, version=__version__)
 
-    async def call(fn: Callable[[AsyncClient], Awaitable[Any]]) -> Any:
+    async def call(fn: Callable[[AsyncClient], Awaitable[object]]) -> dict[str, Any]:
         try:
             async with AsyncClient(socket_path, timeout_s=timeout_s) as cfn:
-                return msgspec.to_builtins(await fn(cfn))
+                doc: dict[str, Any] = msgspec.to_builtins(await fn(cfn))
+                return doc
         except CfnError as err:
             raise ToolError(error_result_text(err)) from None
 
@@ -89,19 +90,19 @@ def build_server(socket_path: Path, timeout_s: float) -> MCPServer:
         force: bool = False,
     ) -> dict[str, Any]:
         """Create a swarm (TOPOLOGY mesh|hierarchical|ring|star, 2-50 agents)."""
-        return await call(  # type: ignore[no-any-return]
+        return await call(
             lambda c: c.swarm_init(topology, max_agents, strategy=strategy, name=name, force=force)
         )
 
     @server.tool()
     async def swarm_list() -> dict[str, Any]:
         """The swarms cfnd holds."""
-        return await call(lambda c: c.swarm_list())  # type: ignore[no-any-return]
+        return await call(lambda c: c.swarm_list())
 
     @server.tool()
     async def swarm_status(swarm: SwarmId = None, verbose: bool = False) -> dict[str, Any]:
         """A swarm with its agents, queue lengths and task counts."""
-        return await call(lambda c: c.swarm_status(swarm, verbose))  # type: ignore[no-any-return]
+        return await call(lambda c: c.swarm_status(swarm, verbose))
 
     @server.tool()
     async def swarm_scale(
@@ -111,14 +112,12 @@ def build_server(socket_path: Path, timeout_s: float) -> MCPServer:
         force: bool = False,
     ) -> dict[str, Any]:
         """Scale a swarm to AGENTS agents: up spawns TYPE agents, down drains idle ones."""
-        return await call(  # type: ignore[no-any-return]
-            lambda c: c.swarm_scale(agents, swarm=swarm, type=type, force=force)
-        )
+        return await call(lambda c: c.swarm_scale(agents, swarm=swarm, type=type, force=force))
 
     @server.tool()
     async def swarm_destroy(swarm: SwarmId = None, force: bool = False) -> dict[str, Any]:
         """Stop a swarm's agents and delete it (force: even with busy agents)."""
-        return await call(lambda c: c.swarm_destroy(swarm, force))  # type: ignore[no-any-return]
+        return await call(lambda c: c.swarm_destroy(swarm, force))
 
     # --------------------------------------------------------------- agents
 
@@ -131,23 +130,21 @@ def build_server(socket_path: Path, timeout_s: float) -> MCPServer:
         count: Annotated[int, Field(ge=1, le=50)] = 1,
     ) -> dict[str, Any]:
         """Start COUNT agents of an agent type (a [agent_types] name in cfnd's config)."""
-        return await call(  # type: ignore[no-any-return]
+        return await call(
             lambda c: c.agent_create(type, swarm=swarm, task=task, role=role, count=count)
         )
 
     @server.tool()
     async def agent_list(swarm: SwarmId = None, status: str | None = None) -> dict[str, Any]:
         """A swarm's agents (status: idle, busy, ...)."""
-        return await call(lambda c: c.agent_list(swarm, status))  # type: ignore[no-any-return]
+        return await call(lambda c: c.agent_list(swarm, status))
 
     @server.tool()
     async def agent_terminate(
         agent: str, swarm: SwarmId = None, force: bool = False
     ) -> dict[str, Any]:
         """Stop an agent once idle (force: now, failing its current task over)."""
-        return await call(  # type: ignore[no-any-return]
-            lambda c: c.agent_terminate(agent, swarm, force)
-        )
+        return await call(lambda c: c.agent_terminate(agent, swarm, force))
 
     # ---------------------------------------------------------------- tasks
 
@@ -160,7 +157,7 @@ def build_server(socket_path: Path, timeout_s: float) -> MCPServer:
         swarm: SwarmId = None,
     ) -> dict[str, Any]:
         """Queue one task for agents of TYPE; task_status follows it."""
-        return await call(  # type: ignore[no-any-return]
+        return await call(
             lambda c: c.task_submit(
                 text, swarm=swarm, type=type, priority=priority, timeout_s=timeout_s
             )
@@ -169,7 +166,7 @@ def build_server(socket_path: Path, timeout_s: float) -> MCPServer:
     @server.tool()
     async def task_status(task: str, swarm: SwarmId = None) -> dict[str, Any]:
         """One task: its status, attempts, output."""
-        return await call(lambda c: c.task_status(task, swarm))  # type: ignore[no-any-return]
+        return await call(lambda c: c.task_status(task, swarm))
 
     # ----------------------------------------------------------------- loop
 
@@ -189,7 +186,7 @@ def build_server(socket_path: Path, timeout_s: float) -> MCPServer:
         """Start a CFN loop run of TASK: implementers until confidence passes the gate,
         validators' consensus, then the product owner's decision. Returns the run (its
         id for loop_follow_summary). Agent types default to a team sized by complexity."""
-        return await call(  # type: ignore[no-any-return]
+        return await call(
             lambda c: c.loop_start(
                 task, swarm=swarm, implementers=implementers, validators=validators,
                 owner=owner, complexity=complexity, mode=mode, max_loop2=max_loop2,
@@ -200,14 +197,12 @@ def build_server(socket_path: Path, timeout_s: float) -> MCPServer:
     @server.tool()
     async def loop_status(run: str, swarm: SwarmId = None) -> dict[str, Any]:
         """A run in full: state, rounds with votes and feedback, decision, cost."""
-        return await call(lambda c: c.loop_status(run, swarm))  # type: ignore[no-any-return]
+        return await call(lambda c: c.loop_status(run, swarm))
 
     @server.tool()
     async def loop_list(swarm: SwarmId = None, status: str | None = None) -> dict[str, Any]:
         """A swarm's runs (status: loop3, loop2, escalated, done, failed, ...)."""
-        return await call(  # type: ignore[no-any-return]
-            lambda c: c.loop_list(swarm, status=status)
-        )
+        return await call(lambda c: c.loop_list(swarm, status=status))
 
     @server.tool()
     async def loop_follow_summary(
@@ -225,21 +220,17 @@ def build_server(socket_path: Path, timeout_s: float) -> MCPServer:
                         pass
             return run_summary(await c.loop_status(run, swarm))
 
-        return await call(follow)  # type: ignore[no-any-return]
+        return await call(follow)
 
     @server.tool()
     async def loop_approve(run: str, reason: str = "", swarm: SwarmId = None) -> dict[str, Any]:
         """Approve an escalated run (only when the user said so)."""
-        return await call(  # type: ignore[no-any-return]
-            lambda c: c.loop_approve(run, reason, swarm=swarm)
-        )
+        return await call(lambda c: c.loop_approve(run, reason, swarm=swarm))
 
     @server.tool()
     async def loop_reject(run: str, feedback: str = "", swarm: SwarmId = None) -> dict[str, Any]:
         """Reject an escalated run: a new validator round starts with FEEDBACK."""
-        return await call(  # type: ignore[no-any-return]
-            lambda c: c.loop_reject(run, feedback, swarm=swarm)
-        )
+        return await call(lambda c: c.loop_reject(run, feedback, swarm=swarm))
 
     @server.tool()
     async def loop_apply(
@@ -250,15 +241,13 @@ def build_server(socket_path: Path, timeout_s: float) -> MCPServer:
         swarm: SwarmId = None,
     ) -> dict[str, Any]:
         """Bring a passed run's result into the repository (merge, squash or a patch FILE)."""
-        return await call(  # type: ignore[no-any-return]
-            lambda c: c.loop_apply(run, how, file=file, repo=repo, swarm=swarm)
-        )
+        return await call(lambda c: c.loop_apply(run, how, file=file, repo=repo, swarm=swarm))
 
     # --------------------------------------------------------------- daemon
 
     @server.tool()
     async def cfn_status(verbose: bool = False) -> dict[str, Any]:
         """cfnd's health and metrics: Redis mode and latency, swarm, agent and task counts."""
-        return await call(lambda c: c.status(verbose))  # type: ignore[no-any-return]
+        return await call(lambda c: c.status(verbose))
 
     return server
