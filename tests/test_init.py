@@ -186,3 +186,13 @@ def test_nothing_outside_dir_is_touched(tmp_path: Path) -> None:
     assert refused.returncode != 0
     assert "outside" in refused.stderr
     assert snapshot(home) == before_home
+
+
+def test_a_claude_md_that_is_not_text_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "CLAUDE.md").write_bytes(b"\xff\xfe binary")
+    out = cfnctl("init", "p", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "not UTF-8" in out.stderr
+    assert (tmp_path / "p" / "CLAUDE.md").read_bytes() == b"\xff\xfe binary"
+    assert not (tmp_path / "p" / "cfn.toml").exists()  # nothing written half-way

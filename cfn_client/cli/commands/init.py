@@ -132,9 +132,11 @@ def plan(
             files[rel] = _template(f"agents/{agent}.py.tmpl")
             scripts.add(rel)
     claude_md = root / "CLAUDE.md"
-    files["CLAUDE.md"] = merge_claude_md(
-        claude_md.read_text("utf-8") if claude_md.exists() else None
-    )
+    try:
+        existing = claude_md.read_text("utf-8") if claude_md.exists() else None
+    except UnicodeDecodeError:  # rewriting it would mangle the user's bytes
+        raise click.ClickException(f"{claude_md} is not UTF-8 text; not touching it") from None
+    files["CLAUDE.md"] = merge_claude_md(existing)
     return Plan(root, files, frozenset(scripts))
 
 
