@@ -27,6 +27,10 @@ class CfndProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     notifications: list[str] = field(default_factory=list)
+    #: Where cfnd starts (None: here), and whether to pass it --socket/--state-dir (False:
+    #: the config's own paths, as a user's `cfnd --config FILE` has them).
+    cwd: Path | None = None
+    own_paths: bool = True
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -41,18 +45,12 @@ class CfndProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CFN_")}
         env.update(self.env)
         env["NOTIFY_SOCKET"] = str(self._notify_path)
-        cmd = [
-            *CFND,
-            "--socket",
-            str(self.socket),
-            "--state-dir",
-            str(self.state_dir),
-            "--log-format",
-            "json",
-            *self.args,
-        ]
+        paths = ["--socket", str(self.socket), "--state-dir", str(self.state_dir)]
+        cmd = [*CFND, *(paths if self.own_paths else []), "--log-format", "json", *self.args]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, env=env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT
+        )
         if wait_ready:
             self.wait_for("READY=1", timeout_s)
         return self

@@ -15,6 +15,7 @@ from cfn_client.cli.commands.config import config
 from cfn_client.cli.commands.epic import epic, sprints
 from cfn_client.cli.commands.epic import start as epic_start
 from cfn_client.cli.commands.events import events
+from cfn_client.cli.commands.init import init
 from cfn_client.cli.commands.loop import cfn_loop, loop
 from cfn_client.cli.commands.monitor import monitor
 from cfn_client.cli.commands.swarm import swarm
@@ -130,6 +131,7 @@ cfnctl.add_command(epic_start, "cfn-loop-epic")
 cfnctl.add_command(sprints)
 cfnctl.add_command(sprints, "cfn-loop-sprints")
 cfnctl.add_command(web)
+cfnctl.add_command(init)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -254,11 +254,15 @@ class Config(Section):
     agent_types: dict[str, AgentTypeConfig] = {}
     web: WebConfig = msgspec.field(default_factory=WebConfig)
 
+    # Relative paths (a project's cfn.toml) are taken from where cfnd starts, once:
+    # redis-server runs in the state dir and agents elsewhere, so they get absolute ones.
     def socket_path(self) -> Path:
-        return Path(self.daemon.socket) if self.daemon.socket else default_socket_path({})
+        path = Path(self.daemon.socket) if self.daemon.socket else default_socket_path({})
+        return path.absolute()
 
     def state_path(self) -> Path:
-        return Path(self.daemon.state_dir) if self.daemon.state_dir else default_state_dir({})
+        path = Path(self.daemon.state_dir) if self.daemon.state_dir else default_state_dir({})
+        return path.absolute()
 
 
 # Keys that `cfnctl config set` may change while cfnd runs; the rest need a restart.
