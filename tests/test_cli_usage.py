@@ -59,7 +59,7 @@ def nowhere() -> Iterator[Path]:
         (["run", "x", "--priority", "urgent"], "'urgent' is not one of"),
         (["run", "x", "--wait", "--timeout", "soon"], "'soon' is not a duration"),
         (["run", "x", "--max-attempts", "0"], "0 is not in the range x>=1"),
-        (["run"], "give the task as \"TASK\" or with --file"),
+        (["run"], 'give the task as "TASK" or with --file'),
         (["task", "list", "--status", "bogus"], "'bogus' is not one of"),
         (["task", "wait"], "give task IDs or --all (not both)"),
         (["task", "wait", "t4", "--all"], "give task IDs or --all (not both)"),
