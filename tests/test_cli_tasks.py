@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,7 +120,7 @@ def test_run_wait_timeout_exits_1_and_the_task_keeps_running(workers: Swarm) -> 
     code, out, _ = swarm.cli("--json", "task", "wait", tid, "--timeout", "0.2")
     doc = json.loads(out)
     assert (code, doc["ok"], doc["error"]["code"]) == (1, False, "timeout")
-    assert doc["error"]["details"] == {"pending": [tid]}
+    assert doc["error"]["details"] == {"pending": [tid], "pending_count": 1}
     code, out, _ = swarm.cli("task", "cancel", tid)
     assert (code, out.strip()) == (0, f"task {tid} cancelled; now cancelled")
 
@@ -163,7 +164,7 @@ def test_task_list_status_cancel_retry(swarm: Swarm) -> None:
     assert (code, "error[not_found]" in err) == (1, True)
 
 
-def test_task_wait_exit_codes_and_table(swarm: Swarm) -> None:
+def test_task_wait_exit_codes_and_table(swarm: Swarm, tmp_path: Path) -> None:
     ids = [json.loads(swarm.cli("--json", "run", t)[1])["id"] for t in ("echo one", "echo two")]
     bad = json.loads(swarm.cli("--json", "run", "exit 2", "--max-attempts", "1")[1])["id"]
     code, out, err = swarm.cli("task", "wait", *ids)
@@ -178,8 +179,27 @@ def test_task_wait_exit_codes_and_table(swarm: Swarm) -> None:
     assert row[1:3] == ["failed", "2"]
     assert row[-3:] == ["exit", "status", "2"]
     assert out.splitlines()[-1] == "1 of 2 succeeded"
-    code, out, _ = swarm.cli("task", "wait", "--all", "--timeout", "1m")
-    assert (code, out.splitlines()[-1]) == (1, "2 of 3 succeeded")
+    # --all: until the swarm has nothing unfinished (like pueue wait), reporting what
+    # finished meanwhile; the three above had finished before, so there is nothing.
+    code, out, err = swarm.cli("task", "wait", "--all", "--timeout", "1m")
+    assert (code, out, err) == (0, "no tasks to wait for\n", "")
+    gate = tmp_path / "go"
+    late = [
+        json.loads(swarm.cli("--json", "run", t, "--max-attempts", "1")[1])["id"]
+        for t in (f"until [ -e {gate} ]; do sleep 0.05; done; {end}" for end in ("true", "exit 3"))
+    ]
+    code, out, _ = swarm.cli("--json", "task", "wait", "--all", "--timeout", "0.3")
+    assert (code, json.loads(out)["error"]["details"]) == (1, {"pending_count": 2})
+    opener = threading.Timer(1.0, gate.touch)  # once the wait below is under way
+    opener.start()
+    try:
+        code, out, _ = swarm.cli("task", "wait", "--all", "--timeout", "1m")
+    finally:
+        opener.join()
+    assert code == 1
+    (row,) = [line.split() for line in out.splitlines()[1:-1] if line.strip()]
+    assert row[:3] == [late[1], "failed", "3"]  # only what did not succeed is listed
+    assert out.splitlines()[-1] == "1 of 2 succeeded (1 failed, 1 succeeded; 1 not listed)"
     code, out, _ = swarm.cli("--json", "task", "wait", ids[0])
     assert (code, [t["status"] for t in json.loads(out)["tasks"]]) == (0, ["succeeded"])
     code, _, err = swarm.cli("task", "wait", "nope")
@@ -338,7 +358,7 @@ def test_client_task_wait_outlasts_the_reply_timeout(workers: Swarm) -> None:
         hang = cfn.task_submit("sleep 30", swarm=swarm.name)
         with pytest.raises(RequestTimeout, match="still unfinished") as info:
             cfn.task_wait([hang.id], timeout_s=0.3, swarm=swarm.name)
-        assert info.value.details == {"pending": [hang.id]}
+        assert info.value.details == {"pending": [hang.id], "pending_count": 1}
         assert cfn.task_cancel(hang.id, swarm.name).status == "cancelled"
 
 

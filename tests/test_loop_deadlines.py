@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from cfn_client.api import AsyncClient
+from cfn_client.wire.errors import StoreUnavailable
 from tests.conftest import DaemonFactory
 from tests.redis_servers import RedisFactory
 from tests.test_loop_integration import EXAMPLES, agent_types, run_to_rest
@@ -57,6 +60,18 @@ async def test_swarm_reset_stops_the_run_driver(daemon_factory: DaemonFactory) -
         assert d.loops.drivers.driver(run.id) is None
 
 
+async def answering(cfn: AsyncClient, op: str, timeout_s: float, **args: Any) -> Any:
+    """``op``'s first reply that is not ``store_unavailable``; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await cfn.call(op, **args)
+        except StoreUnavailable as exc:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"cfnd still unavailable after {timeout_s}s") from exc
+        await asyncio.sleep(0.05)
+
+
 STALL_VOTE = """
 import os, runpy, sys
 with open(os.environ["VOTE_STARTED"], "w") as fifo:
@@ -98,6 +113,8 @@ async def test_a_validators_vote_is_retried_across_a_redis_outage(
         await asyncio.to_thread(release.write_text, "go")
         await asyncio.sleep(1.5)  # the outage lasts a while (the agent's vote fails)
         server.start()
+        # cfnd answers store_unavailable until its health probe has seen Redis back.
+        await answering(cfn, "loop.status", 30, run=run.id)
         async with cfn.events_follow(types=["loop"]) as events:
             info = await cfn.call("loop.status", run=run.id)
             if info.status not in ("done", "escalated"):

@@ -52,6 +52,8 @@ ARGS: dict[str, dict[str, Any]] = {
     "task.retry": {"swarm": "s1", "task": "t1"},
     "task.wait": {"swarm": "s1", "tasks": ["t1"], "timeout_s": 30},
     "task.clean": {"swarm": "s1"},
+    "task.upload": {"swarm": "s1", "data": "echo hi"},
+    "task.read": {"swarm": "s1", "task": "t1", "field": "output"},
     "dlq.list": {"swarm": "s1"},
     "dlq.requeue": {"swarm": "s1"},
     "events.list": {"swarm": "s1"},
@@ -70,6 +72,8 @@ ARGS: dict[str, dict[str, Any]] = {
     "epic.start": {"swarm": "s1", "epic": {"name": "e", "phases": [{"name": "p"}]}},
     "epic.status": {"swarm": "s1", "epic_id": "e1"},
     "epic.list": {"swarm": "s1"},
+    # Needs no Redis itself, but is not in the router's STORE_FREE_OPS: refused too.
+    "web.login": {},
 }
 
 

@@ -44,6 +44,7 @@ from cfn_daemon.util.restart import Backoff, Keeper
 log = structlog.get_logger("cfn.agent")
 
 READ_BLOCK_MS = 1000
+PENDING_RESCAN_S = 30.0  # re-read our own pending entries this often (see _work)
 HAND_BACK_TIMEOUT_S = 5.0  # a stopping agent gives up on a Redis that does not answer
 COMPLETE_ATTEMPTS = 60  # ~ a few minutes of Redis outage before giving the task up
 
@@ -234,10 +235,17 @@ class AgentRuntime:
         # read the pending list is read again: a reply lost on the wire (Redis stalled or
         # restarted mid-command) left its entries delivered to us but never seen.
         pending_from: str | None = "0"
+        scanned = time.monotonic()
         while not self.stop.is_set():
             if not await until_stopped(self._slots.acquire(), self.stop):
                 return
             self._slots.release()
+            # Also now and then: redis-py retries a read whose reply timed out, and the
+            # retry returns newer entries; the lost reply's stay in our pending list.
+            if pending_from is None and time.monotonic() - scanned >= PENDING_RESCAN_S:
+                pending_from = "0"
+            if pending_from == "0":
+                scanned = time.monotonic()
             try:
                 reply = await self.redis.xreadgroup(
                     AGENT_GROUP,

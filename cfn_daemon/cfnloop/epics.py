@@ -158,15 +158,14 @@ class EpicService:
         runs: dict[str, str],
         checks: dict[str, str],
     ) -> dict[str, tuple[str, Any]]:
-        """Each started phase's status: its run's, held at ``checking`` until a sprint
-        checkpoint passed (a failed checkpoint fails the phase)."""
+        """Each started phase's status (one whose run exists): its run's, held at
+        ``checking`` until a sprint checkpoint passed (a failed checkpoint fails the phase)."""
         by_name = {p.name: p for p in spec.phases}
         out: dict[str, tuple[str, Any]] = {}
         for phase, run_id in runs.items():
             try:
                 run = await self.loops.info(swarm, run_id)
-            except NotFound:  # reserved, not started yet (or cfnd died in between)
-                out[phase] = ("running", None)
+            except NotFound:  # reserved, not started yet: see ``_flat``
                 continue
             status = RUN_TO_PHASE.get(run.status, "running")
             p = by_name[phase]
@@ -178,6 +177,23 @@ class EpicService:
             out[phase] = (status, run.decision)
         return out
 
+    @staticmethod
+    def _flat(
+        statuses: dict[str, tuple[str, Any]],
+        runs: dict[str, str],
+        blocked: dict[str, tuple[str, int, bool]],
+    ) -> dict[str, str]:
+        """Each phase's status. A phase whose run id is reserved but whose run does not
+        exist is ``running`` (its start is retried, once, by that id) unless its start
+        failed: then it is ``escalated`` past the bound, else waiting (absent)."""
+        flat = {k: v[0] for k, v in statuses.items()}
+        for name in runs.keys() - statuses.keys():
+            if name not in blocked:
+                flat[name] = "running"
+            elif blocked[name][2]:
+                flat[name] = "escalated"
+        return flat
+
     async def _run_cost(self, swarm: str, run_id: str) -> float:
         raw = await self.redis.hgetall(self.keys.run(swarm, run_id))
         return spend({k.decode(): v for k, v in raw.items()}).usd
@@ -185,12 +201,11 @@ class EpicService:
     async def info(self, swarm: str, epic_id: str) -> EpicInfo:
         spec, runs, checks, created = await self._load(swarm, epic_id)
         statuses = await self._statuses(swarm, epic_id, spec, runs, checks)
-        flat = {k: v[0] for k, v in statuses.items()}
         blocked = await self._blocked(swarm, epic_id)
-        for name, (_, _, escalated) in blocked.items():
-            if escalated and name not in flat:
-                flat[name] = "escalated"
-        reasons = {name: why for name, (why, _, _) in blocked.items() if name not in runs}
+        flat = self._flat(statuses, runs, blocked)
+        # A phase that could not start has no run yet (only its reserved id).
+        reasons = {name: why for name, (why, _, _) in blocked.items() if name not in statuses}
+        runs = {name: run for name, run in runs.items() if name not in reasons}
         costs = {name: await self._run_cost(swarm, run) for name, run in runs.items()}
         return EpicInfo(
             reason=next((reasons[p.name] for p in spec.phases if p.name in reasons), None),
@@ -242,7 +257,7 @@ class EpicService:
         """Start what may start; True once the epic is over."""
         spec, runs, checks, _ = await self._load(swarm, epic_id)
         statuses = await self._statuses(swarm, epic_id, spec, runs, checks)
-        flat = {k: v[0] for k, v in statuses.items()}
+        flat = self._flat(statuses, runs, await self._blocked(swarm, epic_id))
         for name in [n for n, st in flat.items() if st == "checking"]:
             verdict = await self._checkpoint(swarm, epic_id, spec, name, runs[name])
             if verdict is not None:

@@ -35,6 +35,7 @@ log = structlog.get_logger("cfn.dispatch")
 READ_COUNT = 500
 PENDING_PAGES_MAX = 100_000  # 50M entries: a bound, not a limit anyone reaches
 RECHECK_S = 2.0  # safety net: re-examine the backlog even if a notification was missed
+PENDING_RESCAN_S = 30.0  # re-read our whole pending list this often (see run)
 
 
 def _text(value: Any) -> str:
@@ -74,13 +75,19 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         first = True
+        scanned = time.monotonic()
         while not stop.is_set():
             pulse = self.hub.pulses(self.swarm).work.current()
+            # Safety net: redis-py retries a read whose reply timed out, and the retry
+            # returns newer entries; those of the lost reply sit in our pending list.
+            if time.monotonic() - scanned >= PENDING_RESCAN_S:
+                first = True
             try:
                 if first:
                     await ensure_groups(self.store.redis, self.queues)
                     await self._read_pending()  # our pending entries from before a restart
                     first = False
+                    scanned = time.monotonic()
                 await self._read(">")
                 await self._assign_backlog()
             except Exception as exc:

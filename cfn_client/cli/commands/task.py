@@ -182,14 +182,19 @@ def retry(env: CliEnv, task_id: str) -> None:
 
 @task.command("wait")
 @click.argument("task_ids", metavar="ID...", nargs=-1)
-@click.option("--all", "all_", is_flag=True, help="Wait for every unfinished task of the swarm.")
+@click.option(
+    "--all", "all_", is_flag=True,
+    help="Wait until the swarm has no unfinished task (ones queued meanwhile too); "
+    "reports only the tasks that finished during the wait.",
+)  # fmt: skip
 @click.option("--timeout", "wait_s", type=Duration(), metavar="S", help=WAIT_TIMEOUT_HELP)
 @pass_env
 def wait(env: CliEnv, task_ids: tuple[str, ...], all_: bool, wait_s: float | None) -> None:
     """Wait for tasks ID... (or --all) to finish; print how each ended.
 
     Exits 0 only if every task succeeded, 1 if any failed, was cancelled or
-    died, or the timeout passed first.
+    died, or the timeout passed first. With --all, tasks that had finished
+    before the wait are not counted (name their IDs to check them).
     """
     if bool(task_ids) == all_:
         raise click.UsageError("give task IDs or --all (not both)")
