@@ -441,3 +441,25 @@ async def test_retention_removes_a_finished_runs_worktrees_and_branches(
     listed = git(repo, "worktree", "list", "--porcelain")
     assert info.id not in listed
     assert git(repo, "status", "--porcelain") == ""
+
+
+async def test_a_hung_check_is_cut_off_by_the_phase_deadline(
+    daemon_factory: DaemonFactory, repo: Path, agents: Agents
+) -> None:
+    # A check that never ends (no time limit of its own) must not hang the run.
+    agents.rule(**fix(times=5))
+    for r in reviewer_approves_the_fix():
+        agents.rule(**r)
+    d = await daemon_factory(config_text=agents.config(), **{**FAST, "loop.phase_timeout_s": 2.0})
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.swarm_init("mesh", 6, name="hung")
+        info = await run_to_rest(
+            cfn, task=TASK, repo=str(repo), checks=["sleep 300"], implementers=["coder"],
+            validators=["reviewer", "reviewer", "reviewer"], max_loop3=1, max_loop2=1,
+        )  # fmt: skip
+        checks = [
+            t for t in (await cfn.call("task.list", swarm="hung", limit=100)).tasks
+            if t.context.get("kind") == "check"
+        ]  # fmt: skip
+    assert info.status in ("escalated", "failed"), info
+    assert checks and all(t.status == "failed" for t in checks), checks

@@ -76,12 +76,27 @@ class RunSteps:
         return bool(await self.swarms.tasks.get_many(swarm, [task_id]))
 
     async def submit(
-        self, swarm: str, task_id: str, agent: str, text: str, context: dict[str, Any]
+        self,
+        swarm: str,
+        task_id: str,
+        agent: str,
+        text: str,
+        context: dict[str, Any],
+        *,
+        bounded: bool = False,
     ) -> None:
-        """Submit a task pinned to ``agent`` once (an existing id keeps its result)."""
+        """Submit a task pinned to ``agent`` once (an existing id keeps its result).
+
+        ``bounded``: a task whose type sets no time limit of its own (a check such as
+        ``pytest``) gets ``loop.phase_timeout_s``, so a hung check cannot hang the run.
+        """
         if task_id in self._submitted:
             return
+        cfg = self.swarms.config()
         agent_type = (await self.swarms.registry.slot(swarm, agent)).type
+        timeout_s = None
+        if bounded and not agent_types.resolve(agent_type, cfg.agent_types).executor.timeout_s:
+            timeout_s = cfg.loop.phase_timeout_s
         with contextlib.suppress(Conflict):
             await self.swarms.tasks.submit(
                 swarm,
@@ -90,7 +105,8 @@ class RunSteps:
                 task_id=task_id,
                 target=agent,
                 context=context,
-                max_attempts=self.swarms.config().tasks.max_attempts,
+                max_attempts=cfg.tasks.max_attempts,
+                timeout_s=timeout_s,
             )
         self._submitted.add(task_id)
 
@@ -177,7 +193,7 @@ class RunSteps:
                 "base_ref": ws.base,
                 "read_only": True,
             }
-            await self.submit(swarm, tid, ws.checker, cmd, context)
+            await self.submit(swarm, tid, ws.checker, cmd, context, bounded=True)
 
     async def _reviews(
         self, swarm: str, state: loop.RunState, ws: WorkspaceInfo | None
