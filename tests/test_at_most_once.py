@@ -215,3 +215,24 @@ async def test_task_completed_before_its_agent_died_keeps_its_result(
     assert after.result is not None and after.result.output.strip() == "kept-result"
     assert after.attempts == 1
     assert not [e for e in await all_events(cfn, ["task.requeued"]) if e.data["task"] == task.id]
+
+
+async def test_a_start_retried_after_its_reply_was_lost_still_runs_the_task(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """redis-py retries a start whose reply was lost (Redis crashed right after running
+    it): the same start again must run the task, not skip it as a re-delivery and leave
+    it `running` with nobody on it. Another entry for it is still a duplicate."""
+    d = await daemon_factory()
+    async with AsyncClient(d.socket_path, timeout_s=30) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=2, name="restart")
+    queue, keys = d.swarms.tasks, d.store.keys
+    task = await queue.submit("restart", text="echo once", type="nobody-runs-this")
+    # As if the dispatcher had assigned it to agent a1 (work entry 5-0).
+    await d.store.redis.hset(keys.task("restart", task.id), mapping={"status": "assigned"})
+    first = await queue.start("restart", task.id, "a1", incarnation="inc-1", entry_id="5-0")
+    again = await queue.start("restart", task.id, "a1", incarnation="inc-1", entry_id="5-0")
+    other = await queue.start("restart", task.id, "a1", incarnation="inc-1", entry_id="6-0")
+    assert not isinstance(first, str) and first.status == "running"
+    assert not isinstance(again, str) and again.attempts == first.attempts == 1
+    assert other == "duplicate"

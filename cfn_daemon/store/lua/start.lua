@@ -11,6 +11,12 @@ local st = redis.call('HGET', KEYS[1], 'status')
 local inc_field = 'inc:' .. ARGV[2]
 if st == 'running' then
   local prev = redis.call('HGET', KEYS[1], inc_field)
+  if prev == ARGV[6] and redis.call('HGET', KEYS[1], 'entry:' .. ARGV[2]) == ARGV[7] then
+    -- This very start again: the client retried it after its reply was lost (Redis
+    -- restarted or stalled mid-call). The first one never reached the agent: run it.
+    redis.call('HSET', KEYS[2], 'status', 'busy', 'current_task', ARGV[1])
+    return {1, redis.call('HGETALL', KEYS[1])}
+  end
   if prev then
     redis.call('XACK', KEYS[4], 'agent', ARGV[7])
     redis.call('XDEL', KEYS[4], ARGV[7])
@@ -59,6 +65,6 @@ if st == 'assigned' then
   emit(KEYS[3], ARGV[4], ARGV[5], ARGV[3], 'task.started',
     {task = ARGV[1], agent = ARGV[2], attempt = attempt})
 end
-redis.call('HSET', KEYS[1], inc_field, ARGV[6])
+redis.call('HSET', KEYS[1], inc_field, ARGV[6], 'entry:' .. ARGV[2], ARGV[7])
 redis.call('HSET', KEYS[2], 'status', 'busy', 'current_task', ARGV[1])
 return {1, redis.call('HGETALL', KEYS[1])}
