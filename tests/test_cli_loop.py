@@ -44,7 +44,7 @@ def loops(shared_cfnd: CfndProcess) -> Iterator[Swarm]:
     """One swarm for this module's runs (room for every agent type they use)."""
     name = new_swarm_name()
     with Client(shared_cfnd.socket, timeout_s=60) as cfn:
-        cfn.swarm_init("mesh", 20, name=name)
+        cfn.swarm_init("mesh", 50, name=name)  # runs recruit afresh when agents are busy
     try:
         yield Swarm(shared_cfnd.socket, name)
     finally:
