@@ -1,4 +1,5 @@
-"""The fake Claude Code and Codex CLIs (tests/agents) behave like the real ones."""
+"""The stand-in Claude Code and Codex CLIs (tests/agents; the real ones are not installed
+here) behave like the real ones. No daemon is involved: cfnd is never faked."""
 
 from __future__ import annotations
 
