@@ -21,6 +21,7 @@ import math
 import os
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -367,60 +368,57 @@ class AgentRuntime:
         result.signature = sign_vote(self.token.encode(), run, round_no, vote)
         signed = msgspec.structs.replace(vote, signature=result.signature)
         key = self.keys.votes(self.swarm, run, round_no)
-        delay = 0.1
         # Across a store outage (a restarting Redis, a cfnd restart with its embedded
         # Redis): a re-sent identical vote is ignored by the count, so retrying is safe.
+        sent = await self._through_outages(
+            lambda: submit_vote(self.redis, key, signed), "vote_failed", run=run, round=round_no
+        )
+        if not sent:
+            # The vote is also in the task's stored result: cfnd re-submits it from there.
+            log.error("vote_lost", agent=self.id, run=run, round=round_no)
+
+    async def _complete(self, entry_id: str, task_id: str, result: TaskResult) -> None:
+        outcome: list[str] = []
+
+        async def store() -> None:
+            outcome.append(
+                await self.tasks.complete(
+                    self.swarm, task_id, self.id, entry_id, result, self.retry
+                )
+            )
+
+        if not await self._through_outages(store, "complete_failed", task=task_id):
+            # Still pending in our work stream: cfnd re-delivers it once our heartbeat lapses.
+            log.error("task_result_lost", agent=self.id, task=task_id)
+            return
+        log.info(
+            "task_finished",
+            agent=self.id,
+            task=task_id,
+            ok=result.ok,
+            outcome=outcome[0],
+            duration_ms=round(result.duration_ms, 1),
+        )
+
+    async def _through_outages(
+        self, call: Callable[[], Awaitable[Any]], event: str, **context: Any
+    ) -> bool:
+        """``call()`` retried across store outages (backoff to 5 s, ``COMPLETE_ATTEMPTS``
+        tries); False when Redis never came back. Other errors propagate."""
+        delay = 0.1
         for attempt in range(1, COMPLETE_ATTEMPTS + 1):
             try:
-                await submit_vote(self.redis, key, signed)
-                return
+                await call()
+                return True
             except Exception as exc:
                 if not is_unavailable_error(exc):
                     raise
                 log.warning(
-                    "vote_failed",
-                    agent=self.id,
-                    run=run,
-                    round=round_no,
-                    attempt=attempt,
-                    error=describe_error(exc),
+                    event, agent=self.id, attempt=attempt, error=describe_error(exc), **context
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-        # The vote is also in the task's stored result: cfnd re-submits it from there.
-        log.error("vote_lost", agent=self.id, run=run, round=round_no)
-
-    async def _complete(self, entry_id: str, task_id: str, result: TaskResult) -> None:
-        delay = 0.1
-        for attempt in range(1, COMPLETE_ATTEMPTS + 1):
-            try:
-                outcome = await self.tasks.complete(
-                    self.swarm, task_id, self.id, entry_id, result, self.retry
-                )
-            except Exception as exc:
-                if not is_unavailable_error(exc):
-                    raise
-                log.warning(
-                    "complete_failed",
-                    agent=self.id,
-                    task=task_id,
-                    attempt=attempt,
-                    error=describe_error(exc),
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            log.info(
-                "task_finished",
-                agent=self.id,
-                task=task_id,
-                ok=result.ok,
-                outcome=outcome,
-                duration_ms=round(result.duration_ms, 1),
-            )
-            return
-        # Still pending in our work stream: cfnd re-delivers it once our heartbeat lapses.
-        log.error("task_result_lost", agent=self.id, task=task_id)
+        return False
 
 
 def poison_of(task: TaskInfo, kind: str) -> str | None:
