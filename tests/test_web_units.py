@@ -23,7 +23,7 @@ from cfn_daemon.web import svg, timeline
 from cfn_daemon.web.auth import Identity, SessionBook, csrf_ok, same_origin
 from cfn_daemon.web.calls import throughput
 from cfn_daemon.web.pages import _read_inside
-from cfn_daemon.web.views import environment
+from cfn_daemon.web.views import Cached, environment
 from tests.conftest import DaemonFactory
 from tests.daemon_proc import CFNCTL
 
@@ -246,3 +246,21 @@ async def test_cfnctl_web_prints_a_login_link_or_says_the_console_is_off(
     res = await asyncio.to_thread(cfnctl, off.socket_path, "web")
     assert res.returncode == 1
     assert "enabled = true" in res.stderr
+
+
+async def test_a_cached_page_computed_before_an_event_is_recomputed_after_it() -> None:
+    # A page read just after a run escalated must not show the count computed while the
+    # escalation was being written, however young that value is.
+    generation = 0
+    computed: list[int] = []
+
+    async def compute() -> int:
+        computed.append(generation)
+        return generation
+
+    cache = Cached(generation=lambda: generation, max_age_s=3600.0)
+    assert await cache.get(compute) == 0
+    assert await cache.get(compute) == 0  # nothing happened: served from the cache
+    generation += 1
+    assert await cache.get(compute) == 1
+    assert computed == [0, 1]

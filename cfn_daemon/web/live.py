@@ -74,6 +74,9 @@ class LiveFeed:
         self._changed = Pulse()
         self._last: dict[str, str] = {}
         self.reads = 0  # XRANGE calls made (tests check fan-out costs no reads per client)
+        # Bumped with every event read: a cached page computed before an event is stale
+        # even if it is younger than its max age (a run escalated mid-computation).
+        self.generation = 0
 
     @property
     def subscribers(self) -> int:
@@ -143,6 +146,7 @@ class LiveFeed:
             for eid, fields in page:
                 ev = decode_event(swarm, eid, fields)
                 self._last[swarm] = ev.id
+                self.generation += 1
                 for sub in list(self._subs):
                     if sub.swarm is None or sub.swarm == swarm:
                         sub.offer(ev)

@@ -93,11 +93,14 @@ def environment() -> jinja2.Environment:
 @dataclass
 class Cached:
     """A value shared by every page that shows it, recomputed at most every ``max_age_s``
-    (the overview: fifty open consoles cost one computation per second, not fifty)."""
+    (the overview: fifty open consoles cost one computation per second, not fifty), and
+    whenever ``generation()`` moved since its computation began (an event arrived)."""
 
+    generation: Callable[[], int] = lambda: 0
     max_age_s: float = 1.0
     value: Any = None
     at: float = 0.0
+    seen: int = -1
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def get(
@@ -106,9 +109,11 @@ class Cached:
         """The value, recomputed if older than ``max_age_s`` (default ``self.max_age_s``)."""
         age = self.max_age_s if max_age_s is None else max_age_s
         async with self.lock:
-            if self.value is None or time.monotonic() - self.at >= age:
+            gen = self.generation()
+            if self.value is None or gen != self.seen or time.monotonic() - self.at >= age:
+                started = time.monotonic()
                 self.value = await compute()
-                self.at = time.monotonic()
+                self.at, self.seen = started, gen
             return self.value
 
 
@@ -125,7 +130,9 @@ class WebState:
     caches: dict[str, Cached] = field(default_factory=dict)
 
     def cache(self, name: str) -> Cached:
-        return self.caches.setdefault(name, Cached())
+        if name not in self.caches:
+            self.caches[name] = Cached(generation=lambda: self.feed.generation)
+        return self.caches[name]
 
 
 def web(request: Request) -> WebState:
