@@ -213,6 +213,32 @@ async def test_cancel_stops_a_running_task(cfn: AsyncClient) -> None:
     assert final.status == "cancelled"
 
 
+async def test_a_task_cancelled_before_its_agent_started_it_frees_the_agent(
+    d: Daemon, cfn: AsyncClient
+) -> None:
+    # Assigned (the agent's load counts it), then cancelled while the agent is frozen:
+    # the agent skips it when it wakes, and its slot must be free again. A leaked load
+    # left the agent "full" for good, and every later task pinned to it waited forever.
+    await cfn.call("swarm.init", topology="mesh", max_agents=2, name="cancelq")
+    (agent,) = (await cfn.call("agent.create", type="shell")).agents
+    first = await cfn.call("task.submit", text="true")
+    assert (await wait_tasks(cfn, [first.id]))[0].status == "succeeded"  # it takes work
+    assert agent.pid is not None
+    os.kill(agent.pid, signal.SIGSTOP)
+    try:
+        async with cfn.events_follow(types=["task"]) as events:
+            task = await cfn.call("task.submit", text="true")
+            await next_event(events, "task.assigned", task=task.id)
+            await cfn.call("task.cancel", task=task.id)
+    finally:
+        os.kill(agent.pid, signal.SIGCONT)
+    after = await cfn.call("task.submit", text="echo again")
+    (final,) = await wait_tasks(cfn, [after.id], timeout_s=20)
+    assert (final.status, final.result and final.result.agent) == ("succeeded", agent.id)
+    load = await d.store.redis.hget(d.store.keys.agent("cancelq", agent.id), "load")
+    assert int(load) == 0
+
+
 async def test_priorities_high_before_low(cfn: AsyncClient, tmp_path: Path) -> None:
     await cfn.call("swarm.init", topology="mesh", max_agents=2, name="prio")
     order = tmp_path / "order"

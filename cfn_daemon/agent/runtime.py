@@ -309,11 +309,9 @@ class AgentRuntime:
             )
             if isinstance(task, str):
                 # Cancelled, finished elsewhere, or started by our previous incarnation
-                # (reclaimed as agent-lost, never re-run here): just acknowledge it.
+                # (reclaimed as agent-lost, never re-run here): start.lua acknowledged it.
                 if task == "agent-lost":
                     log.warning("task_of_previous_incarnation", agent=self.id, task=task_id)
-                await self.redis.xack(self.keys.work(self.swarm, self.id), AGENT_GROUP, entry_id)
-                await self.redis.xdel(self.keys.work(self.swarm, self.id), entry_id)
                 return
             log.info("task_started", agent=self.id, task=task_id, attempt=task.attempts)
             res = await self._run_guarded(task, cancel)

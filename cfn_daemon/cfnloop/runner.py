@@ -341,7 +341,8 @@ class LoopService:
             # A run names slots: a replacement of a dead agent serves the same slot.
             free = [a for a in agents if a.type == agent_type and a.slot_id not in taken]
             if free:
-                chosen = free[0].slot_id
+                # An idle one first: a busy one would make this run wait for another's.
+                chosen = min(free, key=lambda a: a.status != "idle").slot_id
             else:
                 (chosen,) = await rt.supervisor.spawn(agent_type, role=role)
                 spawned.append(chosen)

@@ -57,7 +57,17 @@ if st == 'running' then
     return {0, 'agent-lost'}
   end
 end
-if st ~= 'assigned' and st ~= 'running' then return {0, st or 'missing'} end
+if st ~= 'assigned' and st ~= 'running' then
+  -- Cancelled (or finished elsewhere) after it was assigned to us: the assignment's
+  -- load is given back here, once (XACK counts 1 only the first time), or the agent
+  -- stays "full" for good and work pinned to it never comes.
+  if redis.call('XACK', KEYS[4], 'agent', ARGV[7]) == 1 then
+    redis.call('XDEL', KEYS[4], ARGV[7])
+    local load = redis.call('HINCRBY', KEYS[2], 'load', -1)
+    if load < 0 then redis.call('HSET', KEYS[2], 'load', 0) end
+  end
+  return {0, st or 'missing'}
+end
 if st == 'assigned' then
   local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   set_status(ARGV[1], 'assigned', 'running', ARGV[3])
