@@ -80,7 +80,10 @@ async def overview(request: Request, s: Session) -> Response:
     state = web(request)
     # Shared by every open console: one computation per second at most (viewer-level
     # data, no per-role content).
-    ov = await state.cache("overview").get(lambda: data.overview(state.calls, s.who))
+    # A page load shows what happened before it, even within the cache's second.
+    ov = await state.cache("overview").get(
+        lambda: data.overview(state.calls, s.who), after_events=True
+    )
     if request.query_params.get("fragment"):
         return page(request, "_overview.html", ov=ov)
     return page(request, "overview.html", ov=ov)

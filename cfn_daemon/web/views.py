@@ -93,8 +93,9 @@ def environment() -> jinja2.Environment:
 @dataclass
 class Cached:
     """A value shared by every page that shows it, recomputed at most every ``max_age_s``
-    (the overview: fifty open consoles cost one computation per second, not fifty), and
-    whenever ``generation()`` moved since its computation began (an event arrived)."""
+    (the overview: fifty open consoles cost one computation per second, not fifty).
+    A page load asks ``after_events``: then a value whose computation began before the
+    latest event (``generation()`` moved) is recomputed, however young."""
 
     generation: Callable[[], int] = lambda: 0
     max_age_s: float = 1.0
@@ -104,13 +105,19 @@ class Cached:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def get(
-        self, compute: Callable[[], Awaitable[Any]], max_age_s: float | None = None
+        self,
+        compute: Callable[[], Awaitable[Any]],
+        max_age_s: float | None = None,
+        *,
+        after_events: bool = False,
     ) -> Any:
-        """The value, recomputed if older than ``max_age_s`` (default ``self.max_age_s``)."""
+        """The value, recomputed if older than ``max_age_s`` (default ``self.max_age_s``)
+        or, with ``after_events``, if an event came since its computation began."""
         age = self.max_age_s if max_age_s is None else max_age_s
         async with self.lock:
             gen = self.generation()
-            if self.value is None or gen != self.seen or time.monotonic() - self.at >= age:
+            stale = after_events and gen != self.seen
+            if self.value is None or stale or time.monotonic() - self.at >= age:
                 started = time.monotonic()
                 self.value = await compute()
                 self.at, self.seen = started, gen
