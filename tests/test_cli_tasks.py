@@ -189,7 +189,8 @@ def test_task_wait_exit_codes_and_table(swarm: Swarm, tmp_path: Path) -> None:
         for t in (f"until [ -e {gate} ]; do sleep 0.05; done; {end}" for end in ("true", "exit 3"))
     ]
     code, out, _ = swarm.cli("--json", "task", "wait", "--all", "--timeout", "0.3")
-    assert (code, json.loads(out)["error"]["details"]) == (1, {"pending_count": 2})
+    details = json.loads(out)["error"]["details"]
+    assert (code, sorted(details["pending"]), details["pending_count"]) == (1, sorted(late), 2)
     opener = threading.Timer(1.0, gate.touch)  # once the wait below is under way
     opener.start()
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -275,9 +276,16 @@ class TaskOps:
                 break
             remaining = WAIT_RECHECK_S if deadline is None else deadline - loop.time()
             if remaining <= 0:
+                pending: list[str] = []
+                async with contextlib.aclosing(index.live_ids(swarm)) as live:
+                    async for tid in live:
+                        pending.append(tid)
+                        if len(pending) >= 100:
+                            break
                 raise RequestTimeout(
-                    f"{unfinished} task(s) still unfinished after {timeout_s} s",
-                    details={"pending_count": unfinished},
+                    f"{unfinished} task(s) still unfinished after {timeout_s} s: "
+                    f"{', '.join(pending[:10])}",
+                    details={"pending": pending, "pending_count": unfinished},
                 )
             await until_stopped(
                 asyncio.wait_for(waiter.wait(), min(remaining, WAIT_RECHECK_S)), self.stop
