@@ -15,7 +15,7 @@ batches (``ensure``), when its runtime starts.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from cfn_client.wire.errors import InvalidArgs
@@ -99,7 +99,7 @@ class TaskIndex:
         )
         return [_text(t) for t in raw]
 
-    async def live_ids(self, swarm: str) -> AsyncIterator[str]:
+    async def live_ids(self, swarm: str) -> AsyncGenerator[str, None]:
         """Every unfinished task id, a page at a time (bounded by the live tasks)."""
         for status in LIVE:
             cursor: str | None = None
