@@ -17,9 +17,9 @@ from typing import Any
 
 import structlog
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
+from redis.exceptions import ClusterDownError, NoPermissionError, RedisClusterException, RedisError
 
-from cfn_client.wire.errors import StoreUnavailable
+from cfn_client.wire.errors import StoreDenied, StoreUnavailable
 from cfn_client.wire.schema.system import StoreStatus
 from cfn_daemon.settings.schema import RedisConfig
 from cfn_daemon.store.client import (
@@ -28,6 +28,7 @@ from cfn_daemon.store.client import (
     describe_error,
     is_pool_exhausted,
     is_unavailable_error,
+    permission_right,
 )
 from cfn_daemon.store.embedded import EmbeddedRedis
 from cfn_daemon.store.keys import Keys
@@ -210,6 +211,20 @@ class Store:
                 return e
         self._mark_unavailable(leaves[0])
         return self._unavailable_error()
+
+    def as_denied(self, exc: BaseException) -> StoreDenied | None:
+        """The ``StoreDenied`` for a command Redis refused by ACL (also inside an exception
+        group, or raised by a script), naming the right; None for anything else."""
+        for e in _leaves(exc):
+            if isinstance(e, NoPermissionError) or str(e).startswith("NOPERM"):
+                right = permission_right(e)
+                user = self.params.username or "default"
+                return StoreDenied(
+                    f"Redis refused a command: ACL user {user!r} lacks {right}; grant the "
+                    "rights listed in deploy/redis/users.acl (user coordinator)",
+                    details={"right": right, "username": user, "error": str(e)},
+                )
+        return None
 
     def unavailable_error(self) -> StoreUnavailable:
         """What a request gets while Redis is down (with ``retry_after_s``)."""

@@ -82,6 +82,19 @@ def agent_redis_url(store: Store) -> str:
     return f"{scheme}://{user}{p.host}:{p.port}/{p.db}"
 
 
+def agent_tls_args(store: Store) -> list[str]:
+    """The TLS files cfnd itself uses, for its child agents (paths only, no secrets)."""
+    p = store.params
+    if not p.tls:
+        return []
+    files = (
+        ("--tls-ca-file", p.tls_ca_file),
+        ("--tls-cert-file", p.tls_cert_file),
+        ("--tls-key-file", p.tls_key_file),
+    )
+    return [arg for flag, path in files if path for arg in (flag, os.path.abspath(path))]
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -272,6 +285,7 @@ class Supervisor:
         ]
         for cap in agent.capabilities:
             argv += ["--capability", cap]
+        argv += agent_tls_args(self.store)
         env = {
             k: v
             for k, v in os.environ.items()
