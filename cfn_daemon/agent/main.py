@@ -35,6 +35,7 @@ from cfn_daemon.store.keys import Keys
 from cfn_daemon.store.urls import resolve
 from cfn_daemon.util.aio import until_stopped
 from cfn_daemon.util.logs import configure_logging
+from cfn_daemon.util.restart import Fatal
 
 log = structlog.get_logger("cfn.agent")
 _TASKS = TasksConfig()
@@ -129,6 +130,10 @@ async def amain(opts: dict[str, Any]) -> int:
         )
         runtime.stop = stop
         await runtime.run()
+    except Fatal as exc:  # e.g. the swarm is full
+        click.echo(f"cfn-agent: {exc}", err=True)
+        log.error("agent_fatal", error=str(exc))
+        return 2
     except ConfigError:
         raise  # exit 78: restarting with the same settings cannot help
     except CfnError as exc:

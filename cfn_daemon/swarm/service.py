@@ -8,6 +8,7 @@ swarm back from Redis and resumes its runtime, so a restarted daemon carries on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import uuid
@@ -278,18 +279,26 @@ class SwarmService:
                 raise Conflict(
                     f"swarm {sid} already exists; use --force to replace it", details={"swarm": sid}
                 )
-            if (
-                within_limits
-                and not exists
-                and await self.redis.scard(self.store.keys.swarms) >= limits.max_swarms
-            ):
+            if exists:
+                await self.destroy(sid, force=True)
+            # The cap is checked and the id taken in one script: cfnds sharing this
+            # Redis, racing to create swarms, can never pass limits.max_swarms.
+            claimed = await self.scripts.run(
+                "claim_swarm",
+                [self.store.keys.swarms],
+                [sid, limits.max_swarms if within_limits else 0],
+            )
+            if claimed == 0:
+                raise Conflict(
+                    f"swarm {sid} was just created by another request; use --force to replace it",
+                    details={"swarm": sid},
+                )
+            if claimed == -1:
                 raise Conflict(
                     f"this daemon already has {limits.max_swarms} swarms (limits.max_swarms); "
                     "destroy one first",
                     details={"max_swarms": limits.max_swarms},
                 )
-            if exists:
-                await self.destroy(sid, force=True)
             info = SwarmInfo(
                 id=sid,
                 name=args.name or sid,
@@ -303,10 +312,12 @@ class SwarmService:
                 k: v for k, v in msgspec.structs.asdict(info).items() if k != "agents"
             }
             mapping[TASK_INDEX_FIELD] = TASK_INDEX_VERSION  # a new swarm's indexes are whole
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self.store.keys.swarm_state(sid), mapping=mapping)
-                pipe.sadd(self.store.keys.swarms, sid)
-                await pipe.execute()
+            try:
+                await self.redis.hset(self.store.keys.swarm_state(sid), mapping=mapping)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self.redis.srem(self.store.keys.swarms, sid)  # give the place back
+                raise
             await ensure_groups(self.redis, [self.store.keys.queue(sid, p) for p in PRIORITIES])
             await emit(
                 self.redis,

@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from cfn_client.wire.errors import InvalidArgs
+from cfn_client.wire.errors import Conflict, InvalidArgs
 from cfn_daemon.agent import types as agent_types
 from cfn_daemon.core.placement import LIVE_STATUSES, AgentRecord
 from cfn_daemon.core.restarts import RestartBudget
@@ -219,7 +219,7 @@ class Supervisor:
                 "terminate some)",
                 details={"max_agents": swarm.max_agents, "agents": len(live)},
             )
-        ids = []
+        ids: list[str] = []
         for _ in range(count):
             agent = LocalAgent(
                 id=new_agent_id(agent_type),
@@ -228,7 +228,15 @@ class Supervisor:
                 capabilities=list(capabilities or spec.capabilities),
                 pid=0,
             )
-            await self._start(agent, spec)
+            try:
+                await self._start(agent, spec)
+            except Conflict:
+                # Another cfnd (or a remote agent) took the last places meanwhile: the
+                # registering script refused this one, so the cap holds.
+                if not ids:
+                    raise
+                log.warning("agent_spawn_swarm_full", swarm=self.swarm, spawned=len(ids))
+                break
             ids.append(agent.id)
         return ids
 
@@ -249,7 +257,8 @@ class Supervisor:
                 started_ms=now_ms(),
                 concurrency=spec.concurrency,
                 slot=agent.slot,
-            )
+            ),
+            max_agents=cfg.limits.max_agents_per_swarm,
         )
         argv = [
             *agent_command(),
