@@ -164,7 +164,7 @@ def explain_error(exc: BaseException) -> str | None:
             "CFN_REDIS_PASSWORD / redis.password_file and redis.username"
         )
     if isinstance(exc, NoPermissionError):
-        return f"Redis ACL user lacks a right cfn needs: {permission_right(exc)}"
+        return f"Redis ACL user may not {permission_right(exc)}, which cfn needs"
     if is_tls_verify_error(exc):
         return (
             "TLS certificate verification of the Redis server failed: redis.tls_ca_file "
@@ -194,13 +194,13 @@ def is_credentials_error(exc: BaseException) -> bool:
 
 
 def permission_right(exc: BaseException) -> str:
-    """The right a ``NoPermissionError`` names: "the 'flushall' command", "access to a
-    key", ...; else its whole message."""
+    """What a ``NoPermissionError`` says was refused: "run the 'flushall' command",
+    "access a key", ...; else its whole message."""
     text = str(exc).rstrip(". ")
     _, run, command = text.partition("to run the ")
     if run:
-        return command
+        return f"run the {command}"
     _, access, what = text.partition("to access a")
     if access:
-        return f"access to a{what}"
+        return f"access a{what}"
     return text

@@ -220,7 +220,7 @@ class Store:
                 right = permission_right(e)
                 user = self.params.username or "default"
                 return StoreDenied(
-                    f"Redis refused a command: ACL user {user!r} lacks {right}; grant the "
+                    f"Redis refused a command: ACL user {user!r} may not {right}; grant the "
                     "rights listed in deploy/redis/users.acl (user coordinator)",
                     details={"right": right, "username": user, "error": str(e)},
                 )

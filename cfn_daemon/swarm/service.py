@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound
+from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound, StoreDenied
 from cfn_client.wire.schema.swarm import (
     MAX_AGENTS,
     MIN_AGENTS,
@@ -38,7 +38,7 @@ from cfn_daemon.queue.tasks import TaskQueue, now_ms
 from cfn_daemon.settings.runtime import ConfigManager
 from cfn_daemon.settings.schema import Config
 from cfn_daemon.store import Store
-from cfn_daemon.store.client import is_outage
+from cfn_daemon.store.client import describe_error, is_outage
 from cfn_daemon.store.keys import TASK_INDEX_FIELD, TASK_INDEX_VERSION
 from cfn_daemon.store.scripts import Scripts
 from cfn_daemon.swarm.context import LlmSlots, SwarmContext
@@ -89,6 +89,7 @@ class SwarmService:
         # `agents.max_llm_processes` counts LLM processes across every swarm: one ledger.
         self.llm = LlmSlots(wake=lambda swarm: hub.pulses(swarm).work.fire())
         self.ready = asyncio.Event()
+        self._resume_error: Exception | None = None  # why resuming failed last, if it did
         self._tg: asyncio.TaskGroup | None = None
         self._lock = asyncio.Lock()
 
@@ -128,12 +129,18 @@ class SwarmService:
                             )
                     self.ready.set()
                 except Exception as exc:
-                    log.warning("swarm_resume_failed", error=str(exc))
-                    await until_stopped(asyncio.sleep(1.0), stop)
+                    self._resume_error = exc
+                    log.warning("swarm_resume_failed", error=describe_error(exc))
+                    if not await until_stopped(asyncio.sleep(1.0), stop) or stop.is_set():
+                        break  # stopping: never spin on a failure that persists
             await stop.wait()
             for rt in self.runtimes.values():
                 rt.stop.set()
         self._tg = None
+
+    def _resume_denied(self) -> StoreDenied | None:
+        error = self._resume_error
+        return self.store.as_denied(error) if error is not None else None
 
     async def _finish_destroy(self, swarm: str) -> None:
         await self.destroy(swarm, force=True)
@@ -272,7 +279,17 @@ class SwarmService:
             )
         if not self.ready.is_set():  # swarms found in Redis are resumed first
             self.store.check()
-            await asyncio.wait_for(self.ready.wait(), 10)
+            # Redis refusing cfnd a right (an ACL) is not an outage: say which one.
+            denied = self._resume_denied()
+            if denied is None:
+                try:
+                    await asyncio.wait_for(self.ready.wait(), 10)
+                except TimeoutError:
+                    denied = self._resume_denied()
+                    if denied is None:
+                        raise
+            if not self.ready.is_set() and denied is not None:
+                raise denied
         async with self._lock:
             exists = await self.redis.sismember(self.store.keys.swarms, sid)
             if exists and not args.force:

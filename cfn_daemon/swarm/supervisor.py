@@ -36,9 +36,9 @@ from cfn_daemon.core.restarts import RestartBudget
 from cfn_daemon.queue.agents import host_name, new_agent_id
 from cfn_daemon.queue.events import emit
 from cfn_daemon.queue.tasks import now_ms
-from cfn_daemon.store import Store
 from cfn_daemon.store.client import describe_error, is_unavailable_error
 from cfn_daemon.swarm import retention
+from cfn_daemon.swarm.agent_login import agent_login, agent_logout, agent_tls_args
 from cfn_daemon.swarm.context import SwarmContext
 from cfn_daemon.util.aio import until_stopped
 
@@ -68,31 +68,6 @@ class LocalAgent:
 def agent_command() -> list[str]:
     exe = Path(sys.executable).parent / "cfn-agent"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "cfn_daemon.agent.main"]
-
-
-def agent_redis_url(store: Store) -> str:
-    """A password-free URL for child agents (the password goes in their env)."""
-    if store.embedded is not None:
-        return store.embedded.url
-    p = store.params
-    user = f"{p.username}@" if p.username else ""
-    if p.unix_socket_path:
-        return f"unix://{user}{p.unix_socket_path}?db={p.db}"
-    scheme = "rediss" if p.tls else "redis"
-    return f"{scheme}://{user}{p.host}:{p.port}/{p.db}"
-
-
-def agent_tls_args(store: Store) -> list[str]:
-    """The TLS files cfnd itself uses, for its child agents (paths only, no secrets)."""
-    p = store.params
-    if not p.tls:
-        return []
-    files = (
-        ("--tls-ca-file", p.tls_ca_file),
-        ("--tls-cert-file", p.tls_cert_file),
-        ("--tls-key-file", p.tls_key_file),
-    )
-    return [arg for flag, path in files if path for arg in (flag, os.path.abspath(path))]
 
 
 def _cmdline(pid: int) -> str:
@@ -260,10 +235,11 @@ class Supervisor:
             ),
             max_agents=cfg.limits.max_agents_per_swarm,
         )
+        url, login_env = await agent_login(self.store, self.swarm, agent.id)
         argv = [
             *agent_command(),
             "--redis",
-            agent_redis_url(self.store),
+            url,
             "--swarm",
             self.swarm,
             "--type",
@@ -300,8 +276,7 @@ class Supervisor:
             for k, v in os.environ.items()
             if not k.startswith(("CFN_", "NOTIFY_", "WATCHDOG_"))
         }
-        if self.store.params.password:
-            env["CFN_REDIS_PASSWORD"] = self.store.params.password
+        env.update(login_env)
         # The vote-signing token travels in the environment, never in argv.
         env["CFN_AGENT_TOKEN"] = token = secrets.token_hex(16)
         tokens = [agent.id, token]
@@ -388,6 +363,7 @@ class Supervisor:
             else:
                 agent.returncode = await self._wait_foreign(agent)
             agent.exited.set()
+            await agent_logout(self.store, agent.id)  # its own ACL user, if it had one
         rc = agent.returncode
         if agent.stopping:
             self.local.pop(agent.id, None)
