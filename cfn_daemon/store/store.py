@@ -407,12 +407,15 @@ class Store:
         """How Redis is reached and how it is doing; reports (never raises) when down."""
         aof_enabled: bool | None = None
         rdb_saves: str | None = None
+        unchecked: list[str] = []
         if self._available:
             try:
                 async with asyncio.timeout(self.cfg.command_timeout_s):
                     server = await self._info("server")
                     persistence = await self._info("persistence")
                     rdb_saves = await self._rdb_saves()
+                if rdb_saves is None:
+                    unchecked.append(RDB_UNCHECKED)
                 self._version = _text(server.get("redis_version")) or self._version
                 aof = persistence.get("aof_enabled")
                 aof_enabled = None if aof is None else str(aof) == "1"
@@ -422,6 +425,7 @@ class Store:
                 elif isinstance(exc, RedisError | RedisClusterException):
                     # e.g. INFO denied by an ACL: report what is known, keep going.
                     log.debug("store_status_partial", error=describe_error(exc))
+                    unchecked.append(f"persistence: {describe_error(exc)}")
                 else:
                     raise
         return StoreStatus(
@@ -436,6 +440,7 @@ class Store:
             embedded_pid=self.embedded.pid if self.embedded else None,
             aof_enabled=aof_enabled,
             rdb_saves=rdb_saves,
+            unchecked=unchecked,
         )
 
     async def _info(self, section: str) -> dict[str, Any]:
@@ -465,6 +470,8 @@ class Store:
 
 
 # --------------------------------------------------------------------------- helpers
+
+RDB_UNCHECKED = "rdb saves: CONFIG GET refused or renamed (INFO does not show the schedule)"
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
