@@ -235,3 +235,34 @@ def test_wrong_password_is_a_clear_error(
     assert "Redis refused the credentials (wrong password or ACL user)" in store.error
     assert "nope" not in proc.log()
     assert proc.stop() == 0
+
+
+def test_embedded_redis_has_a_password_never_in_argv(
+    cfnd_factory: Callable[..., CfndProcess],
+) -> None:
+    proc = cfnd_factory(env=FAST)  # no Redis URL: the embedded server
+    with Client(proc.socket, timeout_s=30) as cfn:
+        store = cfn.status().store
+        assert store.mode == "embedded" and store.embedded_pid
+        cfn.swarm_init("mesh", 4, name="emb")
+        cfn.agent_create("shell", count=1)
+        done = cfn.task_wait([cfn.task_submit("echo embedded").id], timeout_s=30)
+        assert done.tasks[0].status == "succeeded"
+    redis_dir = proc.state_dir / "redis"
+    secret = (redis_dir / "password").read_text().strip()
+    assert len(secret) >= 32
+    for name in ("password", "redis.conf"):
+        assert oct((redis_dir / name).stat().st_mode & 0o777) == oct(0o600), name
+    assert secret.encode() not in Path(f"/proc/{store.embedded_pid}/cmdline").read_bytes()
+    assert secret not in proc.log()
+    sock = str(redis_dir / "redis.sock")
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(unix_socket_path=sock, socket_timeout=2).ping()
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(unix_socket_path=sock, password="guess", socket_timeout=2).ping()
+    client = redis.Redis(unix_socket_path=sock, password=secret, socket_timeout=2)
+    try:
+        assert client.ping()
+    finally:
+        client.close()
+    assert proc.stop() == 0

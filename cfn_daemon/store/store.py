@@ -98,7 +98,9 @@ class Store:
         if uses_embedded(cfg):
             check_embedded_config(cfg)
             async with EmbeddedRedis(cfg, state_dir) as server:
-                store = cls(cfg, embedded_params(server.socket_path), embedded=server)
+                store = cls(
+                    cfg, embedded_params(server.socket_path, server.password), embedded=server
+                )
                 async with store._opened():
                     yield store
         else:
