@@ -266,3 +266,27 @@ def test_embedded_redis_has_a_password_never_in_argv(
     finally:
         client.close()
     assert proc.stop() == 0
+
+
+def test_without_acl_setuser_agents_fall_back_to_cfnds_user(
+    redis_factory: RedisFactory,
+    tmp_path: Path,
+    key_prefix: str,
+    cfnd_factory: Callable[..., CfndProcess],
+) -> None:
+    text = users_acl(Keys(key_prefix), "main", PASSWORDS)
+    text = text.replace(" +acl|setuser +acl|deluser", "")
+    assert "acl|setuser" not in text
+    acl = tmp_path / "limited.acl"
+    acl.write_text(text)
+    server = redis_factory(tcp=True, extra_conf=[f"aclfile {acl}"])
+    env = {**FAST, "CFN_REDIS__USERNAME": "coordinator", "CFN_REDIS_PASSWORD": "c-pw-1"}
+    proc = cfnd_factory("--redis-url", server.url, env=env)
+    with Client(proc.socket, timeout_s=30) as cfn:
+        cfn.swarm_init("mesh", 4, name="main")
+        cfn.agent_create("shell", count=1)
+        done = cfn.task_wait([cfn.task_submit("echo fallback").id], timeout_s=30)
+        assert done.tasks[0].status == "succeeded"
+    events = [e for e in proc.log_events() if e.get("event") == "agent_acl_user_unavailable"]
+    assert events and "acl|setuser" in str(events[0]["error"])
+    assert proc.stop() == 0
