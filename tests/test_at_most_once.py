@@ -20,7 +20,8 @@ import pytest
 
 from cfn_client.api import AsyncClient
 from cfn_daemon.app import Daemon
-from cfn_daemon.swarm.supervisor import agent_command, agent_redis_url
+from cfn_daemon.swarm.agent_login import agent_redis_url
+from cfn_daemon.swarm.supervisor import agent_command
 from tests.conftest import DaemonFactory
 from tests.redis_servers import pid_alive, wait_pid_gone
 from tests.test_swarm_integration import (

@@ -148,7 +148,7 @@ async def test_embedded_server_lifecycle(state_dir: Path) -> None:
         assert stat.S_IMODE(os.stat(server.socket_path).st_mode) == 0o700
         # Private process group: a Ctrl-C aimed at cfnd does not reach Redis.
         assert os.getpgid(pid) != os.getpgid(0)
-        client = aioredis.Redis(unix_socket_path=str(server.socket_path))
+        client = aioredis.Redis(unix_socket_path=str(server.socket_path), password=server.password)
         try:
             assert await client.ping()
             conf = await client.config_get("*")
@@ -166,7 +166,7 @@ async def test_embedded_server_lifecycle(state_dir: Path) -> None:
 
     # The AOF brings the data back on the next start.
     async with EmbeddedRedis(cfg, state_dir) as server:
-        client = aioredis.Redis(unix_socket_path=str(server.socket_path))
+        client = aioredis.Redis(unix_socket_path=str(server.socket_path), password=server.password)
         try:
             assert await client.get(f"{cfg.key_prefix}:k") == b"kept"
         finally:
@@ -178,7 +178,7 @@ async def test_stale_embedded_server_is_shut_down_cleanly(state_dir: Path) -> No
     async with EmbeddedRedis(cfg, state_dir) as old:
         old_pid = old.pid
         assert old_pid is not None
-        client = aioredis.Redis(unix_socket_path=str(old.socket_path))
+        client = aioredis.Redis(unix_socket_path=str(old.socket_path), password=old.password)
         try:
             await client.set("written-before-restart", b"1")
         finally:
@@ -188,7 +188,9 @@ async def test_stale_embedded_server_is_shut_down_cleanly(state_dir: Path) -> No
             async with EmbeddedRedis(cfg, state_dir) as new:
                 assert not pid_alive(old_pid)
                 assert new.pid not in (None, old_pid)
-                client = aioredis.Redis(unix_socket_path=str(new.socket_path))
+                client = aioredis.Redis(
+                    unix_socket_path=str(new.socket_path), password=new.password
+                )
                 try:
                     # SHUTDOWN flushed the AOF, so nothing was lost.
                     assert await client.get("written-before-restart") == b"1"
@@ -209,7 +211,9 @@ async def test_hung_stale_server_from_pidfile_is_killed(state_dir: Path) -> None
         async with EmbeddedRedis(cfg, state_dir, stop_timeout_s=0.5) as server:
             assert not pid_alive(stale_pid)
             assert server.pid != stale_pid
-            client = aioredis.Redis(unix_socket_path=str(server.socket_path))
+            client = aioredis.Redis(
+                unix_socket_path=str(server.socket_path), password=server.password
+            )
             try:
                 assert await client.ping()
             finally:

@@ -487,7 +487,8 @@ async def test_lapsed_remote_agent_is_marked_lost_and_its_task_requeued(
     d: Daemon, cfn: AsyncClient, tmp_path: Path
 ) -> None:
     await cfn.call("swarm.init", topology="mesh", max_agents=3, name="lost")
-    from cfn_daemon.swarm.supervisor import agent_command, agent_redis_url
+    from cfn_daemon.swarm.agent_login import agent_redis_url
+    from cfn_daemon.swarm.supervisor import agent_command
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CFN_")}
     proc = await asyncio.create_subprocess_exec(

@@ -37,7 +37,8 @@ Exit codes:
   4  permission denied (join the socket's group)
   5  `loop` (followed): the run escalated, a human must approve or reject it
   6  `loop` (followed): the run failed or was cancelled
-  7  Redis is unavailable to cfnd right now (store_unavailable); retry shortly
+  7  Redis is unavailable to cfnd right now (store_unavailable); retry shortly,
+     or refused a command cfn needs (store_denied: fix its ACL user)
 """
 
 

@@ -94,6 +94,14 @@ class StoreUnavailable(CfnError):
     exit_code = EXIT_STORE_UNAVAILABLE
 
 
+class StoreDenied(CfnError):
+    """Redis refused a command cfn needs: its ACL user lacks the right (details: ``right``,
+    ``username``); see deploy/redis/users.acl for the rights cfn needs."""
+
+    code = "store_denied"
+    exit_code = EXIT_STORE_UNAVAILABLE
+
+
 class ConfigError(CfnError):
     """A config file, env variable or override is invalid (file, key, value, expected)."""
 

@@ -25,11 +25,17 @@ from cfn_daemon.core.placement import AgentRecord
 from cfn_daemon.queue.agents import host_name, new_agent_id
 from cfn_daemon.queue.tasks import Retry
 from cfn_daemon.settings.schema import RedisConfig, TasksConfig
-from cfn_daemon.store.client import build_client, describe_error, is_unavailable_error
+from cfn_daemon.store.client import (
+    build_client,
+    describe_error,
+    is_credentials_error,
+    is_unavailable_error,
+)
 from cfn_daemon.store.keys import Keys
 from cfn_daemon.store.urls import resolve
 from cfn_daemon.util.aio import until_stopped
 from cfn_daemon.util.logs import configure_logging
+from cfn_daemon.util.restart import Fatal
 
 log = structlog.get_logger("cfn.agent")
 _TASKS = TasksConfig()
@@ -54,6 +60,9 @@ async def wait_for_spec(
         try:
             return await load_spec(redis, keys, agent_type)
         except Exception as exc:
+            if is_credentials_error(exc):
+                # A wrong password or an unverifiable server: waiting will not fix it.
+                raise ConfigError(describe_error(exc)) from None
             if not is_unavailable_error(exc):
                 raise
             waited = time.monotonic() - started
@@ -68,7 +77,13 @@ async def wait_for_spec(
 
 async def amain(opts: dict[str, Any]) -> int:
     env = dict(os.environ)
-    cfg = RedisConfig(url=opts["redis"], key_prefix=opts["key_prefix"])
+    cfg = RedisConfig(
+        url=opts["redis"],
+        key_prefix=opts["key_prefix"],
+        tls_ca_file=opts["tls_ca_file"],
+        tls_cert_file=opts["tls_cert_file"],
+        tls_key_file=opts["tls_key_file"],
+    )
     params = resolve(cfg, env)
     redis = build_client(params, cfg, pool_size=8)
     keys = Keys(opts["key_prefix"])
@@ -115,6 +130,12 @@ async def amain(opts: dict[str, Any]) -> int:
         )
         runtime.stop = stop
         await runtime.run()
+    except Fatal as exc:  # e.g. the swarm is full
+        click.echo(f"cfn-agent: {exc}", err=True)
+        log.error("agent_fatal", error=str(exc))
+        return 2
+    except ConfigError:
+        raise  # exit 78: restarting with the same settings cannot help
     except CfnError as exc:
         click.echo(f"cfn-agent: {exc.message}", err=True)
         return 2
@@ -130,6 +151,24 @@ async def amain(opts: dict[str, Any]) -> int:
     required=True,
     metavar="URL",
     help="Redis URL without password (env CFN_REDIS_URL; password: CFN_REDIS_PASSWORD)",
+)
+@click.option(
+    "--tls-ca-file",
+    envvar="CFN_REDIS_TLS_CA_FILE",
+    default=None,
+    help="CA bundle that signed the rediss:// server's certificate (cfnd: redis.tls_ca_file)",
+)
+@click.option(
+    "--tls-cert-file",
+    envvar="CFN_REDIS_TLS_CERT_FILE",
+    default=None,
+    help="Client certificate for a Redis with tls-auth-clients (cfnd: redis.tls_cert_file)",
+)
+@click.option(
+    "--tls-key-file",
+    envvar="CFN_REDIS_TLS_KEY_FILE",
+    default=None,
+    help="Private key of --tls-cert-file (cfnd: redis.tls_key_file)",
 )
 @click.option("--swarm", envvar="CFN_SWARM", required=True, help="Swarm to join (env CFN_SWARM)")
 @click.option("--type", "type_", required=True, help="Agent type (built-in or [agent_types])")

@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from cfn_client.wire.errors import Conflict
 from cfn_client.wire.schema.swarm import TaskInfo, TaskResult
 from cfn_daemon.agent import types as agent_types
 from cfn_daemon.agent.executors import ExecResult, TaskInput, run_task
@@ -40,7 +41,7 @@ from cfn_daemon.store.client import describe_error, is_outage, is_unavailable_er
 from cfn_daemon.store.keys import AGENT_GROUP, Keys
 from cfn_daemon.store.scripts import Scripts
 from cfn_daemon.util.aio import until_stopped
-from cfn_daemon.util.restart import Backoff, Keeper
+from cfn_daemon.util.restart import Backoff, Fatal, Keeper
 
 log = structlog.get_logger("cfn.agent")
 
@@ -140,7 +141,10 @@ class AgentRuntime:
         self.record.status = "idle"
         self.record.started_ms = self.record.started_ms or now_ms()
         await self.redis.hsetnx(self.keys.tokens(self.swarm), self.id, self.token)
-        await self.registry.register(self.record)
+        try:
+            await self.registry.register(self.record)
+        except Conflict as exc:  # the swarm is full: retrying does not make room
+            raise Fatal(exc.message) from exc
         self.registered.set()
         log.info("agent_registered", agent=self.id, swarm=self.swarm, type=self.record.type)
 

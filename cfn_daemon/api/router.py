@@ -23,7 +23,13 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 import structlog
 
-from cfn_client.wire.errors import CfnError, PermissionDenied, ShuttingDown, StoreUnavailable
+from cfn_client.wire.errors import (
+    CfnError,
+    PermissionDenied,
+    ShuttingDown,
+    StoreDenied,
+    StoreUnavailable,
+)
 from cfn_client.wire.ops import OpSpec, lookup_op
 from cfn_client.wire.protocol import Args, Role, decode_args
 
@@ -239,6 +245,8 @@ class OutageSource(Protocol):
 
     def as_outage(self, exc: BaseException) -> StoreUnavailable | None: ...
 
+    def as_denied(self, exc: BaseException) -> StoreDenied | None: ...
+
 
 def answer_outages(store: OutageSource, store_free: frozenset[str] = STORE_FREE_OPS) -> Middleware:
     """Every op that needs Redis answers ``store_unavailable`` during an outage, fast.
@@ -283,6 +291,9 @@ def _raise_mapped(store: OutageSource, exc: BaseException) -> typing.NoReturn:
     outage = store.as_outage(exc)
     if outage is not None:
         raise outage from None  # an outage is expected: no traceback in the log
+    denied = store.as_denied(exc)
+    if denied is not None:
+        raise denied from None  # a deployment problem (Redis ACL), not a bug
     if isinstance(exc, BaseExceptionGroup):
         # A handler's task group failing with one specific error: answer with it.
         specific = [e for e in exc.exceptions if isinstance(e, CfnError)]

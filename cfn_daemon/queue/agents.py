@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import msgspec
+from redis.exceptions import ResponseError
 
-from cfn_client.wire.errors import NotFound
+from cfn_client.wire.errors import Conflict, NotFound
 from cfn_daemon.core.placement import AgentRecord
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.store.keys import EVENTS_MAXLEN, Keys
@@ -71,8 +72,13 @@ class AgentRegistry:
         self.keys = keys
         self.scripts = scripts
 
-    async def register(self, agent: AgentRecord) -> None:
-        """(Re)join: record the agent, make sure its work group exists, announce it."""
+    async def register(self, agent: AgentRecord, *, max_agents: int = 0) -> None:
+        """(Re)join: record the agent, make sure its work group exists, announce it.
+
+        Raises ``Conflict`` (details ``live``, ``max_agents``) when the swarm already
+        has as many live agents as its ``max_agents`` (or ``max_agents``, if lower and
+        not 0): checked in the registering script, so concurrent joins cannot exceed it.
+        """
         swarm = agent.swarm
         fields: list[Any] = []
         for key, value in msgspec.structs.asdict(agent).items():
@@ -97,17 +103,38 @@ class AgentRegistry:
                 "local": agent.local,
             }
         )
-        await self.scripts.run(
-            "register",
-            [
-                self.keys.agents(swarm),
-                self.keys.agent(swarm, agent.id),
-                self.keys.heartbeats(swarm),
-                self.keys.work(swarm, agent.id),
-                self.keys.events(swarm),
-            ],
-            [agent.id, now_ms(), EVENTS_MAXLEN, self.keys.notify(swarm), event, *fields],
-        )
+        try:
+            await self.scripts.run(
+                "register",
+                [
+                    self.keys.agents(swarm),
+                    self.keys.agent(swarm, agent.id),
+                    self.keys.heartbeats(swarm),
+                    self.keys.work(swarm, agent.id),
+                    self.keys.events(swarm),
+                    self.keys.swarm_state(swarm),
+                ],
+                [
+                    agent.id,
+                    now_ms(),
+                    EVENTS_MAXLEN,
+                    self.keys.notify(swarm),
+                    event,
+                    self.keys.agent(swarm, ""),
+                    max_agents,
+                    *fields,
+                ],
+            )
+        except ResponseError as exc:
+            if not str(exc).startswith("FULL "):
+                raise
+            live, cap = (int(n) for n in str(exc).split()[1:3])
+            raise Conflict(
+                f"swarm {swarm} is full: {live} live agents, at most {cap} "
+                "(its max_agents / limits.max_agents_per_swarm); agent "
+                f"{agent.id} cannot join",
+                details={"swarm": swarm, "live": live, "max_agents": cap},
+            ) from None
 
     async def heartbeat(self, swarm: str, agent: str, task_id: str | None) -> Beat:
         """Record a beat; say what cfnd wants of the agent (see ``Beat``)."""

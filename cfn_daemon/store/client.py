@@ -3,6 +3,7 @@ connect lazily) and classify their errors (outage vs. usage error vs. busy pool)
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, TypeAlias
 
 from redis.asyncio import Redis
@@ -17,8 +18,10 @@ from redis.asyncio.connection import (
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import (
+    AuthenticationError,
     ClusterDownError,
     MaxConnectionsError,
+    NoPermissionError,
     RedisClusterException,
     SlotNotCoveredError,
 )
@@ -144,6 +147,60 @@ def is_pool_exhausted(exc: BaseException) -> bool:
 
 
 def describe_error(exc: BaseException) -> str:
-    """``Type: message`` for logs and status (some errors have an empty message)."""
+    """``Type: message`` for logs and status (some errors have an empty message); a
+    wrong password, a refused ACL right or a failed TLS verification get a sentence
+    saying which setting to fix first."""
     text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    plain = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    hint = explain_error(exc)
+    return f"{hint} ({plain})" if hint else plain
+
+
+def explain_error(exc: BaseException) -> str | None:
+    """What the user must fix for a Redis error that retrying cannot cure, else None."""
+    if isinstance(exc, AuthenticationError) or "WRONGPASS" in str(exc):
+        return (
+            "Redis refused the credentials (wrong password or ACL user); check "
+            "CFN_REDIS_PASSWORD / redis.password_file and redis.username"
+        )
+    if isinstance(exc, NoPermissionError):
+        return f"Redis ACL user may not {permission_right(exc)}, which cfn needs"
+    if is_tls_verify_error(exc):
+        return (
+            "TLS certificate verification of the Redis server failed: redis.tls_ca_file "
+            "(cfn-agent --tls-ca-file) must name the CA that signed the server's "
+            "certificate, issued for the host in the URL"
+        )
+    return None
+
+
+def is_tls_verify_error(exc: BaseException) -> bool:
+    """True if ``exc`` is (or wraps) a failed verification of the server's certificate."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # bounded walk down the cause/context chain
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
+            seen
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def is_credentials_error(exc: BaseException) -> bool:
+    """A wrong password / user or an unverifiable server: waiting does not fix these."""
+    return isinstance(exc, AuthenticationError) or is_tls_verify_error(exc)
+
+
+def permission_right(exc: BaseException) -> str:
+    """What a ``NoPermissionError`` says was refused: "run the 'flushall' command",
+    "access a key", ...; else its whole message."""
+    text = str(exc).rstrip(". ")
+    _, run, command = text.partition("to run the ")
+    if run:
+        return f"run the {command}"
+    _, access, what = text.partition("to access a")
+    if access:
+        return f"access a{what}"
+    return text

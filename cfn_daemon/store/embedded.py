@@ -1,7 +1,10 @@
 """The embedded ``redis-server``: cfnd's private Redis when none is configured.
 
 It listens only on a Unix socket (mode 0700, in a 0700 dir under the state dir), keeps
-its data in an append-only file there, and is stopped when cfnd exits. Linux also
+its data in an append-only file there, and is stopped when cfnd exits. It requires a
+password, generated once and kept in ``<state dir>/redis/password`` (0600); the server
+reads it from a 0600 config file there, never from argv (readable in /proc by anyone),
+so a process of another user, or a task that only has the socket path, cannot use it. Linux also
 sends it SIGTERM if cfnd dies without cleaning up (PR_SET_PDEATHSIG), and a server
 left behind by an earlier cfnd is shut down cleanly before a new one starts.
 """
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -58,6 +62,9 @@ class EmbeddedRedis:
         self.socket_path = self.dir / "redis.sock"
         self.pidfile = self.dir / "redis.pid"
         self.log_path = self.dir / "redis.log"
+        self.password_file = self.dir / "password"
+        self.conf_path = self.dir / "redis.conf"
+        self.password = ""  # read or made at start()
         self.stop_timeout_s = stop_timeout_s
         self._proc: asyncio.subprocess.Process | None = None
 
@@ -108,6 +115,7 @@ class EmbeddedRedis:
                 details={"key": "daemon.state_dir", "value": str(self.socket_path)},
             )
         self._make_dir()
+        self.password = self._load_password()
         await self._reap_stale()
         self._proc = await self._spawn(binary)
         try:
@@ -162,19 +170,38 @@ class EmbeddedRedis:
         # mkdir's mode is filtered by the umask and ignored for an existing dir.
         os.chmod(self.dir, 0o700)
 
+    def _load_password(self) -> str:
+        """The server's password: the one kept in the state dir (agents that outlive a
+        cfnd restart still hold it), else a new one written there with mode 0600."""
+        with contextlib.suppress(FileNotFoundError):
+            kept = self.password_file.read_text(encoding="utf-8").strip()
+            if kept:
+                os.chmod(self.password_file, 0o600)
+                return kept
+        password = secrets.token_urlsafe(32)
+        _write_private(self.password_file, password + "\n")
+        return password
+
     def _args(self) -> list[str]:
-        return [
-            "--port", "0",
-            "--unixsocket", str(self.socket_path),
-            "--unixsocketperm", "700",
-            "--dir", str(self.dir),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--daemonize", "no",
-            "--pidfile", str(self.pidfile),
-            "--logfile", str(self.log_path),
-        ]  # fmt: skip
+        """The server's command line: only the 0600 config file (it holds the password)."""
+        settings = [
+            "port 0",
+            f'unixsocket "{self.socket_path}"',
+            "unixsocketperm 700",
+            f'dir "{self.dir}"',
+            "appendonly yes",
+            "appendfsync everysec",
+            'save ""',
+            "daemonize no",
+            f'pidfile "{self.pidfile}"',
+            f'logfile "{self.log_path}"',
+            f'requirepass "{self.password}"',
+        ]
+        _write_private(self.conf_path, "\n".join(settings) + "\n")
+        return [str(self.conf_path)]
+
+    def _auth(self) -> bytes:
+        return _command("AUTH", self.password)
 
     async def _spawn(self, binary: str) -> asyncio.subprocess.Process:
         # stderr goes to the log too: config errors are printed before the logfile opens.
@@ -201,7 +228,7 @@ class EmbeddedRedis:
         while True:
             if proc.returncode is not None:
                 raise self._start_error(f"redis-server exited with code {proc.returncode}", proc)
-            if await _answers(self.socket_path, _PING, b"+PONG"):
+            if await _answers(self.socket_path, self._auth() + _PING, b"+OK\r\n+PONG"):
                 return
             left = deadline - time.monotonic()
             if left <= 0:
@@ -227,14 +254,16 @@ class EmbeddedRedis:
 
     async def _reap_stale(self) -> None:
         """Stop a ``redis-server`` left running on our socket/pidfile by an earlier cfnd."""
-        info = await _request(self.socket_path, _INFO_SERVER)
+        # AUTH first (a stale server of an older cfnd has no password: it answers an
+        # error to AUTH and the command all the same).
+        info = await _request(self.socket_path, self._auth() + _INFO_SERVER)
         if info is not None:
             # Whatever answers on a socket inside our 0700 dir was started for this
             # state dir, so SHUTDOWN goes to the right server by construction. It makes
             # Redis fsync the AOF and exit cleanly, unlike a signal sent to a stale pid.
             pid = _info_pid(info)
             log.warning("embedded_redis_stale", pid=pid, socket=str(self.socket_path))
-            await _request(self.socket_path, _SHUTDOWN)
+            await _request(self.socket_path, self._auth() + _SHUTDOWN)
             if pid is not None:
                 await self._terminate(pid, graceful_first=False)
         pid = _read_pid(self.pidfile)
@@ -278,6 +307,24 @@ class EmbeddedRedis:
             return False
 
 
+def _command(*parts: str) -> bytes:
+    """One RESP command."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        raw = part.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(out)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (never more open, even briefly)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def _child_setup(parent_pid: int) -> Callable[[], None]:
     """Runs in the forked child before exec: die with the parent, private files."""
 
@@ -304,8 +351,16 @@ async def _request(path: Path, command: bytes) -> bytes | None:
             try:
                 writer.write(command)
                 await writer.drain()
-                # A reply is one line, or a bulk string header + body; read what came.
+                # A reply is one line, or a bulk string header + body; read what came,
+                # and past the AUTH reply that comes first.
                 data = await reader.read(64 * 1024)
+                for _ in range(3):
+                    if not data or data.count(b"\r\n") > 1:
+                        break
+                    more = await reader.read(64 * 1024)
+                    if not more:
+                        break
+                    data += more
             finally:
                 writer.close()
                 with contextlib.suppress(OSError):

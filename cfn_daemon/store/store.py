@@ -17,9 +17,9 @@ from typing import Any
 
 import structlog
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
+from redis.exceptions import ClusterDownError, NoPermissionError, RedisClusterException, RedisError
 
-from cfn_client.wire.errors import StoreUnavailable
+from cfn_client.wire.errors import StoreDenied, StoreUnavailable
 from cfn_client.wire.schema.system import StoreStatus
 from cfn_daemon.settings.schema import RedisConfig
 from cfn_daemon.store.client import (
@@ -28,6 +28,7 @@ from cfn_daemon.store.client import (
     describe_error,
     is_pool_exhausted,
     is_unavailable_error,
+    permission_right,
 )
 from cfn_daemon.store.embedded import EmbeddedRedis
 from cfn_daemon.store.keys import Keys
@@ -97,7 +98,9 @@ class Store:
         if uses_embedded(cfg):
             check_embedded_config(cfg)
             async with EmbeddedRedis(cfg, state_dir) as server:
-                store = cls(cfg, embedded_params(server.socket_path), embedded=server)
+                store = cls(
+                    cfg, embedded_params(server.socket_path, server.password), embedded=server
+                )
                 async with store._opened():
                     yield store
         else:
@@ -210,6 +213,20 @@ class Store:
                 return e
         self._mark_unavailable(leaves[0])
         return self._unavailable_error()
+
+    def as_denied(self, exc: BaseException) -> StoreDenied | None:
+        """The ``StoreDenied`` for a command Redis refused by ACL (also inside an exception
+        group, or raised by a script), naming the right; None for anything else."""
+        for e in _leaves(exc):
+            if isinstance(e, NoPermissionError) or str(e).startswith("NOPERM"):
+                right = permission_right(e)
+                user = self.params.username or "default"
+                return StoreDenied(
+                    f"Redis refused a command: ACL user {user!r} may not {right}; grant the "
+                    "rights listed in deploy/redis/users.acl (user coordinator)",
+                    details={"right": right, "username": user, "error": str(e)},
+                )
+        return None
 
     def unavailable_error(self) -> StoreUnavailable:
         """What a request gets while Redis is down (with ``retry_after_s``)."""
@@ -392,12 +409,15 @@ class Store:
         """How Redis is reached and how it is doing; reports (never raises) when down."""
         aof_enabled: bool | None = None
         rdb_saves: str | None = None
+        unchecked: list[str] = []
         if self._available:
             try:
                 async with asyncio.timeout(self.cfg.command_timeout_s):
                     server = await self._info("server")
                     persistence = await self._info("persistence")
                     rdb_saves = await self._rdb_saves()
+                if rdb_saves is None:
+                    unchecked.append(RDB_UNCHECKED)
                 self._version = _text(server.get("redis_version")) or self._version
                 aof = persistence.get("aof_enabled")
                 aof_enabled = None if aof is None else str(aof) == "1"
@@ -407,6 +427,7 @@ class Store:
                 elif isinstance(exc, RedisError | RedisClusterException):
                     # e.g. INFO denied by an ACL: report what is known, keep going.
                     log.debug("store_status_partial", error=describe_error(exc))
+                    unchecked.append(f"persistence: {describe_error(exc)}")
                 else:
                     raise
         return StoreStatus(
@@ -421,6 +442,7 @@ class Store:
             embedded_pid=self.embedded.pid if self.embedded else None,
             aof_enabled=aof_enabled,
             rdb_saves=rdb_saves,
+            unchecked=unchecked,
         )
 
     async def _info(self, section: str) -> dict[str, Any]:
@@ -450,6 +472,8 @@ class Store:
 
 
 # --------------------------------------------------------------------------- helpers
+
+RDB_UNCHECKED = "rdb saves: CONFIG GET refused or renamed (INFO does not show the schedule)"
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -98,10 +98,15 @@ def redacted(url: str) -> str:
     return f"{scheme}{sep}{netloc}{tail}"
 
 
-def embedded_params(socket_path: Path) -> ConnectionParams:
-    """Parameters for the private server: a Unix socket in a 0700 dir, so no password."""
+def embedded_params(socket_path: Path, password: str | None = None) -> ConnectionParams:
+    """Parameters for the private server: a Unix socket in a 0700 dir, and its password
+    (kept in the state dir, see ``embedded.py``)."""
     return ConnectionParams(
-        mode="embedded", display_url=f"unix://{socket_path}", unix_socket_path=str(socket_path)
+        mode="embedded",
+        display_url=f"unix://{socket_path}",
+        unix_socket_path=str(socket_path),
+        password=password or None,
+        password_source="file" if password else None,
     )
 
 

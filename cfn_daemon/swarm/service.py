@@ -8,6 +8,7 @@ swarm back from Redis and resumes its runtime, so a restarted daemon carries on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import uuid
@@ -18,7 +19,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound
+from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound, StoreDenied
 from cfn_client.wire.schema.swarm import (
     MAX_AGENTS,
     MIN_AGENTS,
@@ -37,7 +38,7 @@ from cfn_daemon.queue.tasks import TaskQueue, now_ms
 from cfn_daemon.settings.runtime import ConfigManager
 from cfn_daemon.settings.schema import Config
 from cfn_daemon.store import Store
-from cfn_daemon.store.client import is_outage
+from cfn_daemon.store.client import describe_error, is_outage
 from cfn_daemon.store.keys import TASK_INDEX_FIELD, TASK_INDEX_VERSION
 from cfn_daemon.store.scripts import Scripts
 from cfn_daemon.swarm.context import LlmSlots, SwarmContext
@@ -88,6 +89,7 @@ class SwarmService:
         # `agents.max_llm_processes` counts LLM processes across every swarm: one ledger.
         self.llm = LlmSlots(wake=lambda swarm: hub.pulses(swarm).work.fire())
         self.ready = asyncio.Event()
+        self._resume_error: Exception | None = None  # why resuming failed last, if it did
         self._tg: asyncio.TaskGroup | None = None
         self._lock = asyncio.Lock()
 
@@ -127,12 +129,18 @@ class SwarmService:
                             )
                     self.ready.set()
                 except Exception as exc:
-                    log.warning("swarm_resume_failed", error=str(exc))
-                    await until_stopped(asyncio.sleep(1.0), stop)
+                    self._resume_error = exc
+                    log.warning("swarm_resume_failed", error=describe_error(exc))
+                    if not await until_stopped(asyncio.sleep(1.0), stop) or stop.is_set():
+                        break  # stopping: never spin on a failure that persists
             await stop.wait()
             for rt in self.runtimes.values():
                 rt.stop.set()
         self._tg = None
+
+    def _resume_denied(self) -> StoreDenied | None:
+        error = self._resume_error
+        return self.store.as_denied(error) if error is not None else None
 
     async def _finish_destroy(self, swarm: str) -> None:
         await self.destroy(swarm, force=True)
@@ -271,25 +279,43 @@ class SwarmService:
             )
         if not self.ready.is_set():  # swarms found in Redis are resumed first
             self.store.check()
-            await asyncio.wait_for(self.ready.wait(), 10)
+            # Redis refusing cfnd a right (an ACL) is not an outage: say which one.
+            denied = self._resume_denied()
+            if denied is None:
+                try:
+                    await asyncio.wait_for(self.ready.wait(), 10)
+                except TimeoutError:
+                    denied = self._resume_denied()
+                    if denied is None:
+                        raise
+            if not self.ready.is_set() and denied is not None:
+                raise denied
         async with self._lock:
             exists = await self.redis.sismember(self.store.keys.swarms, sid)
             if exists and not args.force:
                 raise Conflict(
                     f"swarm {sid} already exists; use --force to replace it", details={"swarm": sid}
                 )
-            if (
-                within_limits
-                and not exists
-                and await self.redis.scard(self.store.keys.swarms) >= limits.max_swarms
-            ):
+            if exists:
+                await self.destroy(sid, force=True)
+            # The cap is checked and the id taken in one script: cfnds sharing this
+            # Redis, racing to create swarms, can never pass limits.max_swarms.
+            claimed = await self.scripts.run(
+                "claim_swarm",
+                [self.store.keys.swarms],
+                [sid, limits.max_swarms if within_limits else 0],
+            )
+            if claimed == 0:
+                raise Conflict(
+                    f"swarm {sid} was just created by another request; use --force to replace it",
+                    details={"swarm": sid},
+                )
+            if claimed == -1:
                 raise Conflict(
                     f"this daemon already has {limits.max_swarms} swarms (limits.max_swarms); "
                     "destroy one first",
                     details={"max_swarms": limits.max_swarms},
                 )
-            if exists:
-                await self.destroy(sid, force=True)
             info = SwarmInfo(
                 id=sid,
                 name=args.name or sid,
@@ -303,10 +329,12 @@ class SwarmService:
                 k: v for k, v in msgspec.structs.asdict(info).items() if k != "agents"
             }
             mapping[TASK_INDEX_FIELD] = TASK_INDEX_VERSION  # a new swarm's indexes are whole
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self.store.keys.swarm_state(sid), mapping=mapping)
-                pipe.sadd(self.store.keys.swarms, sid)
-                await pipe.execute()
+            try:
+                await self.redis.hset(self.store.keys.swarm_state(sid), mapping=mapping)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self.redis.srem(self.store.keys.swarms, sid)  # give the place back
+                raise
             await ensure_groups(self.redis, [self.store.keys.queue(sid, p) for p in PRIORITIES])
             await emit(
                 self.redis,

@@ -29,16 +29,16 @@ from typing import Any
 
 import structlog
 
-from cfn_client.wire.errors import InvalidArgs
+from cfn_client.wire.errors import Conflict, InvalidArgs
 from cfn_daemon.agent import types as agent_types
 from cfn_daemon.core.placement import LIVE_STATUSES, AgentRecord
 from cfn_daemon.core.restarts import RestartBudget
 from cfn_daemon.queue.agents import host_name, new_agent_id
 from cfn_daemon.queue.events import emit
 from cfn_daemon.queue.tasks import now_ms
-from cfn_daemon.store import Store
 from cfn_daemon.store.client import describe_error, is_unavailable_error
 from cfn_daemon.swarm import retention
+from cfn_daemon.swarm.agent_login import agent_login, agent_logout, agent_tls_args
 from cfn_daemon.swarm.context import SwarmContext
 from cfn_daemon.util.aio import until_stopped
 
@@ -68,18 +68,6 @@ class LocalAgent:
 def agent_command() -> list[str]:
     exe = Path(sys.executable).parent / "cfn-agent"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "cfn_daemon.agent.main"]
-
-
-def agent_redis_url(store: Store) -> str:
-    """A password-free URL for child agents (the password goes in their env)."""
-    if store.embedded is not None:
-        return store.embedded.url
-    p = store.params
-    user = f"{p.username}@" if p.username else ""
-    if p.unix_socket_path:
-        return f"unix://{user}{p.unix_socket_path}?db={p.db}"
-    scheme = "rediss" if p.tls else "redis"
-    return f"{scheme}://{user}{p.host}:{p.port}/{p.db}"
 
 
 def _cmdline(pid: int) -> str:
@@ -206,7 +194,7 @@ class Supervisor:
                 "terminate some)",
                 details={"max_agents": swarm.max_agents, "agents": len(live)},
             )
-        ids = []
+        ids: list[str] = []
         for _ in range(count):
             agent = LocalAgent(
                 id=new_agent_id(agent_type),
@@ -215,7 +203,15 @@ class Supervisor:
                 capabilities=list(capabilities or spec.capabilities),
                 pid=0,
             )
-            await self._start(agent, spec)
+            try:
+                await self._start(agent, spec)
+            except Conflict:
+                # Another cfnd (or a remote agent) took the last places meanwhile: the
+                # registering script refused this one, so the cap holds.
+                if not ids:
+                    raise
+                log.warning("agent_spawn_swarm_full", swarm=self.swarm, spawned=len(ids))
+                break
             ids.append(agent.id)
         return ids
 
@@ -236,12 +232,14 @@ class Supervisor:
                 started_ms=now_ms(),
                 concurrency=spec.concurrency,
                 slot=agent.slot,
-            )
+            ),
+            max_agents=cfg.limits.max_agents_per_swarm,
         )
+        url, login_env = await agent_login(self.store, self.swarm, agent.id)
         argv = [
             *agent_command(),
             "--redis",
-            agent_redis_url(self.store),
+            url,
             "--swarm",
             self.swarm,
             "--type",
@@ -272,13 +270,13 @@ class Supervisor:
         ]
         for cap in agent.capabilities:
             argv += ["--capability", cap]
+        argv += agent_tls_args(self.store)
         env = {
             k: v
             for k, v in os.environ.items()
             if not k.startswith(("CFN_", "NOTIFY_", "WATCHDOG_"))
         }
-        if self.store.params.password:
-            env["CFN_REDIS_PASSWORD"] = self.store.params.password
+        env.update(login_env)
         # The vote-signing token travels in the environment, never in argv.
         env["CFN_AGENT_TOKEN"] = token = secrets.token_hex(16)
         tokens = [agent.id, token]
@@ -365,6 +363,7 @@ class Supervisor:
             else:
                 agent.returncode = await self._wait_foreign(agent)
             agent.exited.set()
+            await agent_logout(self.store, agent.id)  # its own ACL user, if it had one
         rc = agent.returncode
         if agent.stopping:
             self.local.pop(agent.id, None)

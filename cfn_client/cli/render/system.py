@@ -47,6 +47,8 @@ def status(result: StatusResult, verbose: bool = False) -> str:
             pairs.append(("  aof", "on" if store.aof_enabled else "off"))
         if store.rdb_saves is not None:
             pairs.append(("  rdb saves", store.rdb_saves or "off"))
+        for what in store.unchecked:
+            pairs.append(("  not checked", what))
     total = result.swarms.total
     pairs.append(("swarms", "unknown (store unavailable)" if total is None else total))
     if verbose and result.server is not None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import msgspec
+
 from cfn_client.wire.protocol import Args, Result
 
 
@@ -38,6 +40,9 @@ class StoreStatus(Result):
     embedded_pid: int | None = None
     aof_enabled: bool | None = None
     rdb_saves: str | None = None
+    #: What could not be checked and why, e.g. "rdb saves: CONFIG GET refused or renamed"
+    #: (a guide-style redis.conf renames CONFIG): never reported as "off".
+    unchecked: list[str] = msgspec.field(default_factory=list)
 
 
 class ServerStats(Result):

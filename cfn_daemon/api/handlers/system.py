@@ -144,15 +144,26 @@ class SystemOps:
                 fix="upgrade Redis to 6.2 or newer",
             )
         )
+        # saves None: CONFIG is renamed or denied, so the RDB schedule is unknown (not
+        # "off"); INFO still shows whether AOF is on.
         durable = bool(aof) or bool(saves)
+        save_text = "unknown (CONFIG GET refused or renamed)" if saves is None else saves or "off"
         out.append(
             Check(
                 name="redis.persistence",
                 ok=durable,
                 warning=True,
                 detail=(
-                    f"appendonly={'yes' if aof else 'no'}, save={saves or 'off'}"
-                    + ("" if durable else ": swarms, tasks and runs are lost if Redis restarts")
+                    f"appendonly={'yes' if aof else 'no'}, save={save_text}"
+                    + (
+                        ""
+                        if durable
+                        else (
+                            ": cannot tell whether RDB snapshots are taken"
+                            if saves is None
+                            else ": swarms, tasks and runs are lost if Redis restarts"
+                        )
+                    )
                 ),
                 fix=""
                 if durable
@@ -166,12 +177,15 @@ class SystemOps:
             maxmemory = int(info.get("maxmemory", 0))
         except CfnError as exc:
             return [*out, Check(name="redis.memory", ok=False, detail=str(exc))]
-        safe = policy == "noeviction" or maxmemory == 0
+        # Any policy but noeviction drops coordination keys (tasks) once maxmemory is hit;
+        # without a maxmemory it is only a warning (a limit set later would evict).
+        safe = policy == "noeviction"
         out.append(
             Check(
                 name="redis.eviction",
                 ok=safe,
-                detail=f"maxmemory={maxmemory} policy={policy}",
+                warning=not safe and maxmemory == 0,
+                detail=f"maxmemory={maxmemory} policy={policy} (from INFO memory)",
                 fix=""
                 if safe
                 else ("set maxmemory-policy noeviction: evicting keys would silently drop tasks"),
