@@ -33,6 +33,7 @@ A = TypeVar("A", bound=Args, contravariant=True)
 R = TypeVar("R", covariant=True)
 
 __all__ = ["Handler", "Middleware", "Peer", "RequestContext", "Router", "StreamHandler"]
+__all__ += ["denied", "require_exec"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ class Peer:
     gid: int
     user: str
     role: Role
+    exec: bool = False  # may submit free text to types that run it as code
 
 
 @dataclass(slots=True)
@@ -215,12 +217,27 @@ async def authorize(ctx: RequestContext, raw: dict[str, Any], nxt: Next) -> Any:
     """The caller's role must reach the op's (viewer < operator < admin)."""
     spec = lookup_op(ctx.op)
     if ctx.peer.role < spec.role:
-        raise PermissionDenied(
-            f"{ctx.op} needs role {spec.role.name}; user {ctx.peer.user} "
-            f"(uid {ctx.peer.uid}) has {ctx.peer.role.name}",
-            details={"needed": spec.role.name, "have": ctx.peer.role.name},
-        )
+        raise denied(ctx, needed=spec.role.name)
     return await nxt(ctx, raw)
+
+
+def denied(ctx: RequestContext, *, needed: str, why: str = "") -> PermissionDenied:
+    """The ``permission_denied`` error for ``ctx``'s caller (also logged as ``denied``,
+    so the audit can record it): names the op, the role or right needed and the
+    caller's role."""
+    have = ctx.peer.role.name + ("+exec" if ctx.peer.exec else "")
+    log.warning("denied", op=ctx.op, uid=ctx.peer.uid, user=ctx.peer.user, needed=needed, have=have)
+    return PermissionDenied(
+        f"{ctx.op} needs {'the right' if needed == 'exec' else 'role'} {needed}{why}; "
+        f"user {ctx.peer.user} (uid {ctx.peer.uid}) has role {have}",
+        details={"op": ctx.op, "needed": needed, "have": have, "uid": ctx.peer.uid},
+    )
+
+
+def require_exec(ctx: RequestContext, what: str) -> None:
+    """Refuse ``what`` (free text run as code) unless the caller holds ``exec``."""
+    if not ctx.peer.exec:
+        raise denied(ctx, needed="exec", why=f" ({what})")
 
 
 # Ops that report an outage in their result instead of failing with it.

@@ -125,6 +125,8 @@ class Server:
             if gid is not None:
                 os.chown(self.path, -1, gid)
             os.chmod(self.path, self.mode)
+            # Members of the socket's group get `[auth] socket_group_role`.
+            self.roles.socket_gid = os.stat(self.path).st_gid
         except OSError as exc:
             sock.close()
             os.unlink(self.path)
@@ -318,8 +320,8 @@ class Server:
         pid, uid, gid = _PEERCRED.unpack(
             conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
         )
-        user, role = self.roles.resolve(uid, gid)
-        return Peer(pid=pid, uid=uid, gid=gid, user=user, role=role)
+        grant = self.roles.grant(uid, gid)
+        return Peer(pid=pid, uid=uid, gid=gid, user=grant.user, role=grant.role, exec=grant.exec)
 
     # ------------------------------------------------------------------ bookkeeping
 

@@ -46,13 +46,26 @@ class DaemonConfig(Section):
     frame_timeout_s: PositiveSeconds = 10.0
 
 
-class AuthConfig(Section):
-    """Roles from peer credentials: root and the daemon's own user are always admin."""
+RoleName = Literal["none", "viewer", "operator", "admin"]
 
+
+class AuthConfig(Section):
+    """Roles from peer credentials (docs/SECURITY.md).
+
+    Root and the daemon's own user are always admin with the ``exec`` right; members
+    of the socket's group get ``socket_group_role``; ``users`` maps a user name or an
+    ``@group`` to a role; ``exec`` lists the users and ``@groups`` that may also submit
+    free text to agent types that run it as code (``shell``, ``check``, or a type with
+    ``text_is_code``). Anyone else gets ``default_role`` (``none``: refused).
+    """
+
+    users: dict[str, RoleName] = {}
+    exec: list[str] = []
+    socket_group_role: RoleName = "operator"
     admin_users: list[str] = []
     admin_groups: list[str] = []
     viewer_users: list[str] = []
-    default_role: Literal["viewer", "operator", "admin"] = "operator"
+    default_role: RoleName = "none"
 
 
 class WebConfig(Section):
@@ -238,6 +251,9 @@ class AgentTypeConfig(Section):
     role: Literal["implementer", "validator", "coordinator", "owner"] = "implementer"
     capabilities: list[str] = []
     concurrency: Annotated[int, Meta(ge=1, le=64)] = 1
+    # The executor runs the task's text as code (as kinds shell and check do): submitting
+    # free text to this type then needs the `exec` right (docs/SECURITY.md).
+    text_is_code: bool = False
 
 
 class Config(Section):
