@@ -56,6 +56,9 @@ def test_users_groups_and_exec() -> None:
     )
 
 
+CONFIG = '[daemon]\nsocket_mode = 0o666\n\n[agents]\nrun_as = "nobody"\n'
+
+
 @pytest.fixture(scope="module")
 def open_cfnd() -> Iterator[CfndProcess]:
     """A cfnd whose socket (mode 0666) any uid can reach: refusals come from cfnd."""
@@ -65,7 +68,7 @@ def open_cfnd() -> Iterator[CfndProcess]:
     proc = start_cfnd(
         base,
         redis_url,
-        config="[daemon]\nsocket_mode = 0o666\n",
+        config=CONFIG,
         env={"CFN_LIMITS__MAX_SWARMS": "1000"},
     )
     proc.workdir.chmod(0o755)
@@ -128,3 +131,61 @@ def test_security_md_role_table_is_current() -> None:
     assert roles_doc.render(doc) == doc, "run python -m cfn_daemon.api.roles_doc"
     for op in OPS:
         assert f"| `{op}` |" in doc, op
+
+
+@NEEDS_ROOT
+def test_a_task_is_not_the_daemon(open_cfnd: CfndProcess) -> None:
+    """A task (run as `nobody`, cfnd is root) finds no secret in its environment, cannot
+    read its agent's /proc/PPID/environ, inherits no descriptor, and reaches the socket
+    as a viewer at most: it cannot lower the consensus threshold."""
+    name = f"sectask{os.getpid()}"
+    assert (
+        cfnctl_as(open_cfnd, None, 0, "swarm", "init", "mesh", "4", "--name", name).returncode == 0
+    )
+    sock = open_cfnd.socket
+    request = '{"id":1,"op":"config.set","args":{"key":"loop.consensus_threshold","value":"0"}}'
+    script = (
+        "echo uid=$(id -u); "
+        "echo secrets=$(env | grep -c -e ^CFN_AGENT_TOKEN -e ^CFN_REDIS -e ^CFN_SOCKET); "
+        "cat /proc/$PPID/environ >/dev/null 2>&1 && echo environ=readable || echo environ=denied; "
+        "printf fds=; ls /proc/$$/fd | tr '\\n' ' '; echo; "
+        f"echo set=$(echo '{request}' | socat -t5 - UNIX-CONNECT:{sock})"
+    )
+    try:
+        out = cfnctl_as(
+            open_cfnd, None, 0, "--swarm", name, "run", "--wait", "--timeout", "40", script
+        )
+        assert out.returncode == 0, out
+        lines = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line[:12])
+        assert lines["uid"] == str(NOBODY), out.stdout
+        assert lines["secrets"] == "0", out.stdout
+        assert lines["environ"] == "denied", out.stdout
+        assert lines["fds"].split() == ["0", "1", "2"], out.stdout
+        reply = json.loads(lines["set"])
+        assert reply["error"]["code"] == "permission_denied", reply
+        assert "needs role admin" in reply["error"]["message"], reply
+        shown = cfnctl_as(
+            open_cfnd, None, 0, "--json", "config", "show", "loop.consensus_threshold"
+        )
+        assert '"0"' not in shown.stdout and ": 0," not in shown.stdout, shown.stdout
+    finally:
+        cfnctl_as(open_cfnd, None, 0, "--swarm", name, "swarm", "destroy", "--force")
+
+
+@NEEDS_ROOT
+def test_a_task_under_cfnds_own_uid_is_a_viewer_at_most(open_cfnd: CfndProcess) -> None:
+    """Whatever its uid, a process descending from a task (no_new_privs) is capped."""
+    cmd = ["setpriv", "--no-new-privs", *CFNCTL, "config", "set", "loop.consensus_threshold", "0"]
+    env = {"PATH": os.environ["PATH"], "HOME": "/tmp", "CFN_SOCKET": str(open_cfnd.socket)}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 4, out
+    assert "has role viewer" in out.stderr, out.stderr
+    ok = subprocess.run(
+        ["setpriv", "--no-new-privs", *CFNCTL, "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert ok.returncode == 0, ok

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import signal
 import sys
 import time
@@ -19,6 +20,7 @@ import click
 import structlog
 
 from cfn_client.wire.errors import CfnError, ConfigError
+from cfn_daemon.agent import proc
 from cfn_daemon.agent import types as agent_types
 from cfn_daemon.agent.runtime import AgentRuntime
 from cfn_daemon.core.placement import AgentRecord
@@ -66,8 +68,23 @@ async def wait_for_spec(
         delay_s = min(delay_s * 2, 30.0)
 
 
+def task_user(name: str) -> tuple[int, int]:
+    """The uid and gid of ``name`` (a user name or a numeric uid), else ``ConfigError``."""
+    try:
+        pw = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        raise ConfigError(
+            f"--run-as {name}: no such user", details={"key": "agents.run_as"}
+        ) from None
+    return pw.pw_uid, pw.pw_gid
+
+
 async def amain(opts: dict[str, Any]) -> int:
     env = dict(os.environ)
+    # No task of ours (same uid) may read our environment or memory through /proc.
+    proc.protect_self()
+    if opts.get("run_as"):
+        proc.RUN_AS = task_user(opts["run_as"])
     cfg = RedisConfig(url=opts["redis"], key_prefix=opts["key_prefix"])
     params = resolve(cfg, env)
     redis = build_client(params, cfg, pool_size=8)
@@ -114,6 +131,9 @@ async def amain(opts: dict[str, Any]) -> int:
             orphan_after_s=orphan_after_s,
         )
         runtime.stop = stop
+        # Read by now: no child of ours inherits them (executors scrub their env too).
+        for name in ("CFN_REDIS_PASSWORD", "CFN_AGENT_TOKEN", "REDISCLI_AUTH"):
+            os.environ.pop(name, None)
         await runtime.run()
     except CfnError as exc:
         click.echo(f"cfn-agent: {exc.message}", err=True)
@@ -161,6 +181,12 @@ async def amain(opts: dict[str, Any]) -> int:
     default=120.0,
     hidden=True,
     help="A local agent whose cfnd is gone this long exits (cfnd passes agents.orphan_after_s).",
+)
+@click.option(
+    "--run-as",
+    default=None,
+    metavar="USER",
+    help="Run tasks as this user (when started as root; cfnd passes [agents] run_as).",
 )
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto")
 @click.option("--log-file", hidden=True, help="stderr's file, to rotate by size (cfnd sets it).")

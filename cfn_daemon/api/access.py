@@ -100,6 +100,25 @@ class RoleResolver:
         return Role[auth.default_role]
 
 
+def runs_as_task(pid: int) -> bool:
+    """True when ``pid`` descends from a task (cfn-agent sets ``no_new_privs`` on every
+    task child, inherited by all its descendants and never cleared), or when its status
+    cannot be read (it is gone already: fail closed)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("NoNewPrivs:"):
+                    return line.split(":", 1)[1].strip() != "0"
+    except OSError:
+        return True
+    return False
+
+
+def as_task(grant: Grant) -> Grant:
+    """A task's caller: viewer at most, never ``exec``, whatever its uid."""
+    return Grant(grant.user, min(grant.role, Role.viewer), exec=False)
+
+
 def longest_idle(sessions: Iterable[S]) -> S | None:
     """The session idle the longest (nothing in flight, no partial frame), if any."""
     idle = [(since, i, x) for i, x in enumerate(sessions) if (since := x.idle_since) is not None]

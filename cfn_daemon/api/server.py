@@ -38,7 +38,13 @@ from cfn_client.wire.protocol import (
     parse_request,
     request_id_of,
 )
-from cfn_daemon.api.access import ConnectionLimits, RoleResolver, longest_idle
+from cfn_daemon.api.access import (
+    ConnectionLimits,
+    RoleResolver,
+    as_task,
+    longest_idle,
+    runs_as_task,
+)
 from cfn_daemon.api.router import Peer, RequestContext, Router
 from cfn_daemon.util import memory
 
@@ -321,6 +327,8 @@ class Server:
             conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
         )
         grant = self.roles.grant(uid, gid)
+        if self.roles.auth.cap_tasks and runs_as_task(pid):
+            grant = as_task(grant)  # a task is not the daemon, even under cfnd's uid
         return Peer(pid=pid, uid=uid, gid=gid, user=grant.user, role=grant.role, exec=grant.exec)
 
     # ------------------------------------------------------------------ bookkeeping

@@ -66,6 +66,9 @@ class AuthConfig(Section):
     admin_groups: list[str] = []
     viewer_users: list[str] = []
     default_role: RoleName = "none"
+    # A caller with no_new_privs set (every task and its children; also programs under
+    # systemd's NoNewPrivileges=) gets viewer rights at most.
+    cap_tasks: bool = True
 
 
 class WebConfig(Section):
@@ -190,6 +193,9 @@ class TasksConfig(Section):
 
 
 class AgentsConfig(Section):
+    # When cfnd runs as root its agents run tasks as this user (none: "cfn-task" when
+    # that user exists, else root with a warning); "" switches the drop off.
+    run_as: str | None = None
     heartbeat_interval_s: PositiveSeconds = 1.0
     # No heartbeat for this long: the agent is lapsed and its work is reclaimed.
     lapse_s: PositiveSeconds = 5.0

@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import pwd
 import secrets
 import signal
 import sys
@@ -272,6 +273,9 @@ class Supervisor:
         ]
         for cap in agent.capabilities:
             argv += ["--capability", cap]
+        run_as = task_user(cfg.agents.run_as)
+        if run_as:
+            argv += ["--run-as", run_as]
         env = {
             k: v
             for k, v in os.environ.items()
@@ -571,3 +575,17 @@ class Supervisor:
 
     def describe(self) -> dict[str, Any]:
         return {"local": sorted(self.local), "pending_replacements": len(self._replacements)}
+
+
+def task_user(configured: str | None) -> str | None:
+    """Who tasks run as when cfnd is root: ``[agents] run_as``, else ``cfn-task`` when
+    that user exists; None when cfnd is not root or nobody is configured."""
+    if os.geteuid() != 0 or configured == "":
+        return None
+    if configured:
+        return configured
+    try:
+        pwd.getpwnam("cfn-task")
+    except KeyError:
+        return None
+    return "cfn-task"
