@@ -9,6 +9,7 @@ registers, and runs tasks until SIGTERM/SIGINT (``AgentRuntime``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import signal
@@ -32,6 +33,7 @@ from cfn_daemon.store.keys import Keys
 from cfn_daemon.store.urls import resolve
 from cfn_daemon.util.aio import until_stopped
 from cfn_daemon.util.logs import configure_logging
+from cfn_daemon.util.signing import Signer
 
 log = structlog.get_logger("cfn.agent")
 _TASKS = TasksConfig()
@@ -83,6 +85,13 @@ async def amain(opts: dict[str, Any]) -> int:
     env = dict(os.environ)
     # No task of ours (same uid) may read our environment or memory through /proc.
     proc.protect_self()
+    signer = Signer()
+    if opts.get("key_fd") is not None:
+        # cfnd pins this key for our votes: it never travels through Redis to it.
+        with contextlib.suppress(OSError):
+            os.write(opts["key_fd"], signer.public.encode() + b"\n")
+        with contextlib.suppress(OSError):
+            os.close(opts["key_fd"])
     if opts.get("run_as"):
         proc.RUN_AS = task_user(opts["run_as"])
     cfg = RedisConfig(url=opts["redis"], key_prefix=opts["key_prefix"])
@@ -129,6 +138,7 @@ async def amain(opts: dict[str, Any]) -> int:
             stop_grace_s=opts["grace_s"],
             retry=Retry(base_s=opts["retry_base_s"], max_s=opts["retry_max_s"]),
             orphan_after_s=orphan_after_s,
+            signer=signer,
         )
         runtime.stop = stop
         # Read by now: no child of ours inherits them (executors scrub their env too).
@@ -182,6 +192,7 @@ async def amain(opts: dict[str, Any]) -> int:
     hidden=True,
     help="A local agent whose cfnd is gone this long exits (cfnd passes agents.orphan_after_s).",
 )
+@click.option("--key-fd", type=int, default=None, hidden=True, help="Hand cfnd our public key.")
 @click.option(
     "--run-as",
     default=None,

@@ -20,8 +20,6 @@ import asyncio
 import collections
 import contextlib
 import os
-import pwd
-import secrets
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ from cfn_daemon.store import Store
 from cfn_daemon.store.client import describe_error, is_unavailable_error
 from cfn_daemon.swarm import retention
 from cfn_daemon.swarm.context import SwarmContext
+from cfn_daemon.swarm.keyring import KeyRing, read_key, task_user
 from cfn_daemon.util.aio import until_stopped
 
 log = structlog.get_logger("cfn.supervisor")
@@ -108,6 +107,8 @@ class Supervisor:
         self._tg: asyncio.TaskGroup | None = None
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self.keeper = ctx.keeper
+        self.keyring = KeyRing(state_dir)
+        self._pin_tasks: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
         self._spawn_lock = asyncio.Lock()
 
@@ -283,14 +284,9 @@ class Supervisor:
         }
         if self.store.params.password:
             env["CFN_REDIS_PASSWORD"] = self.store.params.password
-        # The vote-signing token travels in the environment, never in argv.
-        env["CFN_AGENT_TOKEN"] = token = secrets.token_hex(16)
-        tokens = [agent.id, token]
-        if agent.slot:
-            # A replacement votes for its slot (the validator the run knows): the dead
-            # agent's token is void, the slot's votes are verified with the new one.
-            tokens += [agent.slot, token]
-        await self.store.redis.hset(self.store.keys.tokens(self.swarm), items=tokens)
+        # The agent makes its own signing key and hands us the public half on a pipe.
+        key_r, key_w = os.pipe()
+        argv += ["--key-fd", str(key_w)]
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_fd = os.open(
             self.log_dir / f"{agent.id}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
@@ -303,9 +299,20 @@ class Supervisor:
                 stderr=log_fd,
                 env=env,
                 start_new_session=True,  # outlives a crashed cfnd; adopted by the next one
+                pass_fds=(key_w,),
             )
+        except BaseException:
+            os.close(key_r)
+            raise
         finally:
             os.close(log_fd)
+            os.close(key_w)
+        slots = [agent.id] + ([agent.slot] if agent.slot else [])
+        # A replacement votes for its slot (the validator the run knows): the dead
+        # agent's key is void, the slot's votes are verified with the new one.
+        pin = asyncio.create_task(self._pin_key(key_r, slots))
+        self._pin_tasks.add(pin)
+        pin.add_done_callback(self._pin_tasks.discard)
         agent.pid = agent.proc.pid
         await self.registry.set_fields(self.swarm, agent.id, pid=agent.pid)
         self.local[agent.id] = agent
@@ -318,6 +325,13 @@ class Supervisor:
             {"agent": agent.id, "type": agent.type, "pid": agent.pid},
         )
         log.info("agent_spawned", swarm=self.swarm, agent=agent.id, pid=agent.pid)
+
+    async def _pin_key(self, fd: int, agents: list[str]) -> None:
+        """Pin the public key the agent hands us on its pipe for ``agents``."""
+        public = await read_key(fd)
+        for agent in agents:
+            if not self.keyring.pin(self.swarm, agent, public, replace=True):
+                log.warning("agent_key_missing", swarm=self.swarm, agent=agent)
 
     async def _adopt(self) -> None:
         """Take over local agents a previous cfnd left running."""
@@ -575,17 +589,3 @@ class Supervisor:
 
     def describe(self) -> dict[str, Any]:
         return {"local": sorted(self.local), "pending_replacements": len(self._replacements)}
-
-
-def task_user(configured: str | None) -> str | None:
-    """Who tasks run as when cfnd is root: ``[agents] run_as``, else ``cfn-task`` when
-    that user exists; None when cfnd is not root or nobody is configured."""
-    if os.geteuid() != 0 or configured == "":
-        return None
-    if configured:
-        return configured
-    try:
-        pwd.getpwnam("cfn-task")
-    except KeyError:
-        return None
-    return "cfn-task"
