@@ -62,6 +62,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -161,7 +162,32 @@ def build_env(cfg: ExecutorConfig, task: TaskInput) -> dict[str, str]:
         env["CFN_BASE_REF"] = ctx.base_ref
     for name in SECRET_ENV:
         env.pop(name, None)
+    env.update(resolve_secrets(cfg.secrets))
     return env
+
+
+class SecretMissing(Exception):
+    """A type's secret cannot be resolved on this host."""
+
+
+def resolve_secrets(refs: dict[str, str]) -> dict[str, str]:
+    """``{NAME: value}`` from this host's environment (``env:VAR``) or files
+    (``file:PATH``); ``SecretMissing`` names what is missing, never a value."""
+    out = {}
+    for name, ref in refs.items():
+        kind, _, where = ref.partition(":")
+        value: str | None = None
+        if kind == "env":
+            value = os.environ.get(where)
+        elif kind == "file":
+            try:
+                value = Path(where).read_text().strip()
+            except OSError as exc:
+                raise SecretMissing(f"secret {name}: cannot read {where}: {exc.strerror}") from None
+        if not value:
+            raise SecretMissing(f"secret {name}: {ref} is not set on this host")
+        out[name] = value
+    return out
 
 
 def _inherited_secret(name: str) -> bool:
@@ -205,6 +231,8 @@ async def _spawn(
             cancel=cancel,
             max_bytes=cfg.max_output_bytes,
         )
+    except SecretMissing as exc:
+        return ExecResult(ok=False, error=str(exc))
     except OSError as exc:
         return ExecResult(ok=False, error=_spawn_error(exc, cfg, argv[0], ctx))
     except ValueError as exc:  # "embedded null byte" in argv, env or cwd

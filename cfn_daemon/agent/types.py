@@ -49,7 +49,7 @@ class AgentTypeSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 # Keys of AgentTypeConfig that describe the agent, not how it runs its tasks.
-SPEC_KEYS = frozenset({"role", "capabilities", "concurrency", "required"})
+SPEC_KEYS = frozenset({"role", "capabilities", "concurrency", "required", "text_is_code"})
 
 
 def from_config(name: str, cfg: AgentTypeConfig) -> AgentTypeSpec:

@@ -4,6 +4,7 @@ deploy/cfnd.toml.example."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -223,6 +224,10 @@ class AgentsConfig(Section):
     log_max_bytes: Annotated[int, Meta(ge=0, le=1 << 40)] = 10 << 20
 
 
+# Variable names that hold credentials (matched case-insensitively).
+SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
+
+
 class AgentTypeConfig(Section):
     """``[agent_types.NAME]``: how agents of one type run their tasks.
 
@@ -260,6 +265,23 @@ class AgentTypeConfig(Section):
     # The executor runs the task's text as code (as kinds shell and check do): submitting
     # free text to this type then needs the `exec` right (docs/SECURITY.md).
     text_is_code: bool = False
+    # Secret variables of the task's environment: NAME = "env:VAR" or "file:PATH",
+    # resolved by the cfn-agent on its own host; only the reference is published.
+    secrets: dict[str, str] = {}
+
+    def __post_init__(self) -> None:
+        for name, ref in self.secrets.items():
+            if not ref.startswith(("env:", "file:")) or len(ref.split(":", 1)[1]) == 0:
+                raise ValueError(
+                    f'`secrets.{name}`: expected "env:VAR" or "file:PATH" (the value '
+                    "itself never goes in the config)"
+                )
+        for name in self.env:
+            if SECRET_NAME.search(name):
+                raise ValueError(
+                    f"`env.{name}` looks like a secret and would be published in clear: "
+                    f'use secrets = {{ {name} = "env:{name}" }} (or "file:PATH")'
+                )
 
 
 class Config(Section):
