@@ -35,11 +35,13 @@ from cfn_daemon.api.router import (
     answer_outages,
     authorize,
     log_requests,
+    rate_limit,
     refuse_while,
 )
 from cfn_daemon.api.server import ConnectionLimits, RoleResolver, Server
 from cfn_daemon.cfnloop.epics import EpicService
 from cfn_daemon.cfnloop.runner import LoopService
+from cfn_daemon.core.ratelimit import RateLimiter
 from cfn_daemon.queue.notify import NotifyHub
 from cfn_daemon.settings.runtime import ConfigManager
 from cfn_daemon.settings.schema import Config
@@ -134,6 +136,12 @@ class Daemon:
             # authorised, and answered store_unavailable while Redis is down (added below).
             self.router.use(log_requests(self.server.count_error))
             self.router.use(refuse_while(lambda: self.server.draining))
+            limiter = (
+                RateLimiter(cfg.auth.rate_per_s, cfg.auth.rate_burst)
+                if cfg.auth.rate_per_s > 0
+                else None
+            )
+            self.router.use(rate_limit(lambda: limiter))
             self.router.use(authorize)
             # Bind before starting Redis so a second cfnd fails fast and touches nothing.
             self.server.bind()

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from cfn_client.wire.ops import OPS
 from cfn_client.wire.protocol import Role
 from cfn_daemon.api import roles_doc
 from cfn_daemon.api.access import RoleResolver
+from cfn_daemon.core.ratelimit import RateLimiter
 from cfn_daemon.settings.schema import AuthConfig
 from tests.cli_support import SHARED_REDIS_DEFAULT, start_cfnd
 from tests.daemon_proc import CFNCTL, CfndProcess
@@ -56,7 +58,10 @@ def test_users_groups_and_exec() -> None:
     )
 
 
-CONFIG = '[daemon]\nsocket_mode = 0o666\n\n[agents]\nrun_as = "nobody"\n'
+CONFIG = (
+    '[daemon]\nsocket_mode = 0o666\n\n[agents]\nrun_as = "nobody"\n\n'
+    "[auth]\nrate_per_s = 5.0\nrate_burst = 20\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +194,40 @@ def test_a_task_under_cfnds_own_uid_is_a_viewer_at_most(open_cfnd: CfndProcess) 
         check=False,
     )
     assert ok.returncode == 0, ok
+
+
+def test_token_bucket() -> None:
+    lim = RateLimiter(rate_per_s=10.0, burst=3)
+    assert [lim.take(7, 100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert lim.take(7, 100.0) == pytest.approx(0.1)
+    assert lim.take(8, 100.0) == 0.0  # per key
+    assert lim.take(7, 100.11) == 0.0  # refilled
+    small = RateLimiter(rate_per_s=1.0, burst=1, max_keys=2)
+    for key in range(10):
+        small.take(key, 0.0)
+    assert len(small._buckets) == 2  # bounded
+
+
+@NEEDS_ROOT
+def test_rate_limited_with_retry_after(open_cfnd: CfndProcess) -> None:
+    """nobody (operator by the socket's group) over its bucket: rate_limited with
+    retry_after_s; root is exempt."""
+    script = (
+        "import socket, json, sys\n"
+        "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile('rwb')\n"
+        "for i in range(40):\n"
+        "    f.write(json.dumps({'id': i, 'op': 'ping'}).encode() + b'\\n'); f.flush()\n"
+        "    r = json.loads(f.readline())\n"
+        "    if not r['ok']:\n"
+        "        print(json.dumps(r)); break\n"
+    )
+    py = [sys.executable, "-c", script, str(open_cfnd.socket)]
+    out = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", "--regid=0", "--clear-groups", *py],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    reply = json.loads(out.stdout)
+    assert reply["error"]["code"] == "rate_limited", out
+    assert reply["error"]["details"]["retry_after_s"] > 0
+    root = subprocess.run(py, capture_output=True, text=True, timeout=30, check=False)
+    assert root.stdout == "", root

@@ -23,9 +23,16 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 import structlog
 
-from cfn_client.wire.errors import CfnError, PermissionDenied, ShuttingDown, StoreUnavailable
+from cfn_client.wire.errors import (
+    CfnError,
+    PermissionDenied,
+    RateLimited,
+    ShuttingDown,
+    StoreUnavailable,
+)
 from cfn_client.wire.ops import OpSpec, lookup_op
 from cfn_client.wire.protocol import Args, Role, decode_args
+from cfn_daemon.core.ratelimit import RateLimiter
 
 log = structlog.get_logger("cfn.server")
 
@@ -33,7 +40,7 @@ A = TypeVar("A", bound=Args, contravariant=True)
 R = TypeVar("R", covariant=True)
 
 __all__ = ["Handler", "Middleware", "Peer", "RequestContext", "Router", "StreamHandler"]
-__all__ += ["denied", "require_exec"]
+__all__ += ["denied", "rate_limit", "require_exec"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +53,7 @@ class Peer:
     user: str
     role: Role
     exec: bool = False  # may submit free text to types that run it as code
+    rate_exempt: bool = False  # root / cfnd's own user (not a task): no rate limit
 
 
 @dataclass(slots=True)
@@ -238,6 +246,27 @@ def require_exec(ctx: RequestContext, what: str) -> None:
     """Refuse ``what`` (free text run as code) unless the caller holds ``exec``."""
     if not ctx.peer.exec:
         raise denied(ctx, needed="exec", why=f" ({what})")
+
+
+def rate_limit(limiter: Callable[[], RateLimiter | None]) -> Middleware:
+    """``rate_limited`` (with ``retry_after_s``) for a uid over its token bucket.
+    Streaming ops are exempt (one request, then events), and so are root and cfnd's
+    own user; ``limiter()`` None: no limit (``[auth] rate_per_s = 0``)."""
+
+    async def mw(ctx: RequestContext, raw: dict[str, Any], nxt: Next) -> Any:
+        lim = limiter()
+        if lim is not None and not ctx.peer.rate_exempt and not lookup_op(ctx.op).streaming:
+            wait_s = lim.take(ctx.peer.uid, time.monotonic())
+            if wait_s > 0:
+                retry = round(min(wait_s, 3600.0), 3)
+                raise RateLimited(
+                    f"uid {ctx.peer.uid} sends requests faster than {lim.rate_per_s:g}/s "
+                    f"(burst {lim.burst:g}); retry in {retry:g} s",
+                    details={"retry_after_s": retry, "uid": ctx.peer.uid},
+                )
+        return await nxt(ctx, raw)
+
+    return mw
 
 
 # Ops that report an outage in their result instead of failing with it.

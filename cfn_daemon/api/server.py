@@ -327,9 +327,19 @@ class Server:
             conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
         )
         grant = self.roles.grant(uid, gid)
+        trusted = uid in (0, os.geteuid())
         if self.roles.auth.cap_tasks and runs_as_task(pid):
             grant = as_task(grant)  # a task is not the daemon, even under cfnd's uid
-        return Peer(pid=pid, uid=uid, gid=gid, user=grant.user, role=grant.role, exec=grant.exec)
+            trusted = False
+        return Peer(
+            pid=pid,
+            uid=uid,
+            gid=gid,
+            user=grant.user,
+            role=grant.role,
+            exec=grant.exec,
+            rate_exempt=trusted,
+        )
 
     # ------------------------------------------------------------------ bookkeeping
 

@@ -70,6 +70,10 @@ class AuthConfig(Section):
     # A caller with no_new_privs set (every task and its children; also programs under
     # systemd's NoNewPrivileges=) gets viewer rights at most.
     cap_tasks: bool = True
+    # Requests per second per uid (a token bucket of rate_burst); 0: no limit. Root,
+    # cfnd's own user and streaming ops are exempt.
+    rate_per_s: Annotated[float, Meta(ge=0.0)] = 50.0
+    rate_burst: Annotated[int, Meta(ge=1)] = 200
 
 
 class WebConfig(Section):
