@@ -30,6 +30,7 @@ from cfn_daemon.api.handlers.loop_ops import LoopOps
 from cfn_daemon.api.handlers.swarm_ops import SwarmOps
 from cfn_daemon.api.handlers.system import SystemOps
 from cfn_daemon.api.handlers.task_ops import TaskOps
+from cfn_daemon.api.handlers.team_ops import TeamOps
 from cfn_daemon.api.router import (
     Router,
     answer_outages,
@@ -37,6 +38,7 @@ from cfn_daemon.api.router import (
     log_requests,
     rate_limit,
     refuse_while,
+    team_grants,
 )
 from cfn_daemon.api.server import ConnectionLimits, RoleResolver, Server
 from cfn_daemon.cfnloop.epics import EpicService
@@ -97,6 +99,7 @@ class Daemon:
         self.env = dict(os.environ if env is None else env)
         self.notifier = notifier or Notifier({})
         self.ready = asyncio.Event()
+        self._teams: TeamOps | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._stack = AsyncExitStack()
@@ -142,6 +145,7 @@ class Daemon:
                 else None
             )
             self.router.use(rate_limit(lambda: limiter))
+            self.router.use(team_grants(lambda: self._teams))
             self.router.use(authorize)
             # Bind before starting Redis so a second cfnd fails fast and touches nothing.
             self.server.bind()
@@ -163,6 +167,8 @@ class Daemon:
             started_mono=self.started_mono,
         ).register(self.router)
         ConfigOps(store=self.store, config=self.config_manager).register(self.router)
+        self._teams = TeamOps(self.store.redis, self.store.keys)
+        self._teams.register(self.router)
         self.hub = NotifyHub(self.store)
         self.keeper = Keeper(is_outage=is_outage, wait_available=self.store.wait_available)
         self.swarms = SwarmService(

@@ -210,7 +210,7 @@ def test_token_bucket() -> None:
 
 @NEEDS_ROOT
 def test_rate_limited_with_retry_after(open_cfnd: CfndProcess) -> None:
-    """nobody (operator by the socket's group) over its bucket: rate_limited with
+    """uid 4242 (operator by the socket's group) over its bucket: rate_limited with
     retry_after_s; root is exempt."""
     script = (
         "import socket, json, sys\n"
@@ -223,7 +223,7 @@ def test_rate_limited_with_retry_after(open_cfnd: CfndProcess) -> None:
     )
     py = [sys.executable, "-c", script, str(open_cfnd.socket)]
     out = subprocess.run(
-        ["setpriv", f"--reuid={NOBODY}", "--regid=0", "--clear-groups", *py],
+        ["setpriv", "--reuid=4242", "--regid=0", "--clear-groups", *py],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     reply = json.loads(out.stdout)
@@ -231,3 +231,54 @@ def test_rate_limited_with_retry_after(open_cfnd: CfndProcess) -> None:
     assert reply["error"]["details"]["retry_after_s"] > 0
     root = subprocess.run(py, capture_output=True, text=True, timeout=30, check=False)
     assert root.stdout == "", root
+
+
+@NEEDS_ROOT
+def test_team_roles_grant_access_and_agent_pools(open_cfnd: CfndProcess, tmp_path: Path) -> None:
+    d, name = open_cfnd, f"team{os.getpid()}"
+    try:
+        made = cfnctl_as(d, None, 0, "team", "role-create", "dev", "Developers", "--grants",
+                         "operator", "--agent-type", "researcher")  # fmt: skip
+        assert made.returncode == 0, made
+        assert cfnctl_as(d, None, 0, "team", "role-create", "dev", "again").returncode == 1
+        assert cfnctl_as(d, NOBODY, NOBODY, "status").returncode == 4  # no team role yet
+        assert cfnctl_as(d, None, 0, "team", "assign", "nobody", "dev").returncode == 0
+        listed = json.loads(cfnctl_as(d, None, 0, "--json", "team", "list").stdout)
+        assert listed["members"] == {"nobody": ["dev"]}
+        # nobody is an operator now, limited to its pool.
+        assert (
+            cfnctl_as(d, NOBODY, NOBODY, "swarm", "init", "mesh", "4", "--name", name).returncode
+            == 0
+        )
+        refused = cfnctl_as(d, NOBODY, NOBODY, "--swarm", name, "run", "--type", "shell", "true")
+        assert refused.returncode == 4 and "agent pool shell" in refused.stderr, refused
+        # team sync from the file format `cfnctl init` writes: dry run, apply, idempotent.
+        team_file = tmp_path / "team.toml"
+        team_file.write_text(
+            '[team]\nname = "t"\n\n[roles.dev]\nrole = "implementer"\ndescription = "Developers"\n'
+            'grants = ["operator"]\nagent_types = ["researcher"]\n\n'
+            '[roles.qa]\nrole = "validator"\ndescription = "QA"\ngrants = ["viewer"]\n\n'
+            '[members]\nnobody = "qa"\n'
+        )
+        dry = cfnctl_as(d, None, 0, "team", "sync", "--file", str(team_file), "--dry-run")
+        assert dry.returncode == 0 and "+ role qa" in dry.stdout, dry
+        assert "- member nobody dev" in dry.stdout and "+ member nobody qa" in dry.stdout
+        assert "dry run" in dry.stdout
+        assert json.loads(cfnctl_as(d, None, 0, "--json", "team", "list").stdout)["members"] == {
+            "nobody": ["dev"]
+        }
+        applied = cfnctl_as(d, None, 0, "--json", "team", "sync", "--file", str(team_file))
+        assert json.loads(applied.stdout)["applied"] is True, applied
+        again = cfnctl_as(d, None, 0, "team", "sync", "--file", str(team_file))
+        assert "no changes" in again.stdout, again
+        # qa grants viewer only: nobody reads, but cannot create swarms any more.
+        assert cfnctl_as(d, NOBODY, NOBODY, "status").returncode == 0
+        again_init = cfnctl_as(
+            d, NOBODY, NOBODY, "swarm", "init", "mesh", "4", "--name", "x" + name
+        )
+        assert again_init.returncode == 4 and "has role viewer" in again_init.stderr
+    finally:
+        empty = tmp_path / "empty.toml"
+        empty.write_text('[team]\nname = "none"\n')
+        cfnctl_as(d, None, 0, "team", "sync", "--file", str(empty))
+        cfnctl_as(d, None, 0, "--swarm", name, "swarm", "destroy", "--force")

@@ -13,6 +13,7 @@ that needs Redis while it is down or frozen, and finally argument decoding.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import time
 import typing
@@ -40,7 +41,7 @@ A = TypeVar("A", bound=Args, contravariant=True)
 R = TypeVar("R", covariant=True)
 
 __all__ = ["Handler", "Middleware", "Peer", "RequestContext", "Router", "StreamHandler"]
-__all__ += ["denied", "rate_limit", "require_exec"]
+__all__ += ["denied", "rate_limit", "require_exec", "require_pool", "team_grants"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,8 @@ class Peer:
     role: Role
     exec: bool = False  # may submit free text to types that run it as code
     rate_exempt: bool = False  # root / cfnd's own user (not a task): no rate limit
+    task: bool = False  # descends from a task: viewer at most, whatever teams grant
+    pools: frozenset[str] | None = None  # agent types it may create/run (None: any)
 
 
 @dataclass(slots=True)
@@ -240,6 +243,43 @@ def denied(ctx: RequestContext, *, needed: str, why: str = "") -> PermissionDeni
         f"user {ctx.peer.user} (uid {ctx.peer.uid}) has role {have}",
         details={"op": ctx.op, "needed": needed, "have": have, "uid": ctx.peer.uid},
     )
+
+
+def require_pool(ctx: RequestContext, agent_type: str) -> None:
+    """Refuse an agent type outside the caller's team pools (admins are not limited)."""
+    pools = ctx.peer.pools
+    if pools is not None and ctx.peer.role < Role.admin and agent_type not in pools:
+        raise denied(
+            ctx, needed=f"agent pool {agent_type}", why=f" (pools: {', '.join(sorted(pools))})"
+        )
+
+
+class TeamLookup(Protocol):
+    """What ``team_grants`` needs (``api.handlers.team_ops.TeamOps``)."""
+
+    async def grant_for(self, user: str) -> Any: ...
+
+
+def team_grants(teams: Callable[[], TeamLookup | None]) -> Middleware:
+    """Raise the caller's role to what its team roles grant (never for a task), add
+    ``exec`` and its agent pools. Redis down: the caller keeps its own role."""
+
+    async def mw(ctx: RequestContext, raw: dict[str, Any], nxt: Next) -> Any:
+        lookup = teams()
+        if lookup is not None and not ctx.peer.task and ctx.peer.role < Role.admin:
+            try:
+                grant = await lookup.grant_for(ctx.peer.user)
+            except Exception:  # an outage: no elevation (fail closed)
+                grant = None
+            if grant is not None and (grant.role is not None or grant.pools is not None):
+                peer = ctx.peer
+                role = max(peer.role, grant.role) if grant.role is not None else peer.role
+                ctx.peer = dataclasses.replace(
+                    peer, role=role, exec=peer.exec or grant.exec, pools=grant.pools
+                )
+        return await nxt(ctx, raw)
+
+    return mw
 
 
 def require_exec(ctx: RequestContext, what: str) -> None:

@@ -131,8 +131,7 @@ class Server:
             if gid is not None:
                 os.chown(self.path, -1, gid)
             os.chmod(self.path, self.mode)
-            # Members of the socket's group get `[auth] socket_group_role`.
-            self.roles.socket_gid = os.stat(self.path).st_gid
+            self.roles.socket_gid = os.stat(self.path).st_gid  # its members: operator
         except OSError as exc:
             sock.close()
             os.unlink(self.path)
@@ -328,7 +327,8 @@ class Server:
         )
         grant = self.roles.grant(uid, gid)
         trusted = uid in (0, os.geteuid())
-        if self.roles.auth.cap_tasks and runs_as_task(pid):
+        capped = self.roles.auth.cap_tasks and runs_as_task(pid)
+        if capped:
             grant = as_task(grant)  # a task is not the daemon, even under cfnd's uid
             trusted = False
         return Peer(
@@ -339,6 +339,7 @@ class Server:
             role=grant.role,
             exec=grant.exec,
             rate_exempt=trusted,
+            task=capped,
         )
 
     # ------------------------------------------------------------------ bookkeeping

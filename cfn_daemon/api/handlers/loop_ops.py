@@ -32,7 +32,13 @@ from cfn_client.wire.schema.workflow import (
     EpicStartArgs,
 )
 from cfn_daemon.agent import types as agent_types
-from cfn_daemon.api.router import Handler, RequestContext, Router, require_exec
+from cfn_daemon.api.router import (
+    Handler,
+    RequestContext,
+    Router,
+    require_exec,
+    require_pool,
+)
 from cfn_daemon.cfnloop.epics import EpicService
 from cfn_daemon.cfnloop.runner import LoopService
 from cfn_daemon.core import loop
@@ -72,6 +78,7 @@ class LoopOps:
             require_exec(ctx, "checks are commands run as tasks")
         configured = self.service.swarms.config().agent_types
         for name in types:
+            require_pool(ctx, name)
             try:
                 code = agent_types.runs_text_as_code(name, configured)
             except InvalidArgs:
