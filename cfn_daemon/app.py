@@ -30,16 +30,20 @@ from cfn_daemon.api.handlers.loop_ops import LoopOps
 from cfn_daemon.api.handlers.swarm_ops import SwarmOps
 from cfn_daemon.api.handlers.system import SystemOps
 from cfn_daemon.api.handlers.task_ops import TaskOps
+from cfn_daemon.api.handlers.team_ops import TeamOps
 from cfn_daemon.api.router import (
     Router,
     answer_outages,
     authorize,
     log_requests,
+    rate_limit,
     refuse_while,
+    team_grants,
 )
 from cfn_daemon.api.server import ConnectionLimits, RoleResolver, Server
 from cfn_daemon.cfnloop.epics import EpicService
 from cfn_daemon.cfnloop.runner import LoopService
+from cfn_daemon.core.ratelimit import RateLimiter
 from cfn_daemon.queue.notify import NotifyHub
 from cfn_daemon.settings.runtime import ConfigManager
 from cfn_daemon.settings.schema import Config
@@ -95,6 +99,7 @@ class Daemon:
         self.env = dict(os.environ if env is None else env)
         self.notifier = notifier or Notifier({})
         self.ready = asyncio.Event()
+        self._teams: TeamOps | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._stack = AsyncExitStack()
@@ -134,6 +139,13 @@ class Daemon:
             # authorised, and answered store_unavailable while Redis is down (added below).
             self.router.use(log_requests(self.server.count_error))
             self.router.use(refuse_while(lambda: self.server.draining))
+            limiter = (
+                RateLimiter(cfg.auth.rate_per_s, cfg.auth.rate_burst)
+                if cfg.auth.rate_per_s > 0
+                else None
+            )
+            self.router.use(rate_limit(lambda: limiter))
+            self.router.use(team_grants(lambda: self._teams))
             self.router.use(authorize)
             # Bind before starting Redis so a second cfnd fails fast and touches nothing.
             self.server.bind()
@@ -155,6 +167,8 @@ class Daemon:
             started_mono=self.started_mono,
         ).register(self.router)
         ConfigOps(store=self.store, config=self.config_manager).register(self.router)
+        self._teams = TeamOps(self.store.redis, self.store.keys)
+        self._teams.register(self.router)
         self.hub = NotifyHub(self.store)
         self.keeper = Keeper(is_outage=is_outage, wait_available=self.store.wait_available)
         self.swarms = SwarmService(

@@ -160,7 +160,7 @@ async def test_an_epic_that_cannot_recruit_says_why_and_escalates(
 
 
 async def test_a_vote_lost_after_its_task_stored_the_result_is_redispatched(
-    key_prefix: str,
+    key_prefix: str, tmp_path: Path
 ) -> None:
     """The real scripts on the real Redis: three validators finished their tasks (signed
     votes in the stored results), one vote never reached the round's stream. The round
@@ -182,6 +182,7 @@ async def test_a_vote_lost_after_its_task_stored_the_result_is_redispatched(
     from cfn_daemon.store.keys import AGENT_GROUP, Keys
     from cfn_daemon.store.scripts import Scripts
     from cfn_daemon.swarm.dispatcher import ensure_groups
+    from cfn_daemon.swarm.keyring import KeyRing
     from tests.conftest import SHARED_REDIS
 
     redis = aioredis.from_url(SHARED_REDIS)
@@ -226,7 +227,7 @@ async def test_a_vote_lost_after_its_task_stored_the_result_is_redispatched(
             run_id=run, task="t", implementers=["i1"], validators=validators,
             status="loop2", loop2_round=1,
         )  # fmt: skip
-        closed = await Rounds(redis, keys, tasks).close(
+        closed = await Rounds(redis, keys, tasks, KeyRing(tmp_path)).close(
             swarm, state, [Ballot(None, ids)], required=frozenset(), timeout_s=600
         )
         assert closed is not None and closed.passed, closed

@@ -14,6 +14,7 @@ from cfn_client.api import AsyncClient
 from cfn_daemon.app import Daemon
 from cfn_daemon.core import consensus
 from cfn_daemon.queue.votes import submit_vote
+from cfn_daemon.util.signing import Signer
 from tests.conftest import DaemonFactory
 from tests.daemon_proc import CFNCTL
 
@@ -201,9 +202,10 @@ async def test_owner_defers_with_backlog(daemon_factory: DaemonFactory) -> None:
 async def test_byzantine_validators_cannot_sway_the_honest_majority(
     daemon_factory: DaemonFactory,
 ) -> None:
-    """7 validators, f = 2: one never answers; another equivocates (votes twice,
-    differently) and forges a vote under an honest validator's name with its own
-    token. The 5 honest approvals decide; every fault is recorded in the round."""
+    """7 validators, f = 2: one never answers; another (with Redis write access) forges
+    a reject in an honest validator's name, signed with a key of its own that it also
+    writes over the honest one's in Redis. cfnd verifies with the key it pinned when it
+    spawned the agent: the forgery is a bad signature, the honest approvals decide."""
     config = agent_types({}, {}) + (
         '[agent_types.mute]\nkind = "command"\nrole = "validator"\n'
         f'exec = ["{sys.executable}", "{EXAMPLES / "validator.py"}"]\n'
@@ -211,6 +213,7 @@ async def test_byzantine_validators_cannot_sway_the_honest_majority(
     )
     d = await daemon_factory(config_text=config, **FAST, **{"loop.round_timeout_s": 3.0})
     redis, keys = d.store.redis, d.store.keys
+    attacker = Signer()
     async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
         await cfn.call("swarm.init", topology="mesh", max_agents=10, name="byz")
         info = await cfn.call(
@@ -223,20 +226,7 @@ async def test_byzantine_validators_cannot_sway_the_honest_majority(
         async with cfn.stream("loop.follow", {"run": info.id}) as events:
             async for ev in events:
                 if ev["type"] == "loop.vote" and ev["data"]["validator"] == liar:
-                    # The liar's Redis access lets it vote again, differently...
-                    token = await redis.hget(keys.tokens("byz"), liar)
-                    second = consensus.Vote(
-                        validator=liar,
-                        approve=False,
-                        confidence=0.99,
-                        reasoning="changed my mind",
-                        round=1,
-                    )
-                    second = msgspec.structs.replace(
-                        second, signature=consensus.sign_vote(token, info.id, 1, second)
-                    )
-                    await submit_vote(redis, keys.votes("byz", info.id, 1), second)
-                    # ...and forge a reject in an honest validator's name with its own token.
+                    await redis.hset(keys.tokens("byz"), honest[0], attacker.public)
                     forged = consensus.Vote(
                         validator=honest[0],
                         approve=False,
@@ -244,20 +234,17 @@ async def test_byzantine_validators_cannot_sway_the_honest_majority(
                         reasoning="forged",
                         round=1,
                     )
-                    forged = msgspec.structs.replace(
-                        forged, signature=consensus.sign_vote(token, info.id, 1, forged)
-                    )
+                    sig = attacker.sign(consensus.vote_message(info.id, 1, forged))
+                    forged = msgspec.structs.replace(forged, signature=sig)
                     await submit_vote(redis, keys.votes("byz", info.id, 1), forged)
         final = await cfn.call("loop.status", run=info.id)
     assert final.status == "done"
     (round1,) = final.rounds
     assert round1["status"] == "passed"
     assert round1["missing"] == [info.validators[6]]  # the mute one
-    assert round1["equivocations"] == [liar]
-    assert liar in round1["faulty"]
     assert [honest[0], "bad signature"] in round1["rejected"]
-    assert sorted(round1["accepted"]) == sorted(honest)
-    assert round1["votes_counted"] == 5
+    assert sorted(round1["accepted"]) == sorted([*honest, liar])
+    assert round1["votes_counted"] == 6
 
 
 async def test_team_sized_by_complexity_when_no_types_given(

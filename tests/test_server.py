@@ -245,7 +245,7 @@ async def test_stop_drains_inflight_then_removes_socket(daemon: Daemon) -> None:
 def test_role_resolver() -> None:
     nobody = 65534
     assert RoleResolver(AuthConfig()).resolve(0, 0) == ("root", Role.admin)
-    assert RoleResolver(AuthConfig()).resolve(nobody, nobody)[1] == Role.operator
+    assert RoleResolver(AuthConfig()).resolve(nobody, nobody)[1] == Role.none
     assert RoleResolver(AuthConfig(viewer_users=["nobody"])).resolve(nobody, nobody)[1] == (
         Role.viewer
     )

@@ -72,6 +72,10 @@ ARGS: dict[str, dict[str, Any]] = {
     "epic.start": {"swarm": "s1", "epic": {"name": "e", "phases": [{"name": "p"}]}},
     "epic.status": {"swarm": "s1", "epic_id": "e1"},
     "epic.list": {"swarm": "s1"},
+    "team.role_create": {"name": "r", "description": "d"},
+    "team.assign": {"user": "u", "role": "r"},
+    "team.list": {},
+    "team.sync": {},
     # Needs no Redis itself, but is not in the router's STORE_FREE_OPS: refused too.
     "web.login": {},
 }

@@ -61,6 +61,7 @@ from cfn_client.wire.schema.system import (
     StatusResult,
     WebLoginResult,
 )
+from cfn_client.wire.schema.team import TeamInfo, TeamRole, TeamSyncResult
 from cfn_client.wire.schema.workflow import EpicInfo, EpicListResult, EpicSpec
 
 __all__ = ["Client"]
@@ -109,6 +110,50 @@ class Client(SyncTransport):
     def web_login(self, role: str | None = None) -> WebLoginResult:
         """A one-time login URL of the web console, at your role or the lower ``role``."""
         return self._op("web.login", WebLoginResult, role=role)
+
+    # -- teams
+
+    def team_role_create(
+        self,
+        name: str,
+        description: str,
+        *,
+        grants: Iterable[str] = (),
+        agent_types: Iterable[str] = (),
+    ) -> TeamInfo:
+        """Create a team role granting access roles / ``exec`` and an agent pool."""
+        return self._op(
+            "team.role_create",
+            TeamInfo,
+            name=name,
+            description=description,
+            grants=list(grants),
+            agent_types=list(agent_types),
+        )
+
+    def team_assign(self, user: str, role: str) -> TeamInfo:
+        """Give ``user`` the team role ``role``."""
+        return self._op("team.assign", TeamInfo, user=user, role=role)
+
+    def team_list(self) -> TeamInfo:
+        """The team roles and their members."""
+        return self._op("team.list", TeamInfo)
+
+    def team_sync(
+        self,
+        roles: Iterable[TeamRole],
+        members: Mapping[str, list[str]],
+        *,
+        dry_run: bool = False,
+    ) -> TeamSyncResult:
+        """Replace the team by ``roles`` and ``members`` (idempotent); the changes."""
+        return self._op(
+            "team.sync",
+            TeamSyncResult,
+            roles=[msgspec.to_builtins(r) for r in roles],
+            members={u: list(rs) for u, rs in members.items()},
+            dry_run=dry_run,
+        )
 
     # -- swarms
 

@@ -21,6 +21,7 @@ from cfn_client.cli.commands.monitor import monitor
 from cfn_client.cli.commands.swarm import swarm
 from cfn_client.cli.commands.system import doctor, ping, status, test_group
 from cfn_client.cli.commands.task import dlq, run, task
+from cfn_client.cli.commands.team import team
 from cfn_client.cli.commands.web import web
 from cfn_client.cli.env import CliEnv, FiniteRange, report_error
 from cfn_client.conn.base import DEFAULT_TIMEOUT_S
@@ -120,6 +121,7 @@ cfnctl.add_command(test_group)
 cfnctl.add_command(config)
 cfnctl.add_command(swarm)
 cfnctl.add_command(agent)
+cfnctl.add_command(team)
 cfnctl.add_command(run)
 cfnctl.add_command(task)
 cfnctl.add_command(dlq)

@@ -87,6 +87,13 @@ class PermissionDenied(CfnError):
     exit_code = EXIT_PERMISSION
 
 
+class RateLimited(CfnError):
+    """The caller's uid sent requests faster than ``[auth] rate_per_s`` (burst
+    ``rate_burst``); ``details['retry_after_s']`` says when the next one is accepted."""
+
+    code = "rate_limited"
+
+
 class StoreUnavailable(CfnError):
     """Redis cannot be reached right now; ``details['retry_after_s']`` hints when to retry."""
 

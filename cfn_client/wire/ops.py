@@ -85,6 +85,14 @@ from cfn_client.wire.schema.system import (
     WebLoginArgs,
     WebLoginResult,
 )
+from cfn_client.wire.schema.team import (
+    TeamAssignArgs,
+    TeamInfo,
+    TeamListArgs,
+    TeamRoleCreateArgs,
+    TeamSyncArgs,
+    TeamSyncResult,
+)
 from cfn_client.wire.schema.workflow import (
     EpicInfo,
     EpicListArgs,
@@ -114,6 +122,11 @@ OPS: dict[str, OpSpec] = {
     "config.reset": OpSpec(ConfigResetArgs, ConfigResetResult, Role.admin),
     "config.validate": OpSpec(ConfigValidateArgs, ConfigValidateResult, Role.viewer),
     "web.login": OpSpec(WebLoginArgs, WebLoginResult, Role.viewer),
+    # teams: roles that grant access roles and agent pools
+    "team.role_create": OpSpec(TeamRoleCreateArgs, TeamInfo, Role.admin),
+    "team.assign": OpSpec(TeamAssignArgs, TeamInfo, Role.admin),
+    "team.list": OpSpec(TeamListArgs, TeamInfo, Role.viewer),
+    "team.sync": OpSpec(TeamSyncArgs, TeamSyncResult, Role.admin),
     # swarms
     "swarm.init": OpSpec(SwarmInitArgs, SwarmInfo, Role.operator),
     "swarm.list": OpSpec(SwarmListArgs, SwarmListResult, Role.viewer),

@@ -37,8 +37,11 @@ RequestId = int | str | None
 
 
 class Role(enum.IntEnum):
-    """Caller roles, ordered: each role may do everything the lower ones may."""
+    """Caller roles, ordered: each role may do everything the lower ones may.
 
+    ``none`` is a caller cfnd does not know: every op is refused to it."""
+
+    none = 0
     viewer = 1
     operator = 2
     admin = 3

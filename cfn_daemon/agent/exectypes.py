@@ -43,6 +43,7 @@ class ExecutorConfig(msgspec.Struct, kw_only=True, omit_defaults=True):
     entry: str | None = None
     workdir: str | None = None
     env: dict[str, str] = {}
+    secrets: dict[str, str] = {}  # NAME -> "env:VAR" | "file:PATH", resolved here
     timeout_s: float | None = None
     max_output_bytes: int = 1 << 20
     # Agent CLI presets (claude, codex).

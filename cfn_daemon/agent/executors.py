@@ -62,6 +62,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -86,7 +87,9 @@ CLAUDE_TYPES = (
     *("security-specialist", "product-owner"),
 )
 BUILTIN_TYPES = ("shell", "checker", *CLAUDE_TYPES)
-SECRET_ENV = ("CFN_REDIS_PASSWORD",)
+SECRET_ENV = ("CFN_REDIS_PASSWORD", "CFN_AGENT_TOKEN", "CFN_SOCKET", "REDISCLI_AUTH")
+# Inherited variables a task never sees: cfn's own settings and the service manager's.
+SCRUBBED_PREFIXES = ("CFN_", "NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_FDS", "LISTEN_PID")
 RESULT_KEYS = frozenset({"output", "confidence", "vote", "feedback", "ok"})
 BINARY_HINT = "or set `binary` (formerly `claude_binary`) to the full path of the executable"
 
@@ -140,7 +143,11 @@ def build_argv(cfg: ExecutorConfig, task: TaskInput, ctx: TaskContext | None = N
 
 
 def build_env(cfg: ExecutorConfig, task: TaskInput) -> dict[str, str]:
-    env = {**os.environ, **cfg.env}
+    """The task's environment: ours without anything of cfn's own (no ``CFN_*`` such as
+    the Redis password or URL, the agent token or cfnd's socket; no ``REDISCLI_AUTH``,
+    no notify socket), plus the type's ``env`` and the task's ``CFN_*`` variables."""
+    env = {k: v for k, v in os.environ.items() if not _inherited_secret(k)}
+    env.update(cfg.env)
     env.update(
         CFN_TASK_ID=task.task_id,
         CFN_SWARM=task.swarm,
@@ -155,9 +162,36 @@ def build_env(cfg: ExecutorConfig, task: TaskInput) -> dict[str, str]:
         env["CFN_BASE_REF"] = ctx.base_ref
     for name in SECRET_ENV:
         env.pop(name, None)
-    if "@" in env.get("CFN_REDIS_URL", ""):  # redis://user:password@host
-        del env["CFN_REDIS_URL"]
+    env.update(resolve_secrets(cfg.secrets))
     return env
+
+
+class SecretMissing(Exception):
+    """A type's secret cannot be resolved on this host."""
+
+
+def resolve_secrets(refs: dict[str, str]) -> dict[str, str]:
+    """``{NAME: value}`` from this host's environment (``env:VAR``) or files
+    (``file:PATH``); ``SecretMissing`` names what is missing, never a value."""
+    out = {}
+    for name, ref in refs.items():
+        kind, _, where = ref.partition(":")
+        value: str | None = None
+        if kind == "env":
+            value = os.environ.get(where)
+        elif kind == "file":
+            try:
+                value = Path(where).read_text().strip()
+            except OSError as exc:
+                raise SecretMissing(f"secret {name}: cannot read {where}: {exc.strerror}") from None
+        if not value:
+            raise SecretMissing(f"secret {name}: {ref} is not set on this host")
+        out[name] = value
+    return out
+
+
+def _inherited_secret(name: str) -> bool:
+    return name.startswith(SCRUBBED_PREFIXES) or name in SECRET_ENV
 
 
 def _spawn_error(exc: OSError, cfg: ExecutorConfig, argv0: str, ctx: TaskContext) -> str:
@@ -197,6 +231,8 @@ async def _spawn(
             cancel=cancel,
             max_bytes=cfg.max_output_bytes,
         )
+    except SecretMissing as exc:
+        return ExecResult(ok=False, error=str(exc))
     except OSError as exc:
         return ExecResult(ok=False, error=_spawn_error(exc, cfg, argv[0], ctx))
     except ValueError as exc:  # "embedded null byte" in argv, env or cwd

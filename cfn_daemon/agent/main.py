@@ -9,7 +9,9 @@ registers, and runs tasks until SIGTERM/SIGINT (``AgentRuntime``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import pwd
 import signal
 import sys
 import time
@@ -19,6 +21,7 @@ import click
 import structlog
 
 from cfn_client.wire.errors import CfnError, ConfigError
+from cfn_daemon.agent import proc
 from cfn_daemon.agent import types as agent_types
 from cfn_daemon.agent.runtime import AgentRuntime
 from cfn_daemon.core.placement import AgentRecord
@@ -36,6 +39,7 @@ from cfn_daemon.store.urls import resolve
 from cfn_daemon.util.aio import until_stopped
 from cfn_daemon.util.logs import configure_logging
 from cfn_daemon.util.restart import Fatal
+from cfn_daemon.util.signing import Signer
 
 log = structlog.get_logger("cfn.agent")
 _TASKS = TasksConfig()
@@ -75,8 +79,30 @@ async def wait_for_spec(
         delay_s = min(delay_s * 2, 30.0)
 
 
+def task_user(name: str) -> tuple[int, int]:
+    """The uid and gid of ``name`` (a user name or a numeric uid), else ``ConfigError``."""
+    try:
+        pw = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        raise ConfigError(
+            f"--run-as {name}: no such user", details={"key": "agents.run_as"}
+        ) from None
+    return pw.pw_uid, pw.pw_gid
+
+
 async def amain(opts: dict[str, Any]) -> int:
     env = dict(os.environ)
+    # No task of ours (same uid) may read our environment or memory through /proc.
+    proc.protect_self()
+    signer = Signer()
+    if opts.get("key_fd") is not None:
+        # cfnd pins this key for our votes: it never travels through Redis to it.
+        with contextlib.suppress(OSError):
+            os.write(opts["key_fd"], signer.public.encode() + b"\n")
+        with contextlib.suppress(OSError):
+            os.close(opts["key_fd"])
+    if opts.get("run_as"):
+        proc.RUN_AS = task_user(opts["run_as"])
     cfg = RedisConfig(
         url=opts["redis"],
         key_prefix=opts["key_prefix"],
@@ -127,8 +153,12 @@ async def amain(opts: dict[str, Any]) -> int:
             stop_grace_s=opts["grace_s"],
             retry=Retry(base_s=opts["retry_base_s"], max_s=opts["retry_max_s"]),
             orphan_after_s=orphan_after_s,
+            signer=signer,
         )
         runtime.stop = stop
+        # Read by now: no child of ours inherits them (executors scrub their env too).
+        for name in ("CFN_REDIS_PASSWORD", "CFN_AGENT_TOKEN", "REDISCLI_AUTH"):
+            os.environ.pop(name, None)
         await runtime.run()
     except Fatal as exc:  # e.g. the swarm is full
         click.echo(f"cfn-agent: {exc}", err=True)
@@ -200,6 +230,13 @@ async def amain(opts: dict[str, Any]) -> int:
     default=120.0,
     hidden=True,
     help="A local agent whose cfnd is gone this long exits (cfnd passes agents.orphan_after_s).",
+)
+@click.option("--key-fd", type=int, default=None, hidden=True, help="Hand cfnd our public key.")
+@click.option(
+    "--run-as",
+    default=None,
+    metavar="USER",
+    help="Run tasks as this user (when started as root; cfnd passes [agents] run_as).",
 )
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto")
 @click.option("--log-file", hidden=True, help="stderr's file, to rotate by size (cfnd sets it).")

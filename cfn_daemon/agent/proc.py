@@ -37,6 +37,8 @@ KILL_GRACE_S = 5.0  # SIGTERM -> SIGKILL
 
 Stopped = Literal["timeout", "cancelled"]
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_NO_NEW_PRIVS = 38
 
 # Loaded in the parent: a forked child must not dlopen (the loader lock may be held).
 try:
@@ -53,6 +55,9 @@ def die_with_parent(parent_pid: int, reaper_fd: int | None) -> Any:
     def preexec() -> None:
         if _PRCTL is not None:
             _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            # Inherited by every descendant and never cleared: cfnd sees it on a task's
+            # connection (/proc/PID/status NoNewPrivs) and gives it viewer rights at most.
+            _PRCTL(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         if reaper_fd is not None:
             with contextlib.suppress(OSError):
                 os.write(reaper_fd, b"+%d\n" % os.getpid())
@@ -303,6 +308,24 @@ async def _first_event(
     return "cancelled" if cancel is not None and cancel.is_set() else "timeout"
 
 
+# The uid/gid tasks run as ([agents] run_as, cfn-agent --run-as); None: ours.
+RUN_AS: tuple[int, int] | None = None
+
+
+def _run_as() -> dict[str, Any]:
+    if RUN_AS is None or os.geteuid() != 0:
+        return {}
+    uid, gid = RUN_AS
+    return {"user": uid, "group": gid, "extra_groups": []}
+
+
+def protect_self() -> None:
+    """Make this process undumpable: a task running as our uid cannot read our
+    /proc/PID/environ or memory (Redis password, agent key) nor ptrace us."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
 async def run_process(
     argv: Sequence[str],
     *,
@@ -327,6 +350,8 @@ async def run_process(
             cwd=cwd,
             start_new_session=True,
             preexec_fn=die_with_parent(os.getpid(), REAPER.fd()),
+            close_fds=True,  # a task inherits no descriptor but its pipes
+            **_run_as(),
         )
     )
     try:

@@ -31,7 +31,7 @@ from cfn_client.wire.errors import Conflict
 from cfn_client.wire.schema.swarm import TaskInfo, TaskResult
 from cfn_daemon.agent import types as agent_types
 from cfn_daemon.agent.executors import ExecResult, TaskInput, run_task
-from cfn_daemon.core.consensus import sign_vote
+from cfn_daemon.core.consensus import vote_message
 from cfn_daemon.core.placement import AgentRecord
 from cfn_daemon.core.votes import vote_from_result
 from cfn_daemon.queue.agents import AgentRegistry
@@ -42,6 +42,7 @@ from cfn_daemon.store.keys import AGENT_GROUP, Keys
 from cfn_daemon.store.scripts import Scripts
 from cfn_daemon.util.aio import until_stopped
 from cfn_daemon.util.restart import Backoff, Fatal, Keeper
+from cfn_daemon.util.signing import Signer
 
 log = structlog.get_logger("cfn.agent")
 
@@ -65,6 +66,7 @@ class AgentRuntime:
         stop_grace_s: float = 10.0,
         retry: Retry | None = None,
         orphan_after_s: float | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -79,8 +81,9 @@ class AgentRuntime:
         self.stop = asyncio.Event()
         self.registered = asyncio.Event()
         self._running: dict[str, asyncio.Event] = {}  # task id → cancel event
-        # Signs this agent's validator votes; cfnd learns it on first registration.
-        self.token = os.environ.get("CFN_AGENT_TOKEN") or secrets.token_hex(16)
+        # Signs this agent's validator votes (Ed25519, the private key only in this
+        # process); cfnd pins the public key (handed over a pipe, or on first use).
+        self.signer = signer or Signer()
         # This process: a task it starts is marked with it, so a restarted agent (same
         # id, new process) knows what its previous incarnation had started.
         self.incarnation = secrets.token_hex(8)
@@ -140,7 +143,7 @@ class AgentRuntime:
     async def _register(self) -> None:
         self.record.status = "idle"
         self.record.started_ms = self.record.started_ms or now_ms()
-        await self.redis.hsetnx(self.keys.tokens(self.swarm), self.id, self.token)
+        await self.redis.hset(self.keys.tokens(self.swarm), self.id, self.signer.public)
         try:
             await self.registry.register(self.record)
         except Conflict as exc:  # the swarm is full: retrying does not make room
@@ -367,7 +370,7 @@ class AgentRuntime:
         vote = vote_from_result(validator, result, round_no)
         if vote is None:
             return
-        result.signature = sign_vote(self.token.encode(), run, round_no, vote)
+        result.signature = self.signer.sign(vote_message(run, round_no, vote))
         signed = msgspec.structs.replace(vote, signature=result.signature)
         key = self.keys.votes(self.swarm, run, round_no)
         # Across a store outage (a restarting Redis, a cfnd restart with its embedded

@@ -23,7 +23,7 @@ from cfn_daemon.agent.executors import CLAUDE_TYPES, ExecutorConfig, builtin_exe
 from cfn_daemon.settings.schema import AgentTypeConfig
 
 __all__ = ["AgentTypeSpec", "all_specs", "binary_problem", "builtin_names", "decode", "encode"]
-__all__ += ["from_config", "resolve"]
+__all__ += ["from_config", "resolve", "runs_text_as_code"]
 
 DEFAULT_ROLES: dict[str, AgentRole] = {
     "reviewer": "validator",
@@ -49,7 +49,7 @@ class AgentTypeSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 # Keys of AgentTypeConfig that describe the agent, not how it runs its tasks.
-SPEC_KEYS = frozenset({"role", "capabilities", "concurrency", "required"})
+SPEC_KEYS = frozenset({"role", "capabilities", "concurrency", "required", "text_is_code"})
 
 
 def from_config(name: str, cfg: AgentTypeConfig) -> AgentTypeSpec:
@@ -108,6 +108,17 @@ def resolve(name: str, configured: Mapping[str, AgentTypeConfig]) -> AgentTypeSp
             details={"type": name, "known_types": known},
         )
     return AgentTypeSpec(name=name, executor=executor, role=DEFAULT_ROLES.get(name, "implementer"))
+
+
+CODE_KINDS = frozenset({"shell", "check"})
+
+
+def runs_text_as_code(name: str, configured: Mapping[str, AgentTypeConfig]) -> bool:
+    """True when agents of ``name`` run a task's text as code (kinds shell and check,
+    or a configured type marked ``text_is_code``): submitting text to it needs ``exec``."""
+    if name in configured and configured[name].text_is_code:
+        return True
+    return resolve(name, configured).executor.kind in CODE_KINDS
 
 
 def all_specs(configured: Mapping[str, AgentTypeConfig]) -> dict[str, AgentTypeSpec]:

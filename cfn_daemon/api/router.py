@@ -13,6 +13,7 @@ that needs Redis while it is down or frozen, and finally argument decoding.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import time
 import typing
@@ -26,12 +27,14 @@ import structlog
 from cfn_client.wire.errors import (
     CfnError,
     PermissionDenied,
+    RateLimited,
     ShuttingDown,
     StoreDenied,
     StoreUnavailable,
 )
 from cfn_client.wire.ops import OpSpec, lookup_op
 from cfn_client.wire.protocol import Args, Role, decode_args
+from cfn_daemon.core.ratelimit import RateLimiter
 
 log = structlog.get_logger("cfn.server")
 
@@ -39,6 +42,7 @@ A = TypeVar("A", bound=Args, contravariant=True)
 R = TypeVar("R", covariant=True)
 
 __all__ = ["Handler", "Middleware", "Peer", "RequestContext", "Router", "StreamHandler"]
+__all__ += ["denied", "rate_limit", "require_exec", "require_pool", "team_grants"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,10 @@ class Peer:
     gid: int
     user: str
     role: Role
+    exec: bool = False  # may submit free text to types that run it as code
+    rate_exempt: bool = False  # root / cfnd's own user (not a task): no rate limit
+    task: bool = False  # descends from a task: viewer at most, whatever teams grant
+    pools: frozenset[str] | None = None  # agent types it may create/run (None: any)
 
 
 @dataclass(slots=True)
@@ -221,12 +229,85 @@ async def authorize(ctx: RequestContext, raw: dict[str, Any], nxt: Next) -> Any:
     """The caller's role must reach the op's (viewer < operator < admin)."""
     spec = lookup_op(ctx.op)
     if ctx.peer.role < spec.role:
-        raise PermissionDenied(
-            f"{ctx.op} needs role {spec.role.name}; user {ctx.peer.user} "
-            f"(uid {ctx.peer.uid}) has {ctx.peer.role.name}",
-            details={"needed": spec.role.name, "have": ctx.peer.role.name},
-        )
+        raise denied(ctx, needed=spec.role.name)
     return await nxt(ctx, raw)
+
+
+def denied(ctx: RequestContext, *, needed: str, why: str = "") -> PermissionDenied:
+    """The ``permission_denied`` error for ``ctx``'s caller (also logged as ``denied``,
+    so the audit can record it): names the op, the role or right needed and the
+    caller's role."""
+    have = ctx.peer.role.name + ("+exec" if ctx.peer.exec else "")
+    log.warning("denied", op=ctx.op, uid=ctx.peer.uid, user=ctx.peer.user, needed=needed, have=have)
+    return PermissionDenied(
+        f"{ctx.op} needs {'the right' if needed == 'exec' else 'role'} {needed}{why}; "
+        f"user {ctx.peer.user} (uid {ctx.peer.uid}) has role {have}",
+        details={"op": ctx.op, "needed": needed, "have": have, "uid": ctx.peer.uid},
+    )
+
+
+def require_pool(ctx: RequestContext, agent_type: str) -> None:
+    """Refuse an agent type outside the caller's team pools (admins are not limited)."""
+    pools = ctx.peer.pools
+    if pools is not None and ctx.peer.role < Role.admin and agent_type not in pools:
+        raise denied(
+            ctx, needed=f"agent pool {agent_type}", why=f" (pools: {', '.join(sorted(pools))})"
+        )
+
+
+class TeamLookup(Protocol):
+    """What ``team_grants`` needs (``api.handlers.team_ops.TeamOps``)."""
+
+    async def grant_for(self, user: str) -> Any: ...
+
+
+def team_grants(teams: Callable[[], TeamLookup | None]) -> Middleware:
+    """Raise the caller's role to what its team roles grant (never for a task), add
+    ``exec`` and its agent pools. Redis down: the caller keeps its own role."""
+
+    async def mw(ctx: RequestContext, raw: dict[str, Any], nxt: Next) -> Any:
+        lookup = teams()
+        if lookup is not None and not ctx.peer.task and ctx.peer.role < Role.admin:
+            try:
+                grant = await lookup.grant_for(ctx.peer.user)
+            except Exception:  # an outage: no elevation (fail closed)
+                grant = None
+            if grant is not None and (grant.role is not None or grant.pools is not None):
+                peer = ctx.peer
+                role = max(peer.role, grant.role) if grant.role is not None else peer.role
+                ctx.peer = dataclasses.replace(
+                    peer, role=role, exec=peer.exec or grant.exec, pools=grant.pools
+                )
+        return await nxt(ctx, raw)
+
+    return mw
+
+
+def require_exec(ctx: RequestContext, what: str) -> None:
+    """Refuse ``what`` (free text run as code) unless the caller holds ``exec``."""
+    if not ctx.peer.exec:
+        raise denied(ctx, needed="exec", why=f" ({what})")
+
+
+def rate_limit(limiter: Callable[[], RateLimiter | None]) -> Middleware:
+    """``rate_limited`` (with ``retry_after_s``) for a uid over its token bucket.
+    Streaming ops are exempt (one request, then events), and so are root and cfnd's
+    own user; ``limiter()`` None: no limit (``[auth] rate_per_s = 0``)."""
+
+    async def mw(ctx: RequestContext, raw: dict[str, Any], nxt: Next) -> Any:
+        lim = limiter()
+        if lim is not None and not ctx.peer.rate_exempt and not lookup_op(ctx.op).streaming:
+            wait_s = lim.take(ctx.peer.uid, time.monotonic())
+            if wait_s > 0:
+                retry = round(min(wait_s, 3600.0), 3)
+                raise RateLimited(
+                    f"uid {ctx.peer.uid} sends requests faster than {lim.rate_per_s:g}/s "
+                    f"(burst {lim.burst:g}); retry in {retry:g} s",
+                    details={"retry_after_s": retry, "uid": ctx.peer.uid},
+                )
+        return await nxt(ctx, raw)
+
+    return mw
 
 
 # Ops that report an outage in their result instead of failing with it.

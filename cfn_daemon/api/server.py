@@ -38,7 +38,13 @@ from cfn_client.wire.protocol import (
     parse_request,
     request_id_of,
 )
-from cfn_daemon.api.access import ConnectionLimits, RoleResolver, longest_idle
+from cfn_daemon.api.access import (
+    ConnectionLimits,
+    RoleResolver,
+    as_task,
+    longest_idle,
+    runs_as_task,
+)
 from cfn_daemon.api.router import Peer, RequestContext, Router
 from cfn_daemon.util import memory
 
@@ -125,6 +131,7 @@ class Server:
             if gid is not None:
                 os.chown(self.path, -1, gid)
             os.chmod(self.path, self.mode)
+            self.roles.socket_gid = os.stat(self.path).st_gid  # its members: operator
         except OSError as exc:
             sock.close()
             os.unlink(self.path)
@@ -318,8 +325,22 @@ class Server:
         pid, uid, gid = _PEERCRED.unpack(
             conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
         )
-        user, role = self.roles.resolve(uid, gid)
-        return Peer(pid=pid, uid=uid, gid=gid, user=user, role=role)
+        grant = self.roles.grant(uid, gid)
+        trusted = uid in (0, os.geteuid())
+        capped = self.roles.auth.cap_tasks and runs_as_task(pid)
+        if capped:
+            grant = as_task(grant)  # a task is not the daemon, even under cfnd's uid
+            trusted = False
+        return Peer(
+            pid=pid,
+            uid=uid,
+            gid=gid,
+            user=grant.user,
+            role=grant.role,
+            exec=grant.exec,
+            rate_exempt=trusted,
+            task=capped,
+        )
 
     # ------------------------------------------------------------------ bookkeeping
 

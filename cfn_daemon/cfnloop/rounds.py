@@ -23,6 +23,8 @@ from cfn_daemon.queue.events import emit
 from cfn_daemon.queue.tasks import TaskQueue, now_ms
 from cfn_daemon.queue.votes import read_votes, submit_vote
 from cfn_daemon.store.keys import Keys
+from cfn_daemon.swarm.keyring import KeyRing
+from cfn_daemon.util import signing
 
 log = structlog.get_logger("cfn.loop")
 _json = msgspec.json.Encoder()
@@ -39,10 +41,11 @@ class Ballot:
 class Rounds:
     """Tallies and closes consensus rounds of CFN runs."""
 
-    def __init__(self, redis: Any, keys: Keys, tasks: TaskQueue) -> None:
+    def __init__(self, redis: Any, keys: Keys, tasks: TaskQueue, keyring: KeyRing) -> None:
         self.redis = redis
         self.keys = keys
         self.tasks = tasks
+        self.keyring = keyring
         self._votes_seen: set[tuple[str, int, str, str]] = set()
 
     def forget(self, run_id: str) -> None:
@@ -69,8 +72,7 @@ class Rounds:
         votes = await read_votes(self.redis, votes_key)
         votes += await self._redispatch_lost(votes_key, votes, tasks, rnd)
         for vote in votes:
-            token = tokens.get(vote.validator.encode(), b"")
-            verified = bool(token) and consensus.verify_vote(token, vote_run, rnd, vote)
+            verified = self._verified(swarm, vote_run, rnd, vote, tokens)
             received.append((vote, verified))
             seen = (vote_run, rnd, vote.validator, vote.signature)
             if seen not in self._votes_seen:
@@ -86,6 +88,17 @@ class Rounds:
                 if ballot.candidate is not None:
                     data["candidate"] = ballot.candidate
                 await emit(self.redis, self.keys, swarm, "loop.vote", data)
+                if not verified:
+                    # Forged, replayed from another round, or signed with a swapped key.
+                    log.warning(
+                        "vote_rejected",
+                        swarm=swarm,
+                        run=run,
+                        round=rnd,
+                        validator=vote.validator,
+                        reason="bad signature",
+                    )
+                    await emit(self.redis, self.keys, swarm, "security.vote_rejected", data)
         started = await self.redis.hget(self.keys.run(swarm, run), f"round_started:{rnd}")
         deadline = bool(started) and now_ms() - int(started) > timeout_s * 1000
         # Every validator task ended: nothing more is coming from honest agents.
@@ -98,6 +111,26 @@ class Rounds:
             required=required,
         )
         return outcome, len(received)
+
+    def _verified(
+        self, swarm: str, vote_run: str, rnd: int, vote: consensus.Vote, tokens: dict[bytes, bytes]
+    ) -> bool:
+        """Checked against the key cfnd pinned for the validator (never one read from
+        Redis once pinned); a remote agent's Ed25519 key is pinned on first use; an old
+        agent's HMAC token (no key) is the legacy check."""
+        if vote.round not in (0, rnd):
+            return False
+        message = consensus.vote_message(vote_run, rnd, vote)
+        pinned = self.keyring.get(swarm, vote.validator)
+        if pinned is not None:
+            return signing.verify(pinned, message, vote.signature)
+        token = tokens.get(vote.validator.encode(), b"")
+        published = token.decode("ascii", "replace")
+        if signing.is_public_key(published):
+            self.keyring.pin(swarm, vote.validator, published, replace=False)
+            pinned = self.keyring.get(swarm, vote.validator) or ""
+            return signing.verify(pinned, message, vote.signature)
+        return bool(token) and consensus.verify_vote(token, vote_run, rnd, vote)
 
     async def _redispatch_lost(
         self, key: str, votes: list[consensus.Vote], tasks: list[TaskInfo], rnd: int

@@ -33,6 +33,7 @@ from cfn_daemon.core.run_records import (
     validator_prompt,
 )
 from cfn_daemon.queue.tasks import now_ms
+from cfn_daemon.swarm.keyring import KeyRing
 from cfn_daemon.swarm.service import SwarmService
 from cfn_daemon.util.text import without_nul
 
@@ -51,7 +52,7 @@ class RunSteps:
         self.swarms = swarms
         self.redis = swarms.redis
         self.keys = swarms.store.keys
-        self.rounds = Rounds(self.redis, self.keys, swarms.tasks)
+        self.rounds = Rounds(self.redis, self.keys, swarms.tasks, KeyRing(swarms.state_dir))
         self.evidence = Evidence(self.redis, self.keys, swarms.tasks, swarms.state_dir)
         self._submitted: set[str] = set()
         self._costed: set[str] = set()

@@ -57,6 +57,7 @@ __all__ = [
     "tolerated_faults",
     "trimmed_score",
     "verify_vote",
+    "vote_message",
 ]
 
 IssueType = Literal[
@@ -139,6 +140,11 @@ def _payload(vote: Vote) -> list[object]:
 
 def _canonical(run_id: str, round_no: int, vote: Vote) -> bytes:
     return msgspec.json.encode([_SIGN_DOMAIN, run_id, round_no, *_payload(vote)])
+
+
+def vote_message(run_id: str, round_no: int, vote: Vote) -> bytes:
+    """The bytes an agent signs (Ed25519) for ``vote`` in ``run_id``/``round_no``."""
+    return _canonical(run_id, round_no, vote)
 
 
 def sign_vote(token: bytes, run_id: str, round_no: int, vote: Vote) -> str:

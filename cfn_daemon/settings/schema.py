@@ -4,6 +4,7 @@ deploy/cfnd.toml.example."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -46,13 +47,33 @@ class DaemonConfig(Section):
     frame_timeout_s: PositiveSeconds = 10.0
 
 
-class AuthConfig(Section):
-    """Roles from peer credentials: root and the daemon's own user are always admin."""
+RoleName = Literal["none", "viewer", "operator", "admin"]
 
+
+class AuthConfig(Section):
+    """Roles from peer credentials (docs/SECURITY.md).
+
+    Root and the daemon's own user are always admin with the ``exec`` right; members
+    of the socket's group get ``socket_group_role``; ``users`` maps a user name or an
+    ``@group`` to a role; ``exec`` lists the users and ``@groups`` that may also submit
+    free text to agent types that run it as code (``shell``, ``check``, or a type with
+    ``text_is_code``). Anyone else gets ``default_role`` (``none``: refused).
+    """
+
+    users: dict[str, RoleName] = {}
+    exec: list[str] = []
+    socket_group_role: RoleName = "operator"
     admin_users: list[str] = []
     admin_groups: list[str] = []
     viewer_users: list[str] = []
-    default_role: Literal["viewer", "operator", "admin"] = "operator"
+    default_role: RoleName = "none"
+    # A caller with no_new_privs set (every task and its children; also programs under
+    # systemd's NoNewPrivileges=) gets viewer rights at most.
+    cap_tasks: bool = True
+    # Requests per second per uid (a token bucket of rate_burst); 0: no limit. Root,
+    # cfnd's own user and streaming ops are exempt.
+    rate_per_s: Annotated[float, Meta(ge=0.0)] = 50.0
+    rate_burst: Annotated[int, Meta(ge=1)] = 200
 
 
 class WebConfig(Section):
@@ -177,6 +198,9 @@ class TasksConfig(Section):
 
 
 class AgentsConfig(Section):
+    # When cfnd runs as root its agents run tasks as this user (none: "cfn-task" when
+    # that user exists, else root with a warning); "" switches the drop off.
+    run_as: str | None = None
     heartbeat_interval_s: PositiveSeconds = 1.0
     # No heartbeat for this long: the agent is lapsed and its work is reclaimed.
     lapse_s: PositiveSeconds = 5.0
@@ -202,6 +226,10 @@ class AgentsConfig(Section):
     # A local agent's log file is rotated past this size (one older file is kept);
     # 0: never. cfnd's own log goes to stderr (journald under systemd).
     log_max_bytes: Annotated[int, Meta(ge=0, le=1 << 40)] = 10 << 20
+
+
+# Variable names that hold credentials (matched case-insensitively).
+SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
 
 
 class AgentTypeConfig(Section):
@@ -238,6 +266,26 @@ class AgentTypeConfig(Section):
     role: Literal["implementer", "validator", "coordinator", "owner"] = "implementer"
     capabilities: list[str] = []
     concurrency: Annotated[int, Meta(ge=1, le=64)] = 1
+    # The executor runs the task's text as code (as kinds shell and check do): submitting
+    # free text to this type then needs the `exec` right (docs/SECURITY.md).
+    text_is_code: bool = False
+    # Secret variables of the task's environment: NAME = "env:VAR" or "file:PATH",
+    # resolved by the cfn-agent on its own host; only the reference is published.
+    secrets: dict[str, str] = {}
+
+    def __post_init__(self) -> None:
+        for name, ref in self.secrets.items():
+            if not ref.startswith(("env:", "file:")) or len(ref.split(":", 1)[1]) == 0:
+                raise ValueError(
+                    f'`secrets.{name}`: expected "env:VAR" or "file:PATH" (the value '
+                    "itself never goes in the config)"
+                )
+        for name in self.env:
+            if SECRET_NAME.search(name):
+                raise ValueError(
+                    f"`env.{name}` looks like a secret and would be published in clear: "
+                    f'use secrets = {{ {name} = "env:{name}" }} (or "file:PATH")'
+                )
 
 
 class Config(Section):

@@ -49,6 +49,16 @@ class Keys:
         return f"{self.prefix}:agent_types"
 
     @property
+    def team_roles(self) -> str:
+        """hash: team role name → JSON TeamRole (grants and agent pools)."""
+        return f"{self.prefix}:team:roles"
+
+    @property
+    def team_members(self) -> str:
+        """hash: ``user\nrole`` → "1", one field per assignment (assigning is one HSET)."""
+        return f"{self.prefix}:team:members"
+
+    @property
     def notify_pattern(self) -> str:
         """pattern matching every swarm's notify channel (one PSUBSCRIBE per daemon)."""
         return f"{self.prefix}:{{*}}:notify"

@@ -20,7 +20,6 @@ import asyncio
 import collections
 import contextlib
 import os
-import secrets
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from cfn_daemon.store.client import describe_error, is_unavailable_error
 from cfn_daemon.swarm import retention
 from cfn_daemon.swarm.agent_login import agent_login, agent_logout, agent_tls_args
 from cfn_daemon.swarm.context import SwarmContext
+from cfn_daemon.swarm.keyring import KeyRing, read_key, task_user
 from cfn_daemon.util.aio import until_stopped
 
 log = structlog.get_logger("cfn.supervisor")
@@ -95,6 +95,8 @@ class Supervisor:
         self._tg: asyncio.TaskGroup | None = None
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self.keeper = ctx.keeper
+        self.keyring = KeyRing(state_dir)
+        self._pin_tasks: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
         self._spawn_lock = asyncio.Lock()
 
@@ -271,20 +273,18 @@ class Supervisor:
         for cap in agent.capabilities:
             argv += ["--capability", cap]
         argv += agent_tls_args(self.store)
+        run_as = task_user(cfg.agents.run_as)
+        if run_as:
+            argv += ["--run-as", run_as]
         env = {
             k: v
             for k, v in os.environ.items()
             if not k.startswith(("CFN_", "NOTIFY_", "WATCHDOG_"))
         }
         env.update(login_env)
-        # The vote-signing token travels in the environment, never in argv.
-        env["CFN_AGENT_TOKEN"] = token = secrets.token_hex(16)
-        tokens = [agent.id, token]
-        if agent.slot:
-            # A replacement votes for its slot (the validator the run knows): the dead
-            # agent's token is void, the slot's votes are verified with the new one.
-            tokens += [agent.slot, token]
-        await self.store.redis.hset(self.store.keys.tokens(self.swarm), items=tokens)
+        # The agent makes its own signing key and hands us the public half on a pipe.
+        key_r, key_w = os.pipe()
+        argv += ["--key-fd", str(key_w)]
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_fd = os.open(
             self.log_dir / f"{agent.id}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
@@ -297,9 +297,20 @@ class Supervisor:
                 stderr=log_fd,
                 env=env,
                 start_new_session=True,  # outlives a crashed cfnd; adopted by the next one
+                pass_fds=(key_w,),
             )
+        except BaseException:
+            os.close(key_r)
+            raise
         finally:
             os.close(log_fd)
+            os.close(key_w)
+        slots = [agent.id] + ([agent.slot] if agent.slot else [])
+        # A replacement votes for its slot (the validator the run knows): the dead
+        # agent's key is void, the slot's votes are verified with the new one.
+        pin = asyncio.create_task(self._pin_key(key_r, slots))
+        self._pin_tasks.add(pin)
+        pin.add_done_callback(self._pin_tasks.discard)
         agent.pid = agent.proc.pid
         await self.registry.set_fields(self.swarm, agent.id, pid=agent.pid)
         self.local[agent.id] = agent
@@ -312,6 +323,13 @@ class Supervisor:
             {"agent": agent.id, "type": agent.type, "pid": agent.pid},
         )
         log.info("agent_spawned", swarm=self.swarm, agent=agent.id, pid=agent.pid)
+
+    async def _pin_key(self, fd: int, agents: list[str]) -> None:
+        """Pin the public key the agent hands us on its pipe for ``agents``."""
+        public = await read_key(fd)
+        for agent in agents:
+            if not self.keyring.pin(self.swarm, agent, public, replace=True):
+                log.warning("agent_key_missing", swarm=self.swarm, agent=agent)
 
     async def _adopt(self) -> None:
         """Take over local agents a previous cfnd left running."""

@@ -117,7 +117,10 @@ def team_toml(template: str, team: Mapping[str, Any] | None) -> str:
     """``config/team.toml``: the team's roles (agent types of the same names) and members."""
     head = (
         f"# The team of this project (`cfnctl init --template {template}`).\n"
-        "# [roles.NAME]: role = implementer | validator | owner, description, model.\n"
+        "# [roles.NAME]: role = implementer | validator | owner, description, model;\n"
+        '#   grants = ["operator"] (viewer, operator, admin, exec) and agent_types = [...]\n'
+        "#   (the agent pool; default: the type NAME) for `cfnctl team sync`.\n"
+        '# [members]: user = "ROLE" or ["ROLE", ...].\n'
         "# With --template team, each role is also an agent type in cfn.toml.\n\n"
     )
     return head + table(team if team is not None else DEFAULT_TEAM)

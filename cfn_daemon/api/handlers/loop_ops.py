@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from cfn_client.wire.errors import InvalidArgs
 from cfn_client.wire.schema.loop import (
     LoopApplyArgs,
     LoopApplyResult,
@@ -30,7 +31,14 @@ from cfn_client.wire.schema.workflow import (
     EpicRefArgs,
     EpicStartArgs,
 )
-from cfn_daemon.api.router import Handler, RequestContext, Router
+from cfn_daemon.agent import types as agent_types
+from cfn_daemon.api.router import (
+    Handler,
+    RequestContext,
+    Router,
+    require_exec,
+    require_pool,
+)
 from cfn_daemon.cfnloop.epics import EpicService
 from cfn_daemon.cfnloop.runner import LoopService
 from cfn_daemon.core import loop
@@ -64,7 +72,23 @@ class LoopOps:
     async def _swarm(self, swarm: str | None) -> str:
         return await self.service.swarms.resolve(swarm)
 
+    def _require_exec(self, ctx: RequestContext, types: list[str], checks: list[str]) -> None:
+        """Check commands, or a run whose agents run its text as code, need ``exec``."""
+        if checks:
+            require_exec(ctx, "checks are commands run as tasks")
+        configured = self.service.swarms.config().agent_types
+        for name in types:
+            require_pool(ctx, name)
+            try:
+                code = agent_types.runs_text_as_code(name, configured)
+            except InvalidArgs:
+                continue  # the service names the unknown type
+            if code:
+                require_exec(ctx, f"agent type {name} runs the task text as code")
+
     async def start(self, ctx: RequestContext, args: LoopStartArgs) -> RunInfo:
+        owner = [args.owner] if args.owner else []
+        self._require_exec(ctx, [*args.implementers, *args.validators, *owner], args.checks)
         return await self.service.start(args)
 
     async def status(self, ctx: RequestContext, args: LoopRefArgs) -> RunInfo:
@@ -112,6 +136,9 @@ class LoopOps:
             yield ev
 
     async def epic_start(self, ctx: RequestContext, args: EpicStartArgs) -> EpicInfo:
+        for ph in args.epic.phases:
+            owner = [ph.owner] if ph.owner else []
+            self._require_exec(ctx, [*ph.implementers, *ph.validators, *owner], ph.checks)
         return await self.epics.start(args)
 
     async def epic_status(self, ctx: RequestContext, args: EpicRefArgs) -> EpicInfo:

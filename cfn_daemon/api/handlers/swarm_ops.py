@@ -33,7 +33,13 @@ from cfn_client.wire.schema.swarm import (
     SwarmStatusResult,
 )
 from cfn_daemon.agent import types as agent_types
-from cfn_daemon.api.router import Handler, RequestContext, Router
+from cfn_daemon.api.router import (
+    Handler,
+    RequestContext,
+    Router,
+    require_exec,
+    require_pool,
+)
 from cfn_daemon.core import topology
 from cfn_daemon.core.placement import LIVE_STATUSES, AgentRecord, members_of
 from cfn_daemon.queue.events import emit
@@ -82,6 +88,7 @@ class SwarmOps:
         return await self.service.status(await self.service.resolve(args.swarm))
 
     async def scale(self, ctx: RequestContext, args: SwarmScaleArgs) -> SwarmScaleResult:
+        require_pool(ctx, args.type)
         swarm = await self.service.resolve(args.swarm)
         return await self.service.scale(swarm, args.agents, args.type, args.force)
 
@@ -161,7 +168,11 @@ class SwarmOps:
         if not 1 <= args.count <= 50:
             raise InvalidArgs(f"count {args.count}: expected 1..50")
         swarm = await self.service.resolve(args.swarm)
-        agent_types.require_runnable(args.type, self.service.config().agent_types)
+        require_pool(ctx, args.type)
+        configured = self.service.config().agent_types
+        agent_types.require_runnable(args.type, configured)
+        if args.task and agent_types.runs_text_as_code(args.type, configured):
+            require_exec(ctx, f"agent type {args.type} runs the task text as code")
         rt = await self.service.runtime(swarm)
         ids = await rt.supervisor.spawn(
             args.type, role=args.role, capabilities=args.capabilities, count=args.count

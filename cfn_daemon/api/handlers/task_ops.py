@@ -33,7 +33,13 @@ from cfn_client.wire.schema.swarm import (
     TaskWaitArgs,
 )
 from cfn_daemon.agent import types as agent_types
-from cfn_daemon.api.router import Handler, RequestContext, Router
+from cfn_daemon.api.router import (
+    Handler,
+    RequestContext,
+    Router,
+    require_exec,
+    require_pool,
+)
 from cfn_daemon.core.placement import LIVE_STATUSES
 from cfn_daemon.core.task_views import JSON_WORST_GROWTH, byte_range, fitted, page_within
 from cfn_daemon.queue import events
@@ -80,7 +86,10 @@ class TaskOps:
         if info.status != "active":
             raise InvalidArgs(f"swarm {swarm} is {info.status}; it takes no new tasks")
         cfg = self.service.config()
-        agent_types.resolve(args.type, cfg.agent_types)  # unknown type: a clear error now
+        require_pool(ctx, args.type)
+        # Unknown type: a clear error now. Text run as code needs the exec right.
+        if agent_types.runs_text_as_code(args.type, cfg.agent_types):
+            require_exec(ctx, f"agent type {args.type} runs the task text as code")
         text = args.text
         if args.upload is not None:
             if text:
