@@ -30,6 +30,7 @@ from cfn_daemon.api.handlers.loop_ops import LoopOps
 from cfn_daemon.api.handlers.swarm_ops import SwarmOps
 from cfn_daemon.api.handlers.system import SystemOps
 from cfn_daemon.api.handlers.task_ops import TaskOps
+from cfn_daemon.api.metrics import Exporter, Metrics, MetricsFeed, observe_requests
 from cfn_daemon.api.router import (
     Router,
     answer_outages,
@@ -133,6 +134,8 @@ class Daemon:
             # Outermost first: every routed request is logged, refused while draining,
             # authorised, and answered store_unavailable while Redis is down (added below).
             self.router.use(log_requests(self.server.count_error))
+            self.metrics = Metrics()
+            self.router.use(observe_requests(self.metrics))
             self.router.use(refuse_while(lambda: self.server.draining))
             self.router.use(authorize)
             # Bind before starting Redis so a second cfnd fails fast and touches nothing.
@@ -146,8 +149,19 @@ class Daemon:
             await self._stack.aclose()
             raise
         self.config_manager.on_change(self._config_changed)
+        self.hub = NotifyHub(self.store)
+        self.keeper = Keeper(is_outage=is_outage, wait_available=self.store.wait_available)
+        self.swarms = SwarmService(
+            self.store, self.config_manager, self.hub, self.state_dir, self.keeper
+        )
+        self.metrics_feed = MetricsFeed(self.metrics, self.store, self.swarms)
+        self.exporter = Exporter(cfg.metrics, self.metrics_feed)
+        if cfg.metrics.enabled:
+            await self.exporter.start()
+            self._stack.push_async_callback(self.exporter.close)
         SystemOps(
             store=self.store,
+            metrics=lambda: (self.exporter.url, self.exporter.error),
             config=self.config_manager,
             server=self.server,
             state_dir=self.state_dir,
@@ -155,11 +169,6 @@ class Daemon:
             started_mono=self.started_mono,
         ).register(self.router)
         ConfigOps(store=self.store, config=self.config_manager).register(self.router)
-        self.hub = NotifyHub(self.store)
-        self.keeper = Keeper(is_outage=is_outage, wait_available=self.store.wait_available)
-        self.swarms = SwarmService(
-            self.store, self.config_manager, self.hub, self.state_dir, self.keeper
-        )
         SwarmOps(self.swarms).register(self.router)
         TaskOps(self.swarms, self._stop).register(self.router)
         self.loops = LoopService(self.swarms, self.hub)
@@ -235,6 +244,11 @@ class Daemon:
             "loops": (lambda: self.loops.run(swarm_stop), swarm_stop),
             "epics": (lambda: self.epics.run(swarm_stop), swarm_stop),
         }
+        if self.settings.metrics.enabled:
+            children["metrics"] = (
+                lambda: self.metrics_feed.run(self.settings.metrics, self._stop),
+                self._stop,
+            )
         if self.store.embedded is not None:
             children["embedded-redis"] = (self._supervise_embedded, self._stop)
         if interval_s:
