@@ -60,7 +60,7 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         check=True,
         timeout=30,
     ).stdout
-    head, _, body = out.partition("\r\n\r\n")
+    head, _, body = out.partition("\n\n")  # text mode turned CRLF into LF
     assert head.startswith("HTTP/1.0 200") and "text/plain; version=0.0.4" in head
     samples = {}
     for fam in text_string_to_metric_families(body):
