@@ -27,6 +27,7 @@ import structlog
 from cfn_client.wire.errors import CfnError, Conflict
 from cfn_daemon.api.handlers.config_ops import ConfigOps
 from cfn_daemon.api.handlers.loop_ops import LoopOps
+from cfn_daemon.api.handlers.observe_ops import ObserveOps
 from cfn_daemon.api.handlers.swarm_ops import SwarmOps
 from cfn_daemon.api.handlers.system import SystemOps
 from cfn_daemon.api.handlers.task_ops import TaskOps
@@ -170,6 +171,7 @@ class Daemon:
         ).register(self.router)
         ConfigOps(store=self.store, config=self.config_manager).register(self.router)
         SwarmOps(self.swarms).register(self.router)
+        ObserveOps(self.swarms).register(self.router)
         TaskOps(self.swarms, self._stop).register(self.router)
         self.loops = LoopService(self.swarms, self.hub)
         self.epics = EpicService(self.loops)

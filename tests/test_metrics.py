@@ -153,3 +153,31 @@ def test_a_taken_port_leaves_cfnd_running_without_metrics(cfnd: CfndProcess) -> 
         assert proc.stop() == 0
         proc.close()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_cfnctl_metrics_shows_an_agents_executions(cfnd: CfndProcess) -> None:
+    name = new_swarm_name()
+    with Client(cfnd.socket, timeout_s=60) as cfn:
+        cfn.swarm_init("mesh", 8, name=name)
+        (agent,) = cfn.agent_create("shell", swarm=name).agents
+        ids = [cfn.task_submit(t, swarm=name, max_attempts=1).id for t in ("true", "true", "false")]
+        cfn.task_wait(ids, swarm=name, timeout_s=50)
+    try:
+        code, out, err = run(cfnd.socket, "--swarm", name, "metrics", "--agent", agent.id,
+                             "--format", "json")  # fmt: skip
+        assert code == 0, err
+        (perf,) = json.loads(out)["agents"]
+        assert (perf["agent"], perf["executions"], perf["successes"]) == (agent.id, 3, 2)
+        assert perf["success_rate"] == round(2 / 3, 4)
+        assert (
+            perf["min_ms"] <= perf["mean_ms"] <= perf["max_ms"] and perf["p95_ms"] == perf["max_ms"]
+        )
+        assert perf["by_type"]["shell"]["executions"] == 3
+        assert {e["task"] for e in perf["recent"]} == set(ids)
+        code, out, _ = run(cfnd.socket, "--swarm", name, "metrics")
+        assert code == 0 and out.split()[:2] == ["SWARM", "AGENT"] and agent.id in out
+        code, out, _ = run(cfnd.socket, "--swarm", name, "metrics", "--format", "prom")
+        assert f'cfn_agent_executions{{swarm="{name}",agent="{agent.id}"}} 3' in out
+    finally:
+        with Client(cfnd.socket, timeout_s=60) as cfn:
+            cfn.swarm_destroy(name, force=True)
