@@ -27,10 +27,12 @@ import structlog
 from cfn_client.wire.errors import CfnError, Conflict
 from cfn_daemon.api.handlers.config_ops import ConfigOps
 from cfn_daemon.api.handlers.loop_ops import LoopOps
+from cfn_daemon.api.handlers.observe_ops import ObserveOps
 from cfn_daemon.api.handlers.swarm_ops import SwarmOps
 from cfn_daemon.api.handlers.system import SystemOps
 from cfn_daemon.api.handlers.task_ops import TaskOps
 from cfn_daemon.api.handlers.team_ops import TeamOps
+from cfn_daemon.api.metrics import Exporter, Metrics, MetricsFeed, observe_requests
 from cfn_daemon.api.router import (
     Router,
     answer_outages,
@@ -138,6 +140,8 @@ class Daemon:
             # Outermost first: every routed request is logged, refused while draining,
             # authorised, and answered store_unavailable while Redis is down (added below).
             self.router.use(log_requests(self.server.count_error))
+            self.metrics = Metrics()
+            self.router.use(observe_requests(self.metrics))
             self.router.use(refuse_while(lambda: self.server.draining))
             limiter = (
                 RateLimiter(cfg.auth.rate_per_s, cfg.auth.rate_burst)
@@ -158,8 +162,19 @@ class Daemon:
             await self._stack.aclose()
             raise
         self.config_manager.on_change(self._config_changed)
+        self.hub = NotifyHub(self.store)
+        self.keeper = Keeper(is_outage=is_outage, wait_available=self.store.wait_available)
+        self.swarms = SwarmService(
+            self.store, self.config_manager, self.hub, self.state_dir, self.keeper
+        )
+        self.metrics_feed = MetricsFeed(self.metrics, self.store, self.swarms)
+        self.exporter = Exporter(cfg.metrics, self.metrics_feed)
+        if cfg.metrics.enabled:
+            await self.exporter.start()
+            self._stack.push_async_callback(self.exporter.close)
         SystemOps(
             store=self.store,
+            metrics=lambda: (self.exporter.url, self.exporter.error),
             config=self.config_manager,
             server=self.server,
             state_dir=self.state_dir,
@@ -169,12 +184,8 @@ class Daemon:
         ConfigOps(store=self.store, config=self.config_manager).register(self.router)
         self._teams = TeamOps(self.store.redis, self.store.keys)
         self._teams.register(self.router)
-        self.hub = NotifyHub(self.store)
-        self.keeper = Keeper(is_outage=is_outage, wait_available=self.store.wait_available)
-        self.swarms = SwarmService(
-            self.store, self.config_manager, self.hub, self.state_dir, self.keeper
-        )
         SwarmOps(self.swarms).register(self.router)
+        ObserveOps(self.swarms).register(self.router)
         TaskOps(self.swarms, self._stop).register(self.router)
         self.loops = LoopService(self.swarms, self.hub)
         self.epics = EpicService(self.loops)
@@ -249,6 +260,11 @@ class Daemon:
             "loops": (lambda: self.loops.run(swarm_stop), swarm_stop),
             "epics": (lambda: self.epics.run(swarm_stop), swarm_stop),
         }
+        if self.settings.metrics.enabled:
+            children["metrics"] = (
+                lambda: self.metrics_feed.run(self.settings.metrics, self._stop),
+                self._stop,
+            )
         if self.store.embedded is not None:
             children["embedded-redis"] = (self._supervise_embedded, self._stop)
         if interval_s:

@@ -30,6 +30,7 @@ from cfn_client.wire.schema.loop import (
     LoopListResult,
     RunInfo,
 )
+from cfn_client.wire.schema.observe import MetricsResult
 from cfn_client.wire.schema.swarm import (
     AgentInfo,
     AgentListResult,
@@ -565,3 +566,7 @@ class Client(SyncTransport):
     def epic_list(self, swarm: str | None = None) -> EpicListResult:
         """The swarm's epics, newest first."""
         return self._op("epic.list", EpicListResult, swarm=swarm)
+
+    def metrics_agents(self, swarm: str | None = None, agent: str | None = None) -> MetricsResult:
+        """Agents' recent performance (every swarm's, or one swarm's, or one agent's)."""
+        return self._op("metrics.agents", MetricsResult, swarm=swarm, agent=agent)

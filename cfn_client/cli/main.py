@@ -18,6 +18,7 @@ from cfn_client.cli.commands.events import events
 from cfn_client.cli.commands.init import init
 from cfn_client.cli.commands.loop import cfn_loop, loop
 from cfn_client.cli.commands.monitor import monitor
+from cfn_client.cli.commands.observe import metrics
 from cfn_client.cli.commands.swarm import swarm
 from cfn_client.cli.commands.system import doctor, ping, status, test_group
 from cfn_client.cli.commands.task import dlq, run, task
@@ -127,6 +128,7 @@ cfnctl.add_command(task)
 cfnctl.add_command(dlq)
 cfnctl.add_command(events)
 cfnctl.add_command(monitor)
+cfnctl.add_command(metrics)
 cfnctl.add_command(loop)
 cfnctl.add_command(cfn_loop)
 cfnctl.add_command(epic)

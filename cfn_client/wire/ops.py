@@ -28,6 +28,7 @@ from cfn_client.wire.schema.loop import (
     LoopStartArgs,
     RunInfo,
 )
+from cfn_client.wire.schema.observe import MetricsArgs, MetricsResult
 from cfn_client.wire.schema.swarm import (
     AgentCreateArgs,
     AgentInfo,
@@ -174,6 +175,8 @@ OPS: dict[str, OpSpec] = {
     "epic.start": OpSpec(EpicStartArgs, EpicInfo, Role.operator),
     "epic.status": OpSpec(EpicRefArgs, EpicInfo, Role.viewer),
     "epic.list": OpSpec(EpicListArgs, EpicListResult, Role.viewer),
+    # observability
+    "metrics.agents": OpSpec(MetricsArgs, MetricsResult, Role.viewer),
 }
 
 

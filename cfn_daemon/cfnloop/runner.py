@@ -212,7 +212,12 @@ class LoopService:
                 cost = msgspec.json.decode(fields[f"cost:{tid}"])
                 extra["loop.implementer_done"] = {"cost_usd": cost.get("usd", 0.0)}
         if state.status in loop.TERMINAL:
-            done: dict[str, Any] = {"cost_usd": spend(fields).usd}
+            total = spend(fields)
+            done: dict[str, Any] = {
+                "cost_usd": total.usd,
+                "input_tokens": total.input_tokens,
+                "output_tokens": total.output_tokens,
+            }
             if state.status == "done" and fields.get("result_branch"):
                 done |= {"branch": fields["result_branch"], "commit": fields["result_commit"]}
             extra["loop.finished"] = done

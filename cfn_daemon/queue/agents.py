@@ -241,6 +241,7 @@ class AgentRegistry:
                         self.keys.inbox(swarm, agent),
                         self.keys.heartbeats(swarm),
                         self.keys.tokens(swarm),
+                        self.keys.perf(swarm, agent),
                     ],
                     [agent, gone_before_ms, now],
                     client=pipe,
@@ -255,6 +256,7 @@ class AgentRegistry:
                 self.keys.agent(swarm, agent),
                 self.keys.work(swarm, agent),
                 self.keys.inbox(swarm, agent),
+                self.keys.perf(swarm, agent),
             )
             pipe.zrem(self.keys.heartbeats(swarm), agent)
             await pipe.execute()

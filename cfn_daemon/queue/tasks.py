@@ -26,7 +26,13 @@ from cfn_client.wire.schema.swarm import Priority, TaskInfo, TaskResult
 from cfn_daemon.core.placement import PRIORITIES
 from cfn_daemon.queue.task_index import TaskIndex
 from cfn_daemon.queue.task_io import TaskIO
-from cfn_daemon.store.keys import DISPATCH_GROUP, EVENTS_MAXLEN, Keys
+from cfn_daemon.store.keys import (
+    DISPATCH_GROUP,
+    DURATION_BUCKETS_S,
+    EVENTS_MAXLEN,
+    PERF_KEEP,
+    Keys,
+)
 from cfn_daemon.store.scripts import Scripts
 
 _OPTIONAL_STR = ("agent", "error", "target")
@@ -511,6 +517,8 @@ class TaskQueue:
                     self.keys.events(swarm),
                     self.keys.delayed(swarm),
                     self.keys.dlq(swarm),
+                    self.keys.stats(swarm),
+                    self.keys.perf(swarm, agent),
                     *self.keys.status_indexes(swarm),
                 ],
                 [
@@ -525,6 +533,8 @@ class TaskQueue:
                     int(retry.base_s * 1000),
                     int(retry.max_s * 1000),
                     result.error or "",
+                    PERF_KEEP,
+                    *(int(b * 1000) for b in DURATION_BUCKETS_S),
                 ],
             )
         )

@@ -104,6 +104,55 @@ class WebConfig(Section):
         return host.strip("[]"), int(port)
 
 
+def _loopback_listen(listen: str, what: str) -> None:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError("`listen`: expected HOST:PORT, e.g. 127.0.0.1:9464")
+    if host.strip("[]") not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127."):
+        raise ValueError(
+            f"`listen`: {what} serves loopback addresses only (127.0.0.1, ::1 or localhost)"
+        )
+
+
+class MetricsConfig(Section):
+    """Prometheus ``/metrics`` over HTTP on loopback (docs/OPERATIONS.md)."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:9464"  # host:port; port 0 picks a free one
+    # How often cfnd reads its swarms' counters and event streams for the exporter.
+    poll_interval_s: PositiveSeconds = 1.0
+
+    def __post_init__(self) -> None:
+        _loopback_listen(self.listen, "/metrics")
+
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class MonitorConfig(Section):
+    """The Redis health monitor: INFO polled on an interval, thresholds raise alerts."""
+
+    enabled: bool = True
+    interval_s: PositiveSeconds = 30.0
+    # used_memory / maxmemory above this (when maxmemory is set) is an alert.
+    memory_ratio_max: Probability = 0.85
+    connected_clients_max: Annotated[int, Meta(ge=1, le=1_000_000)] = 5000
+    # Any eviction since the last poll is an alert (evicted coordination keys lose tasks).
+    evictions_max: Annotated[int, Meta(ge=0)] = 0
+    require_aof: bool = True
+    require_noeviction: bool = True
+
+
+class AuditConfig(Section):
+    """The audit stream ``cfn:audit`` (docs/OPERATIONS.md)."""
+
+    max_entries: Annotated[int, Meta(ge=100, le=10_000_000)] = 100_000
+    # This many denied requests within denial_window_s publish an alert.
+    denial_burst: Annotated[int, Meta(ge=1, le=100_000)] = 10
+    denial_window_s: PositiveSeconds = 60.0
+
+
 class RedisConfig(Section):
     """How to reach Redis. No ``url`` and no ``cluster_nodes`` means the embedded server.
 
@@ -301,6 +350,9 @@ class Config(Section):
     agents: AgentsConfig = msgspec.field(default_factory=AgentsConfig)
     agent_types: dict[str, AgentTypeConfig] = {}
     web: WebConfig = msgspec.field(default_factory=WebConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
+    audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
 
     # Relative paths (a project's cfn.toml) are taken from where cfnd starts, once:
     # redis-server runs in the state dir and agents elsewhere, so they get absolute ones.

@@ -15,6 +15,10 @@ DISPATCH_GROUP = "dispatch"
 DISPATCH_CONSUMER = "cfnd"
 AGENT_GROUP = "agent"
 EVENTS_MAXLEN = 10_000
+# Executions kept per agent for `cfnctl metrics` (guide §9).
+PERF_KEEP = 1000
+# Upper bounds (seconds) of the task duration histogram kept in each swarm's stats hash.
+DURATION_BUCKETS_S = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 # Task statuses in lifecycle order; each has its own index zset (see status_index) and
 # the Lua scripts that move a task pass all of them, in this order, as their last KEYS.
 TASK_STATUSES = (
@@ -57,6 +61,16 @@ class Keys:
     def team_members(self) -> str:
         """hash: ``user\nrole`` → "1", one field per assignment (assigning is one HSET)."""
         return f"{self.prefix}:team:members"
+
+    @property
+    def audit(self) -> str:
+        """stream (MAXLEN~ audit.max_entries): one entry per mutating op or denied request."""
+        return f"{self.prefix}:audit"
+
+    @property
+    def alerts(self) -> str:
+        """channel: critical events (Redis health, denial bursts, destroy, auth changes)."""
+        return f"{self.prefix}:alerts"
 
     @property
     def notify_pattern(self) -> str:
@@ -158,6 +172,15 @@ class Keys:
     def idempotency(self, swarm: str, key: str) -> str:
         """string (with a TTL): a client's idempotency key → the task it submitted."""
         return f"{self._s(swarm)}:idem:{key}"
+
+    def stats(self, swarm: str) -> str:
+        """hash: the swarm's task counters (done, failed, retried, dead_lettered) and task
+        duration histograms (``dur:<type>:<bucket>``), kept by complete.lua."""
+        return f"{self._s(swarm)}:stats"
+
+    def perf(self, swarm: str, agent: str) -> str:
+        """list: the agent's last PERF_KEEP executions, newest first (complete.lua)."""
+        return f"{self._s(swarm)}:perf:{agent}"
 
     def dlq(self, swarm: str) -> str:
         return f"{self._s(swarm)}:dlq"

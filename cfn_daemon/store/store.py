@@ -140,6 +140,11 @@ class Store:
         """Whether the last probe or command reached Redis."""
         return self._available
 
+    @property
+    def latency_ms(self) -> float | None:
+        """Round-trip time of the last successful health PING (None while down)."""
+        return self._latency_ms if self._available else None
+
     def report_failure(self, exc: BaseException) -> None:
         """A background loop saw ``exc``: if it is an outage, the store is unavailable
         from now on (and the health loop re-probes at once)."""

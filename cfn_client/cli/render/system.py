@@ -51,6 +51,7 @@ def status(result: StatusResult, verbose: bool = False) -> str:
             pairs.append(("  not checked", what))
     total = result.swarms.total
     pairs.append(("swarms", "unknown (store unavailable)" if total is None else total))
+    pairs.append(("metrics", result.metrics_url or result.metrics_error or "off"))
     if verbose and result.server is not None:
         srv = result.server
         pairs += [

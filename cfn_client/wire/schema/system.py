@@ -69,6 +69,9 @@ class StatusResult(Result):
     store: StoreStatus
     swarms: SwarmCounts
     server: ServerStats | None = None
+    # Prometheus /metrics (``[metrics]``); None when off or its port could not be bound.
+    metrics_url: str | None = None
+    metrics_error: str | None = None
 
 
 class DoctorArgs(Args):

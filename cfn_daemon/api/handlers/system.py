@@ -6,8 +6,8 @@ import asyncio
 import os
 import stat
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cfn_client import __version__
@@ -49,6 +49,8 @@ class SystemOps:
     state_dir: Path
     started_at: float  # time.time()
     started_mono: float  # time.monotonic()
+    # The /metrics URL and why it is missing (app.Daemon's exporter).
+    metrics: Callable[[], tuple[str | None, str | None]] = field(default=lambda: (None, None))
 
     def register(self, router: Router) -> None:
         router.add("hello", self.hello)
@@ -87,6 +89,7 @@ class SystemOps:
             except CfnError:
                 swarms.total = None
         stats = self.server.stats
+        metrics_url, metrics_error = self.metrics()
         return StatusResult(
             version=__version__,
             pid=os.getpid(),
@@ -104,6 +107,8 @@ class SystemOps:
                 inflight=stats.inflight,
                 closed_by_limits=stats.closed_by_limits,
             ),
+            metrics_url=metrics_url,
+            metrics_error=metrics_error,
         )
 
     async def doctor(self, ctx: RequestContext, args: DoctorArgs) -> DoctorResult:
