@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import CpuMeter, RedisServer, Series, Trial, private_redis  # noqa: E402
+from bench.peers import PEERS, peer_trial  # noqa: E402
 from cfn_client.api import AsyncClient  # noqa: E402
 from cfn_daemon.app import Daemon  # noqa: E402
 from cfn_daemon.settings.runtime import ConfigManager  # noqa: E402
@@ -187,6 +188,10 @@ def systems(workload: str, backlog: bool) -> dict[str, Runner]:
             s, n, backlog=backlog, pipelined=False
         ),
         "raw, XADD pipelined": lambda s, n: raw_streams(s, n, backlog=backlog, pipelined=True),
+        **{
+            peer: (lambda s, n, peer=peer: peer_trial(peer, s, n, backlog=backlog))
+            for peer in PEERS
+        },
         "cfn, 1 agent, no-op": lambda s, n: cfn_trial(s, n, backlog=backlog, agent_type="noop"),
     }
 
