@@ -1,4 +1,4 @@
-"""Peer job queues (arq, saq) for bench/queues.py: a worker process and a producer.
+"""Peer job queues (taskiq-redis, arq, saq) for bench/queues.py: a worker process and a producer.
 
 The worker runs in its own process (``python bench/peers.py SYSTEM URL JOBS``), like
 a cfn-agent; when it has finished ``JOBS`` jobs it RPUSHes ``bench:done`` once (no
@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import RedisServer, Trial  # noqa: E402
 
-PEERS = ("arq", "saq")
+PEERS = ("taskiq-redis", "arq", "saq")
 
 
 def _socket(url: str) -> str:
@@ -45,9 +45,39 @@ async def noop(ctx: Any) -> None:
     return None
 
 
+def taskiq_broker(url: str) -> Any:
+    """A RedisStreamBroker with results stored in Redis, and the no-op task."""
+    from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
+
+    broker = RedisStreamBroker(url, consumer_id="0").with_result_backend(
+        RedisAsyncResultBackend(url)
+    )
+    broker.task(task_name="noop")(noop_taskiq)
+    return broker
+
+
+async def noop_taskiq() -> None:
+    return None
+
+
 def worker(system: str, url: str, jobs: int) -> None:
     counter = Counter(url, jobs)
-    if system == "arq":
+    if system == "taskiq-redis":
+        from taskiq import TaskiqMiddleware
+        from taskiq.receiver import Receiver
+
+        class Done(TaskiqMiddleware):
+            def post_save(self, message: Any, result: Any) -> None:
+                counter.tick()
+
+        async def run_taskiq() -> None:
+            broker = taskiq_broker(url).with_middlewares(Done())
+            await broker.startup()
+            counter.r.rpush("bench:ready", 1)
+            await Receiver(broker, run_startup=False).listen(asyncio.Event())
+
+        asyncio.run(run_taskiq())
+    elif system == "arq":
         from arq.connections import RedisSettings
         from arq.worker import Worker
 
@@ -86,7 +116,15 @@ async def peer_trial(system: str, server: RedisServer, jobs: int, *, backlog: bo
     from bench.queues import Measure
 
     r = aioredis.from_url(server.url)
-    if system == "arq":
+    if system == "taskiq-redis":
+        broker = taskiq_broker(server.url)
+        await broker.startup()
+        task = broker.find_task("noop")
+
+        async def enqueue() -> None:
+            await task.kiq()
+
+    elif system == "arq":
         from arq import create_pool
         from arq.connections import RedisSettings
 
@@ -128,7 +166,9 @@ async def peer_trial(system: str, server: RedisServer, jobs: int, *, backlog: bo
     proc.terminate()
     await proc.wait()
     await r.aclose()
-    if system == "arq":
+    if system == "taskiq-redis":
+        await broker.shutdown()
+    elif system == "arq":
         await pool.aclose()
     else:
         await queue.disconnect()
