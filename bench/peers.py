@@ -1,8 +1,8 @@
 """Peer job queues (taskiq-redis, arq, saq) for bench/queues.py: a worker process and a producer.
 
 The worker runs in its own process (``python bench/peers.py SYSTEM URL JOBS``), like
-a cfn-agent; when it has finished ``JOBS`` jobs it RPUSHes ``bench:done`` once (no
-per-job overhead), which the producer BLPOPs. At startup it RPUSHes ``bench:ready``.
+a cfn-agent; the job counts in memory and the ``JOBS``-th RPUSHes ``bench:done`` once
+(no per-job overhead), which the producer BLPOPs. At startup it RPUSHes ``bench:ready``.
 Tuning: arq polls every 10 ms (default 0.5 s), saq with its defaults.
 """
 
@@ -41,8 +41,13 @@ class Counter:
             self.r.rpush("bench:done", 1)
 
 
+COUNTER: Counter | None = None
+
+
 async def noop(ctx: Any) -> None:
-    return None
+    """The job: nothing, except counting (in memory) towards the one RPUSH at the end."""
+    if COUNTER is not None:
+        COUNTER.tick()
 
 
 def taskiq_broker(url: str) -> Any:
@@ -57,21 +62,17 @@ def taskiq_broker(url: str) -> Any:
 
 
 async def noop_taskiq() -> None:
-    return None
+    await noop(None)
 
 
 def worker(system: str, url: str, jobs: int) -> None:
-    counter = Counter(url, jobs)
+    global COUNTER
+    counter = COUNTER = Counter(url, jobs)
     if system == "taskiq-redis":
-        from taskiq import TaskiqMiddleware
         from taskiq.receiver import Receiver
 
-        class Done(TaskiqMiddleware):
-            def post_save(self, message: Any, result: Any) -> None:
-                counter.tick()
-
         async def run_taskiq() -> None:
-            broker = taskiq_broker(url).with_middlewares(Done())
+            broker = taskiq_broker(url)
             await broker.startup()
             counter.r.rpush("bench:ready", 1)
             await Receiver(broker, run_startup=False).listen(asyncio.Event())
@@ -81,9 +82,6 @@ def worker(system: str, url: str, jobs: int) -> None:
         from arq.connections import RedisSettings
         from arq.worker import Worker
 
-        async def after(ctx: Any) -> None:
-            counter.tick()
-
         async def startup(ctx: Any) -> None:
             counter.r.rpush("bench:ready", 1)
 
@@ -91,7 +89,6 @@ def worker(system: str, url: str, jobs: int) -> None:
             functions=[noop],  # type: ignore[list-item]
             redis_settings=RedisSettings(unix_socket_path=_socket(url)),
             poll_delay=0.01,
-            after_job_end=after,
             on_startup=startup,
             log_results=False,
         )
@@ -100,12 +97,9 @@ def worker(system: str, url: str, jobs: int) -> None:
         from saq import Worker as SaqWorker
         from saq.queue.redis import RedisQueue
 
-        async def saq_after(ctx: Any) -> None:
-            counter.tick()
-
         async def main() -> None:
             queue = RedisQueue(aioredis.from_url(url))
-            w = SaqWorker(queue, functions=[noop], after_process=saq_after)
+            w = SaqWorker(queue, functions=[noop])
             counter.r.rpush("bench:ready", 1)
             await w.start()
 
