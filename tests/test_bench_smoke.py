@@ -22,7 +22,7 @@ def test_quick_bench_runs_at_tiny_size(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     res = json.loads(out.read_text())
     systems = {(r["workload"], r["system"]) for r in res["queues"]}
-    assert len(systems) == 12
+    assert len(systems) == 14
     for row in res["queues"]:
         assert row["jobs_per_s_median"] > 0
         assert row["cfn_ratio"] > 0
