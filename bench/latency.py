@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -45,6 +46,21 @@ def wall_s(argv: list[str], n: int, env: dict[str, str]) -> float:
         subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
         times.append(time.perf_counter() - t0)
     return percentile(times, 0.5)
+
+
+async def kill_detect(socket_path: Path) -> dict[str, float]:
+    """SIGKILL the agent; time until cfnd reports it failed/lost (polled every 5 ms)."""
+    async with AsyncClient(socket_path, timeout_s=60) as c:
+        (agent,) = [a for a in (await c.agent_list()).agents if a.status in ("idle", "busy")]
+        assert agent.pid is not None
+        t0 = time.perf_counter()
+        os.kill(agent.pid, signal.SIGKILL)
+        deadline = t0 + 30
+        while time.perf_counter() < deadline:  # bounded by the deadline
+            if (await c.agent_status(agent.id)).status in ("failed", "lost", "stopped"):
+                return {"detect_ms": (time.perf_counter() - t0) * 1e3, "lapse_s": 5.0}
+            await asyncio.sleep(0.005)
+    raise RuntimeError("the killed agent was not detected within 30 s")
 
 
 async def run(n: int, cli_n: int) -> dict[str, Any]:
@@ -94,6 +110,7 @@ async def run(n: int, cli_n: int) -> dict[str, Any]:
                 base = wall_s([sys.executable, "-c", "pass"], cli_n, env)
                 version = wall_s([cfnctl, "--version"], cli_n, env)
                 status = await asyncio.to_thread(wall_s, [cfnctl, "status"], cli_n, env)
+                out["kill_detect"] = await kill_detect(daemon.socket_path)
                 out["cli"] = {
                     "python_c_pass_ms": base * 1e3,
                     "cfnctl_version_ms": version * 1e3,
@@ -113,6 +130,11 @@ def markdown(res: dict[str, Any]) -> str:
         if res.get(key):
             lines.append(f"| {key} | {res[key]['p50_us']:,.0f} us | {res[key]['p99_us']:,.0f} us |")
     cli = res["cli"]
+    kd = res["kill_detect"]
+    lines.append(
+        f"| killed agent (SIGKILL) -> reported dead | {kd['detect_ms']:,.0f} ms "
+        f"| (lapse_s {kd['lapse_s']:.0f} s) |"
+    )
     lines += [
         "",
         "| whole process | median ms | x `python -c pass` |",

@@ -30,5 +30,6 @@ def test_quick_bench_runs_at_tiny_size(tmp_path: Path) -> None:
     assert all(r["redis_cmds_per_job"] > 0 for r in cfn)
     assert res["latency"]["ping"]["p50_us"] > 0
     assert res["latency"]["cli"]["status_ratio"] > 0
+    assert res["latency"]["kill_detect"]["detect_ms"] > 0
     assert res["scale"]["swarm_status"][1]["tasks"] == 20
     assert "| cfn, 1 agent, no-op |" in proc.stdout
