@@ -22,21 +22,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import latency, queues, scale  # noqa: E402
+from bench import latency, loop, queues, scale  # noqa: E402
 from cfn_daemon.util.logs import configure_logging  # noqa: E402
 
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
         "jobs": 2000, "spawn_jobs": 300, "reps": 3, "n": 1000, "cli_n": 10,
-        "stored": [0, 1000, 10000, 50000], "clients": 100,
+        "stored": [0, 1000, 10000, 50000], "clients": 100, "loop_runs": 5,
     },
     "quick": {
         "jobs": 500, "spawn_jobs": 100, "reps": 3, "n": 300, "cli_n": 5,
-        "stored": [0, 1000, 10000], "clients": 100,
+        "stored": [0, 1000, 10000], "clients": 100, "loop_runs": 3,
     },
     "tiny": {
         "jobs": 20, "spawn_jobs": 5, "reps": 1, "n": 10, "cli_n": 1,
-        "stored": [0, 20], "clients": 5,
+        "stored": [0, 20], "clients": 5, "loop_runs": 1,
     },
 }  # fmt: skip
 
@@ -71,6 +71,8 @@ def main() -> None:
     print("## Latency\n\n" + latency.markdown(results["latency"]) + "\n", flush=True)
     results["scale"] = asyncio.run(scale.run(s["stored"], s["clients"]))
     print("## Scale\n\n" + scale.markdown(results["scale"]) + "\n", flush=True)
+    results["loop"] = asyncio.run(loop.run(s["loop_runs"]))
+    print("## CFN loop\n\n" + loop.markdown(results["loop"]) + "\n", flush=True)
     results["total_s"] = time.perf_counter() - started
     args.json.write_text(json.dumps(results, indent=2))
     print(f"machine: {results['machine']}\ntotal {results['total_s']:.0f} s, JSON in {args.json}")
