@@ -21,13 +21,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import percentile, private_redis  # noqa: E402
+from bench.common import percentile, private_redis, proc_cpu_s  # noqa: E402
 from cfn_client.api import AsyncClient  # noqa: E402
 from cfn_daemon.app import Daemon  # noqa: E402
 from cfn_daemon.settings.runtime import ConfigManager  # noqa: E402
 from cfn_daemon.util.logs import configure_logging  # noqa: E402
 
 NOOP = '[agent_types.noop]\nkind = "python"\nentry = "examples.agents.noop:run"\n'
+# The idle agents' own type: the stored (queued) noop tasks never reach them.
+NOOP += '[agent_types.idle]\nkind = "python"\nentry = "examples.agents.noop:run"\n'
 
 
 async def timed(c: AsyncClient, reps: int = 5) -> float:
@@ -39,7 +41,35 @@ async def timed(c: AsyncClient, reps: int = 5) -> float:
     return percentile(times, 0.5)
 
 
-async def run(stored: list[int], clients: int) -> dict[str, Any]:
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def idle_agents(c: AsyncClient, idle_s: float, count: int = 2) -> dict[str, float]:
+    """RSS and CPU share of idle cfn-agent processes (one slot each) over ``idle_s``."""
+    created = (await c.agent_create(type="idle", count=count)).agents
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # bounded: until they all run (idle)
+        infos = [await c.agent_status(a.id) for a in created]
+        if all(i.status == "idle" and i.pid for i in infos):
+            break
+        await asyncio.sleep(0.05)
+    pids = [i.pid for i in infos if i.pid]
+    cpu0 = sum(proc_cpu_s(p) for p in pids)
+    await asyncio.sleep(idle_s)  # measuring idleness: nothing to wait for
+    cpu = sum(proc_cpu_s(p) for p in pids) - cpu0
+    return {
+        "agents": len(pids),
+        "rss_mb_per_slot": sum(rss_bytes(p) for p in pids) / len(pids) / 2**20,
+        "cpu_pct_per_slot": 100 * cpu / idle_s / len(pids),
+        "idle_s": idle_s,
+    }
+
+
+async def run(stored: list[int], clients: int, idle_s: float = 3.0) -> dict[str, Any]:
     out: dict[str, Any] = {"swarm_status": []}
     async with private_redis() as server:
         tmp = server.tmp
@@ -60,7 +90,7 @@ async def run(stored: list[int], clients: int) -> dict[str, Any]:
             await daemon.ready.wait()
             try:
                 async with AsyncClient(daemon.socket_path, timeout_s=120) as c:
-                    await c.call("swarm.init", topology="mesh", max_agents=2, name="bench")
+                    await c.call("swarm.init", topology="mesh", max_agents=8, name="bench")
                     have = 0
                     mem0 = server.used_memory()
                     for n in sorted(stored):
@@ -87,6 +117,8 @@ async def run(stored: list[int], clients: int) -> dict[str, Any]:
                         return samples
 
                 per = await asyncio.gather(*(one_client() for _ in range(clients)))
+                async with AsyncClient(daemon.socket_path, timeout_s=120) as c:
+                    out["idle_agent"] = await idle_agents(c, idle_s)
                 flat = [s for xs in per for s in xs]
                 out["concurrent_clients"] = {
                     "clients": clients,
@@ -109,6 +141,12 @@ def markdown(res: dict[str, Any]) -> str:
     lines.append(
         f"\n{cc['clients']} concurrent socket clients, ping: p50 {cc['ping_p50_us']:,.0f} us, "
         f"p99 {cc['ping_p99_us']:,.0f} us"
+    )
+    ia = res["idle_agent"]
+    lines.append(
+        f"\nIdle cfn-agent (one slot per process, {ia['agents']:.0f} agents, "
+        f"{ia['idle_s']:.0f} s): "
+        f"{ia['rss_mb_per_slot']:.1f} MB RSS and {ia['cpu_pct_per_slot']:.2f}% of a core per slot"
     )
     return "\n".join(lines)
 

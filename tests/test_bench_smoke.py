@@ -33,4 +33,5 @@ def test_quick_bench_runs_at_tiny_size(tmp_path: Path) -> None:
     assert res["latency"]["kill_detect"]["detect_ms"] > 0
     assert res["scale"]["swarm_status"][1]["tasks"] == 20
     assert res["loop"]["wall_ms"] > 0
+    assert res["scale"]["idle_agent"]["rss_mb_per_slot"] > 0
     assert "| cfn, 1 agent, no-op |" in proc.stdout
