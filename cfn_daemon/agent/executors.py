@@ -58,6 +58,7 @@ import contextvars
 import importlib
 import inspect
 import os
+import queue
 import threading
 import time
 import traceback
@@ -436,6 +437,47 @@ def _resolve(entry: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
+Job = Callable[[], Callable[[], None]]
+
+
+class _Threads:
+    """Daemon threads reused across calls: a finished thread waits for the next call, so
+    a task no longer pays a thread start; a stuck one is simply never reused (it never
+    blocks shutdown, being a daemon thread), and a new thread is started instead."""
+
+    IDLE_MAX = 8  # idle threads kept; beyond that a finished thread exits
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: list[queue.SimpleQueue[Job | None]] = []
+
+    def run(self, job: Job, name: str) -> None:
+        """``job()`` runs in a thread and returns what to call once that thread is idle
+        again (so the caller woken by it finds the thread free)."""
+        with self.lock:
+            inbox = self.idle.pop() if self.idle else None
+        if inbox is not None:
+            inbox.put(job)
+            return
+        inbox = queue.SimpleQueue()
+        inbox.put(job)
+        threading.Thread(target=self._serve, args=(inbox,), name=name, daemon=True).start()
+
+    def _serve(self, inbox: queue.SimpleQueue[Job | None]) -> None:
+        while (job := inbox.get()) is not None:  # bounded: exits once not kept idle
+            then = job()
+            with self.lock:
+                keep = len(self.idle) < self.IDLE_MAX
+                if keep:
+                    self.idle.append(inbox)
+            then()
+            if not keep:
+                return
+
+
+_THREADS = _Threads()
+
+
 def _in_thread(func: Callable[..., Any], arg: Any) -> asyncio.Future[Any]:
     """Run ``func(arg)`` in a daemon thread: a stuck function never blocks shutdown."""
     loop = asyncio.get_running_loop()
@@ -446,7 +488,7 @@ def _in_thread(func: Callable[..., Any], arg: Any) -> asyncio.Future[Any]:
         if not fut.done():  # else: timed out or cancelled meanwhile
             fut.set_exception(exc) if exc is not None else fut.set_result(value)
 
-    def worker() -> None:
+    def worker() -> Callable[[], None]:
         value: Any = None
         exc: BaseException | None = None
         try:
@@ -455,11 +497,14 @@ def _in_thread(func: Callable[..., Any], arg: Any) -> asyncio.Future[Any]:
             exc = err
         except BaseException as err:  # SystemExit must not stop the event loop
             exc = _exit_error(err)
-        with contextlib.suppress(RuntimeError):  # the loop closed while we were stuck
-            loop.call_soon_threadsafe(settle, value, exc)
 
-    name = f"cfn-exec-{getattr(func, '__name__', 'entry')}"
-    threading.Thread(target=worker, name=name, daemon=True).start()
+        def then() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed while we were stuck
+                loop.call_soon_threadsafe(settle, value, exc)
+
+        return then
+
+    _THREADS.run(worker, f"cfn-exec-{getattr(func, '__name__', 'entry')}")
     return fut
 
 

@@ -1,0 +1,161 @@
+"""Shared bench helpers: a private redis-server per trial, CPU from /proc, Redis counters."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of one live process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (one /proc scan)."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parent[int(entry)] = int(stat[1])
+    out: list[int] = []
+    frontier = [pid]
+    for _ in range(64):  # bounded depth
+        nxt = [p for p, pp in parent.items() if pp in frontier]
+        if not nxt:
+            break
+        out += nxt
+        frontier = nxt
+    return out
+
+
+class CpuMeter:
+    """CPU seconds of this process, its descendants and Redis between start() and stop()."""
+
+    def __init__(self, redis_pid: int) -> None:
+        self.redis_pid = redis_pid
+        self.base: dict[int, float] = {}
+        self.seen: dict[int, float] = {}
+
+    def _sample(self) -> dict[int, float]:
+        pids = [os.getpid(), self.redis_pid, *descendants(os.getpid())]
+        return {p: proc_cpu_s(p) for p in set(pids)}
+
+    def start(self) -> None:
+        self.base = self._sample()
+
+    def stop(self) -> float:
+        now = self._sample()
+        return sum(v - self.base.get(p, 0.0) for p, v in now.items())
+
+
+@dataclass
+class RedisServer:
+    url: str
+    pid: int
+    tmp: Path
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+    def command_calls(self) -> int:
+        with self.client() as r:
+            stats = r.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+    def used_memory(self) -> int:
+        with self.client() as r:
+            return int(r.info("memory")["used_memory"])
+
+
+@asynccontextmanager
+async def private_redis() -> AsyncIterator[RedisServer]:
+    """A fresh redis-server on a Unix socket in a temp dir, stopped afterwards."""
+    tmp = Path(tempfile.mkdtemp(prefix="cfn-bench-", dir="/tmp"))
+    sock = tmp / "redis.sock"
+    proc = await asyncio.create_subprocess_exec(
+        "redis-server", "--port", "0", "--unixsocket", str(sock), "--save", "",
+        "--appendonly", "no", "--dir", str(tmp),
+        stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():  # bounded by the deadline
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            await asyncio.sleep(0.01)
+        server = RedisServer(f"unix://{sock}", proc.pid, tmp)
+        for _ in range(500):  # bounded: until it answers PING
+            try:
+                with server.client() as r:
+                    r.ping()
+                break
+            except redis.ConnectionError:
+                await asyncio.sleep(0.01)
+        yield server
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class Trial:
+    """One measured run of one system on one workload."""
+
+    jobs: int
+    elapsed_s: float
+    cpu_s: float
+    commands: int
+    memory_bytes: int
+
+    @property
+    def rate(self) -> float:
+        return self.jobs / self.elapsed_s
+
+
+@dataclass
+class Series:
+    system: str
+    workload: str
+    trials: list[Trial] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float | str | int]:
+        rates = [t.rate for t in self.trials]
+        jobs = self.trials[0].jobs
+        return {
+            "system": self.system,
+            "workload": self.workload,
+            "reps": len(self.trials),
+            "jobs": jobs,
+            "jobs_per_s_median": statistics.median(rates),
+            "jobs_per_s_min": min(rates),
+            "jobs_per_s_max": max(rates),
+            "cpu_s_per_1000": statistics.median(t.cpu_s for t in self.trials) * 1000 / jobs,
+            "redis_cmds_per_job": statistics.median(t.commands for t in self.trials) / jobs,
+            "redis_bytes_per_job": statistics.median(t.memory_bytes for t in self.trials) / jobs,
+        }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -1,0 +1,249 @@
+"""Job-queue workloads on cfn and on raw redis-py baselines, interleaved, fresh Redis per trial.
+
+    python bench/queues.py [--jobs 2000] [--reps 3] [--json FILE]
+
+Workloads (one worker / one agent process, the producer enqueuing one job at a time,
+timed from the first enqueue to the last result):
+
+- ``noop``: no-op jobs; cfn through the ``python`` executor (examples.agents.noop),
+  in both modes: ``arriving`` (the worker consumes while jobs arrive) and ``backlog``
+  (every job queued before the worker starts);
+- ``spawn``: ``true`` through cfn's ``shell`` executor against a bare asyncio
+  subprocess loop spawning ``true``.
+
+Each trial gets its own redis-server (Unix socket, temp dir); systems alternate
+A/B/A/B within each repetition. Printed per system: jobs/s (median, min-max), CPU s
+per 1,000 jobs (this process = producer + in-process cfnd, its children = agents,
+and redis-server, from /proc), Redis commands per job (INFO commandstats) and Redis
+bytes per stored job (used_memory growth), plus cfn's ratio to each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import CpuMeter, RedisServer, Series, Trial, private_redis  # noqa: E402
+from bench.peers import PEERS, peer_trial  # noqa: E402
+from cfn_client.api import AsyncClient  # noqa: E402
+from cfn_daemon.app import Daemon  # noqa: E402
+from cfn_daemon.settings.runtime import ConfigManager  # noqa: E402
+from cfn_daemon.util.logs import configure_logging  # noqa: E402
+
+AGENT_TYPES = {
+    "noop": '[agent_types.noop]\nkind = "python"\nentry = "examples.agents.noop:run"\n',
+    "shell": '[agent_types.shell]\nkind = "shell"\n',
+}
+
+
+class Measure:
+    """Counters around the timed section of one trial."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+        self.cpu = CpuMeter(server.pid)
+
+    def start(self) -> None:
+        self.cmds0 = self.server.command_calls()
+        self.mem0 = self.server.used_memory()
+        self.cpu.start()
+        self.t0 = time.perf_counter()
+
+    def stop(self, jobs: int) -> Trial:
+        elapsed = time.perf_counter() - self.t0
+        cpu = self.cpu.stop()
+        return Trial(
+            jobs=jobs,
+            elapsed_s=elapsed,
+            cpu_s=cpu,
+            commands=self.server.command_calls() - self.cmds0,
+            memory_bytes=self.server.used_memory() - self.mem0,
+        )
+
+
+# ---- raw redis-py baselines -------------------------------------------------------
+
+
+async def raw_streams(server: RedisServer, jobs: int, *, backlog: bool, pipelined: bool) -> Trial:
+    """XADD (one at a time or pipelined) then one consumer doing XREADGROUP + XACK."""
+    r = aioredis.from_url(server.url)
+    c = aioredis.from_url(server.url)
+    stream, group = "bench:raw", "g"
+    await r.xgroup_create(stream, group, id="0", mkstream=True)
+    m = Measure(server)
+    done = 0
+
+    async def consume() -> None:
+        nonlocal done
+        while done < jobs:  # bounded: each reply advances or the block times out
+            reply = await c.xreadgroup(group, "w", {stream: ">"}, count=1, block=1000)
+            for _, entries in reply or []:
+                for eid, _ in entries:
+                    await c.xack(stream, group, eid)
+                    done += 1
+
+    async def produce() -> None:
+        if pipelined:
+            async with r.pipeline(transaction=False) as p:
+                for i in range(jobs):
+                    p.xadd(stream, {"job": i})
+                await p.execute()
+        else:
+            for i in range(jobs):
+                await r.xadd(stream, {"job": i})
+
+    m.start()
+    if backlog:
+        await produce()
+        await consume()
+    else:
+        await asyncio.gather(consume(), produce())
+    trial = m.stop(jobs)
+    await r.aclose()
+    await c.aclose()
+    return trial
+
+
+async def bare_spawn(server: RedisServer, jobs: int, *, backlog: bool) -> Trial:
+    """``true`` spawned ``jobs`` times in a loop by asyncio (no queue at all)."""
+    del backlog
+    m = Measure(server)
+    m.start()
+    for _ in range(jobs):
+        proc = await asyncio.create_subprocess_exec("true")
+        await proc.wait()
+    return m.stop(jobs)
+
+
+# ---- cfn ----------------------------------------------------------------------------
+
+
+async def cfn_trial(server: RedisServer, jobs: int, *, backlog: bool, agent_type: str) -> Trial:
+    """cfnd in this process, one cfn-agent process of ``agent_type``."""
+    tmp = server.tmp
+    conf = tmp / "cfnd.toml"
+    conf.write_text(AGENT_TYPES[agent_type])
+    manager = ConfigManager(
+        file=conf,
+        env={},
+        flags={
+            "daemon.socket": str(tmp / "cfnd.sock"),
+            "daemon.state_dir": str(tmp / "state"),
+            "redis.url": server.url,
+            "redis.key_prefix": "bench",
+            "daemon.log_level": "warning",
+        },
+    )
+    os.environ["PYTHONPATH"] = str(ROOT)  # the agents import examples.agents.noop
+    text = "true" if agent_type == "shell" else "x"
+    async with Daemon(manager, env={}) as daemon:
+        runner = asyncio.create_task(daemon.run())
+        await daemon.ready.wait()
+        try:
+            async with AsyncClient(daemon.socket_path, timeout_s=600) as c:
+                await c.call("swarm.init", topology="mesh", max_agents=2, name="bench")
+                if not backlog:
+                    await c.call("agent.create", type=agent_type, count=1)
+                    warm = await c.task_submit(text, type=agent_type)
+                    await c.task_wait([warm.id], timeout_s=60)
+                m = Measure(server)
+                m.start()
+                for _ in range(jobs):
+                    await c.task_submit(text, type=agent_type)
+                if backlog:
+                    await c.call("agent.create", type=agent_type, count=1)
+                result = await c.task_wait(all=True, timeout_s=600)
+                trial = m.stop(jobs)
+                bad = {k: v for k, v in result.counts.items() if k != "succeeded" and v}
+                if bad:
+                    raise RuntimeError(f"cfn tasks did not all succeed: {result.counts}")
+        finally:
+            daemon.request_stop()
+            await runner
+    return trial
+
+
+Runner = Callable[[RedisServer, int], Awaitable[Trial]]
+
+
+def systems(workload: str, backlog: bool) -> dict[str, Runner]:
+    if workload == "spawn":
+        return {
+            "asyncio subprocess loop": lambda s, n: bare_spawn(s, n, backlog=backlog),
+            "cfn, shell `true`": lambda s, n: cfn_trial(s, n, backlog=backlog, agent_type="shell"),
+        }
+    return {
+        "raw redis-py (XADD, XREADGROUP+XACK)": lambda s, n: raw_streams(
+            s, n, backlog=backlog, pipelined=False
+        ),
+        "raw, XADD pipelined": lambda s, n: raw_streams(s, n, backlog=backlog, pipelined=True),
+        **{
+            peer: (lambda s, n, peer=peer: peer_trial(peer, s, n, backlog=backlog))
+            for peer in PEERS
+        },
+        "cfn, 1 agent, no-op": lambda s, n: cfn_trial(s, n, backlog=backlog, agent_type="noop"),
+    }
+
+
+async def run(jobs: int, reps: int, spawn_jobs: int) -> list[dict[str, float | str | int]]:
+    plans = [("noop", False, jobs), ("noop", True, jobs), ("spawn", False, spawn_jobs)]
+    out: list[dict[str, float | str | int]] = []
+    for workload, backlog, n in plans:
+        label = f"{workload}, {'backlog first' if backlog else 'consume while arriving'}"
+        table = systems(workload, backlog)
+        series = {name: Series(name, label) for name in table}
+        for _ in range(reps):  # interleaved A/B/A/B
+            for name, runner in table.items():
+                async with private_redis() as server:
+                    series[name].trials.append(await runner(server, n))
+        rows = [s.summary() for s in series.values()]
+        cfn = next(r for r in rows if str(r["system"]).startswith("cfn"))
+        for r in rows:
+            r["cfn_ratio"] = float(cfn["jobs_per_s_median"]) / float(r["jobs_per_s_median"])
+        out += rows
+    return out
+
+
+def markdown(rows: list[dict[str, float | str | int]]) -> str:
+    lines = [
+        "| workload | system | jobs/s median (min-max) | CPU s / 1k jobs | Redis cmds/job "
+        "| Redis B/job | cfn ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['workload']} | {r['system']} | {r['jobs_per_s_median']:,.0f} "
+            f"({r['jobs_per_s_min']:,.0f}-{r['jobs_per_s_max']:,.0f}) "
+            f"| {r['cpu_s_per_1000']:.2f} | {r['redis_cmds_per_job']:.1f} "
+            f"| {r['redis_bytes_per_job']:,.0f} | {r['cfn_ratio']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--spawn-jobs", type=int, default=300)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    configure_logging("console", "warning")
+    rows = asyncio.run(run(args.jobs, args.reps, args.spawn_jobs))
+    print(markdown(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Scale: `swarm.status` against stored tasks, Redis bytes per stored task, 100 clients.
+
+    python bench/scale.py [--stored 0,1000,10000,50000] [--clients 100] [--json FILE]
+
+Tasks are stored by submitting them (no agent, so they stay queued) in concurrent
+batches; ``swarm.status`` is timed (median of 5) after each step, and how it grows
+with N is printed as the ratio to the 0-task figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import percentile, private_redis, proc_cpu_s  # noqa: E402
+from cfn_client.api import AsyncClient  # noqa: E402
+from cfn_daemon.app import Daemon  # noqa: E402
+from cfn_daemon.settings.runtime import ConfigManager  # noqa: E402
+from cfn_daemon.util.logs import configure_logging  # noqa: E402
+
+NOOP = '[agent_types.noop]\nkind = "python"\nentry = "examples.agents.noop:run"\n'
+# The idle agents' own type: the stored (queued) noop tasks never reach them.
+NOOP += '[agent_types.idle]\nkind = "python"\nentry = "examples.agents.noop:run"\n'
+
+
+async def timed(c: AsyncClient, reps: int = 5) -> float:
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        await c.swarm_status()
+        times.append(time.perf_counter() - t0)
+    return percentile(times, 0.5)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def idle_agents(c: AsyncClient, idle_s: float, count: int = 2) -> dict[str, float]:
+    """RSS and CPU share of idle cfn-agent processes (one slot each) over ``idle_s``."""
+    created = (await c.agent_create(type="idle", count=count)).agents
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # bounded: until they all run (idle)
+        infos = [await c.agent_status(a.id) for a in created]
+        if all(i.status == "idle" and i.pid for i in infos):
+            break
+        await asyncio.sleep(0.05)
+    pids = [i.pid for i in infos if i.pid]
+    cpu0 = sum(proc_cpu_s(p) for p in pids)
+    await asyncio.sleep(idle_s)  # measuring idleness: nothing to wait for
+    cpu = sum(proc_cpu_s(p) for p in pids) - cpu0
+    return {
+        "agents": len(pids),
+        "rss_mb_per_slot": sum(rss_bytes(p) for p in pids) / len(pids) / 2**20,
+        "cpu_pct_per_slot": 100 * cpu / idle_s / len(pids),
+        "idle_s": idle_s,
+    }
+
+
+async def run(stored: list[int], clients: int, idle_s: float = 3.0) -> dict[str, Any]:
+    out: dict[str, Any] = {"swarm_status": []}
+    async with private_redis() as server:
+        tmp = server.tmp
+        (tmp / "cfnd.toml").write_text(NOOP)
+        manager = ConfigManager(
+            file=tmp / "cfnd.toml",
+            env={},
+            flags={
+                "daemon.socket": str(tmp / "cfnd.sock"),
+                "daemon.state_dir": str(tmp / "state"),
+                "redis.url": server.url,
+                "redis.key_prefix": "bench",
+            },
+        )
+        os.environ["PYTHONPATH"] = str(ROOT)
+        async with Daemon(manager, env={}) as daemon:
+            runner = asyncio.create_task(daemon.run())
+            await daemon.ready.wait()
+            try:
+                async with AsyncClient(daemon.socket_path, timeout_s=120) as c:
+                    await c.call("swarm.init", topology="mesh", max_agents=8, name="bench")
+                    have = 0
+                    mem0 = server.used_memory()
+                    for n in sorted(stored):
+                        while have < n:  # bounded: ``have`` grows every round
+                            batch = min(200, n - have)
+                            await asyncio.gather(
+                                *(c.task_submit("x", type="noop") for _ in range(batch))
+                            )
+                            have += batch
+                        out["swarm_status"].append({"tasks": n, "ms": await timed(c) * 1e3})
+                    if have:
+                        out["redis_bytes_per_task"] = (server.used_memory() - mem0) / have
+                    base = out["swarm_status"][0]["ms"]
+                    for row in out["swarm_status"]:
+                        row["x_first"] = row["ms"] / base
+
+                async def one_client() -> list[float]:
+                    async with AsyncClient(daemon.socket_path, timeout_s=60) as cc:
+                        samples = []
+                        for _ in range(20):
+                            t0 = time.perf_counter()
+                            await cc.ping()
+                            samples.append(time.perf_counter() - t0)
+                        return samples
+
+                per = await asyncio.gather(*(one_client() for _ in range(clients)))
+                async with AsyncClient(daemon.socket_path, timeout_s=120) as c:
+                    out["idle_agent"] = await idle_agents(c, idle_s)
+                flat = [s for xs in per for s in xs]
+                out["concurrent_clients"] = {
+                    "clients": clients,
+                    "ping_p50_us": percentile(flat, 0.5) * 1e6,
+                    "ping_p99_us": percentile(flat, 0.99) * 1e6,
+                }
+            finally:
+                daemon.request_stop()
+                await runner
+    return out
+
+
+def markdown(res: dict[str, Any]) -> str:
+    lines = ["| stored tasks | swarm.status ms | x 1st row |", "|---|---|---|"]
+    for row in res["swarm_status"]:
+        lines.append(f"| {row['tasks']:,} | {row['ms']:.1f} | {row['x_first']:.2f}x |")
+    if "redis_bytes_per_task" in res:
+        lines.append(f"\nRedis bytes per stored (queued) task: {res['redis_bytes_per_task']:,.0f}")
+    cc = res["concurrent_clients"]
+    lines.append(
+        f"\n{cc['clients']} concurrent socket clients, ping: p50 {cc['ping_p50_us']:,.0f} us, "
+        f"p99 {cc['ping_p99_us']:,.0f} us"
+    )
+    ia = res["idle_agent"]
+    lines.append(
+        f"\nIdle cfn-agent (one slot per process, {ia['agents']:.0f} agents, "
+        f"{ia['idle_s']:.0f} s): "
+        f"{ia['rss_mb_per_slot']:.1f} MB RSS and {ia['cpu_pct_per_slot']:.2f}% of a core per slot"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--stored", default="0,1000,10000,50000")
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    configure_logging("console", "warning")
+    res = asyncio.run(run([int(x) for x in args.stored.split(",")], args.clients))
+    print(markdown(res))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
