@@ -76,6 +76,7 @@ ARGS: dict[str, dict[str, Any]] = {
     "team.assign": {"user": "u", "role": "r"},
     "team.list": {},
     "team.sync": {},
+    "metrics.agents": {"swarm": "s1"},
     # Needs no Redis itself, but is not in the router's STORE_FREE_OPS: refused too.
     "web.login": {},
 }
