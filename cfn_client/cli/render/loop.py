@@ -395,7 +395,10 @@ def _finished(view: FollowView, d: Mapping[str, Any]) -> Rendered:
         text += f"\n  result: {d['branch']} at {str(d.get('commit') or '?')[:12]}"
     if d.get("cost_usd"):
         text += f"\n  cost: {_money(float(d['cost_usd']))}"
-    return "", text, ("status", "decision", "reason", "branch", "commit", "cost_usd")
+    if d.get("input_tokens") or d.get("output_tokens"):
+        text += f" ({d.get('input_tokens', 0)} tokens in, {d.get('output_tokens', 0)} out)"
+    shown = ("status", "decision", "reason", "branch", "commit", "cost_usd")
+    return "", text, (*shown, "input_tokens", "output_tokens")
 
 
 _RENDERERS = {
