@@ -449,7 +449,7 @@ class _Threads:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.idle: list[queue.SimpleQueue[Job | None]] = []
+        self.idle: list[queue.SimpleQueue[tuple[Job, str] | None]] = []
 
     def run(self, job: Job, name: str) -> None:
         """``job()`` runs in a thread and returns what to call once that thread is idle
@@ -457,14 +457,17 @@ class _Threads:
         with self.lock:
             inbox = self.idle.pop() if self.idle else None
         if inbox is not None:
-            inbox.put(job)
+            inbox.put((job, name))
             return
         inbox = queue.SimpleQueue()
-        inbox.put(job)
+        inbox.put((job, name))
         threading.Thread(target=self._serve, args=(inbox,), name=name, daemon=True).start()
 
-    def _serve(self, inbox: queue.SimpleQueue[Job | None]) -> None:
-        while (job := inbox.get()) is not None:  # bounded: exits once not kept idle
+    def _serve(self, inbox: queue.SimpleQueue[tuple[Job, str] | None]) -> None:
+        while (item := inbox.get()) is not None:  # bounded: exits once not kept idle
+            job, name = item
+            # Named for the call it serves now (tracebacks and py-spy show the entry).
+            threading.current_thread().name = name
             then = job()
             with self.lock:
                 keep = len(self.idle) < self.IDLE_MAX
