@@ -15,7 +15,11 @@ from pathlib import Path
 
 import redis
 
+from cfn_daemon.app import Daemon
+from cfn_daemon.settings.runtime import ConfigManager
+
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+REPO = Path(__file__).resolve().parent.parent  # agents import examples.agents from here
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -159,3 +163,31 @@ class Series:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@asynccontextmanager
+async def cfnd(server: RedisServer, config_toml: str, **flags: str) -> AsyncIterator[Daemon]:
+    """cfnd in this process on ``server``'s private Redis, with ``config_toml`` (agent
+    types), until the block ends; its agents import the repository's example agents."""
+    conf = server.tmp / "cfnd.toml"
+    conf.write_text(config_toml)
+    manager = ConfigManager(
+        file=conf,
+        env={},
+        flags={
+            "daemon.socket": str(server.tmp / "cfnd.sock"),
+            "daemon.state_dir": str(server.tmp / "state"),
+            "redis.url": server.url,
+            "redis.key_prefix": "bench",
+            **flags,
+        },
+    )
+    os.environ["PYTHONPATH"] = str(REPO)
+    async with Daemon(manager, env={}) as daemon:
+        runner = asyncio.create_task(daemon.run())
+        await daemon.ready.wait()
+        try:
+            yield daemon
+        finally:
+            daemon.request_stop()
+            await runner

@@ -22,10 +22,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import percentile, private_redis  # noqa: E402
+from bench.common import cfnd, percentile, private_redis  # noqa: E402
 from cfn_client.api import AsyncClient  # noqa: E402
-from cfn_daemon.app import Daemon  # noqa: E402
-from cfn_daemon.settings.runtime import ConfigManager  # noqa: E402
 from cfn_daemon.util.logs import configure_logging  # noqa: E402
 
 NOOP = '[agent_types.noop]\nkind = "python"\nentry = "examples.agents.noop:run"\n'
@@ -65,62 +63,42 @@ async def kill_detect(socket_path: Path) -> dict[str, float]:
 
 async def run(n: int, cli_n: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    async with private_redis() as server:
-        tmp = server.tmp
-        (tmp / "cfnd.toml").write_text(NOOP)
-        manager = ConfigManager(
-            file=tmp / "cfnd.toml",
-            env={},
-            flags={
-                "daemon.socket": str(tmp / "cfnd.sock"),
-                "daemon.state_dir": str(tmp / "state"),
-                "redis.url": server.url,
-                "redis.key_prefix": "bench",
-            },
-        )
-        os.environ["PYTHONPATH"] = str(ROOT)
-        async with Daemon(manager, env={}) as daemon:
-            runner = asyncio.create_task(daemon.run())
-            await daemon.ready.wait()
-            try:
-                async with AsyncClient(daemon.socket_path, timeout_s=60) as c:
-                    await c.call("swarm.init", topology="mesh", max_agents=2, name="bench")
-                    await c.call("agent.create", type="noop", count=1)
-                    first = await c.task_submit("x", type="noop")
-                    await c.task_wait([first.id], timeout_s=60)
-                    pings, statuses, starts = [], [], []
-                    for _ in range(n):
-                        t0 = time.perf_counter()
-                        await c.ping()
-                        pings.append(time.perf_counter() - t0)
-                    for _ in range(n):
-                        t0 = time.perf_counter()
-                        await c.task_status(first.id)
-                        statuses.append(time.perf_counter() - t0)
-                    for _ in range(max(5, n // 20)):  # idle agent: one at a time
-                        t0 = time.perf_counter()
-                        t = await c.task_submit("x", type="noop")
-                        await c.task_wait([t.id], timeout_s=60)
-                        starts.append(time.perf_counter() - t0)
-                    out["ping"] = stats_us(pings)
-                    out["task.status"] = stats_us(statuses)
-                    out["submit_to_result"] = stats_us(starts)
-                env = {**os.environ, "CFN_SOCKET": str(daemon.socket_path)}
-                cfnctl = str(Path(sys.executable).parent / "cfnctl")
-                base = wall_s([sys.executable, "-c", "pass"], cli_n, env)
-                version = wall_s([cfnctl, "--version"], cli_n, env)
-                status = await asyncio.to_thread(wall_s, [cfnctl, "status"], cli_n, env)
-                out["kill_detect"] = await kill_detect(daemon.socket_path)
-                out["cli"] = {
-                    "python_c_pass_ms": base * 1e3,
-                    "cfnctl_version_ms": version * 1e3,
-                    "cfnctl_status_ms": status * 1e3,
-                    "version_ratio": version / base,
-                    "status_ratio": status / base,
-                }
-            finally:
-                daemon.request_stop()
-                await runner
+    async with private_redis() as server, cfnd(server, NOOP) as daemon:
+        async with AsyncClient(daemon.socket_path, timeout_s=60) as c:
+            await c.call("swarm.init", topology="mesh", max_agents=2, name="bench")
+            await c.call("agent.create", type="noop", count=1)
+            first = await c.task_submit("x", type="noop")
+            await c.task_wait([first.id], timeout_s=60)
+            pings, statuses, starts = [], [], []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                await c.ping()
+                pings.append(time.perf_counter() - t0)
+            for _ in range(n):
+                t0 = time.perf_counter()
+                await c.task_status(first.id)
+                statuses.append(time.perf_counter() - t0)
+            for _ in range(max(5, n // 20)):  # idle agent: one at a time
+                t0 = time.perf_counter()
+                t = await c.task_submit("x", type="noop")
+                await c.task_wait([t.id], timeout_s=60)
+                starts.append(time.perf_counter() - t0)
+            out["ping"] = stats_us(pings)
+            out["task.status"] = stats_us(statuses)
+            out["submit_to_result"] = stats_us(starts)
+        env = {**os.environ, "CFN_SOCKET": str(daemon.socket_path)}
+        cfnctl = str(Path(sys.executable).parent / "cfnctl")
+        base = wall_s([sys.executable, "-c", "pass"], cli_n, env)
+        version = wall_s([cfnctl, "--version"], cli_n, env)
+        status = await asyncio.to_thread(wall_s, [cfnctl, "status"], cli_n, env)
+        out["kill_detect"] = await kill_detect(daemon.socket_path)
+        out["cli"] = {
+            "python_c_pass_ms": base * 1e3,
+            "cfnctl_version_ms": version * 1e3,
+            "cfnctl_status_ms": status * 1e3,
+            "version_ratio": version / base,
+            "status_ratio": status / base,
+        }
     return out
 
 

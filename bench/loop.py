@@ -26,10 +26,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import private_redis  # noqa: E402
+from bench.common import cfnd, private_redis  # noqa: E402
 from cfn_client.api import AsyncClient  # noqa: E402
-from cfn_daemon.app import Daemon  # noqa: E402
-from cfn_daemon.settings.runtime import ConfigManager  # noqa: E402
 from cfn_daemon.util.logs import configure_logging  # noqa: E402
 
 EXAMPLES = ROOT / "examples" / "agents"
@@ -65,42 +63,26 @@ def script_s(script: str) -> float:
 
 async def run(runs: int) -> dict[str, Any]:
     walls: list[float] = []
-    async with private_redis() as server:
-        tmp = server.tmp
-        (tmp / "cfnd.toml").write_text(config())
-        manager = ConfigManager(
-            file=tmp / "cfnd.toml",
-            env={},
-            flags={
-                "daemon.socket": str(tmp / "cfnd.sock"),
-                "daemon.state_dir": str(tmp / "state"),
-                "redis.url": server.url,
-                "redis.key_prefix": "bench",
-            },
-        )
-        async with Daemon(manager, env={}) as daemon:
-            runner = asyncio.create_task(daemon.run())
-            await daemon.ready.wait()
-            try:
-                async with AsyncClient(daemon.socket_path, timeout_s=120) as c:
-                    await c.call("swarm.init", topology="mesh", max_agents=8, name="bench")
-                    for i in range(runs + 1):
-                        t0 = time.perf_counter()
-                        info = await c.call(
-                            "loop.start", task=f"bench {i}",
-                            implementers=["impl", "impl"], validators=["check"] * 4,
-                        )  # fmt: skip
-                        async with c.stream("loop.follow", {"run": info.id}) as events:
-                            async for _ in events:
-                                pass
-                        done = await c.call("loop.status", run=info.id)
-                        if done.status != "done":
-                            raise RuntimeError(f"loop run ended {done.status}")
-                        if i:
-                            walls.append(time.perf_counter() - t0)
-            finally:
-                daemon.request_stop()
-                await runner
+    async with (
+        private_redis() as server,
+        cfnd(server, config()) as daemon,
+        AsyncClient(daemon.socket_path, timeout_s=120) as c,
+    ):
+        await c.call("swarm.init", topology="mesh", max_agents=8, name="bench")
+        for i in range(runs + 1):
+            t0 = time.perf_counter()
+            info = await c.call(
+                        "loop.start", task=f"bench {i}",
+                        implementers=["impl", "impl"], validators=["check"] * 4,
+                    )  # fmt: skip
+            async with c.stream("loop.follow", {"run": info.id}) as events:
+                async for _ in events:
+                    pass
+            done = await c.call("loop.status", run=info.id)
+            if done.status != "done":
+                raise RuntimeError(f"loop run ended {done.status}")
+            if i:
+                walls.append(time.perf_counter() - t0)
     agent_s = script_s("implementer.py") + script_s("validator.py")
     wall = statistics.median(walls)
     return {

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -34,11 +33,9 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import CpuMeter, RedisServer, Series, Trial, private_redis  # noqa: E402
+from bench.common import CpuMeter, RedisServer, Series, Trial, cfnd, private_redis  # noqa: E402
 from bench.peers import PEERS, peer_trial  # noqa: E402
 from cfn_client.api import AsyncClient  # noqa: E402
-from cfn_daemon.app import Daemon  # noqa: E402
-from cfn_daemon.settings.runtime import ConfigManager  # noqa: E402
 from cfn_daemon.util.logs import configure_logging  # noqa: E402
 
 AGENT_TYPES = {
@@ -131,46 +128,27 @@ async def bare_spawn(server: RedisServer, jobs: int, *, backlog: bool) -> Trial:
 
 async def cfn_trial(server: RedisServer, jobs: int, *, backlog: bool, agent_type: str) -> Trial:
     """cfnd in this process, one cfn-agent process of ``agent_type``."""
-    tmp = server.tmp
-    conf = tmp / "cfnd.toml"
-    conf.write_text(AGENT_TYPES[agent_type])
-    manager = ConfigManager(
-        file=conf,
-        env={},
-        flags={
-            "daemon.socket": str(tmp / "cfnd.sock"),
-            "daemon.state_dir": str(tmp / "state"),
-            "redis.url": server.url,
-            "redis.key_prefix": "bench",
-            "daemon.log_level": "warning",
-        },
-    )
-    os.environ["PYTHONPATH"] = str(ROOT)  # the agents import examples.agents.noop
     text = "true" if agent_type == "shell" else "x"
-    async with Daemon(manager, env={}) as daemon:
-        runner = asyncio.create_task(daemon.run())
-        await daemon.ready.wait()
-        try:
-            async with AsyncClient(daemon.socket_path, timeout_s=600) as c:
-                await c.call("swarm.init", topology="mesh", max_agents=2, name="bench")
-                if not backlog:
-                    await c.call("agent.create", type=agent_type, count=1)
-                    warm = await c.task_submit(text, type=agent_type)
-                    await c.task_wait([warm.id], timeout_s=60)
-                m = Measure(server)
-                m.start()
-                for _ in range(jobs):
-                    await c.task_submit(text, type=agent_type)
-                if backlog:
-                    await c.call("agent.create", type=agent_type, count=1)
-                result = await c.task_wait(all=True, timeout_s=600)
-                trial = m.stop(jobs)
-                bad = {k: v for k, v in result.counts.items() if k != "succeeded" and v}
-                if bad:
-                    raise RuntimeError(f"cfn tasks did not all succeed: {result.counts}")
-        finally:
-            daemon.request_stop()
-            await runner
+    async with (
+        cfnd(server, AGENT_TYPES[agent_type], **{"daemon.log_level": "warning"}) as daemon,
+        AsyncClient(daemon.socket_path, timeout_s=600) as c,
+    ):
+        await c.call("swarm.init", topology="mesh", max_agents=2, name="bench")
+        if not backlog:
+            await c.call("agent.create", type=agent_type, count=1)
+            warm = await c.task_submit(text, type=agent_type)
+            await c.task_wait([warm.id], timeout_s=60)
+        m = Measure(server)
+        m.start()
+        for _ in range(jobs):
+            await c.task_submit(text, type=agent_type)
+        if backlog:
+            await c.call("agent.create", type=agent_type, count=1)
+        result = await c.task_wait(all=True, timeout_s=600)
+        trial = m.stop(jobs)
+        bad = {k: v for k, v in result.counts.items() if k != "succeeded" and v}
+        if bad:
+            raise RuntimeError(f"cfn tasks did not all succeed: {result.counts}")
     return trial
 
 

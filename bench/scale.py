@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,10 +20,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import percentile, private_redis, proc_cpu_s  # noqa: E402
+from bench.common import cfnd, percentile, private_redis, proc_cpu_s  # noqa: E402
 from cfn_client.api import AsyncClient  # noqa: E402
-from cfn_daemon.app import Daemon  # noqa: E402
-from cfn_daemon.settings.runtime import ConfigManager  # noqa: E402
 from cfn_daemon.util.logs import configure_logging  # noqa: E402
 
 NOOP = '[agent_types.noop]\nkind = "python"\nentry = "examples.agents.noop:run"\n'
@@ -71,63 +68,41 @@ async def idle_agents(c: AsyncClient, idle_s: float, count: int = 2) -> dict[str
 
 async def run(stored: list[int], clients: int, idle_s: float = 3.0) -> dict[str, Any]:
     out: dict[str, Any] = {"swarm_status": []}
-    async with private_redis() as server:
-        tmp = server.tmp
-        (tmp / "cfnd.toml").write_text(NOOP)
-        manager = ConfigManager(
-            file=tmp / "cfnd.toml",
-            env={},
-            flags={
-                "daemon.socket": str(tmp / "cfnd.sock"),
-                "daemon.state_dir": str(tmp / "state"),
-                "redis.url": server.url,
-                "redis.key_prefix": "bench",
-            },
-        )
-        os.environ["PYTHONPATH"] = str(ROOT)
-        async with Daemon(manager, env={}) as daemon:
-            runner = asyncio.create_task(daemon.run())
-            await daemon.ready.wait()
-            try:
-                async with AsyncClient(daemon.socket_path, timeout_s=120) as c:
-                    await c.call("swarm.init", topology="mesh", max_agents=8, name="bench")
-                    have = 0
-                    mem0 = server.used_memory()
-                    for n in sorted(stored):
-                        while have < n:  # bounded: ``have`` grows every round
-                            batch = min(200, n - have)
-                            await asyncio.gather(
-                                *(c.task_submit("x", type="noop") for _ in range(batch))
-                            )
-                            have += batch
-                        out["swarm_status"].append({"tasks": n, "ms": await timed(c) * 1e3})
-                    if have:
-                        out["redis_bytes_per_task"] = (server.used_memory() - mem0) / have
-                    base = out["swarm_status"][0]["ms"]
-                    for row in out["swarm_status"]:
-                        row["x_first"] = row["ms"] / base
+    async with private_redis() as server, cfnd(server, NOOP) as daemon:
+        async with AsyncClient(daemon.socket_path, timeout_s=120) as c:
+            await c.call("swarm.init", topology="mesh", max_agents=8, name="bench")
+            have = 0
+            mem0 = server.used_memory()
+            for n in sorted(stored):
+                while have < n:  # bounded: ``have`` grows every round
+                    batch = min(200, n - have)
+                    await asyncio.gather(*(c.task_submit("x", type="noop") for _ in range(batch)))
+                    have += batch
+                out["swarm_status"].append({"tasks": n, "ms": await timed(c) * 1e3})
+            if have:
+                out["redis_bytes_per_task"] = (server.used_memory() - mem0) / have
+            base = out["swarm_status"][0]["ms"]
+            for row in out["swarm_status"]:
+                row["x_first"] = row["ms"] / base
 
-                async def one_client() -> list[float]:
-                    async with AsyncClient(daemon.socket_path, timeout_s=60) as cc:
-                        samples = []
-                        for _ in range(20):
-                            t0 = time.perf_counter()
-                            await cc.ping()
-                            samples.append(time.perf_counter() - t0)
-                        return samples
+        async def one_client() -> list[float]:
+            async with AsyncClient(daemon.socket_path, timeout_s=60) as cc:
+                samples = []
+                for _ in range(20):
+                    t0 = time.perf_counter()
+                    await cc.ping()
+                    samples.append(time.perf_counter() - t0)
+                return samples
 
-                per = await asyncio.gather(*(one_client() for _ in range(clients)))
-                async with AsyncClient(daemon.socket_path, timeout_s=120) as c:
-                    out["idle_agent"] = await idle_agents(c, idle_s)
-                flat = [s for xs in per for s in xs]
-                out["concurrent_clients"] = {
-                    "clients": clients,
-                    "ping_p50_us": percentile(flat, 0.5) * 1e6,
-                    "ping_p99_us": percentile(flat, 0.99) * 1e6,
-                }
-            finally:
-                daemon.request_stop()
-                await runner
+        per = await asyncio.gather(*(one_client() for _ in range(clients)))
+        async with AsyncClient(daemon.socket_path, timeout_s=120) as c:
+            out["idle_agent"] = await idle_agents(c, idle_s)
+        flat = [s for xs in per for s in xs]
+        out["concurrent_clients"] = {
+            "clients": clients,
+            "ping_p50_us": percentile(flat, 0.5) * 1e6,
+            "ping_p99_us": percentile(flat, 0.99) * 1e6,
+        }
     return out
 
 
