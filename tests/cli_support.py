@@ -90,6 +90,24 @@ def start_cfnd(
     return proc.start()
 
 
+@contextlib.contextmanager
+def own_cfnd(prefix: str, **start: Any) -> Iterator[CfndProcess]:
+    """A private real cfnd on the shared Redis in a fresh temp dir (``start_cfnd``'s
+    keyword arguments); at the end it must stop cleanly, and its dir is removed."""
+    import os
+
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    proc = start_cfnd(base, os.environ.get("CFN_TEST_REDIS_URL", SHARED_REDIS_DEFAULT), **start)
+    try:
+        yield proc
+    finally:
+        try:
+            assert proc.stop() == 0, proc.log()[-4000:]
+        finally:
+            proc.close()
+            shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def shared_cfnd() -> Iterator[CfndProcess]:
     """One real cfnd for the whole session (its own key prefix, stopped at the end)."""

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from cfn_daemon.api import roles_doc
 from cfn_daemon.api.access import RoleResolver
 from cfn_daemon.core.ratelimit import RateLimiter
 from cfn_daemon.settings.schema import AuthConfig
-from tests.cli_support import SHARED_REDIS_DEFAULT, start_cfnd
+from tests.cli_support import own_cfnd
 from tests.daemon_proc import CFNCTL, CfndProcess
 
 NOBODY = 65534
@@ -67,24 +66,10 @@ CONFIG = (
 @pytest.fixture(scope="module")
 def open_cfnd() -> Iterator[CfndProcess]:
     """A cfnd whose socket (mode 0666) any uid can reach: refusals come from cfnd."""
-    base = Path(tempfile.mkdtemp(prefix="cfnsec-", dir="/tmp"))
-    base.chmod(0o755)
-    redis_url = os.environ.get("CFN_TEST_REDIS_URL", SHARED_REDIS_DEFAULT)
-    proc = start_cfnd(
-        base,
-        redis_url,
-        config=CONFIG,
-        env={"CFN_LIMITS__MAX_SWARMS": "1000"},
-    )
-    proc.workdir.chmod(0o755)
-    try:
+    with own_cfnd("cfnsec-", config=CONFIG, env={"CFN_LIMITS__MAX_SWARMS": "1000"}) as proc:
+        proc.workdir.parent.chmod(0o755)
+        proc.workdir.chmod(0o755)
         yield proc
-    finally:
-        try:
-            assert proc.stop() == 0, proc.log()[-4000:]
-        finally:
-            proc.close()
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def cfnctl_as(

@@ -8,18 +8,15 @@ validator (tests/cli_support.py).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cfn_client.api import Client
 from cfn_daemon.api.metrics import FAMILIES
-from tests.cli_support import AGENT_TYPES, new_swarm_name, run, start_cfnd
+from tests.cli_support import AGENT_TYPES, new_swarm_name, own_cfnd, run
 from tests.daemon_proc import CfndProcess
 
 METRICS_CONF = '[metrics]\nlisten = "127.0.0.1:0"\npoll_interval_s = 0.2\n\n'
@@ -27,19 +24,8 @@ METRICS_CONF = '[metrics]\nlisten = "127.0.0.1:0"\npoll_interval_s = 0.2\n\n'
 
 @pytest.fixture(scope="module")
 def cfnd() -> Iterator[CfndProcess]:
-    import os
-
-    base = Path(tempfile.mkdtemp(prefix="cfnm-", dir="/tmp"))
-    url = os.environ.get("CFN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    proc = start_cfnd(base, url, config=METRICS_CONF + AGENT_TYPES)
-    try:
+    with own_cfnd("cfnm-", config=METRICS_CONF + AGENT_TYPES) as proc:
         yield proc
-    finally:
-        try:
-            assert proc.stop() == 0, proc.log()[-4000:]
-        finally:
-            proc.close()
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def metrics_url(cfnd: CfndProcess) -> str:
@@ -136,23 +122,14 @@ def test_every_family_is_exported_and_other_paths_are_404(cfnd: CfndProcess) -> 
 
 
 def test_a_taken_port_leaves_cfnd_running_without_metrics(cfnd: CfndProcess) -> None:
-    import os
-
     port = metrics_url(cfnd).rsplit(":", 1)[1].split("/")[0]
-    base = Path(tempfile.mkdtemp(prefix="cfnm-", dir="/tmp"))
-    url = os.environ.get("CFN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     conf = f'[metrics]\nlisten = "127.0.0.1:{port}"\n'
-    proc = start_cfnd(base, url, config=conf)
-    try:
+    with own_cfnd("cfnm-", config=conf) as proc:
         code, out, _ = run(proc.socket, "--json", "status")
         doc = json.loads(out)
         assert (code, doc["metrics_url"]) == (0, None)
         assert f"cannot listen on 127.0.0.1:{port}" in doc["metrics_error"]
         assert "metrics_listen_failed" in proc.log()
-    finally:
-        assert proc.stop() == 0
-        proc.close()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_cfnctl_metrics_shows_an_agents_executions(cfnd: CfndProcess) -> None:

@@ -33,8 +33,7 @@ from cfn_client.cli.commands.monitor import ENTER_SCREEN, LEAVE_SCREEN
 from cfn_client.cli.render import monitor as view
 from cfn_client.wire.errors import EXIT_UNREACHABLE
 from cfn_client.wire.schema.swarm import AgentInfo, SwarmInfo, SwarmStatusResult
-from tests.cli_support import Swarm, destroy, new_swarm_name, run, start_cfnd, wait_agents
-from tests.conftest import SHARED_REDIS
+from tests.cli_support import Swarm, destroy, new_swarm_name, own_cfnd, run, wait_agents
 from tests.daemon_proc import CfndProcess
 
 CFNCTL = str(Path(sys.executable).parent / "cfnctl")
@@ -150,19 +149,8 @@ def test_fit_cuts_to_a_small_terminal() -> None:
 @pytest.fixture(scope="module")
 def monitored() -> Iterator[CfndProcess]:
     """This module's own cfnd: no swarm but the running test's."""
-    import shutil
-    import tempfile
-
-    base = Path(tempfile.mkdtemp(prefix="cfnm-", dir="/tmp"))
-    proc = start_cfnd(base, os.environ.get("CFN_TEST_REDIS_URL", SHARED_REDIS))
-    try:
+    with own_cfnd("cfnm-") as proc:
         yield proc
-    finally:
-        try:
-            assert proc.stop() == 0, proc.log()[-4000:]
-        finally:
-            proc.close()
-            shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
