@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from cfn_client.wire.errors import CfnError, Conflict
+from cfn_daemon.api.handlers.admin_ops import AdminOps
 from cfn_daemon.api.handlers.config_ops import ConfigOps
 from cfn_daemon.api.handlers.loop_ops import LoopOps
 from cfn_daemon.api.handlers.observe_ops import ObserveOps
@@ -186,6 +187,7 @@ class Daemon:
         self._teams.register(self.router)
         SwarmOps(self.swarms).register(self.router)
         ObserveOps(self.swarms).register(self.router)
+        AdminOps(self.swarms, self.store, self.config_manager).register(self.router)
         TaskOps(self.swarms, self._stop).register(self.router)
         self.loops = LoopService(self.swarms, self.hub)
         self.epics = EpicService(self.loops)

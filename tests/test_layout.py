@@ -20,6 +20,8 @@ def test_sync_client_is_generated_from_the_async_one() -> None:
     expected = generate.render()
     actual = generate.TARGET.read_text(encoding="utf-8")
     assert actual == expected, "api/sync.py is stale: run `python -m cfn_client.api.generate`"
+    for source, target in generate.EXTRA:  # the ops split out of async_.py
+        assert target.read_text(encoding="utf-8") == generate.render(source), f"{target} is stale"
 
 
 def test_the_generator_check_fails_on_a_stale_copy(

@@ -77,6 +77,10 @@ ARGS: dict[str, dict[str, Any]] = {
     "team.list": {},
     "team.sync": {},
     "metrics.agents": {"swarm": "s1"},
+    "agent.debug": {"swarm": "s1", "agent": "a1"},
+    "logs.export": {},
+    "snapshot.export": {},
+    "snapshot.import": {"data": "{}", "commit": True},
     # Needs no Redis itself, but is not in the router's STORE_FREE_OPS: refused too.
     "web.login": {},
 }

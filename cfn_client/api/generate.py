@@ -1,4 +1,5 @@
-"""Generate ``api/sync.py`` (the blocking ``Client``) from ``api/async_.py`` with unasync.
+"""Generate ``api/sync.py`` (the blocking ``Client``) from ``api/async_.py`` with unasync
+(and ``api/sync_admin.py``, the admin ops it inherits, from ``api/async_admin.py``).
 
     python -m cfn_client.api.generate          # rewrite sync.py
     python -m cfn_client.api.generate --check  # exit 1 if sync.py is stale
@@ -19,33 +20,41 @@ HERE = Path(__file__).resolve().parent
 PYPROJECT = HERE.parent.parent / "pyproject.toml"
 SOURCE = HERE / "async_.py"
 TARGET = HERE / "sync.py"
+# Further (source, target) pairs: ops split out of async_.py to keep it small.
+EXTRA = ((HERE / "async_admin.py", HERE / "sync_admin.py"),)
 
 REPLACEMENTS = {
     "AsyncClient": "Client",
     "AsyncEventFollow": "EventFollow",
     "async_transport": "sync_transport",
+    "AsyncAdminOps": "AdminOps",
+    "async_admin": "sync_admin",
 }
 BANNER = (
-    "# GENERATED from cfn_client/api/async_.py by `python -m cfn_client.api.generate`:\n"
+    "# GENERATED from cfn_client/api/{source} by `python -m cfn_client.api.generate`:\n"
     "# do not edit by hand (a test fails when this file is stale).\n"
 )
 DOCSTRING = '"""The blocking client: every op of cfnd as a method, results as typed Structs."""\n'
+DOCSTRINGS = {
+    "async_admin.py": '"""The blocking client\'s admin ops (``Client`` inherits them)."""\n'
+}
 
 
-def render() -> str:
-    """The text ``sync.py`` must have."""
+def render(source: Path = SOURCE) -> str:
+    """The text the blocking twin of ``source`` (default: ``sync.py``) must have."""
     import unasync
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "async_.py"
-        src.write_text(SOURCE.read_text(encoding="utf-8"), encoding="utf-8")
+        src.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
         rule = unasync.Rule("async_.py", "sync.py", additional_replacements=REPLACEMENTS)
         unasync.unasync_files([str(src)], rules=[rule])
         out = Path(tmp) / "sync.py"
         text = out.read_text(encoding="utf-8")
         # The source's docstring talks about being the source; the copy says what it is.
         end = text.index('"""', 3) + 3
-        out.write_text(BANNER + DOCSTRING + text[end:], encoding="utf-8")
+        head = BANNER.format(source=source.name) + DOCSTRINGS.get(source.name, DOCSTRING)
+        out.write_text(head + text[end:], encoding="utf-8")
         # Dropping ``await`` changes line lengths and import order: let ruff settle both,
         # with the project's own settings, so the generated file is lint- and format-clean.
         ruff = [sys.executable, "-m", "ruff"]
@@ -58,15 +67,19 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        current = TARGET.read_text(encoding="utf-8") if TARGET.exists() else ""
-        if current != text:
-            print(f"{TARGET} is stale: run `python -m cfn_client.api.generate`", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(text, encoding="utf-8")
-    return 0
+    stale = 0
+    for source, target in ((SOURCE, TARGET), *EXTRA):
+        text = render(source)
+        if "--check" in argv:
+            current = target.read_text(encoding="utf-8") if target.exists() else ""
+            if current != text:
+                print(
+                    f"{target} is stale: run `python -m cfn_client.api.generate`", file=sys.stderr
+                )
+                stale = 1
+        else:
+            target.write_text(text, encoding="utf-8")
+    return stale
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from cfn_client.api.base import (
     utf8_chunks,
     wait_request_timeout,
 )
-from cfn_client.api.sync_transport import EventFollow, SyncTransport
+from cfn_client.api.sync_admin import AdminOps
+from cfn_client.api.sync_transport import EventFollow
 from cfn_client.wire.errors import InvalidArgs
 from cfn_client.wire.schema.loop import (
     LoopApplyResult,
@@ -68,7 +69,7 @@ from cfn_client.wire.schema.workflow import EpicInfo, EpicListResult, EpicSpec
 __all__ = ["Client"]
 
 
-class Client(SyncTransport):
+class Client(AdminOps):
     """cfnd's client: every op as a method, each result a typed Struct.
 
     ``AsyncClient`` (anyio: asyncio or trio) lives in ``async with AsyncClient() as

@@ -12,6 +12,7 @@ from cfn_client import __version__
 from cfn_client.cli import render
 from cfn_client.cli.commands.agent import agent
 from cfn_client.cli.commands.config import config
+from cfn_client.cli.commands.debug import debug
 from cfn_client.cli.commands.epic import epic, sprints
 from cfn_client.cli.commands.epic import start as epic_start
 from cfn_client.cli.commands.events import events
@@ -129,6 +130,7 @@ cfnctl.add_command(dlq)
 cfnctl.add_command(events)
 cfnctl.add_command(monitor)
 cfnctl.add_command(metrics)
+cfnctl.add_command(debug)
 cfnctl.add_command(loop)
 cfnctl.add_command(cfn_loop)
 cfnctl.add_command(epic)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from cfn_client.wire.errors import ProtocolError
 from cfn_client.wire.protocol import Args, HelloArgs, HelloResult, Result, Role
+from cfn_client.wire.schema.debug import AgentDebugArgs, AgentDebugResult
+from cfn_client.wire.schema.logs import LogsExportArgs, LogsPage
 from cfn_client.wire.schema.loop import (
     LoopApplyArgs,
     LoopApplyResult,
@@ -29,6 +31,12 @@ from cfn_client.wire.schema.loop import (
     RunInfo,
 )
 from cfn_client.wire.schema.observe import MetricsArgs, MetricsResult
+from cfn_client.wire.schema.snapshot import (
+    SnapshotChunk,
+    SnapshotExportArgs,
+    SnapshotImportArgs,
+    SnapshotImportResult,
+)
 from cfn_client.wire.schema.swarm import (
     AgentCreateArgs,
     AgentInfo,
@@ -144,6 +152,7 @@ OPS: dict[str, OpSpec] = {
     "agent.restart": OpSpec(AgentRefArgs, AgentInfo, Role.operator),
     "agent.reset": OpSpec(AgentRefArgs, AgentInfo, Role.operator),
     "agent.send": OpSpec(AgentSendArgs, DeliveriesResult, Role.operator),
+    "agent.debug": OpSpec(AgentDebugArgs, AgentDebugResult, Role.operator),  # logs: task text
     # tasks
     "task.submit": OpSpec(TaskSubmitArgs, TaskInfo, Role.operator),
     "task.list": OpSpec(TaskListArgs, TaskListResult, Role.viewer),
@@ -177,6 +186,10 @@ OPS: dict[str, OpSpec] = {
     "epic.list": OpSpec(EpicListArgs, EpicListResult, Role.viewer),
     # observability
     "metrics.agents": OpSpec(MetricsArgs, MetricsResult, Role.viewer),
+    "logs.export": OpSpec(LogsExportArgs, LogsPage, Role.admin),  # the audit trail too
+    # snapshots: every swarm's records, out and back in
+    "snapshot.export": OpSpec(SnapshotExportArgs, SnapshotChunk, Role.admin),
+    "snapshot.import": OpSpec(SnapshotImportArgs, SnapshotImportResult, Role.admin),
 }
 
 

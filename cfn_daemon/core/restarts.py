@@ -54,3 +54,8 @@ class RestartBudget:
         """True when the budget, not the backoff, is what delays the next start."""
         self._prune(now)
         return len(self.starts) >= self.per_minute
+
+    def starts_in_window(self, now: float) -> int:
+        """Replacement starts spent in the 60 s window ending at ``now``."""
+        self._prune(now)
+        return len(self.starts)

@@ -182,6 +182,10 @@ class SwarmService:
         rt.task = self._tg.create_task(self._run_runtime(rt), name=f"swarm-{info.id}")
         return rt
 
+    def resume(self, info: SwarmInfo) -> None:
+        """Run the background work of a swarm written into Redis directly (an import)."""
+        self._start_runtime(info)
+
     async def _run_runtime(self, rt: SwarmRuntime) -> None:
         try:
             # Each loop restarts by itself when it fails: one swarm's bad moment

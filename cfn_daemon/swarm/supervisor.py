@@ -24,7 +24,6 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -586,5 +585,9 @@ class Supervisor:
 
     _never = asyncio.Event()  # watchers end with their agent, not with a stop event
 
-    def describe(self) -> dict[str, Any]:
-        return {"local": sorted(self.local), "pending_replacements": len(self._replacements)}
+    def restart_view(self, agent_id: str) -> tuple[float | None, int]:
+        """For ``agent.debug``: seconds until the dead ``agent_id``'s replacement is due
+        (None: none pending) and the replacement starts spent in the current window."""
+        now = asyncio.get_running_loop().time()
+        due = [t - now for t, d in self._replacements if d.id == agent_id]
+        return (max(0.0, min(due)) if due else None), self._budget().starts_in_window(now)

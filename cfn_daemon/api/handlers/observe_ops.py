@@ -1,4 +1,5 @@
-"""``metrics.agents``: agents' recent executions, kept by complete.lua (guide §9)."""
+"""``metrics.agents``: agents' recent executions, kept by complete.lua (guide §9);
+``agent.debug``: one agent's troubleshooting view (``swarm.agent_debug``)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from typing import Any
 
 import msgspec
 
+from cfn_client.wire.schema.debug import AgentDebugArgs, AgentDebugResult
 from cfn_client.wire.schema.observe import Execution, MetricsArgs, MetricsResult
 from cfn_daemon.api.router import RequestContext, Router
 from cfn_daemon.core.perf import summarize
 from cfn_daemon.store.keys import PERF_KEEP
+from cfn_daemon.swarm.agent_debug import agent_debug
 from cfn_daemon.swarm.service import SwarmService
 
 RECENT_SHOWN = 20
@@ -22,6 +25,10 @@ class ObserveOps:
 
     def register(self, router: Router) -> None:
         router.add("metrics.agents", self.metrics_agents)
+        router.add("agent.debug", self.agent_debug)
+
+    async def agent_debug(self, ctx: RequestContext, args: AgentDebugArgs) -> AgentDebugResult:
+        return await agent_debug(self.swarms, args)
 
     async def metrics_agents(self, ctx: RequestContext, args: MetricsArgs) -> MetricsResult:
         if args.swarm is None and args.agent is None:
