@@ -17,9 +17,11 @@ from cfn_client.cli.commands.epic import epic, sprints
 from cfn_client.cli.commands.epic import start as epic_start
 from cfn_client.cli.commands.events import events
 from cfn_client.cli.commands.init import init
+from cfn_client.cli.commands.logs import logs
 from cfn_client.cli.commands.loop import cfn_loop, loop
 from cfn_client.cli.commands.monitor import monitor
 from cfn_client.cli.commands.observe import metrics
+from cfn_client.cli.commands.snapshot import snapshot
 from cfn_client.cli.commands.swarm import swarm
 from cfn_client.cli.commands.system import doctor, ping, status, test_group
 from cfn_client.cli.commands.task import dlq, run, task
@@ -131,6 +133,8 @@ cfnctl.add_command(events)
 cfnctl.add_command(monitor)
 cfnctl.add_command(metrics)
 cfnctl.add_command(debug)
+cfnctl.add_command(logs)
+cfnctl.add_command(snapshot)
 cfnctl.add_command(loop)
 cfnctl.add_command(cfn_loop)
 cfnctl.add_command(epic)
