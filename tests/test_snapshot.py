@@ -1,0 +1,166 @@
+"""``cfnctl snapshot export`` / ``import`` against a real cfnd, real cfn-agent processes
+and the shared Redis: a round trip preserves every record, in-flight work is queued
+again and runs, an existing swarm is never overwritten, bad documents are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cfn_client.wire.errors import InvalidArgs
+from cfn_daemon.core import snapshot as rules
+from tests.cli_support import Swarm, destroy, new_swarm_name, started, swarm, wait_agents
+from tests.waiting import wait_until
+
+__all__ = ["swarm"]  # fixture, imported for pytest
+
+TRICKY = "echo 'a, \"b\"'; printf 'line1\\nline2 ü\\n'"
+
+
+def export(s: Swarm, path: Path, *flags: str) -> dict[str, Any]:
+    code, _, err = s.cli("snapshot", "export", str(path), "--swarm", s.name, *flags)
+    assert code == 0, err
+    doc: dict[str, Any] = json.loads(path.read_bytes())
+    return doc
+
+
+def comparable(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in ("created_at", "config")}
+
+
+def test_round_trip_export_destroy_import_export_preserves_everything(
+    swarm: Swarm, tmp_path: Path
+) -> None:
+    with swarm.client(timeout_s=120) as cfn:
+        ok = cfn.task_submit(TRICKY, swarm=swarm.name)
+        bad = cfn.task_submit("exit 3", swarm=swarm.name, max_attempts=1)  # dead-lettered
+        waited = cfn.task_wait([ok.id, bad.id], swarm=swarm.name, timeout_s=60)
+        assert {t.status for t in waited.tasks} == {"succeeded", "failed"}
+        code, out, err = swarm.cli("loop", "add a flag", "--implementers", "impl",
+                                   "--validators", "check")  # fmt: skip
+        assert code == 0, err
+        run = out.split()[0]
+        code, _, err = swarm.cli("loop", "follow", run)
+        assert code == 0, err
+        for a in cfn.agent_list(swarm.name).agents:
+            cfn.agent_terminate(a.id, swarm.name)
+        gone = ("stopped", "failed")
+        wait_until(
+            lambda: all(a.status in gone for a in cfn.agent_list(swarm.name).agents),
+            60,
+            "every agent to stop",
+        )
+        assert [t.id for t in cfn.dlq_list(swarm.name).tasks] == [bad.id]
+
+    first = export(swarm, tmp_path / "one.json")
+    assert (first["format"], first["version"]) == ("cfn-snapshot", 1)
+    assert [s["id"] for s in first["swarms"]] == [swarm.name]
+    assert {t["id"] for t in first["tasks"]} >= {ok.id, bad.id}
+    assert next(t for t in first["tasks"] if t["id"] == ok.id)["record"]["text"] == TRICKY
+    assert next(t for t in first["tasks"] if t["id"] == bad.id)["dlq_error"] is not None
+    assert [r["id"] for r in first["runs"]] == [run] and first["runs"][0]["log"]
+    assert len(first["agents"]) >= 3  # a shell agent, the implementer, the validator
+
+    destroy(swarm.socket, swarm.name)
+    code, out, err = swarm.cli("--json", "snapshot", "import", str(tmp_path / "one.json"))
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["swarms"] == [swarm.name] and result["tasks"] == len(first["tasks"])
+    assert result["requeued"] == [] and any("records only" in n for n in result["notes"])
+
+    second = export(swarm, tmp_path / "two.json")
+    assert comparable(second) == comparable(first)
+    with swarm.client(timeout_s=60) as cfn:  # and cfnd reads the records back as it made them
+        assert cfn.task_status(ok.id, swarm.name).result is not None
+        assert cfn.task_field(ok.id, "output", swarm=swarm.name) == 'a, "b"\nline1\nline2 ü\n'
+        assert [t.id for t in cfn.dlq_list(swarm.name).tasks] == [bad.id]
+        assert cfn.loop_status(run, swarm.name).status == "done"
+        assert all(a.status in ("stopped", "failed") for a in cfn.agent_list(swarm.name).agents)
+
+    # Never over an existing swarm; under a new id it is a copy.
+    code, _, err = swarm.cli("snapshot", "import", str(tmp_path / "one.json"))
+    assert code == 1 and f"swarm {swarm.name} already exists" in err and "--swarm" in err
+    copy = new_swarm_name()
+    code, out, err = swarm.cli("snapshot", "import", str(tmp_path / "one.json"), "--swarm", copy)
+    try:
+        assert code == 0, err
+        assert f"imported swarm {copy}" in out
+        with swarm.client(timeout_s=60) as cfn:
+            assert cfn.task_status(ok.id, copy).swarm == copy
+            assert cfn.loop_status(run, copy).swarm == copy
+    finally:
+        destroy(swarm.socket, copy)
+
+
+def test_in_flight_work_is_queued_again_and_runs_after_import(swarm: Swarm, tmp_path: Path) -> None:
+    with swarm.client(timeout_s=60) as cfn:
+        cfn.agent_create("shell", swarm=swarm.name)
+        wait_agents(cfn, swarm.name, 1)
+    running, _ = started(swarm, "sleep 3; echo done")
+    with swarm.client(timeout_s=60) as cfn:
+        queued = cfn.task_submit("echo queued", swarm=swarm.name)  # the one agent is busy
+        assert cfn.task_status(queued.id, swarm.name).status == "queued"
+    doc = export(swarm, tmp_path / "busy.json")
+    statuses = {t["id"]: t["record"]["status"] for t in doc["tasks"]}
+    assert statuses[running] == "running" and statuses[queued.id] == "queued"
+    destroy(swarm.socket, swarm.name)
+
+    code, out, err = swarm.cli("--json", "snapshot", "import", str(tmp_path / "busy.json"))
+    assert code == 0, err
+    assert json.loads(out)["requeued"] == [running]
+    with swarm.client(timeout_s=60) as cfn:
+        assert {cfn.task_status(t, swarm.name).status for t in (running, queued.id)} == {"queued"}
+        assert [a.status for a in cfn.agent_list(swarm.name).agents] == ["stopped"]
+        cfn.agent_create("shell", swarm=swarm.name)  # the queue is live again
+        final = cfn.task_wait([running, queued.id], swarm=swarm.name, timeout_s=60)
+        assert {t.status for t in final.tasks} == {"succeeded"}, final
+
+
+def test_import_refuses_documents_it_does_not_understand(swarm: Swarm, tmp_path: Path) -> None:
+    def attempt(text: str) -> str:
+        path = tmp_path / "doc.json"
+        path.write_text(text)
+        code, _, err = swarm.cli("snapshot", "import", str(path))
+        assert code == 1, err
+        return err
+
+    assert "expected 'cfn-snapshot'" in attempt('{"format": "tarball", "version": 1}')
+    assert "version 2 (written by a newer cfn)" in attempt(
+        '{"format": "cfn-snapshot", "version": 2, "created_at": ""}'
+    )
+    assert "not a cfn snapshot" in attempt("this is not json")
+    err = attempt(
+        '{"format": "cfn-snapshot", "version": 1, "created_at": "", "swarms": '
+        '[{"id": "zz", "state": {}}], "tasks": [{"swarm": "zz", "id": "t1", '
+        '"created_ms": "soon", "record": {"status": "queued"}}]}'
+    )
+    assert "$.tasks[0].created_ms" in err and "int" in err
+    err = attempt(
+        '{"format": "cfn-snapshot", "version": 1, "created_at": "", "agents": '
+        '[{"swarm": "gone", "id": "a1", "record": {}}]}'
+    )
+    assert "$.agents[0]" in err and "not in $.swarms" in err
+    assert "unknown field" in attempt(
+        '{"format": "cfn-snapshot", "version": 1, "created_at": "", "secrets": []}'
+    )
+
+
+def test_rules_unit() -> None:
+    rec = {"swarm": "old", "id": "t1", "state": '{"swarm": "old", "x": [{"swarm": "old"}]}',
+           "text": "old"}  # fmt: skip
+    out = rules.rename_record(rec, "old", "new")
+    assert out["swarm"] == "new" and out["text"] == "old" and out["id"] == "t1"
+    assert json.loads(out["state"]) == {"swarm": "new", "x": [{"swarm": "new"}]}
+    same = {"state": '{"swarm": "other"}'}
+    assert rules.rename_record(same, "old", "new") == same
+    assert rules.imported_task({"status": "running", "agent": "a"}) == (
+        {"status": "queued", "agent": ""}, True,
+    )  # fmt: skip
+    assert rules.imported_task({"status": "failed"}) == ({"status": "failed"}, False)
+    assert rules.imported_agent({"status": "busy"}, 5)["status"] == "stopped"
+    assert rules.imported_agent({"status": "lost", "x": "1"}, 5) == {"status": "lost", "x": "1"}
+    with pytest.raises(InvalidArgs, match="format"):
+        rules.decode(b'{"format": "x"}')
