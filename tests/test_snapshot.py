@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from cfn_client.api import Client
 from cfn_client.wire.errors import InvalidArgs
 from cfn_daemon.core import snapshot as rules
 from tests.cli_support import Swarm, destroy, new_swarm_name, started, swarm, wait_agents
@@ -25,6 +26,17 @@ def export(s: Swarm, path: Path, *flags: str) -> dict[str, Any]:
     assert code == 0, err
     doc: dict[str, Any] = json.loads(path.read_bytes())
     return doc
+
+
+def stop_all(cfn: Client, name: str) -> None:
+    """Stop every agent of the swarm and wait until none runs."""
+    for a in cfn.agent_list(name).agents:
+        cfn.agent_terminate(a.id, name, force=True)
+    wait_until(
+        lambda: all(a.status in ("stopped", "failed") for a in cfn.agent_list(name).agents),
+        60,
+        "every agent to stop",
+    )
 
 
 def comparable(doc: dict[str, Any]) -> dict[str, Any]:
@@ -45,14 +57,7 @@ def test_round_trip_export_destroy_import_export_preserves_everything(
         run = out.split()[0]
         code, _, err = swarm.cli("loop", "follow", run)
         assert code == 0, err
-        for a in cfn.agent_list(swarm.name).agents:
-            cfn.agent_terminate(a.id, swarm.name)
-        gone = ("stopped", "failed")
-        wait_until(
-            lambda: all(a.status in gone for a in cfn.agent_list(swarm.name).agents),
-            60,
-            "every agent to stop",
-        )
+        stop_all(cfn, swarm.name)
         assert [t.id for t in cfn.dlq_list(swarm.name).tasks] == [bad.id]
 
     first = export(swarm, tmp_path / "one.json")
@@ -164,3 +169,22 @@ def test_rules_unit() -> None:
     assert rules.imported_agent({"status": "lost", "x": "1"}, 5) == {"status": "lost", "x": "1"}
     with pytest.raises(InvalidArgs, match="format"):
         rules.decode(b'{"format": "x"}')
+
+
+def test_a_snapshot_larger_than_a_frame_moves_in_ranges(swarm: Swarm, tmp_path: Path) -> None:
+    """A 3 MiB task text (the frame cap is 1 MiB) goes out in ranges and back in chunks."""
+    big = ": " + "".join(f"{i:07d}é" for i in range(3 << 17))  # multi-byte chars at every cut
+    with swarm.client(timeout_s=120) as cfn:
+        task = cfn.task_submit(big, swarm=swarm.name, max_attempts=1)
+        cfn.task_wait([task.id], swarm=swarm.name, timeout_s=60)
+        frame = cfn.hello().max_frame_bytes
+        stop_all(cfn, swarm.name)
+    path = tmp_path / "big.json"
+    first = export(swarm, path)
+    assert path.stat().st_size > 3 * frame
+    destroy(swarm.socket, swarm.name)
+    code, _, err = swarm.cli("snapshot", "import", str(path))
+    assert code == 0, err
+    with swarm.client(timeout_s=120) as cfn:
+        assert cfn.task_field(task.id, "text", swarm=swarm.name) == big
+    assert comparable(export(swarm, tmp_path / "again.json")) == comparable(first)

@@ -9,6 +9,7 @@ signing keys, performance samples (agents make new ones when they run again).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -108,7 +109,8 @@ async def export(service: SwarmService, swarm: str | None) -> bytes:
             redis, keys.epics(sid), lambda e, s=sid: keys.epic(s, e)
         ):
             doc.epics.append(SnapEpic(swarm=sid, id=epic, created_ms=created, record=rec))
-    data = msgspec.json.encode(doc)
+    # Off the event loop: a document of many megabytes takes a while to encode.
+    data = await asyncio.to_thread(msgspec.json.encode, doc)
     if len(data) > MAX_SNAPSHOT_BYTES:
         raise SnapshotTooLarge(f"the snapshot is {len(data)} bytes, over {MAX_SNAPSHOT_BYTES}")
     return data

@@ -7,6 +7,7 @@ chunks into a buffer here, and written to Redis only on ``commit``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -138,7 +139,7 @@ class AdminOps:
         if not args.commit:
             return SnapshotImportResult(upload=uid, bytes=len(held.data))
         self._imports.pop(uid, None)
-        doc = rules.decode(bytes(held.data))
+        doc = await asyncio.to_thread(rules.decode, bytes(held.data))  # big: off the loop
         result = await snapshot.restore(self.swarms, doc, args.swarm)
         result.upload, result.bytes = uid, len(held.data)
         if args.config:
