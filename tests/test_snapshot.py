@@ -57,6 +57,15 @@ def test_round_trip_export_destroy_import_export_preserves_everything(
         run = out.split()[0]
         code, _, err = swarm.cli("loop", "follow", run)
         assert code == 0, err
+        spec = tmp_path / "epic.toml"
+        spec.write_text(
+            'name = "snap epic"\n[[phases]]\nname = "one"\nimplementers = ["impl"]\n'
+            'validators = ["check"]\n'
+        )
+        code, out, err = swarm.cli("--json", "epic", "start", str(spec))
+        assert code == 0, err
+        (epic,) = [e.id for e in cfn.epic_list(swarm.name).epics]
+        assert cfn.epic_status(epic, swarm=swarm.name).status == "done"
         stop_all(cfn, swarm.name)
         assert [t.id for t in cfn.dlq_list(swarm.name).tasks] == [bad.id]
 
@@ -66,7 +75,9 @@ def test_round_trip_export_destroy_import_export_preserves_everything(
     assert {t["id"] for t in first["tasks"]} >= {ok.id, bad.id}
     assert next(t for t in first["tasks"] if t["id"] == ok.id)["record"]["text"] == TRICKY
     assert next(t for t in first["tasks"] if t["id"] == bad.id)["dlq_error"] is not None
-    assert [r["id"] for r in first["runs"]] == [run] and first["runs"][0]["log"]
+    assert run in [r["id"] for r in first["runs"]] and all(r["log"] for r in first["runs"])
+    assert len(first["runs"]) == 2  # the loop run and the epic's phase
+    assert [e["id"] for e in first["epics"]] == [epic]
     assert len(first["agents"]) >= 3  # a shell agent, the implementer, the validator
 
     destroy(swarm.socket, swarm.name)
@@ -83,6 +94,7 @@ def test_round_trip_export_destroy_import_export_preserves_everything(
         assert cfn.task_field(ok.id, "output", swarm=swarm.name) == 'a, "b"\nline1\nline2 ü\n'
         assert [t.id for t in cfn.dlq_list(swarm.name).tasks] == [bad.id]
         assert cfn.loop_status(run, swarm.name).status == "done"
+        assert cfn.epic_status(epic, swarm=swarm.name).status == "done"
         assert all(a.status in ("stopped", "failed") for a in cfn.agent_list(swarm.name).agents)
 
     # Never over an existing swarm; under a new id it is a copy.
@@ -96,6 +108,7 @@ def test_round_trip_export_destroy_import_export_preserves_everything(
         with swarm.client(timeout_s=60) as cfn:
             assert cfn.task_status(ok.id, copy).swarm == copy
             assert cfn.loop_status(run, copy).swarm == copy
+            assert cfn.epic_status(epic, swarm=copy).status == "done"
     finally:
         destroy(swarm.socket, copy)
 
