@@ -13,7 +13,16 @@ import pytest
 from cfn_client.api import Client
 from cfn_client.wire.errors import InvalidArgs
 from cfn_daemon.core import snapshot as rules
-from tests.cli_support import Swarm, destroy, new_swarm_name, started, swarm, wait_agents
+from tests.cli_support import (
+    Swarm,
+    destroy,
+    new_swarm_name,
+    own_cfnd,
+    run,
+    started,
+    swarm,
+    wait_agents,
+)
 from tests.waiting import wait_until
 
 __all__ = ["swarm"]  # fixture, imported for pytest
@@ -201,3 +210,26 @@ def test_a_snapshot_larger_than_a_frame_moves_in_ranges(swarm: Swarm, tmp_path: 
     with swarm.client(timeout_s=120) as cfn:
         assert cfn.task_field(task.id, "text", swarm=swarm.name) == big
     assert comparable(export(swarm, tmp_path / "again.json")) == comparable(first)
+
+
+def test_config_overrides_come_back_only_with_config(tmp_path: Path) -> None:
+    with own_cfnd("cfnsnap-") as proc, Client(proc.socket, timeout_s=60) as cfn:
+        cfn.swarm_init("mesh", 4, name="conf")
+        cfn.config_set("loop.consensus_threshold", "0.85")
+        path = tmp_path / "conf.json"
+        assert run(proc.socket, "snapshot", "export", str(path))[0] == 0
+        assert json.loads(path.read_bytes())["config"] == {"loop.consensus_threshold": "0.85"}
+        cfn.config_reset("loop.consensus_threshold")
+        code, out, err = run(proc.socket, "snapshot", "import", str(path), "--swarm", "c2")
+        assert code == 0, err
+        assert "1 config overrides in the snapshot were not applied" in out
+        assert cfn.config_show("loop.consensus_threshold").entries[0].source != "runtime"
+        code, out, err = run(
+            proc.socket, "--json", "snapshot", "import", str(path), "--swarm", "c3", "--config"
+        )
+        assert code == 0, err
+        assert json.loads(out)["config"] == ["loop.consensus_threshold"]
+        (entry,) = cfn.config_show("loop.consensus_threshold").entries
+        assert (entry.value, entry.source) == (0.85, "runtime")
+        for name in ("conf", "c2", "c3"):
+            cfn.swarm_destroy(name, force=True)

@@ -37,7 +37,8 @@ def text(r: AgentDebugResult) -> str:
                  f"{' supervised by this cfnd' if r.supervised_here else ''}"),
         ("current task", a.current_task or "-"),
         ("tasks", f"{a.tasks_done} done, {a.tasks_failed} failed"),
-        ("pending work", f"{r.work_total} entries" if r.work_total else "none"),
+        ("pending work", f"{r.work_total} {'entry' if r.work_total == 1 else 'entries'}"
+                         if r.work_total else "none"),
     ]  # fmt: skip
     for w in r.work:
         state = f"delivered {w.deliveries}x, idle {w.idle_ms} ms" if w.delivered else "not read"
