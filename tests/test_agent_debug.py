@@ -62,6 +62,7 @@ def test_debug_shows_pending_work_events_log_and_restart_history(swarm: Swarm) -
     doc = json.loads(out)
     (exit_,) = doc["restart"]["exits"]
     assert exit_["status"] == "failed" and "exited with -9" in exit_["reason"]
+    assert exit_["exit_code"] == -9  # SIGKILL
     assert task_id in exit_["requeued"]
     assert doc["restart"]["replaced_by"] == new_id
     assert doc["restart"]["starts_last_minute"] >= 1
@@ -101,5 +102,6 @@ def test_mentions_and_exits_unit() -> None:
     assert [e.id for e in ev if agent_history.mentions(e, "a")] == ["1-0", "2-0", "4-0", "5-0"]
     (x,) = agent_history.exits(ev, "a")
     assert (x.status, x.reason, x.requeued) == ("failed", "process exited with 1", ["t1"])
+    assert x.exit_code == 1
     assert agent_history.replacement_of(ev, "a") == (None, "c")
     assert agent_history.replacement_of(ev, "c") == ("a", None)

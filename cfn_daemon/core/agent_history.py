@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from cfn_client.wire.schema.debug import AgentExit
@@ -11,6 +12,8 @@ from cfn_client.wire.schema.swarm import Event
 EXIT_TYPES = ("agent.failed", "agent.lost", "agent.stopped")
 # Data fields that name agents in cfn's events.
 _AGENT_FIELDS = ("agent", "agents", "replacement", "slot", "from", "to", "validator")
+# The supervisor's reason for a local agent that died: "process exited with <code>".
+_EXIT = re.compile(r"exited with (-?\d+)")
 
 
 def mentions(event: Event, agent: str) -> bool:
@@ -28,11 +31,14 @@ def exits(events: list[Event], agent: str) -> list[AgentExit]:
     for ev in events:
         if ev.type in EXIT_TYPES and ev.data.get("agent") == agent:
             requeued = ev.data.get("requeued") or []
+            reason = str(ev.data.get("reason", ""))
+            code = _EXIT.search(reason)
             out.append(
                 AgentExit(
                     ts_ms=ev.ts_ms,
                     status=ev.type.removeprefix("agent."),
-                    reason=str(ev.data.get("reason", "")),
+                    reason=reason,
+                    exit_code=int(code.group(1)) if code else None,
                     requeued=[str(t) for t in requeued] if isinstance(requeued, list) else [],
                 )
             )

@@ -55,7 +55,8 @@ def text(r: AgentDebugResult) -> str:
          f"backoff {rs.backoff_s:g}..{rs.backoff_max_s:g} s"),
     ]  # fmt: skip
     for ex in rs.exits:
-        pairs.append(("  " + render.format_time(ex.ts_ms), f"{ex.status}: {ex.reason}"))
+        code = "" if ex.exit_code is None else f" (exit code {ex.exit_code})"
+        pairs.append(("  " + render.format_time(ex.ts_ms), f"{ex.status}: {ex.reason}{code}"))
     out = render.fields(pairs)
     if r.record:
         out += "\n\nrecord:\n" + json.dumps(r.record, indent=2, sort_keys=True)

@@ -35,11 +35,13 @@ class WorkEntry(Result, kw_only=True):
 
 
 class AgentExit(Result, kw_only=True):
-    """An agent leaving service, from the swarm's events (agent.failed / lost / stopped)."""
+    """An agent leaving service, from the swarm's events (agent.failed / lost / stopped);
+    ``exit_code``: its process's, when the reason gives it (negative: killed by signal)."""
 
     ts_ms: int
     status: str
     reason: str = ""
+    exit_code: int | None = None
     requeued: list[str] = []
 
 
