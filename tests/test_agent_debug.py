@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 from cfn_client.wire.schema.swarm import Event
 from cfn_daemon.core import agent_history
+from cfn_daemon.util.tail import read_tail
 from tests.cli_support import Swarm, follow, started, swarm, wait_agents
 from tests.waiting import wait_until
 
@@ -105,3 +107,17 @@ def test_mentions_and_exits_unit() -> None:
     assert x.exit_code == 1
     assert agent_history.replacement_of(ev, "a") == (None, "c")
     assert agent_history.replacement_of(ev, "c") == ("a", None)
+
+
+def test_read_tail_reads_only_the_end_from_a_line_start(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    path.write_bytes(b"".join(b"line %06d\n" % i for i in range(100_000)))  # 1.2 MB
+    tail = read_tail(path, 4096)
+    assert tail is not None and tail.truncated and tail.size == path.stat().st_size
+    assert len(tail.text) <= 4096 and tail.text.endswith("line 099999\n")
+    assert tail.text.startswith("line ")  # a whole first line
+    whole = read_tail(path.with_name("short.log"), 4096)
+    assert whole is None  # missing file
+    (tmp_path / "short.log").write_text("one\ntwo\n")
+    short = read_tail(tmp_path / "short.log", 4096)
+    assert short is not None and (short.text, short.truncated) == ("one\ntwo\n", False)

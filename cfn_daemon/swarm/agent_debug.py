@@ -68,7 +68,9 @@ async def agent_debug(service: SwarmService, args: AgentDebugArgs) -> AgentDebug
         events=events,
         restart=restart,
     )
-    if record.local and record.host == host_name() and rt is not None:
+    # Only a file cfnd itself writes for a local agent (an id is never a path).
+    safe = "/" not in args.agent and not args.agent.startswith(".")
+    if record.local and record.host == host_name() and rt is not None and safe:
         path = rt.supervisor.log_dir / f"{args.agent}.log"
         size = VERBOSE_LOG_TAIL_BYTES if args.verbose else LOG_TAIL_BYTES
         tail = await asyncio.to_thread(read_tail, path, size)
