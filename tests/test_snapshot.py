@@ -9,23 +9,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from cfn_client.api import Client
 from cfn_client.wire.errors import InvalidArgs
 from cfn_daemon.core import snapshot as rules
+from cfn_daemon.store.keys import Keys
 from tests.cli_support import (
     Swarm,
     destroy,
     new_swarm_name,
     own_cfnd,
     run,
+    shared_cfnd,
     started,
     swarm,
     wait_agents,
 )
+from tests.conftest import SHARED_REDIS
+from tests.daemon_proc import CfndProcess
 from tests.waiting import wait_until
 
-__all__ = ["swarm"]  # fixture, imported for pytest
+__all__ = ["shared_cfnd", "swarm"]  # fixtures, imported for pytest
 
 TRICKY = "echo 'a, \"b\"'; printf 'line1\\nline2 ü\\n'"
 
@@ -146,7 +151,9 @@ def test_in_flight_work_is_queued_again_and_runs_after_import(swarm: Swarm, tmp_
         assert {t.status for t in final.tasks} == {"succeeded"}, final
 
 
-def test_import_refuses_documents_it_does_not_understand(swarm: Swarm, tmp_path: Path) -> None:
+def test_import_refuses_documents_it_does_not_understand(
+    swarm: Swarm, shared_cfnd: CfndProcess, tmp_path: Path
+) -> None:
     def attempt(text: str) -> str:
         path = tmp_path / "doc.json"
         path.write_text(text)
@@ -173,6 +180,21 @@ def test_import_refuses_documents_it_does_not_understand(swarm: Swarm, tmp_path:
     assert "unknown field" in attempt(
         '{"format": "cfn-snapshot", "version": 1, "created_at": "", "secrets": []}'
     )
+    # Keys a former swarm of that id left behind (an interrupted destroy): refused too,
+    # and nothing is written.
+    doc = export(swarm, tmp_path / "ok.json")
+    keys = Keys(shared_cfnd.env["CFN_KEY_PREFIX"])
+    ghost = new_swarm_name()
+    r = redis.Redis.from_url(SHARED_REDIS)
+    try:
+        r.xadd(keys.queue(ghost, "normal"), {"t": "t-old"})
+        code, _, err = swarm.cli("snapshot", "import", str(tmp_path / "ok.json"), "--swarm", ghost)
+        assert code == 1 and f"keys of a former swarm {ghost}" in err, err
+        assert not r.exists(keys.swarm_state(ghost)) and not r.sismember(keys.swarms, ghost)
+    finally:
+        r.delete(keys.queue(ghost, "normal"))
+        r.close()
+    assert doc["swarms"][0]["id"] == swarm.name
 
 
 def test_rules_unit() -> None:

@@ -178,13 +178,19 @@ async def restore(service: SwarmService, doc: Snapshot, rename: str | None) -> S
     targets = {s.id: rename or s.id for s in doc.swarms}
     redis, keys = service.redis, service.store.keys
     for new in targets.values():  # refuse before writing anything
-        if await redis.sismember(keys.swarms, new) or await redis.exists(
-            keys.swarm_state(new), keys.tasks(new), keys.agents(new)
-        ):
-            hint = "" if rename else ", or import it under a new id with --swarm NEW_ID"
+        leftovers = [keys.swarm_state(new), keys.tasks(new), keys.agents(new), keys.dlq(new)]
+        leftovers += [keys.queue(new, p) for p in PRIORITIES]
+        hint = "" if rename else ", or import it under a new id with --swarm NEW_ID"
+        if await redis.sismember(keys.swarms, new):
             raise Conflict(
                 f"swarm {new} already exists; a snapshot never overwrites a swarm "
                 f"(destroy it first{hint})",
+                details={"swarm": new},
+            )
+        if await redis.exists(*leftovers):
+            raise Conflict(
+                f"keys of a former swarm {new} are still in Redis (an interrupted destroy?); "
+                f"nothing was imported{hint or ' (choose another id)'}",
                 details={"swarm": new},
             )
     result = SnapshotImportResult(upload="", bytes=0, committed=True)
@@ -219,9 +225,20 @@ async def _write_swarm(
     state = ren(swarm.state)
     state["status"] = "active"
     async with redis.pipeline(transaction=True) as pipe:
-        await pipe.watch(keys.swarms)
+        # Streams whose writes below fail on an existing key (a group or an entry id
+        # already there): a failed command inside EXEC would not undo the others, so
+        # they must be absent, and stay so (watched) until EXEC.
+        streams = [keys.queue(new, p) for p in PRIORITIES] + [keys.dlq(new)]
+        streams += [keys.run_log(new, r.id) for r in doc.runs if r.swarm == old]
+        await pipe.watch(keys.swarms, *streams)
         if await pipe.sismember(keys.swarms, new):
             raise Conflict(f"swarm {new} was created meanwhile; nothing was imported for it")
+        if int(await pipe.exists(*streams)):
+            raise Conflict(
+                f"keys of a former swarm {new} are still in Redis (an interrupted destroy?); "
+                "nothing was imported: import under a new id with --swarm NEW_ID",
+                details={"swarm": new},
+            )
         cap = service.config().limits.max_swarms
         if cap and int(await pipe.scard(keys.swarms)) >= cap:
             raise Conflict(
@@ -284,8 +301,8 @@ async def _write_swarm(
             await pipe.execute()
         except WatchError:
             raise Conflict(
-                f"the swarm list changed while swarm {new} was imported; nothing was "
-                "written for it: run the import again"
+                f"the swarm list (or swarm {new}'s keys) changed while it was imported; "
+                "nothing was written for it: run the import again"
             ) from None
 
 
