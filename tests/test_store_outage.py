@@ -77,6 +77,8 @@ ARGS: dict[str, dict[str, Any]] = {
     "team.list": {},
     "team.sync": {},
     "metrics.agents": {"swarm": "s1"},
+    "audit.search": {"text": "x"},
+    "redis.info": {},
     # Needs no Redis itself, but is not in the router's STORE_FREE_OPS: refused too.
     "web.login": {},
 }

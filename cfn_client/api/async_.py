@@ -1,9 +1,6 @@
-"""The async client: every op of cfnd as a method, results as typed Structs.
-
-This file is the source of ``api/sync.py`` (the blocking ``Client``), generated
-from it by ``python -m cfn_client.api.generate`` (unasync). Write each op once,
-here, and regenerate; a test fails when ``sync.py`` is stale.
-"""
+"""The async client: every op of cfnd as a method, results as typed Structs. The source of
+``api/sync.py`` (blocking ``Client``) by ``python -m cfn_client.api.generate`` (unasync):
+write each op once, here, and regenerate; a test fails when ``sync.py`` is stale."""
 
 from __future__ import annotations
 
@@ -26,6 +23,7 @@ from cfn_client.api.base import (
     wait_request_timeout,
 )
 from cfn_client.wire.errors import InvalidArgs
+from cfn_client.wire.schema.audit import AuditSearchResult, RedisInfoResult
 from cfn_client.wire.schema.loop import (
     LoopApplyResult,
     LoopBacklogResult,
@@ -74,11 +72,10 @@ __all__ = ["AsyncClient"]
 class AsyncClient(AsyncTransport):
     """cfnd's client: every op as a method, each result a typed Struct.
 
-    ``AsyncClient`` (anyio: asyncio or trio) lives in ``async with AsyncClient() as
-    cfn`` and may be shared by many tasks; ``Client`` (blocking) connects on first use,
-    reconnects on the call after a dropped link and is not thread-safe. Arguments are
-    checked against the op's schema before anything is sent, so a typo fails locally
-    with ``InvalidArgs`` naming the field.
+    ``AsyncClient`` (anyio: asyncio or trio) lives in ``async with AsyncClient() as cfn``
+    and may be shared by many tasks; ``Client`` (blocking) connects on first use, reconnects
+    on the call after a dropped link and is not thread-safe. Arguments are checked against
+    the op's schema before anything is sent: a typo fails locally with ``InvalidArgs``.
     """
 
     async def ping(self) -> PingResult:
@@ -593,3 +590,11 @@ class AsyncClient(AsyncTransport):
     ) -> MetricsResult:
         """Agents' recent performance (every swarm's, or one swarm's, or one agent's)."""
         return await self._op("metrics.agents", MetricsResult, swarm=swarm, agent=agent)
+
+    async def audit_search(self, **filters: Any) -> AuditSearchResult:
+        """Audit entries, newest first (since_ms, until_ms, user, op, text, limit)."""
+        return await self._op("audit.search", AuditSearchResult, **filters)
+
+    async def redis_info(self) -> RedisInfoResult:
+        """Redis INFO figures, what could not be checked, the health alerts in effect."""
+        return await self._op("redis.info", RedisInfoResult)

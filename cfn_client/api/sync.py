@@ -23,6 +23,7 @@ from cfn_client.api.base import (
 )
 from cfn_client.api.sync_transport import EventFollow, SyncTransport
 from cfn_client.wire.errors import InvalidArgs
+from cfn_client.wire.schema.audit import AuditSearchResult, RedisInfoResult
 from cfn_client.wire.schema.loop import (
     LoopApplyResult,
     LoopBacklogResult,
@@ -71,11 +72,10 @@ __all__ = ["Client"]
 class Client(SyncTransport):
     """cfnd's client: every op as a method, each result a typed Struct.
 
-    ``AsyncClient`` (anyio: asyncio or trio) lives in ``async with AsyncClient() as
-    cfn`` and may be shared by many tasks; ``Client`` (blocking) connects on first use,
-    reconnects on the call after a dropped link and is not thread-safe. Arguments are
-    checked against the op's schema before anything is sent, so a typo fails locally
-    with ``InvalidArgs`` naming the field.
+    ``AsyncClient`` (anyio: asyncio or trio) lives in ``async with AsyncClient() as cfn``
+    and may be shared by many tasks; ``Client`` (blocking) connects on first use, reconnects
+    on the call after a dropped link and is not thread-safe. Arguments are checked against
+    the op's schema before anything is sent: a typo fails locally with ``InvalidArgs``.
     """
 
     def ping(self) -> PingResult:
@@ -570,3 +570,11 @@ class Client(SyncTransport):
     def metrics_agents(self, swarm: str | None = None, agent: str | None = None) -> MetricsResult:
         """Agents' recent performance (every swarm's, or one swarm's, or one agent's)."""
         return self._op("metrics.agents", MetricsResult, swarm=swarm, agent=agent)
+
+    def audit_search(self, **filters: Any) -> AuditSearchResult:
+        """Audit entries, newest first (since_ms, until_ms, user, op, text, limit)."""
+        return self._op("audit.search", AuditSearchResult, **filters)
+
+    def redis_info(self) -> RedisInfoResult:
+        """Redis INFO figures, what could not be checked, the health alerts in effect."""
+        return self._op("redis.info", RedisInfoResult)

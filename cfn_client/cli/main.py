@@ -11,6 +11,7 @@ import click
 from cfn_client import __version__
 from cfn_client.cli import render
 from cfn_client.cli.commands.agent import agent
+from cfn_client.cli.commands.audit import audit, redis
 from cfn_client.cli.commands.config import config
 from cfn_client.cli.commands.epic import epic, sprints
 from cfn_client.cli.commands.epic import start as epic_start
@@ -129,6 +130,8 @@ cfnctl.add_command(dlq)
 cfnctl.add_command(events)
 cfnctl.add_command(monitor)
 cfnctl.add_command(metrics)
+cfnctl.add_command(audit)
+cfnctl.add_command(redis)
 cfnctl.add_command(loop)
 cfnctl.add_command(cfn_loop)
 cfnctl.add_command(epic)

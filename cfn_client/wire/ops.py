@@ -12,6 +12,12 @@ from dataclasses import dataclass
 
 from cfn_client.wire.errors import ProtocolError
 from cfn_client.wire.protocol import Args, HelloArgs, HelloResult, Result, Role
+from cfn_client.wire.schema.audit import (
+    AuditSearchArgs,
+    AuditSearchResult,
+    RedisInfoArgs,
+    RedisInfoResult,
+)
 from cfn_client.wire.schema.loop import (
     LoopApplyArgs,
     LoopApplyResult,
@@ -177,6 +183,8 @@ OPS: dict[str, OpSpec] = {
     "epic.list": OpSpec(EpicListArgs, EpicListResult, Role.viewer),
     # observability
     "metrics.agents": OpSpec(MetricsArgs, MetricsResult, Role.viewer),
+    "audit.search": OpSpec(AuditSearchArgs, AuditSearchResult, Role.admin),
+    "redis.info": OpSpec(RedisInfoArgs, RedisInfoResult, Role.viewer),
 }
 
 
