@@ -181,11 +181,11 @@ def test_each_threshold_raises_its_problem() -> None:
     problems, unchecked = evaluate(fig, Thresholds(), evicted_before=2)
     kinds = {p.kind for p in problems}
     assert kinds == {
-        "redis.memory", "redis.clients", "redis.evictions", "redis.aof_off",
-        "redis.eviction_policy",
+        "health.memory", "health.clients", "health.evictions", "health.aof_off",
+        "health.eviction_policy",
     }  # fmt: skip
     assert unchecked == []
-    evictions = next(p for p in problems if p.kind == "redis.evictions")
+    evictions = next(p for p in problems if p.kind == "health.evictions")
     assert evictions.fields["evicted"] == 10
     # Settings that switch checks off.
     relaxed = Thresholds(require_aof=False, require_noeviction=False, evictions_max=100,
@@ -215,7 +215,7 @@ def test_edges_only_new_problems() -> None:
     fig = figures(_info(memory={"maxmemory_policy": "allkeys-lru"}))
     problems, _ = evaluate(fig, Thresholds(), evicted_before=0)
     raised, cleared = edges({}, problems)
-    assert [p.kind for p in raised] == ["redis.eviction_policy"] and cleared == []
+    assert [p.kind for p in raised] == ["health.eviction_policy"] and cleared == []
     active = {p.kind: p for p in raised}
     assert edges(active, problems) == ([], [])  # still bad: no second alert
-    assert edges(active, []) == ([], ["redis.eviction_policy"])  # back to normal
+    assert edges(active, []) == ([], ["health.eviction_policy"])  # back to normal

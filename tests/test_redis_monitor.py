@@ -57,9 +57,9 @@ def test_risky_redis_settings_raise_alerts_once(
     try:
         proc = cfnd_factory("--redis-url", server.url, env=FAST)
         seen: list[dict[str, Any]] = []
-        both = {"redis.eviction_policy", "redis.aof_off"}
+        both = {"health.eviction_policy", "health.aof_off"}
         _collect(sub, seen, lambda: both <= {a["kind"] for a in seen}, "policy and AOF alerts")
-        policy = next(a for a in seen if a["kind"] == "redis.eviction_policy")
+        policy = next(a for a in seen if a["kind"] == "health.eviction_policy")
         assert policy["severity"] == "critical" and "allkeys-lru" in policy["message"]
         assert policy["fields"]["maxmemory_policy"] == "allkeys-lru"
         # The figures, and the alerts still in effect.
@@ -67,11 +67,11 @@ def test_risky_redis_settings_raise_alerts_once(
         assert info["maxmemory_policy"] == "allkeys-lru" and info["aof_enabled"] is False
         assert info["maxmemory_bytes"] == 512 * 1024 * 1024 and 0 < info["memory_ratio"] < 0.1
         assert info["version"] and info["connected_clients"] >= 1
-        assert {a["kind"] for a in info["alerts"]} == {"redis.eviction_policy", "redis.aof_off"}
+        assert {a["kind"] for a in info["alerts"]} == {"health.eviction_policy", "health.aof_off"}
         assert info["rdb_saves"] == "" and info["unchecked"] == []
         table = cfnctl(proc.socket, "redis", "info")
         assert "eviction policy: allkeys-lru" in table.stdout, table.stdout
-        assert "critical redis.eviction_policy" in table.stdout
+        assert "critical health.eviction_policy" in table.stdout
         # Back to normal: the alert clears (logged), and comes back only on a new edge.
         client.config_set("maxmemory-policy", "noeviction")
         wait_until(
@@ -79,9 +79,9 @@ def test_risky_redis_settings_raise_alerts_once(
             30,
             "the eviction policy alert to clear",
         )
-        assert {a["kind"] for a in _info(proc)["alerts"]} == {"redis.aof_off"}
+        assert {a["kind"] for a in _info(proc)["alerts"]} == {"health.aof_off"}
         client.config_set("maxmemory-policy", "volatile-lru")
-        policy_alerts = lambda: _count(seen, "redis.eviction_policy") >= 2  # noqa: E731
+        policy_alerts = lambda: _count(seen, "health.eviction_policy") >= 2  # noqa: E731
         _collect(sub, seen, policy_alerts, "a second eviction policy alert")
 
         # One alert per edge: five polls later (five INFO sections each), still two policy
@@ -98,11 +98,11 @@ def test_risky_redis_settings_raise_alerts_once(
             if msg["type"] == "message":
                 seen.append(json.loads(msg["data"]))
         polls = sum(1 for e in proc.log_events() if e.get("event") == "alert_cleared") + 1
-        assert _count(seen, "redis.aof_off") == 1 and _count(seen, "redis.eviction_policy") == 2
+        assert _count(seen, "health.aof_off") == 1 and _count(seen, "health.eviction_policy") == 2
         logged = sum(1 for e in proc.log_events() if e.get("event") == "alert")
         assert logged == len(seen) == 3 and polls == 2, (logged, seen)
         events = client.xrange(f"{key_prefix}:events")
-        assert {f[b"type"] for _, f in events} >= {b"alert.redis.eviction_policy"}
+        assert {f[b"type"] for _, f in events} >= {b"alert.health.eviction_policy"}
     finally:
         sub.close()
         client.close()

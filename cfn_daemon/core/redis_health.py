@@ -102,7 +102,7 @@ def evaluate(
         if fig.memory_ratio > limits.memory_ratio_max:
             problems.append(
                 Problem(
-                    "redis.memory",
+                    "health.memory",
                     "critical",
                     f"Redis uses {fig.memory_ratio:.0%} of maxmemory "
                     f"(threshold {limits.memory_ratio_max:.0%})",
@@ -120,7 +120,7 @@ def evaluate(
     elif fig.connected_clients > limits.connected_clients_max:
         problems.append(
             Problem(
-                "redis.clients",
+                "health.clients",
                 "warning",
                 f"{fig.connected_clients} clients connected to Redis "
                 f"(threshold {limits.connected_clients_max})",
@@ -133,7 +133,7 @@ def evaluate(
         delta = fig.evicted_keys - evicted_before
         problems.append(
             Problem(
-                "redis.evictions",
+                "health.evictions",
                 "critical",
                 f"Redis evicted {delta} keys since the last check: coordination keys "
                 "(tasks, agents) may be lost",
@@ -146,7 +146,7 @@ def evaluate(
         elif not fig.aof_enabled:
             problems.append(
                 Problem(
-                    "redis.aof_off",
+                    "health.aof_off",
                     "warning",
                     "Redis AOF is off: a Redis crash loses the writes since the last RDB save",
                     {"aof_enabled": False},
@@ -158,7 +158,7 @@ def evaluate(
         elif fig.maxmemory_policy != "noeviction":
             problems.append(
                 Problem(
-                    "redis.eviction_policy",
+                    "health.eviction_policy",
                     "critical",
                     f"Redis maxmemory-policy is {fig.maxmemory_policy}, not noeviction: "
                     "evicting coordination keys loses tasks",

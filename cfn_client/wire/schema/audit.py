@@ -18,7 +18,7 @@ AUDIT_LIMIT_MAX = 10_000
 
 class Alert(msgspec.Struct, kw_only=True):
     """One alert: published as JSON on ``cfn:alerts``, appended to the daemon's events
-    stream ``cfn:events`` and logged. ``kind`` is stable (``redis.eviction_policy``,
+    stream ``cfn:events`` and logged. ``kind`` is stable (``health.eviction_policy``,
     ``audit.denial_burst``, ``swarm.destroyed``, ``auth.changed`` ...)."""
 
     kind: str
