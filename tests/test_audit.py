@@ -204,6 +204,19 @@ def test_audit_search_needs_admin(open_cfnd: CfndProcess) -> None:
     # nobody in the socket's group (root's): operator, not admin.
     out = cfnctl_as(open_cfnd, NOBODY, 0, "audit", "search")
     assert out.returncode == 4 and "needs role admin" in out.stderr, out
+    # A denial inside a handler (the exec right) is audited too, with the caller's role.
+    name = f"ex{uuid.uuid4().hex[:8]}"
+    assert (
+        cfnctl_as(open_cfnd, None, 0, "swarm", "init", "mesh", "2", "--name", name).returncode == 0
+    )
+    try:
+        shell = cfnctl_as(open_cfnd, NOBODY, 0, "--swarm", name, "run", "--type", "shell", "id")
+        assert shell.returncode == 4 and "exec" in shell.stderr, shell
+    finally:
+        cfnctl_as(open_cfnd, None, 0, "--swarm", name, "swarm", "destroy", "--force")
+    denied = search(open_cfnd, "--op", "task.submit", "--text", name, "--user", str(NOBODY))
+    assert [(e["outcome"], e["role"]) for e in denied] == [("denied", "operator")], denied
+    assert search(open_cfnd, "--op", "audit.search", "--user", "nobody")[0]["outcome"] == "denied"
 
 
 @NEEDS_ROOT
