@@ -8,7 +8,7 @@ import json
 import pytest
 
 from cfn_client.wire.protocol import Role
-from cfn_daemon.core.audit_rules import ARGS_BYTES_MAX, audited, critical, entry_args
+from cfn_daemon.core.audit_rules import ARG_CHARS_MAX, ARGS_BYTES_MAX, audited, critical, entry_args
 from cfn_daemon.core.denials import DenialWindow
 from cfn_daemon.core.redact import REDACTED, redact, redact_text, secret_name
 from cfn_daemon.core.redis_health import Thresholds, edges, evaluate, figures
@@ -219,3 +219,11 @@ def test_edges_only_new_problems() -> None:
     active = {p.kind: p for p in raised}
     assert edges(active, problems) == ([], [])  # still bad: no second alert
     assert edges(active, []) == ([], ["health.eviction_policy"])  # back to normal
+
+
+def test_a_secret_across_the_cut_is_redacted_whole() -> None:
+    secret = "sk-ant-api03-" + "Qm9vQmFy" * 8
+    text = "a " * (ARG_CHARS_MAX // 2 - 4) + secret + " after" * 200  # starts just before it
+    out = json.loads(entry_args({"text": text}))["text"]
+    assert "Qm9vQmFy" not in out and "sk-ant" not in out
+    assert out.endswith(f"(+{len(text) - ARG_CHARS_MAX} chars)")

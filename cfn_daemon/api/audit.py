@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import structlog
 
 from cfn_client.wire.errors import CfnError, InvalidArgs, PermissionDenied
@@ -80,35 +81,49 @@ class AuditLog:
                 raise
             if wanted:
                 await self.write(ctx, raw, "ok", "")
-                found = critical(ctx.op, raw)
-                if found is not None:
-                    kind, message = found
-                    await self.alerts.raise_alert(
-                        kind, "critical", message, op=ctx.op, uid=ctx.peer.uid,
-                        user=ctx.peer.user, args=raw,
-                    )  # fmt: skip
+                await self._critical(ctx, raw, result)
             return result
 
         return mw
 
-    async def _denied(self, ctx: RequestContext, raw: dict[str, Any], err: CfnError) -> None:
-        await self.write(ctx, raw, "denied", err.instance_code)
-        cfg = self.config()
-        window = self.denials
-        if (window.burst, window.window_s) != (cfg.denial_burst, cfg.denial_window_s):
-            window = self.denials = DenialWindow(cfg.denial_burst, cfg.denial_window_s)
-        if window.hit(ctx.peer.uid, time.monotonic()):
+    async def _critical(self, ctx: RequestContext, raw: dict[str, Any], result: Any) -> None:
+        """The alert of a critical op that succeeded; never raises (the op is done)."""
+        try:
+            # The swarm the op resolved to (``swarm`` may be omitted in the request).
+            named = getattr(result, "swarm", None)
+            found = critical(ctx.op, {**raw, "swarm": named} if isinstance(named, str) else raw)
+            if found is None:
+                return
+            kind, message = found
             await self.alerts.raise_alert(
-                "audit.denial_burst",
-                "critical",
-                f"{cfg.denial_burst} denied requests from user {ctx.peer.user} "
-                f"(uid {ctx.peer.uid}) within {cfg.denial_window_s:g} s",
-                uid=ctx.peer.uid,
-                user=ctx.peer.user,
-                last_op=ctx.op,
-                burst=cfg.denial_burst,
-                window_s=cfg.denial_window_s,
-            )
+                kind, "critical", message, op=ctx.op, uid=ctx.peer.uid, user=ctx.peer.user,
+                args=msgspec.json.decode(entry_args(raw)),
+            )  # fmt: skip
+        except Exception as exc:
+            log.warning("alert_failed", op=ctx.op, error=describe_error(exc))
+
+    async def _denied(self, ctx: RequestContext, raw: dict[str, Any], err: CfnError) -> None:
+        """Audit a refusal and count it toward the uid's denial burst; never raises."""
+        await self.write(ctx, raw, "denied", err.instance_code)
+        try:
+            cfg = self.config()
+            window = self.denials
+            if (window.burst, window.window_s) != (cfg.denial_burst, cfg.denial_window_s):
+                window = self.denials = DenialWindow(cfg.denial_burst, cfg.denial_window_s)
+            if window.hit(ctx.peer.uid, time.monotonic()):
+                await self.alerts.raise_alert(
+                    "audit.denial_burst",
+                    "critical",
+                    f"{cfg.denial_burst} denied requests from user {ctx.peer.user} "
+                    f"(uid {ctx.peer.uid}) within {cfg.denial_window_s:g} s",
+                    uid=ctx.peer.uid,
+                    user=ctx.peer.user,
+                    last_op=ctx.op,
+                    burst=cfg.denial_burst,
+                    window_s=cfg.denial_window_s,
+                )
+        except Exception as exc:
+            log.warning("alert_failed", op=ctx.op, error=describe_error(exc))
 
     async def write(
         self, ctx: RequestContext, raw: dict[str, Any], outcome: str, code: str

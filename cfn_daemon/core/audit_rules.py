@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from cfn_client.wire.protocol import Role
-from cfn_daemon.core.redact import redact
+from cfn_daemon.core.redact import redact, redact_text
 
 # Ops a viewer may call that still change something (a one-time login link).
 AUDITED_VIEWER_OPS = frozenset({"web.login"})
@@ -35,8 +35,12 @@ def audited(op: str, role: Role) -> bool:
 
 
 def _shorten(value: Any, depth: int = 0) -> Any:
+    """Long strings cut to ``ARG_CHARS_MAX``, redacted first on a window twice as long, so
+    a secret across the cut is still matched whole (and redaction costs O(window), not
+    O(text): a task text can be megabytes)."""
     if isinstance(value, str) and len(value) > ARG_CHARS_MAX:
-        return f"{value[:ARG_CHARS_MAX]}…(+{len(value) - ARG_CHARS_MAX} chars)"
+        window = redact_text(value[: 2 * ARG_CHARS_MAX])
+        return f"{window[:ARG_CHARS_MAX]}…(+{len(value) - ARG_CHARS_MAX} chars)"
     if depth > 32:
         return "…"
     if isinstance(value, Mapping):
@@ -50,7 +54,7 @@ def entry_args(raw: Mapping[str, Any]) -> str:
     """The request's arguments as the entry keeps them: redacted (secrets by key name
     and by value pattern, see ``core.redact``), long strings cut, JSON of at most
     ``ARGS_BYTES_MAX`` bytes (else a JSON string of its start, marked as cut)."""
-    text = _json.encode(_shorten(redact(dict(raw)))).decode()
+    text = _json.encode(redact(_shorten(dict(raw)))).decode()
     if len(text.encode()) <= ARGS_BYTES_MAX:
         return text
     cut = text.encode()[: ARGS_BYTES_MAX - 64].decode(errors="ignore")

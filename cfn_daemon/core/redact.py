@@ -14,6 +14,7 @@ Pure: values in, values out (tests/test_redact.py).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -42,34 +43,58 @@ _SECRET_PAIRS = frozenset(
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
-# (pattern, replacement): group 1, where there is one, is kept (a scheme, a name).
+# (hints, pattern, replacement): the pattern runs only when the lowercased text contains
+# one of its hints (a cheap substring test: most strings hold no secret at all); group 1,
+# where there is one, is kept (a scheme, a name).
 _R = REDACTED
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+_SECRET_HINTS = ("password", "passwd", "secret", "token", "key", "credential")
+_PATTERNS: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...] = (
     # PEM blocks (private keys, certificates with keys): the whole block.
-    (re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|\Z)", re.DOTALL), _R),
+    (
+        ("-----begin",),
+        re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|\Z)", re.DOTALL),
+        _R,
+    ),
     # Authorization headers: keep the scheme, hide the credential.
-    (re.compile(r"\b((?i:bearer)\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1{_R}"),
-    (re.compile(r"(?i)\b(authorization:\s*basic\s+)[A-Za-z0-9+/=]{8,}"), rf"\1{_R}"),
+    (("bearer",), re.compile(r"\b((?i:bearer)\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1{_R}"),
+    (
+        ("basic",),
+        re.compile(r"(?i)\b(authorization:\s*basic\s+)[A-Za-z0-9+/=]{8,}"),
+        rf"\1{_R}",
+    ),
     # Vendor token shapes.
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), _R),  # OpenAI, Anthropic (sk-ant-...)
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"), _R),  # GitHub
-    (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"), _R),
-    (re.compile(r"\bgl(?:pat|dt)-[A-Za-z0-9_-]{20,}"), _R),  # GitLab
-    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), _R),  # AWS access key ids
-    (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), _R),  # Slack
-    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), _R),  # Google API keys
+    (("sk-",), re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), _R),  # OpenAI, Anthropic (sk-ant-...)
+    (
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
+        re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),
+        _R,
+    ),  # GitHub
+    (("github_pat_",), re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"), _R),
+    (("glpat-", "gldt-"), re.compile(r"\bgl(?:pat|dt)-[A-Za-z0-9_-]{20,}"), _R),  # GitLab
+    (("akia", "asia"), re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), _R),  # AWS key ids
+    (("xox",), re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), _R),  # Slack
+    (("aiza",), re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), _R),  # Google API keys
     # Assignments in text: ``PASSWORD=...``, ``api_key: ...``, ``--token ...``.
     (
+        _SECRET_HINTS,
         re.compile(
-            r"(?i)(\b[\w-]*(?:password|passwd|secret|token|api[_-]?key|credential)s?"
+            r"(?i)((?:password|passwd|secret|token|api[_-]?key|credential)s?"
             r"[\"']?\s*[=:]\s*[\"']?)[^\s\"',;&]+"
         ),
         rf"\1{_R}",
     ),
-    (re.compile(r"(?i)(--(?:password|secret|token|api-key|apikey)[ =])[^\s\"',;&]+"), rf"\1{_R}"),
+    (
+        ("--",),
+        re.compile(r"(?i)(--(?:password|secret|token|api-key|apikey)[ =])[^\s\"',;&]+"),
+        rf"\1{_R}",
+    ),
     # URLs with a password: redis://user:pw@host.
-    (re.compile(r"(://[^/\s:@]*:)[^/\s@]+(?=@)"), rf"\1{_R}"),
+    (("://",), re.compile(r"(://[^/\s:@]*:)[^/\s@]+(?=@)"), rf"\1{_R}"),
 )
+# Any hint at all (one C-level scan; most strings have none and skip every pattern).
+_ANY_HINT = re.compile("|".join(re.escape(h) for hints, _, _ in _PATTERNS for h in hints))
+# Runs shorter than this are never taken for random keys.
+_RUN_MIN = 40
 # A key ending in one of these names where a secret is, not the secret itself.
 _NOT_SECRET_SUFFIXES = frozenset({"file", "path", "env", "var", "name", "id", "ttl", "s", "ms"})
 # Candidate runs for the entropy check: long hex, long base64 / base64url.
@@ -79,6 +104,7 @@ _B64_RUN = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{40,}={0,2}(?![A-Za-
 _MIN_ENTROPY_BITS = 4.3
 
 
+@functools.lru_cache(maxsize=4096)  # key names repeat: every request has the same few
 def secret_name(name: str) -> bool:
     """True when a key called ``name`` holds a secret (``ANTHROPIC_API_KEY``, ``authToken``,
     ``password_file`` is not one: it names a path, see ``_NOT_SECRET_SUFFIXES``)."""
@@ -115,8 +141,13 @@ def _random_run(match: re.Match[str]) -> str:
 
 def redact_text(text: str) -> str:
     """``text`` with every credential-shaped part replaced by ``[REDACTED]``."""
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    lowered = text.lower()
+    if _ANY_HINT.search(lowered) is not None:
+        for hints, pattern, replacement in _PATTERNS:
+            if any(h in lowered for h in hints):
+                text = pattern.sub(replacement, text)
+    if len(text) < _RUN_MIN:
+        return text
     text = _HEX_RUN.sub(_random_run, text)
     return _B64_RUN.sub(_random_run, text)
 
