@@ -10,7 +10,6 @@ rest is skipped (logged as ``alert_not_published``).
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import Any, Protocol
 
 import msgspec
@@ -24,8 +23,6 @@ from cfn_daemon.store.keys import EVENTS_MAXLEN, Keys
 
 log = structlog.get_logger("cfn.alerts")
 _json = msgspec.json.Encoder()
-# Recent alerts kept in memory (bounded), newest last.
-RECENT_KEPT = 100
 # A publish waits at most this long: an alert must not hold up the request that raised it.
 PUBLISH_TIMEOUT_S = 2.0
 
@@ -44,11 +41,10 @@ class AlertStore(Protocol):
 
 
 class Alerts:
-    """Raises alerts (log + event + publish) and remembers the recent ones."""
+    """Raises alerts: a log line, an event in ``cfn:events``, a publish on ``cfn:alerts``."""
 
     def __init__(self, store: AlertStore) -> None:
         self.store = store
-        self.recent: deque[Alert] = deque(maxlen=RECENT_KEPT)
 
     async def raise_alert(
         self, kind: str, severity: Severity, message: str, **fields: Any
@@ -57,7 +53,6 @@ class Alerts:
         alert = Alert(
             kind=kind, severity=severity, message=message, t_ms=now_ms(), fields=redact(fields)
         )
-        self.recent.append(alert)
         log.warning("alert", kind=kind, severity=severity, message=message, **alert.fields)
         if not self.store.available:
             log.warning("alert_not_published", kind=kind, reason="store unavailable")
