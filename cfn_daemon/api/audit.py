@@ -32,6 +32,7 @@ from cfn_daemon.api.alerts import Alerts, AlertStore
 from cfn_daemon.api.router import Middleware, Next, RequestContext
 from cfn_daemon.core.audit_rules import audited, critical, entry_args
 from cfn_daemon.core.denials import DenialWindow
+from cfn_daemon.queue.audit_log import AuditRecord, append
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.settings.schema import AuditConfig
 from cfn_daemon.store.client import describe_error
@@ -131,25 +132,22 @@ class AuditLog:
         """Append one entry; never raises (an error is logged as ``audit_write_failed``)."""
         peer = ctx.peer
         try:
-            fields = {
-                "t_ms": now_ms(),
-                "uid": peer.uid,
-                "user": peer.user,
-                "role": peer.role.name,
-                "op": ctx.op,
-                "args": entry_args(raw),
-                "outcome": outcome,
-                "code": code,
-            }
+            record = AuditRecord(
+                t_ms=now_ms(),
+                uid=peer.uid,
+                user=peer.user,
+                role=peer.role.name,
+                op=ctx.op,
+                args=entry_args(raw),
+                outcome=outcome,
+                code=code,
+            )
             if not self.store.available:
                 log.warning("audit_write_failed", op=ctx.op, uid=peer.uid, reason="store down")
                 return
             async with asyncio.timeout(WRITE_TIMEOUT_S):
-                await self.store.redis.xadd(
-                    self.store.keys.audit,
-                    fields,
-                    maxlen=self.config().max_entries,
-                    approximate=True,
+                await append(
+                    self.store.redis, self.store.keys, record, max_entries=self.config().max_entries
                 )
         except Exception as exc:
             log.warning("audit_write_failed", op=ctx.op, uid=peer.uid, reason=describe_error(exc))
