@@ -119,3 +119,32 @@ def test_renamed_config_is_reported_as_unchecked(
     # INFO still answers: the checks it allows are made.
     assert info["maxmemory_policy"] == "noeviction" and info["aof_enabled"] is True
     assert info["alerts"] == []
+
+
+def test_info_and_config_denied_by_acl_are_listed_not_fatal(
+    redis_factory: RedisFactory, cfnd_factory: Callable[..., CfndProcess]
+) -> None:
+    """An ACL user without INFO or CONFIG: cfnd runs, the monitor keeps polling (no crash
+    loop), and ``redis info`` says what it could not check instead of guessing."""
+    acl = "user cfnd on >mon-pw-9 ~* &* +@all -info -config"
+    server = redis_factory(extra_conf=[acl])
+    env = {**FAST, "CFN_REDIS__USERNAME": "cfnd", "CFN_REDIS_PASSWORD": "mon-pw-9"}
+    proc = cfnd_factory("--redis-url", server.url, env=env)
+    info = _info(proc)
+    assert info["version"] is None and info["maxmemory_policy"] is None
+    assert info["aof_enabled"] is None and info["alerts"] == []
+    notes = "\n".join(info["unchecked"])
+    for part in ("INFO memory", "INFO persistence", "rdb saves", "eviction policy", "aof"):
+        assert part in notes, notes
+    client: redis.Redis = server.client()
+    try:
+        # Polls go on (the monitor did not give up): the denied INFO calls keep coming.
+        def denied_info() -> int:
+            log = client.acl_log(count=1000)  # similar entries are merged: add their counts
+            return sum(int(e.get("count", 1)) for e in log if e.get("object") == "info")
+
+        target = denied_info() + 10
+        wait_until(lambda: denied_info() >= target, 30, "more monitor polls")
+    finally:
+        client.close()
+    assert not any(e.get("event") == "child_failed" for e in proc.log_events())
