@@ -38,6 +38,7 @@ from cfn_daemon.api.handlers.team_ops import TeamOps
 from cfn_daemon.api.metrics import Exporter, Metrics, MetricsFeed, observe_requests
 from cfn_daemon.api.redis_monitor import RedisMonitor
 from cfn_daemon.api.router import (
+    Middleware,
     Next,
     RequestContext,
     Router,
@@ -108,6 +109,7 @@ class Daemon:
         self.notifier = notifier or Notifier({})
         self.ready = asyncio.Event()
         self._teams: TeamOps | None = None
+        self._audit_mw: Middleware | None = None  # set once the store is open
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._stack = AsyncExitStack()
@@ -251,7 +253,7 @@ class Daemon:
 
     async def _audited(self, ctx: RequestContext, raw: dict[str, Any], nxt: Next) -> Any:
         # The audit needs the store, opened after the middleware chain is laid out.
-        mw = getattr(self, "_audit_mw", None)
+        mw = self._audit_mw
         return await (nxt(ctx, raw) if mw is None else mw(ctx, raw, nxt))
 
     # ------------------------------------------------------------------ control
