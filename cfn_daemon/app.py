@@ -20,12 +20,15 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from cfn_client.wire.errors import CfnError, Conflict
+from cfn_daemon.api.alerts import Alerts
+from cfn_daemon.api.audit import AuditLog
 from cfn_daemon.api.handlers.admin_ops import AdminOps
+from cfn_daemon.api.handlers.audit_ops import AuditOps
 from cfn_daemon.api.handlers.config_ops import ConfigOps
 from cfn_daemon.api.handlers.loop_ops import LoopOps
 from cfn_daemon.api.handlers.observe_ops import ObserveOps
@@ -34,7 +37,11 @@ from cfn_daemon.api.handlers.system import SystemOps
 from cfn_daemon.api.handlers.task_ops import TaskOps
 from cfn_daemon.api.handlers.team_ops import TeamOps
 from cfn_daemon.api.metrics import Exporter, Metrics, MetricsFeed, observe_requests
+from cfn_daemon.api.redis_monitor import RedisMonitor
 from cfn_daemon.api.router import (
+    Middleware,
+    Next,
+    RequestContext,
     Router,
     answer_outages,
     authorize,
@@ -103,6 +110,7 @@ class Daemon:
         self.notifier = notifier or Notifier({})
         self.ready = asyncio.Event()
         self._teams: TeamOps | None = None
+        self._audit_mw: Middleware | None = None  # set once the store is open
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._stack = AsyncExitStack()
@@ -144,6 +152,8 @@ class Daemon:
             self.metrics = Metrics()
             self.router.use(observe_requests(self.metrics))
             self.router.use(refuse_while(lambda: self.server.draining))
+            # Outside authorisation: every denial is audited (the store is bound below).
+            self.router.use(self._audited)
             limiter = (
                 RateLimiter(cfg.auth.rate_per_s, cfg.auth.rate_burst)
                 if cfg.auth.rate_per_s > 0
@@ -159,6 +169,15 @@ class Daemon:
                 Store.open(cfg.redis, self.state_dir, self.env)
             )
             self.router.use(answer_outages(self.store))
+            self.alerts = Alerts(self.store)
+            self.audit = AuditLog(self.store, self.alerts, lambda: self.settings.audit)
+            self.redis_monitor = RedisMonitor(
+                self.store,
+                self.alerts,
+                lambda: self.settings.monitor,
+                lambda: self.settings.redis.command_timeout_s,
+            )
+            self._audit_mw = self.audit.middleware()
         except BaseException:
             await self._stack.aclose()
             raise
@@ -192,6 +211,7 @@ class Daemon:
         self.loops = LoopService(self.swarms, self.hub)
         self.epics = EpicService(self.loops)
         LoopOps(self.loops, self.epics).register(self.router)
+        AuditOps(self.audit, self.redis_monitor).register(self.router)
         self.web: Console | None = None
         if cfg.web.enabled:
             try:
@@ -233,6 +253,11 @@ class Daemon:
         await self._stack.aclose()
         log.info("cfnd_stopped")
 
+    async def _audited(self, ctx: RequestContext, raw: dict[str, Any], nxt: Next) -> Any:
+        # The audit needs the store, opened after the middleware chain is laid out.
+        mw = self._audit_mw
+        return await (nxt(ctx, raw) if mw is None else mw(ctx, raw, nxt))
+
     # ------------------------------------------------------------------ control
 
     def request_stop(self) -> None:
@@ -267,6 +292,8 @@ class Daemon:
                 lambda: self.metrics_feed.run(self.settings.metrics, self._stop),
                 self._stop,
             )
+        if self.settings.monitor.enabled:
+            children["redis-monitor"] = (lambda: self.redis_monitor.run(self._stop), self._stop)
         if self.store.embedded is not None:
             children["embedded-redis"] = (self._supervise_embedded, self._stop)
         if interval_s:

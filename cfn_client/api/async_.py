@@ -1,9 +1,6 @@
-"""The async client: every op of cfnd as a method, results as typed Structs.
-
-This file is the source of ``api/sync.py`` (the blocking ``Client``), generated
-from it by ``python -m cfn_client.api.generate`` (unasync). Write each op once,
-here, and regenerate; a test fails when ``sync.py`` is stale.
-"""
+"""The async client: every op of cfnd as a method, results as typed Structs. The source of
+``api/sync.py`` (blocking ``Client``) by ``python -m cfn_client.api.generate`` (unasync):
+write each op once, here, and regenerate; a test fails when ``sync.py`` is stale."""
 
 from __future__ import annotations
 
@@ -75,11 +72,10 @@ __all__ = ["AsyncClient"]
 class AsyncClient(AsyncAdminOps):
     """cfnd's client: every op as a method, each result a typed Struct.
 
-    ``AsyncClient`` (anyio: asyncio or trio) lives in ``async with AsyncClient() as
-    cfn`` and may be shared by many tasks; ``Client`` (blocking) connects on first use,
-    reconnects on the call after a dropped link and is not thread-safe. Arguments are
-    checked against the op's schema before anything is sent, so a typo fails locally
-    with ``InvalidArgs`` naming the field.
+    ``AsyncClient`` (anyio: asyncio or trio) lives in ``async with AsyncClient() as cfn``
+    and may be shared by many tasks; ``Client`` (blocking) connects on first use, reconnects
+    on the call after a dropped link and is not thread-safe. Arguments are checked against
+    the op's schema before anything is sent: a typo fails locally with ``InvalidArgs``.
     """
 
     async def ping(self) -> PingResult:

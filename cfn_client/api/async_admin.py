@@ -6,10 +6,12 @@ a generated blocking twin (``sync_admin.py``, by ``python -m cfn_client.api.gene
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 from cfn_client.api.async_transport import AsyncTransport
 from cfn_client.api.base import chunk_bytes, utf8_chunks
 from cfn_client.wire.errors import InvalidArgs, ProtocolError
+from cfn_client.wire.schema.audit import AuditSearchResult, RedisInfoResult
 from cfn_client.wire.schema.debug import AgentDebugResult
 from cfn_client.wire.schema.logs import LogEntry, LogSource, LogsPage
 from cfn_client.wire.schema.snapshot import (
@@ -25,7 +27,16 @@ MAX_PAGES = 1_000_000
 
 
 class AsyncAdminOps(AsyncTransport):
-    """``agent.debug``, ``logs.export``, ``snapshot.export`` / ``snapshot.import``."""
+    """``agent.debug``, ``logs.export``, ``snapshot.export`` / ``snapshot.import``,
+    ``audit.search``, ``redis.info``."""
+
+    async def audit_search(self, **filters: Any) -> AuditSearchResult:
+        """Audit entries, newest first (since_ms, until_ms, user, op, text, limit)."""
+        return await self._op("audit.search", AuditSearchResult, **filters)
+
+    async def redis_info(self) -> RedisInfoResult:
+        """Redis INFO figures, what could not be checked, the health alerts in effect."""
+        return await self._op("redis.info", RedisInfoResult)
 
     async def agent_debug(
         self,

@@ -72,11 +72,10 @@ __all__ = ["Client"]
 class Client(AdminOps):
     """cfnd's client: every op as a method, each result a typed Struct.
 
-    ``AsyncClient`` (anyio: asyncio or trio) lives in ``async with AsyncClient() as
-    cfn`` and may be shared by many tasks; ``Client`` (blocking) connects on first use,
-    reconnects on the call after a dropped link and is not thread-safe. Arguments are
-    checked against the op's schema before anything is sent, so a typo fails locally
-    with ``InvalidArgs`` naming the field.
+    ``AsyncClient`` (anyio: asyncio or trio) lives in ``async with AsyncClient() as cfn``
+    and may be shared by many tasks; ``Client`` (blocking) connects on first use, reconnects
+    on the call after a dropped link and is not thread-safe. Arguments are checked against
+    the op's schema before anything is sent: a typo fails locally with ``InvalidArgs``.
     """
 
     def ping(self) -> PingResult:

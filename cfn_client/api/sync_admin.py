@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from cfn_client.api.base import chunk_bytes, utf8_chunks
 from cfn_client.api.sync_transport import SyncTransport
 from cfn_client.wire.errors import InvalidArgs, ProtocolError
+from cfn_client.wire.schema.audit import AuditSearchResult, RedisInfoResult
 from cfn_client.wire.schema.debug import AgentDebugResult
 from cfn_client.wire.schema.logs import LogEntry, LogSource, LogsPage
 from cfn_client.wire.schema.snapshot import (
@@ -24,7 +26,16 @@ MAX_PAGES = 1_000_000
 
 
 class AdminOps(SyncTransport):
-    """``agent.debug``, ``logs.export``, ``snapshot.export`` / ``snapshot.import``."""
+    """``agent.debug``, ``logs.export``, ``snapshot.export`` / ``snapshot.import``,
+    ``audit.search``, ``redis.info``."""
+
+    def audit_search(self, **filters: Any) -> AuditSearchResult:
+        """Audit entries, newest first (since_ms, until_ms, user, op, text, limit)."""
+        return self._op("audit.search", AuditSearchResult, **filters)
+
+    def redis_info(self) -> RedisInfoResult:
+        """Redis INFO figures, what could not be checked, the health alerts in effect."""
+        return self._op("redis.info", RedisInfoResult)
 
     def agent_debug(
         self,

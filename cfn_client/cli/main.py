@@ -11,6 +11,7 @@ import click
 from cfn_client import __version__
 from cfn_client.cli import render
 from cfn_client.cli.commands.agent import agent
+from cfn_client.cli.commands.audit import audit, redis
 from cfn_client.cli.commands.config import config
 from cfn_client.cli.commands.debug import debug
 from cfn_client.cli.commands.epic import epic, sprints
@@ -135,6 +136,8 @@ cfnctl.add_command(metrics)
 cfnctl.add_command(debug)
 cfnctl.add_command(logs)
 cfnctl.add_command(snapshot)
+cfnctl.add_command(audit)
+cfnctl.add_command(redis)
 cfnctl.add_command(loop)
 cfnctl.add_command(cfn_loop)
 cfnctl.add_command(epic)

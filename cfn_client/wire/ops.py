@@ -12,6 +12,12 @@ from dataclasses import dataclass
 
 from cfn_client.wire.errors import ProtocolError
 from cfn_client.wire.protocol import Args, HelloArgs, HelloResult, Result, Role
+from cfn_client.wire.schema.audit import (
+    AuditSearchArgs,
+    AuditSearchResult,
+    RedisInfoArgs,
+    RedisInfoResult,
+)
 from cfn_client.wire.schema.debug import AgentDebugArgs, AgentDebugResult
 from cfn_client.wire.schema.logs import LogsExportArgs, LogsPage
 from cfn_client.wire.schema.loop import (
@@ -190,6 +196,8 @@ OPS: dict[str, OpSpec] = {
     # snapshots: every swarm's records, out and back in
     "snapshot.export": OpSpec(SnapshotExportArgs, SnapshotChunk, Role.admin),
     "snapshot.import": OpSpec(SnapshotImportArgs, SnapshotImportResult, Role.admin),
+    "audit.search": OpSpec(AuditSearchArgs, AuditSearchResult, Role.admin),
+    "redis.info": OpSpec(RedisInfoArgs, RedisInfoResult, Role.viewer),
 }
 
 

@@ -23,11 +23,13 @@ from cfn_daemon.settings.schema import (
     RUNTIME_KEYS,
     RUNTIME_SECTIONS,
     AgentsConfig,
+    AuditConfig,
     AuthConfig,
     Config,
     DaemonConfig,
     LimitsConfig,
     LoopConfig,
+    MonitorConfig,
     RedisConfig,
     Section,
     SwarmConfig,
@@ -230,6 +232,8 @@ _SECTIONS: dict[str, type[Section]] = {
     "tasks": TasksConfig,
     "agents": AgentsConfig,
     "web": WebConfig,
+    "monitor": MonitorConfig,
+    "audit": AuditConfig,
 }
 
 

@@ -73,6 +73,12 @@ class Keys:
         return f"{self.prefix}:alerts"
 
     @property
+    def daemon_events(self) -> str:
+        """stream (MAXLEN~ EVENTS_MAXLEN): daemon-wide events (alerts), fields as in a
+        swarm's events stream (type, ts, data)."""
+        return f"{self.prefix}:events"
+
+    @property
     def notify_pattern(self) -> str:
         """pattern matching every swarm's notify channel (one PSUBSCRIBE per daemon)."""
         return f"{self.prefix}:{{*}}:notify"

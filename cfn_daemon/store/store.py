@@ -450,6 +450,14 @@ class Store:
             unchecked=unchecked,
         )
 
+    async def info(self, section: str) -> dict[str, Any]:
+        """One INFO section, parsed (one node in cluster mode); raises as Redis does."""
+        return await self._info(section)
+
+    async def rdb_saves(self) -> str | None:
+        """The ``save`` schedule ("" = RDB off); None when CONFIG is renamed or denied."""
+        return await self._rdb_saves()
+
     async def _info(self, section: str) -> dict[str, Any]:
         reply = await self._one_node("INFO", section)
         return reply if isinstance(reply, dict) else {}
