@@ -18,7 +18,7 @@ from cfn_client.wire.errors import InvalidArgs
 from cfn_client.wire.schema.logs import LOG_COLUMNS
 from cfn_daemon.core.log_entries import decode_cursor, from_audit
 from cfn_daemon.store.keys import Keys
-from tests.cli_support import Swarm, shared_cfnd, swarm
+from tests.cli_support import Swarm, run, shared_cfnd, swarm
 from tests.conftest import SHARED_REDIS
 from tests.daemon_proc import CfndProcess
 
@@ -155,3 +155,26 @@ def test_bad_cursor_and_audit_mapping_unit() -> None:
                                                                      "denied", 5)  # fmt: skip
     assert entry.detail == {"uid": "7", "code": "permission_denied", "args": {"swarm": "s1"},
                             "extra": "x"}  # fmt: skip
+
+
+def test_daemon_wide_alerts_are_exported_without_swarm(
+    swarm: Swarm, shared_cfnd: CfndProcess
+) -> None:
+    keys = _keys(shared_cfnd)
+    r = redis.Redis.from_url(SHARED_REDIS, decode_responses=True)
+    marker = f"alert-{swarm.name}"
+    try:  # an alert as api/alerts.py writes it to the daemon's own events stream
+        r.xadd(
+            keys.daemon_events,
+            {"type": "alert.denial_burst", "ts": int(time.time() * 1000),
+             "data": json.dumps({"message": marker})},
+        )  # fmt: skip
+    finally:
+        r.close()
+    code, out, err = run(  # no --swarm: every stream, the daemon's own included
+        shared_cfnd.socket, "logs", "export", "--format", "json", "--source", "event",
+        "--since", "10m", "--output", "-",
+    )  # fmt: skip
+    assert code == 0, err
+    alerts = [json.loads(line) for line in out.splitlines() if marker in line]
+    assert [(a["kind"], a["swarm"]) for a in alerts] == [("alert.denial_burst", "")]

@@ -21,11 +21,14 @@ def _text(value: Any) -> str:
 
 
 def _streams(args: LogsExportArgs, swarms: list[str]) -> list[Cursor]:
-    """The streams to read, in export order: the audit stream, then each swarm's events."""
+    """The streams to read, in export order: the audit stream, the daemon's own events
+    (alerts; swarm "", so only without --swarm), then each swarm's events."""
     out = []
     if "audit" in args.sources:
         out.append(Cursor("audit", "", ""))
     if "event" in args.sources:
+        if args.swarm is None:
+            out.append(Cursor("event", "", ""))
         out += [Cursor("event", s, "") for s in sorted(swarms)]
     return out
 
@@ -54,7 +57,10 @@ async def export_page(
         if at >= len(streams) or len(entries) >= args.limit or size >= budget_bytes:
             break
         stream = streams[at]
-        stream_key = keys.audit if stream.source == "audit" else keys.events(stream.swarm)
+        if stream.source == "audit":
+            stream_key = keys.audit
+        else:
+            stream_key = keys.events(stream.swarm) if stream.swarm else keys.daemon_events
         want = min(READ_CHUNK, args.limit - len(entries))
         low = f"({last}" if last else start
         page = await redis.xrange(stream_key, min=low, max=end, count=want)
