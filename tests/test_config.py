@@ -159,3 +159,16 @@ async def test_a_config_set_during_an_override_reload_is_kept(
     await asyncio.gather(reload, setter)
     assert manager.config.loop.gate_threshold == 0.8
     assert [e.source for e in manager.entries("loop.gate_threshold")] == ["runtime"]
+
+
+def test_every_section_is_settable_from_the_environment() -> None:
+    loaded = load_config(
+        env={
+            "CFN_METRICS__ENABLED": "false",
+            "CFN_METRICS__LISTEN": "127.0.0.1:0",
+            "CFN_MONITOR__INTERVAL_S": "5",
+            "CFN_AUDIT__DENIAL_BURST": "3",
+        }
+    ).config
+    assert (loaded.metrics.enabled, loaded.metrics.listen) == (False, "127.0.0.1:0")
+    assert (loaded.monitor.interval_s, loaded.audit.denial_burst) == (5.0, 3)

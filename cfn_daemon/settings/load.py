@@ -29,6 +29,7 @@ from cfn_daemon.settings.schema import (
     DaemonConfig,
     LimitsConfig,
     LoopConfig,
+    MetricsConfig,
     MonitorConfig,
     RedisConfig,
     Section,
@@ -232,6 +233,7 @@ _SECTIONS: dict[str, type[Section]] = {
     "tasks": TasksConfig,
     "agents": AgentsConfig,
     "web": WebConfig,
+    "metrics": MetricsConfig,
     "monitor": MonitorConfig,
     "audit": AuditConfig,
 }
