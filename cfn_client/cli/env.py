@@ -21,6 +21,7 @@ import click
 
 from cfn_client.api.sync import Client
 from cfn_client.cli import render
+from cfn_client.cli.render.csv_out import to_csv
 from cfn_client.wire.errors import CfnError
 
 T = TypeVar("T")
@@ -41,6 +42,8 @@ class CliEnv:
     timeout_s: float
     #: The current swarm (``--swarm``/``$CFN_SWARM``); None lets cfnd pick the only one.
     swarm: str | None = None
+    #: ``--format``: "table" (for people), "json" (as --json) or "csv" (list-like results).
+    format: str = "table"
 
     def client(self) -> Client:
         """A client for the chosen socket (not yet connected)."""
@@ -52,7 +55,12 @@ class CliEnv:
             return fn(client)
 
     def emit(self, result: Any, human: Callable[[], str]) -> None:
-        """Print ``result`` as one JSON document, or ``human()`` for people."""
+        """Print ``result`` as one JSON document, as CSV, or ``human()`` for people."""
+        if self.format == "csv" and not self.json:
+            table = to_csv(result)
+            if table is not None:
+                click.echo(table, nl=False)
+                return
         text = render.to_json(result) if self.json else human()
         if text:
             click.echo(text)

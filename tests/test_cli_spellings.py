@@ -1,0 +1,104 @@
+"""The guide's spellings of cfnctl commands, each against a real cfnd (issue 11, part 3).
+
+Output flags anywhere on the line (``cfnctl events --follow --json``), ``--format csv``,
+and a subcommand that owns ``--format`` keeping it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.cli_support import Swarm, run, swarm
+from tests.daemon_proc import CfndProcess
+
+__all__ = ["swarm"]  # fixture, imported for pytest
+
+
+# --------------------------------------------------------------------------- output flags
+
+
+def test_json_anywhere_on_the_line(swarm: Swarm) -> None:
+    code, out, err = swarm.cli("swarm", "status", "--json")  # at the end
+    assert code == 0, err
+    assert json.loads(out)["swarm"]["id"] == swarm.name
+    code, out, err = swarm.cli("swarm", "--json", "status", swarm.name)  # in the middle
+    assert code == 0, err
+    assert json.loads(out)["swarm"]["id"] == swarm.name
+    code, out, err = swarm.cli("swarm", "list", "--format", "json")
+    assert code == 0, err
+    assert swarm.name in [s["id"] for s in json.loads(out)["swarms"]]
+    code, out, err = swarm.cli("swarm", "list", "--format=json")
+    assert code == 0, err
+    assert swarm.name in [s["id"] for s in json.loads(out)["swarms"]]
+    # An error after the flag still comes as a JSON document.
+    code, out, _ = swarm.cli("task", "status", "no-such-task", "--json")
+    assert code == 1
+    assert json.loads(out)["ok"] is False
+
+
+def test_readme_events_follow_json(swarm: Swarm) -> None:
+    """README's `cfnctl events --follow --json`: JSON lines, one per event."""
+    code, out, err = swarm.cli("events", "--json", "--limit", "5")
+    assert code == 0, err
+    assert json.loads(out)["events"][0]["type"] == "swarm.created"
+    # The README's line, as a real process (--since: the past first, so no race with
+    # the subscription): the first line is JSON already.
+    cfnctl = Path(sys.executable).with_name("cfnctl")
+    argv = [str(cfnctl), "--socket", str(swarm.socket), "--swarm", swarm.name]
+    argv += ["events", "--follow", "--since", "1h", "--json"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()  # bounded by the test's timeout
+            assert json.loads(line)["type"] == "swarm.created", proc.stderr
+        finally:
+            proc.terminate()
+
+
+def test_format_csv_renders_lists_as_rfc4180(swarm: Swarm) -> None:
+    code, _, err = swarm.cli("run", "echo hi, there", "--type", "shell", "--wait")
+    assert code == 0, err
+    code, out, err = swarm.cli("task", "list", "--format", "csv")
+    assert code == 0, err
+    # (CliRunner's stdout turns CRLF into LF: the line ends are checked below.)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["text"] for r in rows] == ["echo hi, there"]  # the comma is quoted
+    assert rows[0]["status"] == "succeeded"
+    code, out, err = swarm.cli("--format", "csv", "swarm", "list")
+    assert code == 0, err
+    assert swarm.name in [r["id"] for r in csv.DictReader(io.StringIO(out))]
+    # Not list-like: printed for people as with the table format.
+    code, out, err = swarm.cli("swarm", "status", "--format", "csv")
+    assert code == 0, err
+    assert f"swarm {swarm.name}" in out or swarm.name in out
+
+
+def test_subcommand_owned_format_stays_with_it(swarm: Swarm) -> None:
+    code, out, err = swarm.cli("metrics", "--format", "prom")
+    assert code == 0, err
+    assert "# TYPE" in out  # Prometheus text, not a root --format error
+    code, _, err = swarm.cli("task", "list", "--format", "prom")
+    assert code == 2
+    assert "'prom' is not one of" in err
+
+
+def test_json_and_format_disagreeing_is_a_usage_error(shared_cfnd: CfndProcess) -> None:
+    code, _, err = run(shared_cfnd.socket, "swarm", "list", "--json", "--format", "csv")
+    assert code == 2
+    assert "--json and --format csv disagree" in err
+    code, _, err = run(shared_cfnd.socket, "swarm", "list", "--format")
+    assert code == 2
+    assert "--format needs a value" in err
+
+
+def test_csv_rows_and_cells() -> None:
+    from cfn_client.cli.render.csv_out import to_csv
+
+    doc = {"total": 2, "items": [{"a": "x, y", "b": None}, {"a": 'say "hi"', "c": [1]}]}
+    assert to_csv(doc) == 'a,b,c\r\n"x, y",,\r\n"say ""hi""",,[1]\r\n'
+    assert to_csv({"id": "s", "n": 1}) is None  # nothing listed: printed for people
