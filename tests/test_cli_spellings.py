@@ -13,7 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.cli_support import Swarm, run, swarm
+import pytest
+
+from cfn_client.api import Client
+from cfn_client.wire.errors import InvalidArgs
+from tests.cli_support import Swarm, destroy, new_swarm_name, run, swarm, wait_agents
 from tests.daemon_proc import CfndProcess
 
 __all__ = ["swarm"]  # fixture, imported for pytest
@@ -102,3 +106,79 @@ def test_csv_rows_and_cells() -> None:
     doc = {"total": 2, "items": [{"a": "x, y", "b": None}, {"a": 'say "hi"', "c": [1]}]}
     assert to_csv(doc) == 'a,b,c\r\n"x, y",,\r\n"say ""hi""",,[1]\r\n'
     assert to_csv({"id": "s", "n": 1}) is None  # nothing listed: printed for people
+
+
+# --------------------------------------------------------------------------- swarm scale
+
+
+def test_swarm_scale_above_the_cap_raises_it(shared_cfnd: CfndProcess) -> None:
+    """`swarm init mesh 2` then `swarm scale 3`: the user asked for 3 agents, the cap
+    becomes 3 (small numbers: each agent is a real process on a 2-core machine)."""
+    sock, name = shared_cfnd.socket, new_swarm_name()
+    try:
+        code, _, err = run(sock, "swarm", "init", "mesh", "2", "--name", name)
+        assert code == 0, err
+        code, out, err = run(sock, "--swarm", name, "swarm", "scale", "3")
+        assert code == 0, err
+        assert out.startswith(f"swarm {name}: spawned 3 ")
+        code, out, err = run(sock, "--swarm", name, "swarm", "status", "--json")
+        assert (code, json.loads(out)["swarm"]["max_agents"]) == (0, 3), err
+        with Client(sock, timeout_s=60) as cfn:
+            assert len(wait_agents(cfn, name, 3)) == 3  # all three really run
+            # Beyond 50 (cfnctl refuses it first, as a usage error): a clear error.
+            with pytest.raises(InvalidArgs, match=r"scale target 51: a swarm has at most 50"):
+                cfn.swarm_scale(51, swarm=name)
+            assert cfn.swarm_status(name).swarm.max_agents == 3
+        code, _, err = run(sock, "--swarm", name, "swarm", "scale", "51")
+        assert (code, "51 is not in the range 0<=x<=50" in err) == (2, True)
+    finally:
+        destroy(sock, name)
+
+
+def test_swarm_init_without_max_agents_takes_the_config_default(
+    shared_cfnd: CfndProcess,
+) -> None:
+    sock, name = shared_cfnd.socket, new_swarm_name()
+    try:
+        code, out, err = run(sock, "swarm", "init", "--name", name)
+        assert code == 0, err
+        assert out.strip() == f"swarm {name} created: mesh, balanced, up to 8 agents"
+    finally:
+        destroy(sock, name)
+
+
+# --------------------------------------------------------------------------- loop limits
+
+PHASE = 'implementers = ["impl"]\nvalidators = ["check", "check"]\n'
+
+
+def _runs_limits(swarm: Swarm, out: str) -> list[tuple[int, int]]:
+    """(max_loop2, max_loop3) of each phase's run of the epic ``out`` (its --json) shows."""
+    epic = json.loads(out)
+    assert epic["status"] == "done", epic
+    limits = []
+    for phase in epic["phases"]:
+        code, run_out, err = swarm.cli("loop", "status", phase["run"], "--json")
+        assert code == 0, err
+        doc = json.loads(run_out)
+        run_info = doc.get("run", doc)
+        limits.append((run_info["max_loop2"], run_info["max_loop3"]))
+    return limits
+
+
+def test_sprints_and_epics_take_max_loop2_and_max_loop3(swarm: Swarm, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.toml"
+    plan.write_text(f'name = "plan"\n[[phases]]\nname = "one"\nmax_loop2 = 9\n{PHASE}')
+    # The guide's spellings: `--max-loop2=5`, `--max-loop3 4`; the command line wins.
+    code, out, err = swarm.cli(
+        "cfn-loop-sprints", "unused", "--file", str(plan), "--max-loop2=5", "--max-loop3", "4",
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert _runs_limits(swarm, out) == [(5, 4)]
+    code, out, err = swarm.cli("cfn-loop-epic", str(plan), "--max-loop3", "3", "--json")
+    assert code == 0, err
+    assert _runs_limits(swarm, out) == [(9, 3)]  # the file's max_loop2 stays
+    code, _, err = swarm.cli("cfn-loop-epic", str(plan), "--max-loop2", "0")
+    assert code == 2
+    assert "0 is not in the range 1<=x<=100" in err

@@ -52,7 +52,8 @@ def test_swarm_init_renders_and_replaces_only_with_force(shared_cfnd: CfndProces
         assert (code, out.strip()) == (0, f"swarm {name} created: mesh, balanced, up to 8 agents")
         code, _, err = run(sock, "swarm", "init", "star", "4", "--name", name)
         assert code == 1
-        assert f"error[conflict]: swarm {name} already exists; use --force" in err
+        hint = f"swarm {name} exists; use `cfnctl swarm use {name}`, or --force to replace it"
+        assert f"error[conflict]: {hint}" in err
         code, out, _ = run(
             sock, "--json", "swarm", "init", "star", "50", "--strategy", "reliability",
             "--name", name, "--force",
@@ -130,8 +131,9 @@ def test_swarm_scale_up_and_down(crew: tuple[Swarm, list[str]]) -> None:
         assert busy in doc["stopping"]  # with the two still on their way out
         # Its task is handed back to the queue, not lost.
         assert any(e.data["task"] == busy_task for e in events)
-    code, _, err = swarm.cli("swarm", "scale", "9")
-    assert (code, "expected 0..8" in err) == (1, True)
+    # Above the cap raises it (tests/test_cli_spellings.py); above 50 is a usage error.
+    code, _, err = swarm.cli("swarm", "scale", "51")
+    assert (code, "51 is not in the range 0<=x<=50" in err) == (2, True)
 
 
 def test_swarm_destroy_drains_busy_agents_and_reset_needs_force(

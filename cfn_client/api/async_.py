@@ -163,16 +163,17 @@ class AsyncClient(AsyncTransport):
 
     async def swarm_init(
         self,
-        topology: Topology,
-        max_agents: int,
+        topology: Topology | None = None,
+        max_agents: int | None = None,
         *,
-        strategy: Strategy = "balanced",
+        strategy: Strategy | None = None,
         name: str | None = None,
         force: bool = False,
     ) -> SwarmInfo:
         """Create a swarm of up to ``max_agents`` (2-50).
 
         ``name`` is its id (default: generated); ``force`` replaces a swarm of that name.
+        None for topology, max_agents or strategy takes cfnd's ``[swarm]`` default.
         """
         return await self._op(
             "swarm.init", SwarmInfo, topology=topology, max_agents=max_agents,

@@ -256,18 +256,22 @@ class SwarmService:
     async def init(self, args: SwarmInitArgs, *, within_limits: bool = True) -> SwarmInfo:
         """Create a swarm. ``within_limits``: refuse one beyond ``[limits]`` (a reset, which
         recreates a swarm that already existed, is not held to limits lowered since)."""
-        if not MIN_AGENTS <= args.max_agents <= MAX_AGENTS:
+        defaults = self.config().swarm  # what the request leaves out: `[swarm]` config
+        max_agents = args.max_agents if args.max_agents is not None else defaults.max_agents
+        topology = args.topology or defaults.topology
+        strategy = args.strategy or defaults.strategy
+        if not MIN_AGENTS <= max_agents <= MAX_AGENTS:
             raise InvalidArgs(
-                f"max agents must be between {MIN_AGENTS} and {MAX_AGENTS}, got {args.max_agents}",
-                details={"max_agents": args.max_agents},
+                f"max agents must be between {MIN_AGENTS} and {MAX_AGENTS}, got {max_agents}",
+                details={"max_agents": max_agents},
             )
         limits = self.config().limits
-        if within_limits and args.max_agents > limits.max_agents_per_swarm:
+        if within_limits and max_agents > limits.max_agents_per_swarm:
             raise InvalidArgs(
-                f"max_agents {args.max_agents} exceeds this daemon's limit "
+                f"max_agents {max_agents} exceeds this daemon's limit "
                 f"{limits.max_agents_per_swarm} (limits.max_agents_per_swarm)",
                 details={
-                    "max_agents": args.max_agents,
+                    "max_agents": max_agents,
                     "expected": f"<= {limits.max_agents_per_swarm}",
                 },
             )
@@ -294,7 +298,8 @@ class SwarmService:
             exists = await self.redis.sismember(self.store.keys.swarms, sid)
             if exists and not args.force:
                 raise Conflict(
-                    f"swarm {sid} already exists; use --force to replace it", details={"swarm": sid}
+                    f"swarm {sid} exists; use `cfnctl swarm use {sid}`, or --force to replace it",
+                    details={"swarm": sid},
                 )
             if exists:
                 await self.destroy(sid, force=True)
@@ -319,9 +324,9 @@ class SwarmService:
             info = SwarmInfo(
                 id=sid,
                 name=args.name or sid,
-                topology=args.topology,
-                strategy=args.strategy,
-                max_agents=args.max_agents,
+                topology=topology,
+                strategy=strategy,
+                max_agents=max_agents,
                 status="active",
                 created_ms=now_ms(),
             )
@@ -399,13 +404,32 @@ class SwarmService:
             tasks=await self.tasks.counts(swarm),
         )
 
+    async def _raise_cap(self, swarm: str, n: int, rt: SwarmRuntime) -> None:
+        """Asked for more agents than the swarm's cap: the cap becomes ``n`` (2-50, within
+        limits.max_agents_per_swarm), as the user asked for ``n`` agents."""
+        limit = min(MAX_AGENTS, self.config().limits.max_agents_per_swarm)
+        if n > limit:
+            why = "a swarm's most" if limit == MAX_AGENTS else "limits.max_agents_per_swarm"
+            raise InvalidArgs(
+                f"scale target {n}: a swarm has at most {limit} agents ({why}); "
+                f"expected 0..{limit}",
+                details={"agents": n, "expected": f"<= {limit}"},
+            )
+        cap = int(await self.scripts.run("raise_cap", [self.store.keys.swarm_state(swarm)], [n]))
+        if cap == 0:
+            raise NotFound(f"no swarm {swarm!r}")
+        rt.info.max_agents = max(rt.info.max_agents, cap)
+        log.info("swarm_cap_raised", swarm=swarm, max_agents=cap)
+
     async def scale(self, swarm: str, n: int, agent_type: str, force: bool) -> SwarmScaleResult:
         """Up: spawn local agents of ``agent_type``. Down: stop idle agents first; busy
         ones only with ``force`` (they hand their task back)."""
         info = await self.info(swarm)
-        if not 0 <= n <= info.max_agents:
-            raise InvalidArgs(f"scale target {n}: expected 0..{info.max_agents} (max agents)")
+        if n < 0:
+            raise InvalidArgs(f"scale target {n}: expected 0..{MAX_AGENTS} agents")
         rt = await self.runtime(swarm)
+        if n > info.max_agents:
+            await self._raise_cap(swarm, n, rt)
         live = [a for a in await self.registry.all(swarm) if a.status in LIVE_STATUSES]
         spawned: list[str] = []
         stopping: list[str] = []

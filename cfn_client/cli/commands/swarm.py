@@ -18,9 +18,9 @@ def swarm() -> None:
     """
 
 
-def _check_max_agents(ctx: click.Context, param: click.Parameter, value: int) -> int:
+def _check_max_agents(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
     # A clear usage error early; cfnd still checks (its configured limit may be lower).
-    if not MIN_AGENTS <= value <= MAX_AGENTS:
+    if value is not None and not MIN_AGENTS <= value <= MAX_AGENTS:
         raise click.BadParameter(
             f"a swarm has {MIN_AGENTS} to {MAX_AGENTS} agents, not {value}", ctx, param
         )
@@ -28,11 +28,13 @@ def _check_max_agents(ctx: click.Context, param: click.Parameter, value: int) ->
 
 
 @swarm.command("init")
-@click.argument("topology", type=choice_of(Topology), metavar="TOPOLOGY")
-@click.argument("max_agents", type=int, callback=_check_max_agents, metavar="MAX_AGENTS")
+@click.argument("topology", type=choice_of(Topology), metavar="[TOPOLOGY]", required=False)
+@click.argument(
+    "max_agents", type=int, callback=_check_max_agents, metavar="[MAX_AGENTS]", required=False
+)
 @click.option(
-    "--strategy", type=choice_of(Strategy), default="balanced", show_default=True,
-    help="How tasks are spread over agents.",
+    "--strategy", type=choice_of(Strategy), default=None,
+    help="How tasks are spread over agents [default: cfnd's swarm.strategy, balanced].",
 )  # fmt: skip
 @click.option(
     "--name", metavar="NAME",
@@ -41,10 +43,13 @@ def _check_max_agents(ctx: click.Context, param: click.Parameter, value: int) ->
 @click.option("--force", is_flag=True, help="Replace an existing swarm of that name.")
 @pass_env
 def init(
-    env: CliEnv, topology: Topology, max_agents: int, strategy: Strategy, name: str | None,
-    force: bool,
+    env: CliEnv, topology: Topology | None, max_agents: int | None, strategy: Strategy | None,
+    name: str | None, force: bool,
 ) -> None:  # fmt: skip
-    """Create a swarm: TOPOLOGY is mesh, hierarchical, ring or star; MAX_AGENTS is 2-50."""
+    """Create a swarm: TOPOLOGY is mesh, hierarchical, ring or star; MAX_AGENTS is 2-50.
+
+    Left out, they are cfnd's swarm.topology and swarm.max_agents (`cfnctl config show swarm`).
+    """
     result = env.call(
         lambda c: c.swarm_init(topology, max_agents, strategy=strategy, name=name, force=force)
     )
@@ -71,13 +76,14 @@ def status(env: CliEnv, swarm_id: str | None, verbose: bool) -> None:
 
 
 @swarm.command("scale")
-@click.argument("agents", type=click.IntRange(min=0), metavar="N")
+@click.argument("agents", type=click.IntRange(min=0, max=MAX_AGENTS), metavar="N")
 @click.option("--type", "agent_type", default="shell", show_default=True, help="Agent type.")
 @click.option("--force", is_flag=True, help="Stop busy agents too when scaling down.")
 @pass_env
 def scale(env: CliEnv, agents: int, agent_type: str, force: bool) -> None:
-    """Scale the swarm to N agents.
+    """Scale the swarm to N agents (0-50).
 
+    N above the swarm's MAX_AGENTS raises that cap to N.
     Scaling up spawns agents of --type; scaling down drains idle agents first and
     never stops a busy one without --force.
     """

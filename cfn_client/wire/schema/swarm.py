@@ -137,9 +137,11 @@ class SwarmArgs(Args, kw_only=True):
 
 
 class SwarmInitArgs(Args, kw_only=True):
-    topology: Topology
-    max_agents: int
-    strategy: Strategy = "balanced"
+    """None for topology, max_agents or strategy: cfnd's ``[swarm]`` config default."""
+
+    topology: Topology | None = None
+    max_agents: int | None = None
+    strategy: Strategy | None = None
     name: str | None = None
     force: bool = False
 
