@@ -11,6 +11,7 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from cfn_client.api import Client
 from cfn_client.wire.errors import InvalidArgs
 from tests.cli_support import Swarm, destroy, new_swarm_name, run, swarm, wait_agents
+from tests.conftest import SHARED_REDIS
 from tests.daemon_proc import CfndProcess
 
 __all__ = ["swarm"]  # fixture, imported for pytest
@@ -182,3 +184,69 @@ def test_sprints_and_epics_take_max_loop2_and_max_loop3(swarm: Swarm, tmp_path: 
     code, _, err = swarm.cli("cfn-loop-epic", str(plan), "--max-loop2", "0")
     assert code == 2
     assert "0 is not in the range 1<=x<=100" in err
+
+
+# --------------------------------------------------------------------------- current swarm
+
+
+def test_one_current_swarm_as_kubectl_has_one_context(
+    cfnd_factory: Callable[..., CfndProcess], context_file: Path
+) -> None:
+    sock = cfnd_factory("--redis-url", SHARED_REDIS).socket
+    assert run(sock, "swarm", "init", "mesh", "4", "--name", "a")[0] == 0
+    assert run(sock, "swarm", "init", "mesh", "4", "--name", "b")[0] == 0
+    # The last one initialised is current: no --swarm, no "several swarms" error.
+    code, _, err = run(sock, "run", "echo to-b")
+    assert code == 0, err
+    code, out, err = run(sock, "--swarm", "b", "--json", "task", "list")
+    assert [t["text"] for t in json.loads(out)["tasks"]] == ["echo to-b"], err
+    # `swarm use` switches, checking the swarm exists; `swarm list` marks the current one.
+    code, out, err = run(sock, "swarm", "use", "a")
+    assert (code, out.strip()) == (0, "swarm a is now the current swarm"), err
+    code, _, err = run(sock, "swarm", "use", "nope")
+    assert (code, "error[not_found]: no swarm 'nope'" in err) == (1, True)
+    code, out, _ = run(sock, "swarm", "list")
+    marked = [line.split()[1] for line in out.splitlines()[1:] if line.startswith("*")]
+    assert (code, marked) == (0, ["a"])
+    code, out, _ = run(sock, "--json", "swarm", "list")
+    assert json.loads(out)["current"] == "a"
+    code, out, _ = run(sock, "task", "list")
+    assert (code, out.strip()) == (0, "no tasks")  # a's, not b's
+    # --swarm and $CFN_SWARM still win over the context.
+    code, out, _ = run(sock, "task", "list", env={"CFN_SWARM": "b"})
+    assert (code, len(out.splitlines())) == (0, 2)
+    assert json.loads(run(sock, "--swarm", "b", "--json", "swarm", "list")[1])["current"] == "b"
+    # Initialising a name that exists says so, instead of adding another.
+    code, _, err = run(sock, "swarm", "init", "mesh", "4", "--name", "a")
+    assert code == 1
+    assert "swarm a exists; use `cfnctl swarm use a`, or --force to replace it" in err
+    # Kept per daemon socket, in the session's private file (never the real home).
+    saved = json.loads(context_file.read_text())["current"]
+    assert saved[str(sock.absolute())] == "a"
+    # The current swarm destroyed behind cfnctl's back: fall back, and say so.
+    with Client(sock, timeout_s=60) as cfn:
+        cfn.swarm_destroy("a", force=True)
+    code, out, err = run(sock, "task", "list")
+    assert (code, len(out.splitlines())) == (0, 2)  # b's task
+    assert "the current swarm a (in " in err
+    assert "no longer exists; using the only swarm, b" in err
+    # `swarm destroy` of the current one forgets it.
+    assert run(sock, "swarm", "use", "b")[0] == 0
+    assert run(sock, "swarm", "destroy", "--force")[0] == 0
+    assert str(sock.absolute()) not in json.loads(context_file.read_text())["current"]
+
+
+def test_context_file_keeps_daemons_apart_and_survives_damage(tmp_path: Path) -> None:
+    from cfn_client.cli import context
+
+    path = tmp_path / "sub" / "context.json"
+    assert context.current_swarm(Path("/run/a.sock"), path) is None  # no file yet
+    context.use_swarm(Path("/run/a.sock"), "one", path)
+    context.use_swarm(Path("/run/b.sock"), "two", path)
+    assert context.current_swarm(Path("/run/a.sock"), path) == "one"
+    assert context.current_swarm(Path("/run/b.sock"), path) == "two"
+    path.write_text("{ not json")
+    assert context.current_swarm(Path("/run/a.sock"), path) is None
+    env = {"XDG_CONFIG_HOME": "/x"}
+    assert context.context_path(env) == Path("/x/cfn/context.json")
+    assert context.context_path({"CFN_CONTEXT_FILE": "/y.json", **env}) == Path("/y.json")

@@ -108,7 +108,8 @@ class CfnGroup(click.Group):
     envvar="CFN_SWARM",
     default=None,
     metavar="ID",
-    help="The swarm to act on [default: $CFN_SWARM, else the only swarm].",
+    help="The swarm to act on [default: $CFN_SWARM, else the current swarm (`swarm use`, "
+    "or the last `swarm init`), else the only swarm].",
 )
 @click.version_option(
     __version__, "-V", "--version", prog_name="cfnctl", message="%(prog)s %(version)s"
@@ -131,7 +132,7 @@ def cfnctl(
         json=fmt == "json",
         format=fmt,
         timeout_s=timeout,
-        swarm=swarm_id or None,
+        swarm_flag=swarm_id or None,
     )
 
 

@@ -223,8 +223,8 @@ class SwarmService:
             raise NotFound("there is no swarm yet; create one with `cfnctl swarm init mesh 4`")
         if len(ids) > 1:
             raise InvalidArgs(
-                f"there are several swarms ({', '.join(ids)}); choose one with --swarm "
-                "or CFN_SWARM",
+                f"there are several swarms ({', '.join(ids)}); choose one with --swarm, "
+                "CFN_SWARM or `cfnctl swarm use ID`",
                 details={"swarms": ids},
             )
         return ids[0]

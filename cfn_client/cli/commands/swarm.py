@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import click
+import msgspec
 
-from cfn_client.cli import render
+from cfn_client.cli import context, render
 from cfn_client.cli.env import CliEnv, choice_of, pass_env
 from cfn_client.wire.schema.swarm import MAX_AGENTS, MIN_AGENTS, Strategy, Topology
 
@@ -13,8 +14,8 @@ from cfn_client.wire.schema.swarm import MAX_AGENTS, MIN_AGENTS, Strategy, Topol
 def swarm() -> None:
     """Create, inspect, scale and remove swarms.
 
-    Commands act on the current swarm: --swarm ID (or $CFN_SWARM) before the
-    command, else the only swarm there is.
+    Commands act on the current swarm: --swarm ID (or $CFN_SWARM), else the one
+    chosen with `swarm use` or initialised last, else the only swarm there is.
     """
 
 
@@ -53,15 +54,47 @@ def init(
     result = env.call(
         lambda c: c.swarm_init(topology, max_agents, strategy=strategy, name=name, force=force)
     )
+    context.use_swarm(env.socket, result.id)  # the last one initialised is the current one
     env.emit(result, lambda: render.swarm_init(result))
+
+
+@swarm.command("use")
+@click.argument("swarm_id", metavar="ID")
+@pass_env
+def use(env: CliEnv, swarm_id: str) -> None:
+    """Make swarm ID the current one: later commands act on it without --swarm.
+
+    Kept per daemon (socket) in $CFN_CONTEXT_FILE [default:
+    $XDG_CONFIG_HOME/cfn/context.json]; --swarm and $CFN_SWARM still win.
+    """
+    result = env.call(lambda c: c.swarm_status(swarm_id))  # NotFound names the existing ones
+    path = context.use_swarm(env.socket, result.swarm.id)
+    env.emit(
+        {"swarm": result.swarm.id, "context_file": str(path)},
+        lambda: f"swarm {result.swarm.id} is now the current swarm",
+    )
+
+
+def current_of(env: CliEnv, ids: list[str]) -> str | None:
+    """Which of ``ids`` commands act on without --swarm (None: they need one)."""
+    if env.swarm_flag is not None:
+        return env.swarm_flag if env.swarm_flag in ids else None
+    chosen = context.current_swarm(env.socket)
+    if chosen in ids:
+        return chosen
+    return ids[0] if len(ids) == 1 else None
 
 
 @swarm.command("list")
 @pass_env
 def list_(env: CliEnv) -> None:
-    """List every swarm."""
+    """List every swarm; * marks the current one."""
     result = env.call(lambda c: c.swarm_list())
-    env.emit(result, lambda: render.swarm_list(result))
+    current = current_of(env, [s.id for s in result.swarms])
+    env.emit(
+        {**msgspec.to_builtins(result), "current": current},
+        lambda: render.swarm_list(result, current),
+    )
 
 
 @swarm.command("status")
@@ -99,6 +132,7 @@ def scale(env: CliEnv, agents: int, agent_type: str, force: bool) -> None:
 def destroy(env: CliEnv, force: bool) -> None:
     """Stop the swarm's agents and remove the swarm."""
     result = env.call(lambda c: c.swarm_destroy(env.swarm, force=force))
+    context.forget_swarm(env.socket, result.swarm)
     env.emit(result, lambda: render.swarm_destroy(result))
 
 

@@ -38,17 +38,17 @@ def swarm_label(info: SwarmInfo) -> str:
     return info.id if info.name in ("", info.id) else f"{info.id} ({info.name})"
 
 
-def swarm_list(result: SwarmListResult) -> str:
-    """``cfnctl swarm list``."""
+def swarm_list(result: SwarmListResult, current: str | None = None) -> str:
+    """``cfnctl swarm list``; ``*`` marks the ``current`` swarm."""
     if not result.swarms:
         return "no swarms (create one with `cfnctl swarm init TOPOLOGY MAX_AGENTS`)"
     now = now_ms()
     rows = [
-        [s.id, s.name, s.topology, s.strategy, f"{s.agents}/{s.max_agents}", s.status,
-         format_age(s.created_ms, now)]
+        ["*" if s.id == current else "", s.id, s.name, s.topology, s.strategy,
+         f"{s.agents}/{s.max_agents}", s.status, format_age(s.created_ms, now)]
         for s in result.swarms
     ]  # fmt: skip
-    return table(["ID", "NAME", "TOPOLOGY", "STRATEGY", "AGENTS", "STATUS", "AGE"], rows)
+    return table(["", "ID", "NAME", "TOPOLOGY", "STRATEGY", "AGENTS", "STATUS", "AGE"], rows)
 
 
 def swarm_status(result: SwarmStatusResult, verbose: bool = False) -> str:
