@@ -250,3 +250,32 @@ def test_context_file_keeps_daemons_apart_and_survives_damage(tmp_path: Path) ->
     env = {"XDG_CONFIG_HOME": "/x"}
     assert context.context_path(env) == Path("/x/cfn/context.json")
     assert context.context_path({"CFN_CONTEXT_FILE": "/y.json", **env}) == Path("/y.json")
+
+
+# --------------------------------------------------------------------------- config validate
+
+
+def test_config_validate_file_works_with_no_daemon(tmp_path: Path) -> None:
+    down = tmp_path / "no-cfnd.sock"  # nothing listens here
+    good = tmp_path / "good.toml"
+    good.write_text("[swarm]\nmaxAgents = 12\n[loop]\ngate_threshold = 0.8\n")
+    code, out, err = run(down, "config", "validate", str(good))
+    assert (code, out.strip()) == (0, f"{good}: valid"), err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[loop]\ngate_threshold = 2\n")
+    code, _, err = run(down, "config", "validate", str(bad))
+    assert code == 1
+    assert f"{bad}: key loop.gate_threshold = 2 is invalid" in err
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[loop]\nmax_loop2 = 3\n[swarm\n")
+    code, out, _ = run(down, "config", "validate", str(broken), "--json")
+    doc = json.loads(out)
+    assert (code, doc["error"]["code"]) == (1, "invalid_config")
+    assert "(at line 3, column 7)" in doc["error"]["message"]
+    code, _, err = run(down, "config", "validate", "-", input="[swarm]\nmaxAgent = 3\n")
+    assert code == 1
+    assert "<stdin>: key swarm.maxAgent" in err
+    assert "did you mean swarm.maxAgents" in err
+    # Without a FILE it is the running daemon's config: that one needs cfnd.
+    code, _, err = run(down, "config", "validate")
+    assert (code, "error[" in err) == (3, True)
