@@ -18,7 +18,15 @@ import pytest
 
 from cfn_client.api import Client
 from cfn_client.wire.errors import InvalidArgs
-from tests.cli_support import Swarm, destroy, new_swarm_name, run, swarm, wait_agents
+from tests.cli_support import (
+    Swarm,
+    _agent_type,
+    destroy,
+    new_swarm_name,
+    run,
+    swarm,
+    wait_agents,
+)
 from tests.conftest import SHARED_REDIS
 from tests.daemon_proc import CfndProcess
 
@@ -196,7 +204,7 @@ def test_one_current_swarm_as_kubectl_has_one_context(
     assert run(sock, "swarm", "init", "mesh", "4", "--name", "a")[0] == 0
     assert run(sock, "swarm", "init", "mesh", "4", "--name", "b")[0] == 0
     # The last one initialised is current: no --swarm, no "several swarms" error.
-    code, _, err = run(sock, "run", "echo to-b")
+    code, _, err = run(sock, "run", "echo to-b", "--type", "shell")
     assert code == 0, err
     code, out, err = run(sock, "--swarm", "b", "--json", "task", "list")
     assert [t["text"] for t in json.loads(out)["tasks"]] == ["echo to-b"], err
@@ -279,3 +287,54 @@ def test_config_validate_file_works_with_no_daemon(tmp_path: Path) -> None:
     # Without a FILE it is the running daemon's config: that one needs cfnd.
     code, _, err = run(down, "config", "validate")
     assert (code, "error[" in err) == (3, True)
+
+
+# --------------------------------------------------------------------------- run "TEXT"
+
+
+def test_default_type_choice() -> None:
+    from cfn_daemon.agent.types import default_type
+    from cfn_daemon.settings.schema import AgentTypeConfig
+
+    impl = AgentTypeConfig(kind="command", exec=["x"], role="implementer")
+    check = AgentTypeConfig(kind="command", exec=["x"], role="validator")
+    shell = AgentTypeConfig(kind="shell")
+    assert default_type("writer", {"coder": impl}) == "writer"  # [swarm] default_type
+    assert default_type(None, {"a": impl, "coder": impl}) == "coder"
+    assert default_type(None, {"sh": shell, "check": check, "impl": impl}) == "impl"
+    assert default_type(None, {"sh": shell}) == "coder"  # the built-in (Claude Code)
+
+
+def test_run_text_uses_the_default_type_and_shell_only_when_asked(
+    cfnd_factory: Callable[..., CfndProcess], tmp_path: Path
+) -> None:
+    conf = tmp_path / "cfnd.toml"
+    conf.write_text(
+        '[swarm]\ndefault_type = "writer"\n\n'
+        + _agent_type("writer", "implementer.py", "implementer", {"EXAMPLE_CONFIDENCE": "0.9"})
+    )
+    sock = cfnd_factory("--config", str(conf), "--redis-url", SHARED_REDIS).socket
+    assert run(sock, "swarm", "init", "mesh", "4", "--name", "r")[0] == 0
+    code, out, err = run(sock, "--json", "run", "Build a REST API for user management", "--wait")
+    doc = json.loads(out)
+    assert (code, doc["type"], doc["status"]) == (0, "writer", "succeeded"), err
+    assert "not found" not in doc["result"]["output"]  # no `sh -c "Build ..."`
+    code, out, err = run(sock, "run", "echo from-shell", "--type", "shell", "--wait")
+    assert (code, out) == (0, "from-shell\n"), err
+
+
+def test_run_text_says_at_once_when_the_default_types_cli_is_missing(
+    cfnd_factory: Callable[..., CfndProcess], tmp_path: Path
+) -> None:
+    conf = tmp_path / "cfnd.toml"
+    conf.write_text('[agent_types.coder]\nkind = "claude"\nbinary = "claude-not-installed-x"\n')
+    sock = cfnd_factory("--config", str(conf), "--redis-url", SHARED_REDIS).socket
+    assert run(sock, "swarm", "init", "mesh", "4", "--name", "r")[0] == 0
+    code, _, err = run(sock, "run", "Build a REST API for user management", "--wait")
+    assert code == 1
+    assert "the default agent type (swarm.default_type), 'coder', which cannot run here" in err
+    assert "'claude-not-installed-x' not found on PATH" in err
+    assert "install Claude Code (npm install -g @anthropic-ai/claude-code)" in err
+    assert "--type shell runs the text as a shell command" in err
+    code, out, _ = run(sock, "task", "list")
+    assert (code, out.strip()) == (0, "no tasks")  # refused before queueing

@@ -277,7 +277,7 @@ def test_current_swarm_from_flag_env_or_the_only_one(
     assert (code, "no swarm yet" in err) == (1, True)
     assert run(sock, "swarm", "init", "mesh", "4", "--name", "one")[0] == 0
     # One swarm: no --swarm needed.
-    assert run(sock, "run", "echo x")[0] == 0
+    assert run(sock, "run", "echo x", "--type", "shell")[0] == 0
     code, out, err = run(sock, "task", "list")
     assert (code, len(out.splitlines())) == (0, 2), err
     assert run(sock, "swarm", "init", "ring", "4", "--name", "two")[0] == 0

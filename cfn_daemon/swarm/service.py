@@ -21,7 +21,9 @@ import structlog
 
 from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound, StoreDenied
 from cfn_client.wire.schema.swarm import (
+    DEFAULT_TEST_TTL_S,
     MAX_AGENTS,
+    MAX_TEST_TTL_S,
     MIN_AGENTS,
     AgentInfo,
     SwarmInfo,
@@ -41,6 +43,7 @@ from cfn_daemon.store import Store
 from cfn_daemon.store.client import describe_error, is_outage
 from cfn_daemon.store.keys import TASK_INDEX_FIELD, TASK_INDEX_VERSION
 from cfn_daemon.store.scripts import Scripts
+from cfn_daemon.swarm import ephemeral
 from cfn_daemon.swarm.context import LlmSlots, SwarmContext
 from cfn_daemon.swarm.dispatcher import Dispatcher, ensure_groups
 from cfn_daemon.swarm.supervisor import Supervisor
@@ -92,6 +95,11 @@ class SwarmService:
         self._resume_error: Exception | None = None  # why resuming failed last, if it did
         self._tg: asyncio.TaskGroup | None = None
         self._lock = asyncio.Lock()
+        # Test-mode swarms: who this cfnd is (host:state dir), and their TTL reaper.
+        self.creator = ephemeral.creator_id(state_dir)
+        self.reaper = ephemeral.Reaper(
+            lambda: [rt.info for rt in self.runtimes.values()], self._finish_destroy
+        )
 
     @property
     def redis(self) -> Any:
@@ -112,7 +120,12 @@ class SwarmService:
                 try:
                     await self._publish_agent_types()
                     for info in await self.all():
-                        if info.status == "active":
+                        if ephemeral.stale_at_start(info, self.creator, now_ms()):
+                            # Past its TTL, or its creator (this state dir's last cfnd)
+                            # died: nobody else will ever remove it.
+                            log.info("swarm_ephemeral_reaped", swarm=info.id)
+                            await self.destroy(info.id, force=True)
+                        elif info.status == "active":
                             # Once per swarm from an older cfnd: its task status indexes.
                             await self.tasks.index.ensure(info.id)
                             self._start_runtime(info)
@@ -128,15 +141,30 @@ class SwarmService:
                                 name=f"destroy-{info.id}",
                             )
                     self.ready.set()
+                    tg.create_task(
+                        self.keeper.run("reaper", lambda: self.reaper.run(stop), stop),
+                        name="swarm-reaper",
+                    )
                 except Exception as exc:
                     self._resume_error = exc
                     log.warning("swarm_resume_failed", error=describe_error(exc))
                     if not await until_stopped(asyncio.sleep(1.0), stop) or stop.is_set():
                         break  # stopping: never spin on a failure that persists
             await stop.wait()
+            await self._destroy_own_ephemeral()
             for rt in self.runtimes.values():
                 rt.stop.set()
         self._tg = None
+
+    async def _destroy_own_ephemeral(self) -> None:
+        """A clean stop removes the test-mode swarms this cfnd created (bounded: if Redis
+        is away, the next cfnd on this state dir removes them at its start)."""
+        for sid in ephemeral.own([rt.info for rt in self.runtimes.values()], self.creator):
+            try:
+                await asyncio.wait_for(self.destroy(sid, force=True), 30)
+                log.info("swarm_ephemeral_destroyed", swarm=sid, reason="cfnd_stopping")
+            except Exception as exc:
+                log.warning("swarm_ephemeral_destroy_failed", swarm=sid, error=describe_error(exc))
 
     def _resume_denied(self) -> StoreDenied | None:
         error = self._resume_error
@@ -275,6 +303,16 @@ class SwarmService:
                     "expected": f"<= {limits.max_agents_per_swarm}",
                 },
             )
+        if args.ttl_s is not None and not args.test_mode:
+            raise InvalidArgs(
+                "ttl_s is the lifetime of a test-mode swarm; add test_mode (--test-mode)"
+            )
+        ttl_s = DEFAULT_TEST_TTL_S if args.ttl_s is None else args.ttl_s
+        if args.test_mode and not 0 < ttl_s <= MAX_TEST_TTL_S:
+            raise InvalidArgs(
+                f"ttl_s {ttl_s:g}: expected more than 0 and at most {MAX_TEST_TTL_S:g} s (7 days)",
+                details={"ttl_s": ttl_s, "expected": f"0 < ttl_s <= {MAX_TEST_TTL_S:g}"},
+            )
         sid = args.name or f"swarm-{uuid.uuid4().hex[:6]}"
         if not SWARM_ID.match(sid):
             raise InvalidArgs(
@@ -329,9 +367,14 @@ class SwarmService:
                 max_agents=max_agents,
                 status="active",
                 created_ms=now_ms(),
+                ephemeral=args.test_mode,
+                expires_at_ms=now_ms() + int(ttl_s * 1000) if args.test_mode else 0,
+                creator=self.creator if args.test_mode else "",
             )
             mapping: dict[str, Any] = {
-                k: v for k, v in msgspec.structs.asdict(info).items() if k != "agents"
+                k: int(v) if isinstance(v, bool) else v
+                for k, v in msgspec.structs.asdict(info).items()
+                if k != "agents"
             }
             mapping[TASK_INDEX_FIELD] = TASK_INDEX_VERSION  # a new swarm's indexes are whole
             try:
@@ -354,7 +397,12 @@ class SwarmService:
                 },
             )
             self._start_runtime(info)
-        log.info("swarm_created", swarm=sid, topology=info.topology, strategy=info.strategy)
+            if info.ephemeral:
+                self.reaper.wake.set()  # its TTL may end before the reaper's next look
+        log.info(
+            "swarm_created", swarm=sid, topology=info.topology, strategy=info.strategy,
+            ephemeral=info.ephemeral, expires_at_ms=info.expires_at_ms,
+        )  # fmt: skip
         return info
 
     async def destroy(self, swarm: str, *, force: bool) -> list[str]:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 import msgspec
 
 from cfn_client.cli import context, render
-from cfn_client.cli.env import CliEnv, choice_of, pass_env
-from cfn_client.wire.schema.swarm import MAX_AGENTS, MIN_AGENTS, Strategy, Topology
+from cfn_client.cli.env import CliEnv, Duration, choice_of, pass_env
+from cfn_client.wire.errors import CfnError
+from cfn_client.wire.schema.swarm import (
+    MAX_AGENTS,
+    MAX_TEST_TTL_S,
+    MIN_AGENTS,
+    Strategy,
+    Topology,
+)
 
 
 @click.group()
@@ -42,19 +51,35 @@ def _check_max_agents(ctx: click.Context, param: click.Parameter, value: int | N
     help="The swarm's id: a-z, 0-9, - and _ [default: swarm-<random>].",
 )  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace an existing swarm of that name.")
+@click.option(
+    "--test-mode", is_flag=True,
+    help="An ephemeral swarm: removed when cfnd stops, after --ttl, or at the next start "
+    "if cfnd died.",
+)  # fmt: skip
+@click.option(
+    "--ttl", "ttl_s", type=Duration(), metavar="DURATION",
+    help="How long a --test-mode swarm lives (e.g. 30m, 2h) [default: 1h; at most 7d].",
+)  # fmt: skip
 @pass_env
 def init(
     env: CliEnv, topology: Topology | None, max_agents: int | None, strategy: Strategy | None,
-    name: str | None, force: bool,
+    name: str | None, force: bool, test_mode: bool, ttl_s: float | None,
 ) -> None:  # fmt: skip
     """Create a swarm: TOPOLOGY is mesh, hierarchical, ring or star; MAX_AGENTS is 2-50.
 
     Left out, they are cfnd's swarm.topology and swarm.max_agents (`cfnctl config show swarm`).
     """
+    if ttl_s is not None and not test_mode:
+        raise click.UsageError("--ttl is how long a --test-mode swarm lives; add --test-mode")
+    if ttl_s is not None and not 0 < ttl_s <= MAX_TEST_TTL_S:
+        raise click.BadParameter("expected more than 0s and at most 7d", param_hint="--ttl")
     result = env.call(
-        lambda c: c.swarm_init(topology, max_agents, strategy=strategy, name=name, force=force)
-    )
-    context.use_swarm(env.socket, result.id)  # the last one initialised is the current one
+        lambda c: c.swarm_init(
+            topology, max_agents, strategy=strategy, name=name, force=force,
+            test_mode=test_mode, ttl_s=ttl_s,
+        )
+    )  # fmt: skip
+    remember(env, result.id)  # the last one initialised is the current one
     env.emit(result, lambda: render.swarm_init(result))
 
 
@@ -68,11 +93,30 @@ def use(env: CliEnv, swarm_id: str) -> None:
     $XDG_CONFIG_HOME/cfn/context.json]; --swarm and $CFN_SWARM still win.
     """
     result = env.call(lambda c: c.swarm_status(swarm_id))  # NotFound names the existing ones
-    path = context.use_swarm(env.socket, result.swarm.id)
+    try:
+        path = context.use_swarm(env.socket, result.swarm.id)
+    except OSError as exc:
+        raise CfnError(
+            f"cannot write the context file {context.context_path()}: {exc.strerror}; "
+            "set CFN_CONTEXT_FILE to a writable path, or use --swarm / CFN_SWARM",
+            details={"file": str(context.context_path())},
+        ) from None
     env.emit(
         {"swarm": result.swarm.id, "context_file": str(path)},
         lambda: f"swarm {result.swarm.id} is now the current swarm",
     )
+
+
+def remember(env: CliEnv, swarm_id: str) -> None:
+    """Make ``swarm_id`` current; an unwritable context file only costs a note (the
+    swarm exists either way, and --swarm still reaches it)."""
+    try:
+        context.use_swarm(env.socket, swarm_id)
+    except OSError as exc:
+        env.warn(
+            f"could not record {swarm_id} as the current swarm in {context.context_path()} "
+            f"({exc.strerror}); use --swarm {swarm_id}"
+        )
 
 
 def current_of(env: CliEnv, ids: list[str]) -> str | None:
@@ -132,7 +176,8 @@ def scale(env: CliEnv, agents: int, agent_type: str, force: bool) -> None:
 def destroy(env: CliEnv, force: bool) -> None:
     """Stop the swarm's agents and remove the swarm."""
     result = env.call(lambda c: c.swarm_destroy(env.swarm, force=force))
-    context.forget_swarm(env.socket, result.swarm)
+    with contextlib.suppress(OSError):  # a stale entry is harmless: it is checked on use
+        context.forget_swarm(env.socket, result.swarm)
     env.emit(result, lambda: render.swarm_destroy(result))
 
 

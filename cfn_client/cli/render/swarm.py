@@ -27,10 +27,15 @@ from cfn_client.wire.schema.swarm import (
 
 def swarm_init(info: SwarmInfo) -> str:
     """``cfnctl swarm init``."""
-    return (
+    text = (
         f"swarm {swarm_label(info)} created: {info.topology}, {info.strategy}, "
         f"up to {info.max_agents} agents"
     )
+    if info.ephemeral:
+        ttl = format_duration(max(0, info.expires_at_ms - info.created_ms) / 1000)
+        ends = format_time(info.expires_at_ms)
+        text += f"\ntest mode: removed when cfnd stops, or in {ttl} (at {ends})"
+    return text
 
 
 def swarm_label(info: SwarmInfo) -> str:
