@@ -74,8 +74,17 @@ AGENT_TYPES = (
 )
 
 
+# The CLI tests' tasks are mostly shell one-liners: `run "echo hi"` without --type runs
+# them here (cfnd's own default is an LLM type, tests/test_cli_spellings.py).
+SHELL_BY_DEFAULT = '[swarm]\ndefault_type = "shell"\n\n'
+
+
 def start_cfnd(
-    workdir: Path, redis_url: str, *, config: str = AGENT_TYPES, env: Mapping[str, str] = SHARED_ENV
+    workdir: Path,
+    redis_url: str,
+    *,
+    config: str = SHELL_BY_DEFAULT + AGENT_TYPES,
+    env: Mapping[str, str] = SHARED_ENV,
 ) -> CfndProcess:
     """A real cfnd in ``workdir`` with its own key prefix and the agent types above."""
     workdir.mkdir(parents=True, exist_ok=True)

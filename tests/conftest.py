@@ -24,6 +24,22 @@ __all__ = ["redis_factory", "shared_cfnd", "tls_files"]
 SHARED_REDIS = os.environ.get("CFN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def context_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """cfnctl's current-swarm file, private to the session: tests never touch the real
+    ~/.config (and cfnctl processes the tests start inherit it)."""
+    path = tmp_path_factory.mktemp("cfnctx") / "context.json"
+    saved = os.environ.get("CFN_CONTEXT_FILE")
+    os.environ["CFN_CONTEXT_FILE"] = str(path)
+    try:
+        yield path
+    finally:
+        if saved is None:
+            os.environ.pop("CFN_CONTEXT_FILE", None)
+        else:
+            os.environ["CFN_CONTEXT_FILE"] = saved
+
+
 @pytest.fixture
 def key_prefix() -> str:
     """A key prefix no other test uses."""

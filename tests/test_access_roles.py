@@ -143,7 +143,18 @@ def test_a_task_is_not_the_daemon(open_cfnd: CfndProcess) -> None:
     )
     try:
         out = cfnctl_as(
-            open_cfnd, None, 0, "--swarm", name, "run", "--wait", "--timeout", "40", script
+            open_cfnd,
+            None,
+            0,
+            "--swarm",
+            name,
+            "run",
+            "--type",
+            "shell",
+            "--wait",
+            "--timeout",
+            "40",
+            script,
         )
         assert out.returncode == 0, out
         lines = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line[:12])

@@ -279,11 +279,11 @@ async def test_one_connection_200_pipelined_requests(cfnd: HasSocket) -> None:
 
 def test_run_with_an_idempotency_key_queues_once(cfnd: HasSocket) -> None:
     assert cfnctl(cfnd, "swarm", "init", "mesh", "2", "--name", "idem").returncode == 0
-    first = cfnctl(cfnd, "run", "echo once", "--idempotency-key", "deploy-7")
-    again = cfnctl(cfnd, "run", "echo once", "--idempotency-key", "deploy-7")
+    first = cfnctl(cfnd, "run", "echo once", "--type", "shell", "--idempotency-key", "deploy-7")
+    again = cfnctl(cfnd, "run", "echo once", "--type", "shell", "--idempotency-key", "deploy-7")
     assert first.returncode == again.returncode == 0, (first.stderr, again.stderr)
     assert first.stdout == again.stdout  # the same task id
-    other = cfnctl(cfnd, "run", "echo twice", "--idempotency-key", "deploy-7")
+    other = cfnctl(cfnd, "run", "echo twice", "--type", "shell", "--idempotency-key", "deploy-7")
     assert other.returncode != 0 and "different text or type" in other.stderr
     code, tasks = cfnctl_json(cfnd, "task", "list")
     assert code == 0 and [t["id"] for t in tasks["tasks"]] == [first.stdout.strip()]

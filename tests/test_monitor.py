@@ -187,7 +187,8 @@ def test_json_prints_one_document_of_every_status(swarm: Swarm) -> None:
     other = new_swarm_name()
     assert run(swarm.socket, "swarm", "init", "ring", "4", "--name", other)[0] == 0
     try:
-        code, _, err = run(swarm.socket, "run", "echo hi")  # ambiguous: submits nothing
+        # Ambiguous (no current swarm recorded): submits nothing.
+        code, _, err = run(swarm.socket, "run", "echo hi", env={"CFN_CONTEXT_FILE": "/nonexistent"})
         assert (code, "several swarms" in err) == (1, True)
         assert swarm.cli("run", "echo hi", "--wait")[0] == 0
         code, out, err = run(swarm.socket, "--json", "monitor")

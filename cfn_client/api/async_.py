@@ -160,20 +160,24 @@ class AsyncClient(AsyncAdminOps):
 
     async def swarm_init(
         self,
-        topology: Topology,
-        max_agents: int,
+        topology: Topology | None = None,
+        max_agents: int | None = None,
         *,
-        strategy: Strategy = "balanced",
+        strategy: Strategy | None = None,
         name: str | None = None,
         force: bool = False,
+        test_mode: bool = False,
+        ttl_s: float | None = None,
     ) -> SwarmInfo:
         """Create a swarm of up to ``max_agents`` (2-50).
 
         ``name`` is its id (default: generated); ``force`` replaces a swarm of that name.
+        None for topology, max_agents or strategy takes cfnd's ``[swarm]`` default.
+        ``test_mode``: ephemeral, removed when cfnd stops or after ``ttl_s`` (default 1h).
         """
         return await self._op(
             "swarm.init", SwarmInfo, topology=topology, max_agents=max_agents,
-            strategy=strategy, name=name, force=force,
+            strategy=strategy, name=name, force=force, test_mode=test_mode, ttl_s=ttl_s,
         )  # fmt: skip
 
     async def swarm_list(self) -> SwarmListResult:
@@ -276,7 +280,7 @@ class AsyncClient(AsyncAdminOps):
         text: str,
         *,
         swarm: str | None = None,
-        type: str = "shell",
+        type: str | None = "shell",
         priority: Priority = "normal",
         timeout_s: float | None = None,
         max_attempts: int | None = None,
@@ -284,6 +288,7 @@ class AsyncClient(AsyncAdminOps):
         retries: int = SUBMIT_RETRIES,
     ) -> TaskInfo:
         """Queue a task; ``timeout_s`` bounds each attempt (None: the daemon's default).
+        ``type`` None: cfnd's default agent type (``[swarm] default_type``).
 
         A text too large for one frame is sent first in chunks (``task.upload``), then
         submitted by its upload id. The returned record's text may be clipped.

@@ -12,7 +12,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, get_args
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, get_args
 import click
 
 from cfn_client.api.sync import Client
-from cfn_client.cli import render
+from cfn_client.cli import context, render
+from cfn_client.cli.render.csv_out import to_csv
 from cfn_client.wire.errors import CfnError
 
 T = TypeVar("T")
@@ -39,8 +40,36 @@ class CliEnv:
     socket: Path
     json: bool
     timeout_s: float
-    #: The current swarm (``--swarm``/``$CFN_SWARM``); None lets cfnd pick the only one.
-    swarm: str | None = None
+    #: ``--swarm``/``$CFN_SWARM``, if given (``swarm`` adds the context file's choice).
+    swarm_flag: str | None = None
+    #: ``--format``: "table" (for people), "json" (as --json) or "csv" (list-like results).
+    format: str = "table"
+    # The context's swarm once looked up (one look-up per command).
+    _resolved: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def swarm(self) -> str | None:
+        """The swarm to act on: --swarm, $CFN_SWARM, the context's current swarm (if it
+        still exists), else None (cfnd picks the only swarm)."""
+        if self.swarm_flag is not None:
+            return self.swarm_flag
+        if "swarm" not in self._resolved:
+            self._resolved["swarm"] = self._context_swarm()
+        return self._resolved["swarm"]
+
+    def _context_swarm(self) -> str | None:
+        chosen = context.current_swarm(self.socket)
+        if chosen is None:
+            return None
+        ids = [s.id for s in self.call(lambda c: c.swarm_list()).swarms]
+        if chosen in ids:
+            return chosen
+        # Destroyed meanwhile (by another user, a TTL): say so, and do as without one.
+        fallback = f"using the only swarm, {ids[0]}" if len(ids) == 1 else "no current swarm"
+        self.warn(
+            f"the current swarm {chosen} (in {context.context_path()}) no longer exists; {fallback}"
+        )
+        return None
 
     def client(self) -> Client:
         """A client for the chosen socket (not yet connected)."""
@@ -52,7 +81,12 @@ class CliEnv:
             return fn(client)
 
     def emit(self, result: Any, human: Callable[[], str]) -> None:
-        """Print ``result`` as one JSON document, or ``human()`` for people."""
+        """Print ``result`` as one JSON document, as CSV, or ``human()`` for people."""
+        if self.format == "csv" and not self.json:
+            table = to_csv(result)
+            if table is not None:
+                click.echo(table, nl=False)
+                return
         text = render.to_json(result) if self.json else human()
         if text:
             click.echo(text)

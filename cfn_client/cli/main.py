@@ -29,6 +29,7 @@ from cfn_client.cli.commands.task import dlq, run, task
 from cfn_client.cli.commands.team import team
 from cfn_client.cli.commands.web import web
 from cfn_client.cli.env import CliEnv, FiniteRange, report_error
+from cfn_client.cli.hoist import hoist_output_flags
 from cfn_client.conn.base import DEFAULT_TIMEOUT_S
 from cfn_client.wire.errors import CfnError
 from cfn_client.wire.paths import default_socket_path
@@ -53,6 +54,12 @@ class CfnGroup(click.Group):
 
     # Exit-code contract: CfnError subclasses carry their exit_code (1, 3, 4, 7); click usage
     # errors exit 2; "Aborted!" (declined prompt, Ctrl-C) exits 1.
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # --json / --format after the subcommand belong to the root (unless it owns one).
+        if ctx.parent is None:
+            args = hoist_output_flags(self, ctx, args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -82,7 +89,15 @@ class CfnGroup(click.Group):
     help="cfnd's socket [default: $CFN_SOCKET, else /run/cfn/cfnd.sock as root, "
     "$XDG_RUNTIME_DIR/cfn/cfnd.sock otherwise].",
 )
-@click.option("--json", "json_output", is_flag=True, help="Print JSON (one document) for scripts.")
+@click.option(
+    "--json", "json_output", is_flag=True,
+    help="Print JSON (one document) for scripts; may come anywhere on the line.",
+)  # fmt: skip
+@click.option(
+    "--format", "output_format", type=click.Choice(["table", "json", "csv"]), default=None,
+    help="Output: table (for people, the default), json (as --json) or csv (list-like "
+    "results, RFC 4180); may come anywhere on the line, unless the command has its own.",
+)  # fmt: skip
 @click.option(
     "--timeout",
     type=FiniteRange(min=0, min_open=True),
@@ -97,7 +112,8 @@ class CfnGroup(click.Group):
     envvar="CFN_SWARM",
     default=None,
     metavar="ID",
-    help="The swarm to act on [default: $CFN_SWARM, else the only swarm].",
+    help="The swarm to act on [default: $CFN_SWARM, else the current swarm (`swarm use`, "
+    "or the last `swarm init`), else the only swarm].",
 )
 @click.version_option(
     __version__, "-V", "--version", prog_name="cfnctl", message="%(prog)s %(version)s"
@@ -107,15 +123,20 @@ def cfnctl(
     ctx: click.Context,
     socket_path: Path | None,
     json_output: bool,
+    output_format: str | None,
     timeout: float,
     swarm_id: str | None,
 ) -> None:
     """Control cfnd, the coordinator of AI-agent swarms."""
+    if json_output and output_format not in (None, "json"):
+        raise click.UsageError(f"--json and --format {output_format} disagree; give one")
+    fmt = "json" if json_output else (output_format or "table")
     ctx.obj = CliEnv(
         socket=socket_path or default_socket_path(),
-        json=json_output,
+        json=fmt == "json",
+        format=fmt,
         timeout_s=timeout,
-        swarm=swarm_id or None,
+        swarm_flag=swarm_id or None,
     )
 
 

@@ -111,6 +111,22 @@ def resolve(name: str, configured: Mapping[str, AgentTypeConfig]) -> AgentTypeSp
 
 
 CODE_KINDS = frozenset({"shell", "check"})
+DEFAULT_TYPE = "coder"
+
+
+def default_type(chosen: str | None, configured: Mapping[str, AgentTypeConfig]) -> str:
+    """The agent type of a task submitted without one: ``chosen`` (``[swarm]
+    default_type``), else a configured ``coder``, else the first configured non-shell
+    implementer type, else the built-in ``coder``. Never ``shell``: free text is
+    not a command line, unless a user says so (``--type shell``)."""
+    if chosen:
+        return chosen
+    if DEFAULT_TYPE in configured:
+        return DEFAULT_TYPE
+    for name, cfg in configured.items():
+        if cfg.kind != "shell" and not cfg.text_is_code and cfg.role == "implementer":
+            return name
+    return DEFAULT_TYPE
 
 
 def runs_text_as_code(name: str, configured: Mapping[str, AgentTypeConfig]) -> bool:

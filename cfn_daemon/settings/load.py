@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from cfn_client.wire.errors import ConfigError
+from cfn_daemon.settings import aliases
 from cfn_daemon.settings.schema import (
     RUNTIME_KEYS,
     RUNTIME_SECTIONS,
@@ -136,13 +137,13 @@ def load_config(
         if file_text is None:
             assert file is not None
             file_text = read_config_text(file)
-        parsed = parse_toml(file_text, name)
+        parsed = aliases.canonical_tree(parse_toml(file_text, name), name)
         _validate(parsed, f"file:{name}", {})
         raw = parsed
         for key in _flatten(parsed):
             sources[key] = f"file:{name}"
-    for var, key in _env_keys(env).items():
-        _set_typed(raw, key, env[var], f"env:{var}", strict=False)
+    for var, (key, value) in _env_keys(env).items():
+        _set_typed(raw, key, value, f"env:{var}", strict=False)
         sources[key] = f"env:{var}"
     for key, value in (flags or {}).items():
         if value is not None:
@@ -156,15 +157,25 @@ def load_config(
     return LoadedConfig(config=config, sources=sources, file=file, runtime=dict(runtime or {}))
 
 
-def check_runtime_key(key: str) -> None:
-    """Raise unless ``key`` exists and may change while cfnd runs."""
+def unknown_key(key: str, origin: str = "") -> ConfigError:
+    """The error for a key that is neither cfn's nor an alias, with "did you mean"."""
+    where = f"{origin}: " if origin else ""
+    return ConfigError(
+        f"{where}unknown config key {key!r}{aliases.did_you_mean(key, all_keys())}",
+        details={"key": key, "known_keys": sorted(all_keys())},
+    )
+
+
+def check_runtime_key(key: str, given: str | None = None) -> None:
+    """Raise unless ``key`` exists and may change while cfnd runs (``given``: the alias
+    the user wrote, named in the error)."""
     if key not in all_keys():
-        raise ConfigError(
-            f"unknown config key {key!r}", details={"key": key, "known_keys": sorted(all_keys())}
-        )
+        raise unknown_key(given or key)
     if key.split(".", 1)[0] not in RUNTIME_SECTIONS and key not in RUNTIME_KEYS:
+        spelled = f"{given} ({key})" if given and given != key else key
         raise ConfigError(
-            f"{key} cannot change at runtime; set it in the config file and restart cfnd",
+            f"{spelled} cannot change at runtime; set {key} in the config file (or "
+            f"CFN_{key.replace('.', '__').upper()}) and restart cfnd",
             details={"key": key, "runtime_sections": list(RUNTIME_SECTIONS)},
         )
 
@@ -194,21 +205,24 @@ def redact_url(url: str) -> str:
 # --------------------------------------------------------------------------- internals
 
 
-def _env_keys(env: Mapping[str, str]) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _env_keys(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    """Each config variable's (key, value), aliases resolved (CFN_REDIS__TIMEOUT=5000)."""
+    out: dict[str, tuple[str, Any]] = {}
     for var in sorted(env):
         if var in ENV_ALIASES:
-            out[var] = ENV_ALIASES[var]
+            out[var] = (ENV_ALIASES[var], env[var])
             continue
         m = ENV_GENERIC.match(var)
         if m:
-            key = f"{m.group(1).lower()}.{m.group(2).lower()}"
+            given = f"{m.group(1).lower()}.{m.group(2).lower()}"
+            key, value = aliases.convert(given, env[var], f"environment variable {var}")
             if key not in all_keys():
                 raise ConfigError(
-                    f"environment variable {var} names unknown config key {key!r}",
-                    details={"env": var, "key": key},
+                    f"environment variable {var} names unknown config key {given!r}"
+                    f"{aliases.did_you_mean(given, all_keys())}",
+                    details={"env": var, "key": given},
                 )
-            out[var] = key
+            out[var] = (key, value)
     return out
 
 
@@ -243,7 +257,7 @@ def _set_typed(raw: dict[str, Any], key: str, value: Any, origin: str, *, strict
     """Convert one value to its field's type (strings allowed) and place it in ``raw``."""
     section, _, name = key.partition(".")
     if section not in _SECTIONS or key not in all_keys():
-        raise ConfigError(f"{origin}: unknown config key {key!r}", details={"key": key})
+        raise unknown_key(key, origin)
     if isinstance(value, str) and _is_list_key(section, name):
         value = [v.strip() for v in value.split(",") if v.strip()]
     elif isinstance(value, str) and name == "socket_mode":
@@ -303,6 +317,7 @@ def _config_error(
         path = f"{path}.{sub.group('field')}" if path else sub.group("field")
         expected = sub.groupdict().get("rest") or (
             "a known key; see `cfnctl config show` for every key"
+            + aliases.did_you_mean(path, all_keys())
         )
     choices = _choices(path)
     if choices:

@@ -16,6 +16,7 @@ import structlog
 
 from cfn_client.wire.errors import NotFound
 from cfn_client.wire.schema.system import ConfigEntry
+from cfn_daemon.settings import aliases
 from cfn_daemon.settings.load import (
     LoadedConfig,
     check_runtime_key,
@@ -111,9 +112,11 @@ class ConfigManager:
                 self._apply(self._load(runtime))
                 log.info("config_overrides_loaded", keys=sorted(runtime))
 
-    async def set(self, store: OverrideStore, key: str, value: str) -> tuple[Any, Any]:
-        """Validate and persist one override; returns ``(new, previous)`` values."""
-        check_runtime_key(key)
+    async def set(self, store: OverrideStore, given: str, value: str) -> tuple[str, Any, Any]:
+        """Validate and persist one override; returns ``(key, new, previous)`` where
+        ``key`` is cfn's name for ``given`` (an alias such as ``swarm.maxAgents``)."""
+        key, value = aliases.convert(given, value)
+        check_runtime_key(key, given)
         typed = coerce_value(key, value)
         async with self._lock:
             previous = flatten_config(self.config)[key]
@@ -121,12 +124,13 @@ class ConfigManager:
             await store.write_override(key, msgspec.json.encode(typed))
             self._apply(new)
         log.info("config_set", key=key, value=typed, previous=previous)
-        return typed, previous
+        return key, typed, previous
 
     async def reset(self, store: OverrideStore, key: str | None) -> list[str]:
         """Drop one override (or all); returns the keys that were reset."""
         if key is not None:
-            check_runtime_key(key)
+            given, key = key, aliases.canonical_key(key)
+            check_runtime_key(key, given)
         async with self._lock:
             keys = [key] if key is not None else sorted(self.loaded.runtime)
             runtime = {k: v for k, v in self.loaded.runtime.items() if k not in keys}
@@ -169,8 +173,13 @@ class ConfigManager:
     def entries(self, key: str | None = None) -> list[ConfigEntry]:
         """Every key (or one) with its effective value and where it came from."""
         flat = flatten_config(self.config)
-        if key is not None and key not in flat:
-            raise NotFound(f"unknown config key {key!r}", details={"known_keys": sorted(flat)})
+        if key is not None:
+            given, key = key, aliases.canonical_key(key)
+            if key not in flat:
+                raise NotFound(
+                    f"unknown config key {given!r}{aliases.did_you_mean(given, flat)}",
+                    details={"known_keys": sorted(flat)},
+                )
         out = []
         for k in sorted(flat) if key is None else [key]:
             value = flat[k]

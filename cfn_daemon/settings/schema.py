@@ -227,6 +227,10 @@ class SwarmConfig(Section):
     topology: Literal["mesh", "hierarchical", "ring", "star"] = "mesh"
     strategy: Literal["balanced", "performance", "reliability"] = "balanced"
     max_agents: MaxAgents = 8
+    # The agent type of `cfnctl run "TEXT"` without --type. None: "coder" when
+    # [agent_types.coder] is configured, else the first configured non-shell
+    # implementer type, else the built-in coder (Claude Code).
+    default_type: str | None = None
 
 
 class TasksConfig(Section):

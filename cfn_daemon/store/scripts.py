@@ -14,6 +14,7 @@ from redis.commands.core import AsyncScript
 SCRIPT_NAMES = (
     "submit", "assign", "start", "complete", "requeue", "cancel", "register", "heartbeat",
     "page", "retain", "reindex", "forget_agent", "summaries", "upload", "claim_swarm",
+    "raise_cap",
 )  # fmt: skip
 
 

@@ -21,7 +21,9 @@ import structlog
 
 from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound, StoreDenied
 from cfn_client.wire.schema.swarm import (
+    DEFAULT_TEST_TTL_S,
     MAX_AGENTS,
+    MAX_TEST_TTL_S,
     MIN_AGENTS,
     AgentInfo,
     SwarmInfo,
@@ -41,6 +43,7 @@ from cfn_daemon.store import Store
 from cfn_daemon.store.client import describe_error, is_outage
 from cfn_daemon.store.keys import TASK_INDEX_FIELD, TASK_INDEX_VERSION
 from cfn_daemon.store.scripts import Scripts
+from cfn_daemon.swarm import ephemeral
 from cfn_daemon.swarm.context import LlmSlots, SwarmContext
 from cfn_daemon.swarm.dispatcher import Dispatcher, ensure_groups
 from cfn_daemon.swarm.supervisor import Supervisor
@@ -92,6 +95,11 @@ class SwarmService:
         self._resume_error: Exception | None = None  # why resuming failed last, if it did
         self._tg: asyncio.TaskGroup | None = None
         self._lock = asyncio.Lock()
+        # Test-mode swarms: who this cfnd is (host:state dir), and their TTL reaper.
+        self.creator = ephemeral.creator_id(state_dir)
+        self.reaper = ephemeral.Reaper(
+            lambda: [rt.info for rt in self.runtimes.values()], self._finish_destroy
+        )
 
     @property
     def redis(self) -> Any:
@@ -112,7 +120,12 @@ class SwarmService:
                 try:
                     await self._publish_agent_types()
                     for info in await self.all():
-                        if info.status == "active":
+                        if ephemeral.stale_at_start(info, self.creator, now_ms()):
+                            # Past its TTL, or its creator (this state dir's last cfnd)
+                            # died: nobody else will ever remove it.
+                            log.info("swarm_ephemeral_reaped", swarm=info.id)
+                            await self.destroy(info.id, force=True)
+                        elif info.status == "active":
                             # Once per swarm from an older cfnd: its task status indexes.
                             await self.tasks.index.ensure(info.id)
                             self._start_runtime(info)
@@ -128,15 +141,30 @@ class SwarmService:
                                 name=f"destroy-{info.id}",
                             )
                     self.ready.set()
+                    tg.create_task(
+                        self.keeper.run("reaper", lambda: self.reaper.run(stop), stop),
+                        name="swarm-reaper",
+                    )
                 except Exception as exc:
                     self._resume_error = exc
                     log.warning("swarm_resume_failed", error=describe_error(exc))
                     if not await until_stopped(asyncio.sleep(1.0), stop) or stop.is_set():
                         break  # stopping: never spin on a failure that persists
             await stop.wait()
+            await self._destroy_own_ephemeral()
             for rt in self.runtimes.values():
                 rt.stop.set()
         self._tg = None
+
+    async def _destroy_own_ephemeral(self) -> None:
+        """A clean stop removes the test-mode swarms this cfnd created (bounded: if Redis
+        is away, the next cfnd on this state dir removes them at its start)."""
+        for sid in ephemeral.own([rt.info for rt in self.runtimes.values()], self.creator):
+            try:
+                await asyncio.wait_for(self.destroy(sid, force=True), 30)
+                log.info("swarm_ephemeral_destroyed", swarm=sid, reason="cfnd_stopping")
+            except Exception as exc:
+                log.warning("swarm_ephemeral_destroy_failed", swarm=sid, error=describe_error(exc))
 
     def _resume_denied(self) -> StoreDenied | None:
         error = self._resume_error
@@ -227,8 +255,8 @@ class SwarmService:
             raise NotFound("there is no swarm yet; create one with `cfnctl swarm init mesh 4`")
         if len(ids) > 1:
             raise InvalidArgs(
-                f"there are several swarms ({', '.join(ids)}); choose one with --swarm "
-                "or CFN_SWARM",
+                f"there are several swarms ({', '.join(ids)}); choose one with --swarm, "
+                "CFN_SWARM or `cfnctl swarm use ID`",
                 details={"swarms": ids},
             )
         return ids[0]
@@ -260,20 +288,34 @@ class SwarmService:
     async def init(self, args: SwarmInitArgs, *, within_limits: bool = True) -> SwarmInfo:
         """Create a swarm. ``within_limits``: refuse one beyond ``[limits]`` (a reset, which
         recreates a swarm that already existed, is not held to limits lowered since)."""
-        if not MIN_AGENTS <= args.max_agents <= MAX_AGENTS:
+        defaults = self.config().swarm  # what the request leaves out: `[swarm]` config
+        max_agents = args.max_agents if args.max_agents is not None else defaults.max_agents
+        topology = args.topology or defaults.topology
+        strategy = args.strategy or defaults.strategy
+        if not MIN_AGENTS <= max_agents <= MAX_AGENTS:
             raise InvalidArgs(
-                f"max agents must be between {MIN_AGENTS} and {MAX_AGENTS}, got {args.max_agents}",
-                details={"max_agents": args.max_agents},
+                f"max agents must be between {MIN_AGENTS} and {MAX_AGENTS}, got {max_agents}",
+                details={"max_agents": max_agents},
             )
         limits = self.config().limits
-        if within_limits and args.max_agents > limits.max_agents_per_swarm:
+        if within_limits and max_agents > limits.max_agents_per_swarm:
             raise InvalidArgs(
-                f"max_agents {args.max_agents} exceeds this daemon's limit "
+                f"max_agents {max_agents} exceeds this daemon's limit "
                 f"{limits.max_agents_per_swarm} (limits.max_agents_per_swarm)",
                 details={
-                    "max_agents": args.max_agents,
+                    "max_agents": max_agents,
                     "expected": f"<= {limits.max_agents_per_swarm}",
                 },
+            )
+        if args.ttl_s is not None and not args.test_mode:
+            raise InvalidArgs(
+                "ttl_s is the lifetime of a test-mode swarm; add test_mode (--test-mode)"
+            )
+        ttl_s = DEFAULT_TEST_TTL_S if args.ttl_s is None else args.ttl_s
+        if args.test_mode and not 0 < ttl_s <= MAX_TEST_TTL_S:
+            raise InvalidArgs(
+                f"ttl_s {ttl_s:g}: expected more than 0 and at most {MAX_TEST_TTL_S:g} s (7 days)",
+                details={"ttl_s": ttl_s, "expected": f"0 < ttl_s <= {MAX_TEST_TTL_S:g}"},
             )
         sid = args.name or f"swarm-{uuid.uuid4().hex[:6]}"
         if not SWARM_ID.match(sid):
@@ -298,7 +340,8 @@ class SwarmService:
             exists = await self.redis.sismember(self.store.keys.swarms, sid)
             if exists and not args.force:
                 raise Conflict(
-                    f"swarm {sid} already exists; use --force to replace it", details={"swarm": sid}
+                    f"swarm {sid} exists; use `cfnctl swarm use {sid}`, or --force to replace it",
+                    details={"swarm": sid},
                 )
             if exists:
                 await self.destroy(sid, force=True)
@@ -323,14 +366,19 @@ class SwarmService:
             info = SwarmInfo(
                 id=sid,
                 name=args.name or sid,
-                topology=args.topology,
-                strategy=args.strategy,
-                max_agents=args.max_agents,
+                topology=topology,
+                strategy=strategy,
+                max_agents=max_agents,
                 status="active",
                 created_ms=now_ms(),
+                ephemeral=args.test_mode,
+                expires_at_ms=now_ms() + int(ttl_s * 1000) if args.test_mode else 0,
+                creator=self.creator if args.test_mode else "",
             )
             mapping: dict[str, Any] = {
-                k: v for k, v in msgspec.structs.asdict(info).items() if k != "agents"
+                k: int(v) if isinstance(v, bool) else v
+                for k, v in msgspec.structs.asdict(info).items()
+                if k != "agents"
             }
             mapping[TASK_INDEX_FIELD] = TASK_INDEX_VERSION  # a new swarm's indexes are whole
             try:
@@ -353,7 +401,12 @@ class SwarmService:
                 },
             )
             self._start_runtime(info)
-        log.info("swarm_created", swarm=sid, topology=info.topology, strategy=info.strategy)
+            if info.ephemeral:
+                self.reaper.wake.set()  # its TTL may end before the reaper's next look
+        log.info(
+            "swarm_created", swarm=sid, topology=info.topology, strategy=info.strategy,
+            ephemeral=info.ephemeral, expires_at_ms=info.expires_at_ms,
+        )  # fmt: skip
         return info
 
     async def destroy(self, swarm: str, *, force: bool) -> list[str]:
@@ -403,13 +456,32 @@ class SwarmService:
             tasks=await self.tasks.counts(swarm),
         )
 
+    async def _raise_cap(self, swarm: str, n: int, rt: SwarmRuntime) -> None:
+        """Asked for more agents than the swarm's cap: the cap becomes ``n`` (2-50, within
+        limits.max_agents_per_swarm), as the user asked for ``n`` agents."""
+        limit = min(MAX_AGENTS, self.config().limits.max_agents_per_swarm)
+        if n > limit:
+            why = "a swarm's most" if limit == MAX_AGENTS else "limits.max_agents_per_swarm"
+            raise InvalidArgs(
+                f"scale target {n}: a swarm has at most {limit} agents ({why}); "
+                f"expected 0..{limit}",
+                details={"agents": n, "expected": f"<= {limit}"},
+            )
+        cap = int(await self.scripts.run("raise_cap", [self.store.keys.swarm_state(swarm)], [n]))
+        if cap == 0:
+            raise NotFound(f"no swarm {swarm!r}")
+        rt.info.max_agents = max(rt.info.max_agents, cap)
+        log.info("swarm_cap_raised", swarm=swarm, max_agents=cap)
+
     async def scale(self, swarm: str, n: int, agent_type: str, force: bool) -> SwarmScaleResult:
         """Up: spawn local agents of ``agent_type``. Down: stop idle agents first; busy
         ones only with ``force`` (they hand their task back)."""
         info = await self.info(swarm)
-        if not 0 <= n <= info.max_agents:
-            raise InvalidArgs(f"scale target {n}: expected 0..{info.max_agents} (max agents)")
+        if n < 0:
+            raise InvalidArgs(f"scale target {n}: expected 0..{MAX_AGENTS} agents")
         rt = await self.runtime(swarm)
+        if n > info.max_agents:
+            await self._raise_cap(swarm, n, rt)
         live = [a for a in await self.registry.all(swarm) if a.status in LIVE_STATUSES]
         spawned: list[str] = []
         stopping: list[str] = []

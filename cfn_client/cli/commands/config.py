@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
+
 import click
+import msgspec
 
 from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, interactive, pass_env
-from cfn_client.wire.errors import EXIT_ERROR, ConfigError
+from cfn_client.wire.errors import EXIT_ERROR, CfnError, ConfigError
+from cfn_client.wire.schema.system import ConfigValidateResult
 
 __all__ = ["config", "interactive"]  # interactive: re-exported, tests patch it here
 
@@ -66,7 +72,9 @@ def reset(env: CliEnv, key: str | None, yes: bool) -> None:
 def validate(env: CliEnv, file: str | None) -> None:
     """Validate FILE (cfnd TOML; `-` reads stdin), or with no FILE the daemon's config.
 
-    Exits 1 naming the file, key, offending value and what was expected.
+    A FILE is checked here, with cfnd's own loader, whether or not cfnd runs (only
+    the file's content counts: no CFN_* variables, no runtime overrides).
+    Exits 1 naming the file, key (or line), offending value and what was expected.
     """
     if file is None:
         result = env.call(lambda c: c.config_validate())
@@ -78,10 +86,44 @@ def validate(env: CliEnv, file: str | None) -> None:
         except OSError as exc:
             raise click.FileError(name, hint=exc.strerror) from None
         text = _read_text(data, name)
-        result = env.call(lambda c: c.config_validate(text, name))
+        result = validate_offline(text, name) or env.call(lambda c: c.config_validate(text, name))
     env.emit(result, lambda: render.config_validate(result))
     if not result.valid:
         env.exit(EXIT_ERROR)
+
+
+# A file is validated in a child `python -m cfn_daemon.settings.validate` (same install,
+# same interpreter): cfnctl never imports cfn_daemon, and the answer must not depend on
+# whether a daemon is up (nor on which daemon, or its version). Always, not only when
+# cfnd is unreachable: one code path, the same verdict offline and online.
+VALIDATOR = "cfn_daemon.settings.validate"
+VALIDATE_TIMEOUT_S = 60.0
+
+
+def validate_offline(text: str, name: str) -> ConfigValidateResult | None:
+    """``text`` checked by cfnd's loader in a child process; None when cfn_daemon is not
+    installed here (then cfnd checks it). Raises the loader's ``ConfigError``."""
+    if importlib.util.find_spec(VALIDATOR.split(".", 1)[0]) is None:
+        return None
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", VALIDATOR, "-", "--name", name],
+            input=text.encode("utf-8"),
+            capture_output=True,
+            timeout=VALIDATE_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise CfnError(f"validating {name} took over {VALIDATE_TIMEOUT_S:g}s") from None
+    try:
+        doc = msgspec.json.decode(proc.stdout)
+    except msgspec.DecodeError:
+        stderr = proc.stderr.decode("utf-8", "replace").strip()
+        raise CfnError(f"the config validator failed (exit {proc.returncode}): {stderr}") from None
+    error = doc.get("error")
+    if error:
+        raise CfnError.from_wire(error["code"], error["message"], error.get("details"))
+    return ConfigValidateResult(valid=bool(doc["valid"]), source=str(doc["source"]))
 
 
 def _read_text(data: bytes, name: str) -> str:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import msgspec
 
 from cfn_client.api.sync import Client
+from cfn_client.cli.commands.loop import MAX_LOOP_LIMIT
 from cfn_client.cli.env import CliEnv, FiniteRange, pass_env
 from cfn_client.wire.schema.workflow import (
     EpicInfo,
@@ -77,6 +79,35 @@ def epic_spec(source: str, phases: int | None) -> dict[str, Any]:
     }
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def loop_limits(fn: F) -> F:
+    """``--max-loop2`` / ``--max-loop3`` (the guide's spellings), for every phase's run."""
+    limit = click.IntRange(min=1, max=MAX_LOOP_LIMIT)
+    fn = click.option(
+        "--max-loop3", type=limit, metavar="N",
+        help="Each phase's run: at most N implementer iterations per round (1-100) "
+        "[default: the phase's max_loop3, else cfnd's loop.max_loop3].",
+    )(fn)  # fmt: skip
+    return click.option(
+        "--max-loop2", type=limit, metavar="N",
+        help="Each phase's run: at most N validator rounds (1-100) "
+        "[default: the phase's max_loop2, else cfnd's loop.max_loop2].",
+    )(fn)  # fmt: skip
+
+
+def with_loop_limits(
+    spec: dict[str, Any], max_loop2: int | None, max_loop3: int | None
+) -> dict[str, Any]:
+    """``spec`` with the command line's limits on every phase (they win over the file's)."""
+    given = {k: v for k, v in (("max_loop2", max_loop2), ("max_loop3", max_loop3)) if v is not None}
+    if not given or not isinstance(spec.get("phases"), list):
+        return spec  # (a malformed file is cfnd's to explain)
+    phases = [{**p, **given} if isinstance(p, dict) else p for p in spec["phases"]]
+    return {**spec, "phases": phases}
+
+
 @click.group()
 def epic() -> None:
     """Run an epic: phases (each a CFN loop run) in dependency order; phases marked
@@ -116,11 +147,15 @@ def start_epic(env: CliEnv, spec: dict[str, Any], follow: bool) -> None:
 @click.argument("source", metavar='FILE|"GOAL"')
 @click.option("--phases", type=click.IntRange(1, 50), help="Split a GOAL into N phases.")
 @click.option("--follow/--detach", default=True, help="Wait and show progress (default).")
+@loop_limits
 @pass_env
-def start(env: CliEnv, source: str, phases: int | None, follow: bool) -> None:
+def start(
+    env: CliEnv, source: str, phases: int | None, follow: bool, max_loop2: int | None,
+    max_loop3: int | None,
+) -> None:  # fmt: skip
     """Start an epic from FILE (TOML, JSON or YAML: name, phases[name, depends_on, parallel,
     implementers, validators, owner]) or from a GOAL with --phases N."""
-    start_epic(env, epic_spec(source, phases), follow)
+    start_epic(env, with_loop_limits(epic_spec(source, phases), max_loop2, max_loop3), follow)
 
 
 @epic.command("status")
@@ -162,6 +197,7 @@ def list_epics(env: CliEnv) -> None:
     help="Checkpoint: the sprint's final gate mean must reach this.",
 )
 @click.option("--follow/--detach", default=True)
+@loop_limits
 @pass_env
 def sprints(
     env: CliEnv,
@@ -171,10 +207,12 @@ def sprints(
     checks: tuple[str, ...],
     min_confidence: float | None,
     follow: bool,
+    max_loop2: int | None,
+    max_loop3: int | None,
 ) -> None:
     """Run GOAL as N sprints, one after the other, each a CFN run followed by its
     checkpoint (--check commands, --min-confidence); a failed checkpoint stops."""
     spec = (
         epic_spec(file, None) if file else sprints_spec(goal, count, list(checks), min_confidence)
     )
-    start_epic(env, spec, follow)
+    start_epic(env, with_loop_limits(spec, max_loop2, max_loop3), follow)

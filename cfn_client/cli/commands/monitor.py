@@ -96,12 +96,14 @@ def monitor(env: CliEnv, interval: float, once: bool) -> None:
     print one snapshot and exit (--json: {"swarms": [swarm status, ...]}).
     """
     live = not (once or env.json) and sys.stdout.isatty()
+    # Every swarm unless --swarm / $CFN_SWARM (the current swarm narrows nothing here).
+    swarm = env.swarm_flag
     try:
         with env.client() as client:
             if live:
-                _watch(client, env.swarm, interval)
+                _watch(client, swarm, interval)
                 return
-            snapshot = fetch(client, env.swarm)
+            snapshot = fetch(client, swarm)
     except KeyboardInterrupt:
         env.exit(EXIT_OK)  # Ctrl-C is how a monitor is meant to end
     except TerminalGone:

@@ -19,7 +19,8 @@ from cfn_client.wire.schema.observe import MetricsResult
 def metrics(env: CliEnv, agent: str | None, fmt: str) -> None:
     """Show agents' last 1,000 executions: success rate, mean/min/max/p95 duration and a
     per-task-type breakdown (every swarm's agents unless --swarm or --agent)."""
-    result = env.call(lambda c: c.metrics_agents(env.swarm, agent))
+    # Every swarm unless --swarm: the current swarm (context) narrows nothing here.
+    result = env.call(lambda c: c.metrics_agents(env.swarm_flag, agent))
     if fmt == "json" or env.json:
         click.echo(render.to_json(result))
     elif fmt == "prom":

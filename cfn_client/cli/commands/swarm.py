@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-import click
+import contextlib
 
-from cfn_client.cli import render
-from cfn_client.cli.env import CliEnv, choice_of, pass_env
-from cfn_client.wire.schema.swarm import MAX_AGENTS, MIN_AGENTS, Strategy, Topology
+import click
+import msgspec
+
+from cfn_client.cli import context, render
+from cfn_client.cli.env import CliEnv, Duration, choice_of, pass_env
+from cfn_client.wire.errors import CfnError
+from cfn_client.wire.schema.swarm import (
+    MAX_AGENTS,
+    MAX_TEST_TTL_S,
+    MIN_AGENTS,
+    Strategy,
+    Topology,
+)
 
 
 @click.group()
 def swarm() -> None:
     """Create, inspect, scale and remove swarms.
 
-    Commands act on the current swarm: --swarm ID (or $CFN_SWARM) before the
-    command, else the only swarm there is.
+    Commands act on the current swarm: --swarm ID (or $CFN_SWARM), else the one
+    chosen with `swarm use` or initialised last, else the only swarm there is.
     """
 
 
-def _check_max_agents(ctx: click.Context, param: click.Parameter, value: int) -> int:
+def _check_max_agents(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
     # A clear usage error early; cfnd still checks (its configured limit may be lower).
-    if not MIN_AGENTS <= value <= MAX_AGENTS:
+    if value is not None and not MIN_AGENTS <= value <= MAX_AGENTS:
         raise click.BadParameter(
             f"a swarm has {MIN_AGENTS} to {MAX_AGENTS} agents, not {value}", ctx, param
         )
@@ -28,35 +38,107 @@ def _check_max_agents(ctx: click.Context, param: click.Parameter, value: int) ->
 
 
 @swarm.command("init")
-@click.argument("topology", type=choice_of(Topology), metavar="TOPOLOGY")
-@click.argument("max_agents", type=int, callback=_check_max_agents, metavar="MAX_AGENTS")
+@click.argument("topology", type=choice_of(Topology), metavar="[TOPOLOGY]", required=False)
+@click.argument(
+    "max_agents", type=int, callback=_check_max_agents, metavar="[MAX_AGENTS]", required=False
+)
 @click.option(
-    "--strategy", type=choice_of(Strategy), default="balanced", show_default=True,
-    help="How tasks are spread over agents.",
+    "--strategy", type=choice_of(Strategy), default=None,
+    help="How tasks are spread over agents [default: cfnd's swarm.strategy, balanced].",
 )  # fmt: skip
 @click.option(
     "--name", metavar="NAME",
     help="The swarm's id: a-z, 0-9, - and _ [default: swarm-<random>].",
 )  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace an existing swarm of that name.")
+@click.option(
+    "--test-mode", is_flag=True,
+    help="An ephemeral swarm: removed when cfnd stops, after --ttl, or at the next start "
+    "if cfnd died.",
+)  # fmt: skip
+@click.option(
+    "--ttl", "ttl_s", type=Duration(), metavar="DURATION",
+    help="How long a --test-mode swarm lives (e.g. 30m, 2h) [default: 1h; at most 7d].",
+)  # fmt: skip
 @pass_env
 def init(
-    env: CliEnv, topology: Topology, max_agents: int, strategy: Strategy, name: str | None,
-    force: bool,
+    env: CliEnv, topology: Topology | None, max_agents: int | None, strategy: Strategy | None,
+    name: str | None, force: bool, test_mode: bool, ttl_s: float | None,
 ) -> None:  # fmt: skip
-    """Create a swarm: TOPOLOGY is mesh, hierarchical, ring or star; MAX_AGENTS is 2-50."""
+    """Create a swarm: TOPOLOGY is mesh, hierarchical, ring or star; MAX_AGENTS is 2-50.
+
+    Left out, they are cfnd's swarm.topology and swarm.max_agents (`cfnctl config show swarm`).
+    """
+    if ttl_s is not None and not test_mode:
+        raise click.UsageError("--ttl is how long a --test-mode swarm lives; add --test-mode")
+    if ttl_s is not None and not 0 < ttl_s <= MAX_TEST_TTL_S:
+        raise click.BadParameter("expected more than 0s and at most 7d", param_hint="--ttl")
     result = env.call(
-        lambda c: c.swarm_init(topology, max_agents, strategy=strategy, name=name, force=force)
-    )
+        lambda c: c.swarm_init(
+            topology, max_agents, strategy=strategy, name=name, force=force,
+            test_mode=test_mode, ttl_s=ttl_s,
+        )
+    )  # fmt: skip
+    remember(env, result.id)  # the last one initialised is the current one
     env.emit(result, lambda: render.swarm_init(result))
+
+
+@swarm.command("use")
+@click.argument("swarm_id", metavar="ID")
+@pass_env
+def use(env: CliEnv, swarm_id: str) -> None:
+    """Make swarm ID the current one: later commands act on it without --swarm.
+
+    Kept per daemon (socket) in $CFN_CONTEXT_FILE [default:
+    $XDG_CONFIG_HOME/cfn/context.json]; --swarm and $CFN_SWARM still win.
+    """
+    result = env.call(lambda c: c.swarm_status(swarm_id))  # NotFound names the existing ones
+    try:
+        path = context.use_swarm(env.socket, result.swarm.id)
+    except OSError as exc:
+        raise CfnError(
+            f"cannot write the context file {context.context_path()}: {exc.strerror}; "
+            "set CFN_CONTEXT_FILE to a writable path, or use --swarm / CFN_SWARM",
+            details={"file": str(context.context_path())},
+        ) from None
+    env.emit(
+        {"swarm": result.swarm.id, "context_file": str(path)},
+        lambda: f"swarm {result.swarm.id} is now the current swarm",
+    )
+
+
+def remember(env: CliEnv, swarm_id: str) -> None:
+    """Make ``swarm_id`` current; an unwritable context file only costs a note (the
+    swarm exists either way, and --swarm still reaches it)."""
+    try:
+        context.use_swarm(env.socket, swarm_id)
+    except OSError as exc:
+        env.warn(
+            f"could not record {swarm_id} as the current swarm in {context.context_path()} "
+            f"({exc.strerror}); use --swarm {swarm_id}"
+        )
+
+
+def current_of(env: CliEnv, ids: list[str]) -> str | None:
+    """Which of ``ids`` commands act on without --swarm (None: they need one)."""
+    if env.swarm_flag is not None:
+        return env.swarm_flag if env.swarm_flag in ids else None
+    chosen = context.current_swarm(env.socket)
+    if chosen in ids:
+        return chosen
+    return ids[0] if len(ids) == 1 else None
 
 
 @swarm.command("list")
 @pass_env
 def list_(env: CliEnv) -> None:
-    """List every swarm."""
+    """List every swarm; * marks the current one."""
     result = env.call(lambda c: c.swarm_list())
-    env.emit(result, lambda: render.swarm_list(result))
+    current = current_of(env, [s.id for s in result.swarms])
+    env.emit(
+        {**msgspec.to_builtins(result), "current": current},
+        lambda: render.swarm_list(result, current),
+    )
 
 
 @swarm.command("status")
@@ -71,13 +153,14 @@ def status(env: CliEnv, swarm_id: str | None, verbose: bool) -> None:
 
 
 @swarm.command("scale")
-@click.argument("agents", type=click.IntRange(min=0), metavar="N")
+@click.argument("agents", type=click.IntRange(min=0, max=MAX_AGENTS), metavar="N")
 @click.option("--type", "agent_type", default="shell", show_default=True, help="Agent type.")
 @click.option("--force", is_flag=True, help="Stop busy agents too when scaling down.")
 @pass_env
 def scale(env: CliEnv, agents: int, agent_type: str, force: bool) -> None:
-    """Scale the swarm to N agents.
+    """Scale the swarm to N agents (0-50).
 
+    N above the swarm's MAX_AGENTS raises that cap to N.
     Scaling up spawns agents of --type; scaling down drains idle agents first and
     never stops a busy one without --force.
     """
@@ -93,6 +176,8 @@ def scale(env: CliEnv, agents: int, agent_type: str, force: bool) -> None:
 def destroy(env: CliEnv, force: bool) -> None:
     """Stop the swarm's agents and remove the swarm."""
     result = env.call(lambda c: c.swarm_destroy(env.swarm, force=force))
+    with contextlib.suppress(OSError):  # a stale entry is harmless: it is checked on use
+        context.forget_swarm(env.socket, result.swarm)
     env.emit(result, lambda: render.swarm_destroy(result))
 
 

@@ -27,7 +27,11 @@ WAIT_TIMEOUT_HELP = "Stop waiting after this long (e.g. 30, 5m) and exit 1; the 
     "-f", "--file", "text_file", type=click.File("r", encoding="utf-8"),
     help="Read the task text from FILE ('-': stdin), of any size up to tasks.max_text_bytes.",
 )  # fmt: skip
-@click.option("--type", "task_type", default="shell", show_default=True, help="Task type.")
+@click.option(
+    "--type", "task_type", default=None, metavar="TYPE",
+    help="Agent type [default: cfnd's swarm.default_type, e.g. coder]; --type shell "
+    "runs TASK as a shell command.",
+)  # fmt: skip
 @click.option("--priority", type=choice_of(Priority), default="normal", show_default=True)
 @click.option("--wait", is_flag=True, help="Wait for the result, print its output, exit by it.")
 @click.option("--timeout", "wait_s", type=Duration(), metavar="S", help=WAIT_TIMEOUT_HELP)
@@ -48,7 +52,8 @@ WAIT_TIMEOUT_HELP = "Stop waiting after this long (e.g. 30, 5m) and exit 1; the 
 )  # fmt: skip
 @pass_env
 def run(
-    env: CliEnv, text: str | None, text_file: TextIO | None, task_type: str, priority: Priority,
+    env: CliEnv, text: str | None, text_file: TextIO | None, task_type: str | None,
+    priority: Priority,
     wait: bool, wait_s: float | None, task_timeout: float | None, max_attempts: int | None,
     idempotency_key: str | None,
 ) -> None:  # fmt: skip

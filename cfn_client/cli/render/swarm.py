@@ -27,10 +27,15 @@ from cfn_client.wire.schema.swarm import (
 
 def swarm_init(info: SwarmInfo) -> str:
     """``cfnctl swarm init``."""
-    return (
+    text = (
         f"swarm {swarm_label(info)} created: {info.topology}, {info.strategy}, "
         f"up to {info.max_agents} agents"
     )
+    if info.ephemeral:
+        ttl = format_duration(max(0, info.expires_at_ms - info.created_ms) / 1000)
+        ends = format_time(info.expires_at_ms)
+        text += f"\ntest mode: removed when cfnd stops, or in {ttl} (at {ends})"
+    return text
 
 
 def swarm_label(info: SwarmInfo) -> str:
@@ -38,17 +43,17 @@ def swarm_label(info: SwarmInfo) -> str:
     return info.id if info.name in ("", info.id) else f"{info.id} ({info.name})"
 
 
-def swarm_list(result: SwarmListResult) -> str:
-    """``cfnctl swarm list``."""
+def swarm_list(result: SwarmListResult, current: str | None = None) -> str:
+    """``cfnctl swarm list``; ``*`` marks the ``current`` swarm."""
     if not result.swarms:
         return "no swarms (create one with `cfnctl swarm init TOPOLOGY MAX_AGENTS`)"
     now = now_ms()
     rows = [
-        [s.id, s.name, s.topology, s.strategy, f"{s.agents}/{s.max_agents}", s.status,
-         format_age(s.created_ms, now)]
+        ["*" if s.id == current else "", s.id, s.name, s.topology, s.strategy,
+         f"{s.agents}/{s.max_agents}", s.status, format_age(s.created_ms, now)]
         for s in result.swarms
     ]  # fmt: skip
-    return table(["ID", "NAME", "TOPOLOGY", "STRATEGY", "AGENTS", "STATUS", "AGE"], rows)
+    return table(["", "ID", "NAME", "TOPOLOGY", "STRATEGY", "AGENTS", "STATUS", "AGE"], rows)
 
 
 def swarm_status(result: SwarmStatusResult, verbose: bool = False) -> str:

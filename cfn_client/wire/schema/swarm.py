@@ -23,6 +23,8 @@ TaskStatus = Literal[
 ]
 TERMINAL_TASK_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 MIN_AGENTS, MAX_AGENTS = 2, 50
+#: How long a `--test-mode` swarm lives without --ttl, and the longest --ttl.
+DEFAULT_TEST_TTL_S, MAX_TEST_TTL_S = 3600.0, 7 * 86_400.0
 
 
 # --------------------------------------------------------------------------- records
@@ -37,6 +39,11 @@ class SwarmInfo(Result, kw_only=True):
     status: SwarmStatusName
     created_ms: int
     agents: int = 0
+    # `swarm init --test-mode`: destroyed when its cfnd stops, at expires_at_ms, or by
+    # the next cfnd on the same state dir if its creator died (creator: host:state dir).
+    ephemeral: bool = False
+    expires_at_ms: int = 0
+    creator: str = ""
 
 
 class AgentInfo(Result, kw_only=True):
@@ -137,11 +144,16 @@ class SwarmArgs(Args, kw_only=True):
 
 
 class SwarmInitArgs(Args, kw_only=True):
-    topology: Topology
-    max_agents: int
-    strategy: Strategy = "balanced"
+    """None for topology, max_agents or strategy: cfnd's ``[swarm]`` config default."""
+
+    topology: Topology | None = None
+    max_agents: int | None = None
+    strategy: Strategy | None = None
     name: str | None = None
     force: bool = False
+    # An ephemeral swarm (`--test-mode`), living ttl_s (default DEFAULT_TEST_TTL_S) at most.
+    test_mode: bool = False
+    ttl_s: float | None = None
 
 
 class SwarmListArgs(Args, kw_only=True):
@@ -206,7 +218,8 @@ class TaskSubmitArgs(SwarmArgs, kw_only=True):
 
     text: str = ""
     upload: str | None = None
-    type: str = "shell"
+    # None: cfnd's default agent type ([swarm] default_type, else coder, ...).
+    type: str | None = "shell"
     priority: Priority = "normal"
     timeout_s: float | None = None
     max_attempts: int | None = None

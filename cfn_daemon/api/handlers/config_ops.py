@@ -38,8 +38,8 @@ class ConfigOps:
         return ConfigShowResult(entries=self.config.entries(args.key))
 
     async def set(self, ctx: RequestContext, args: ConfigSetArgs) -> ConfigSetResult:
-        value, previous = await self.config.set(self.store, args.key, args.value)
-        return ConfigSetResult(key=args.key, value=value, previous=previous)
+        key, value, previous = await self.config.set(self.store, args.key, args.value)
+        return ConfigSetResult(key=key, value=value, previous=previous)
 
     async def reset(self, ctx: RequestContext, args: ConfigResetArgs) -> ConfigResetResult:
         return ConfigResetResult(reset=await self.config.reset(self.store, args.key))

@@ -112,6 +112,9 @@ class SwarmOps:
                 max_agents=info.max_agents,
                 strategy=info.strategy,
                 name=swarm,
+                # A reset test-mode swarm stays one, ending when it was going to.
+                test_mode=info.ephemeral,
+                ttl_s=max(1.0, (info.expires_at_ms - now_ms()) / 1000) if info.ephemeral else None,
             ),
             within_limits=False,
         )

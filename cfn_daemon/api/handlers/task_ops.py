@@ -86,10 +86,26 @@ class TaskOps:
         if info.status != "active":
             raise InvalidArgs(f"swarm {swarm} is {info.status}; it takes no new tasks")
         cfg = self.service.config()
-        require_pool(ctx, args.type)
+        agent_type = args.type
+        if agent_type is None:
+            # No type given (`cfnctl run "TEXT"`): the configured default, and if its
+            # program is missing here, say so now with the install hint, not after
+            # every retry of the task.
+            agent_type = agent_types.default_type(cfg.swarm.default_type, cfg.agent_types)
+            spec = agent_types.resolve(agent_type, cfg.agent_types)
+            problem = agent_types.binary_problem(spec)
+            if problem:
+                raise InvalidArgs(
+                    f"a task without a type goes to the default agent type (swarm."
+                    f"default_type), {agent_type!r}, which cannot run here: {problem}. "
+                    "Or give a type: --type TYPE (--type shell runs the text as a "
+                    "shell command)",
+                    details={"type": agent_type, "fix": problem},
+                )
+        require_pool(ctx, agent_type)
         # Unknown type: a clear error now. Text run as code needs the exec right.
-        if agent_types.runs_text_as_code(args.type, cfg.agent_types):
-            require_exec(ctx, f"agent type {args.type} runs the task text as code")
+        if agent_types.runs_text_as_code(agent_type, cfg.agent_types):
+            require_exec(ctx, f"agent type {agent_type} runs the task text as code")
         text = args.text
         if args.upload is not None:
             if text:
@@ -104,7 +120,7 @@ class TaskOps:
         task = await self.service.tasks.submit(
             swarm,
             text=text,
-            type=args.type,
+            type=agent_type,
             priority=args.priority,
             timeout_s=args.timeout_s or (cfg.tasks.default_timeout_s or None),
             # 0 is refused (1..100), not taken for "the default": omit it for that.
@@ -116,7 +132,7 @@ class TaskOps:
         )
         if args.upload is not None:
             await self.service.tasks.io.drop_upload(swarm, args.upload)
-        await self._ensure_worker(swarm, args.type, info.max_agents)
+        await self._ensure_worker(swarm, agent_type, info.max_agents)
         return fitted(task, self._budget())
 
     def _budget(self) -> int:
