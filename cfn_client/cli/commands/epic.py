@@ -10,6 +10,7 @@ import click
 import msgspec
 
 from cfn_client.api.sync import Client
+from cfn_client.cli import completion as complete
 from cfn_client.cli.env import CliEnv, FiniteRange, pass_env
 from cfn_client.wire.schema.workflow import (
     EpicInfo,
@@ -124,7 +125,7 @@ def start(env: CliEnv, source: str, phases: int | None, follow: bool) -> None:
 
 
 @epic.command("status")
-@click.argument("epic_id")
+@click.argument("epic_id", metavar="ID", shell_complete=complete.epic_ids)
 @pass_env
 def status(env: CliEnv, epic_id: str) -> None:
     """Show an epic's phases, their runs and statuses."""

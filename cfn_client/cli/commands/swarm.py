@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cfn_client.cli import completion as complete
 from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, choice_of, pass_env
 from cfn_client.wire.schema.swarm import MAX_AGENTS, MIN_AGENTS, Strategy, Topology
@@ -60,7 +61,7 @@ def list_(env: CliEnv) -> None:
 
 
 @swarm.command("status")
-@click.argument("swarm_id", metavar="[ID]", required=False)
+@click.argument("swarm_id", metavar="[ID]", required=False, shell_complete=complete.swarm_ids)
 @click.option("-v", "--verbose", is_flag=True, help="Also show where agents run and more.")
 @pass_env
 def status(env: CliEnv, swarm_id: str | None, verbose: bool) -> None:
@@ -112,7 +113,10 @@ def reset(env: CliEnv, force: bool) -> None:
 
 @swarm.command("broadcast")
 @click.argument("message")
-@click.option("--from", "from_agent", metavar="AGENT", help="Send as this agent.")
+@click.option(
+    "--from", "from_agent", metavar="AGENT", help="Send as this agent.",
+    shell_complete=complete.agent_ids,
+)  # fmt: skip
 @pass_env
 def broadcast(env: CliEnv, message: str, from_agent: str | None) -> None:
     """Send MESSAGE to every agent of the swarm; prints each delivery's path."""
