@@ -7,6 +7,7 @@ import click
 from cfn_client.cli import completion as complete
 from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, choice_of, pass_env
+from cfn_client.cli.progress import progress
 from cfn_client.wire.schema.swarm import MAX_AGENTS, MIN_AGENTS, Strategy, Topology
 
 
@@ -82,9 +83,10 @@ def scale(env: CliEnv, agents: int, agent_type: str, force: bool) -> None:
     Scaling up spawns agents of --type; scaling down drains idle agents first and
     never stops a busy one without --force.
     """
-    result = env.call(
-        lambda c: c.swarm_scale(agents, swarm=env.swarm, type=agent_type, force=force)
-    )
+    with progress(f"scaling {_which(env)} to {agents} agents", json_mode=env.json):
+        result = env.call(
+            lambda c: c.swarm_scale(agents, swarm=env.swarm, type=agent_type, force=force)
+        )
     env.emit(result, lambda: render.swarm_scale(result))
 
 
@@ -93,8 +95,13 @@ def scale(env: CliEnv, agents: int, agent_type: str, force: bool) -> None:
 @pass_env
 def destroy(env: CliEnv, force: bool) -> None:
     """Stop the swarm's agents and remove the swarm."""
-    result = env.call(lambda c: c.swarm_destroy(env.swarm, force=force))
+    with progress(f"destroying {_which(env)}: stopping its agents", json_mode=env.json):
+        result = env.call(lambda c: c.swarm_destroy(env.swarm, force=force))
     env.emit(result, lambda: render.swarm_destroy(result))
+
+
+def _which(env: CliEnv) -> str:
+    return f"swarm {env.swarm}" if env.swarm else "the swarm"
 
 
 @swarm.command("reset")
