@@ -201,3 +201,21 @@ def test_progress_never_reaches_stdout_and_json_stays_clean(swarm: Swarm, tmp_pa
             assert "phase one started as run" in err
             assert "phase one started" not in out
             assert out.startswith("epic ") and "\r" not in out
+
+
+def test_every_table_goes_through_the_one_renderer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # metrics and team list had tables of their own: now they fit and colour alike.
+    from cfn_client.cli.commands.observe import table as metrics_table
+    from cfn_client.cli.commands.team import _show
+    from cfn_client.wire.schema.observe import MetricsResult
+    from cfn_client.wire.schema.team import TeamInfo, TeamRole
+
+    monkeypatch.setenv("COLUMNS", "40")
+    role = TeamRole(name="frontend-dev", description="React work " * 10, grants=["operator"],
+                    agent_types=[])  # fmt: skip
+    team = _show(TeamInfo(roles=[role], members={})).splitlines()
+    assert team[0].split() == ["ROLE", "GRANTS", "AGENT", "POOL", "DESCRIPTION"]
+    assert len(team[1]) == 40 and team[1].endswith(ELLIPSIS)
+    assert metrics_table(MetricsResult(agents=[])).split() == [
+        "SWARM", "AGENT", "RUNS", "SUCCESS", "MEAN_MS", "MIN_MS", "MAX_MS", "P95_MS", "TYPES",
+    ]  # fmt: skip
