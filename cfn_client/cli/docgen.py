@@ -225,10 +225,10 @@ INTRO = f"""\
      Do not edit by hand: change the command's help, then regenerate. -->
 
 Every command of `cfnctl`, its usage, options and what `--json` prints. The
-global options (`--socket`, `--swarm`, `--json`, `--timeout`) go before the
-command. With `--json` a command prints one JSON document (a followed run or
-`events --follow` one JSON object per line); the shapes are the result types of
-the cfnd ops it calls, listed under each command and defined in
+global options (`--socket`, `--swarm`, `--json`, ...) are those of `cfnctl`
+itself, the first section. With `--json` a command prints one JSON document (a
+followed run or `events --follow` one JSON object per line); the shapes are the
+result types of the cfnd ops it calls, listed under each command and defined in
 [Result types](#result-types). An error is one document too:
 
 ```
