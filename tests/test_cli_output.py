@@ -143,13 +143,24 @@ def test_progress_is_a_live_line_on_a_terminal_only() -> None:
 
 def run_with_stderr_on_a_pty(*args: str) -> tuple[int, str, str]:
     """cfnctl ARGS with stdout a pipe and stderr a terminal: (exit code, stdout, stderr)."""
+    return run_on_a_pty(*args, stream="stderr")
+
+
+def run_on_a_pty(
+    *args: str, stream: str, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """cfnctl ARGS with ``stream`` (stdout or stderr) a terminal and the other a pipe:
+    (exit code, the pipe's text, what the terminal got)."""
     leader, follower = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CFN_")}
-    with subprocess.Popen(
-        [*CFNCTL, *args], stdout=subprocess.PIPE, stderr=follower, text=True, env=env
-    ) as proc:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("CFN_", "NO_COLOR"))}
+    full_env.update(env or {})
+    where = {"stdout": follower, "stderr": subprocess.PIPE}
+    if stream == "stderr":
+        where = {"stdout": subprocess.PIPE, "stderr": follower}
+    with subprocess.Popen([*CFNCTL, *args], text=True, env=full_env, **where) as proc:
         os.close(follower)
-        stdout, _ = proc.communicate(timeout=120)
+        piped, piped_err = proc.communicate(timeout=120)
+    stdout = piped if stream == "stderr" else piped_err
     seen = b""
     for _ in range(10_000):  # until the pty is drained (EIO once the child's side closed)
         ready, _, _ = select.select([leader], [], [], 1)
@@ -164,6 +175,16 @@ def run_with_stderr_on_a_pty(*args: str) -> tuple[int, str, str]:
         seen += chunk
     os.close(leader)
     return proc.returncode, stdout, seen.decode(errors="replace")
+
+
+def test_colour_reaches_a_terminal_but_not_a_pipe_nor_no_color(swarm: Swarm) -> None:
+    args = ("--socket", str(swarm.socket), "--swarm", swarm.name, "swarm", "list")
+    _, _, seen = run_on_a_pty(*args, stream="stdout")
+    assert f"{ESC}1mID" in seen and f"{ESC}32mactive" in seen
+    _, _, seen = run_on_a_pty(*args, stream="stdout", env={"NO_COLOR": "1"})
+    assert swarm.name in seen and ESC not in seen
+    code, out, _ = swarm.cli("swarm", "list")  # a pipe
+    assert code == 0 and swarm.name in out and ESC not in out
 
 
 def test_progress_never_reaches_stdout_and_json_stays_clean(swarm: Swarm, tmp_path: Path) -> None:
@@ -201,6 +222,12 @@ def test_progress_never_reaches_stdout_and_json_stays_clean(swarm: Swarm, tmp_pa
             assert "phase one started as run" in err
             assert "phase one started" not in out
             assert out.startswith("epic ") and "\r" not in out
+    code, out, err = run_with_stderr_on_a_pty(
+        "--socket", sock, "--swarm", swarm.name, "swarm", "destroy", "--force"
+    )
+    assert code == 0, err
+    assert f"destroying swarm {swarm.name}" in err
+    assert out.startswith(f"swarm {swarm.name} destroyed")
 
 
 def test_every_table_goes_through_the_one_renderer(monkeypatch: pytest.MonkeyPatch) -> None:
