@@ -33,9 +33,10 @@ class Progress:
     def update(self, text: str) -> None:
         """Show ``text`` (with the time elapsed so far) instead of the previous line."""
         self._text = text
-        self._draw()
+        self.redraw()
 
-    def _draw(self) -> None:
+    def redraw(self) -> None:
+        """Draw the line again (the elapsed time moves on); nothing when disabled."""
         if not self.enabled or not self._text:
             return
         elapsed = time.monotonic() - self._began
@@ -69,7 +70,7 @@ def progress(text: str, *, json_mode: bool, stream: TextIO | None = None) -> Ite
 
         def tick() -> None:
             while not stop.wait(TICK_S):  # ends when the block does
-                line._draw()
+                line.redraw()
 
         ticker = threading.Thread(target=tick, name="cfnctl-progress", daemon=True)
         ticker.start()
