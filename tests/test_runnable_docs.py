@@ -1,11 +1,12 @@
-"""The shell blocks marked runnable in README.md and docs/QUICKSTART.md run as written
-against a real cfnd.
+"""The shell blocks marked runnable in README.md, docs/QUICKSTART.md and
+examples/README.md run as written against a real cfnd.
 
 A block runs when the line before its ```sh fence is ``<!-- runnable -->``; a block
 after ``<!-- cfnd: DIR -->`` is one that starts cfnd in DIR (a foreground daemon), so
 the test starts ``cfnd --config cfn.toml`` there itself at that point. Blocks run in
-order with ``bash -euo pipefail``, each from the same temp dir, with only the test's
-own paths passed through the environment (``$CFN_SOCKET`` for the README's).
+order with ``bash -euo pipefail``, each from the same temp dir (with ``examples/`` in
+it, as in the repository's root), with only the test's own paths passed through the
+environment (``$CFN_SOCKET`` for the README's).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def test_the_markers_are_found() -> None:
     assert [b.marker for b in readme] == ["runnable"]
     assert [b.marker for b in quick] == ["runnable", "cfnd: demo", "runnable", "runnable"]
     assert "cfnctl init demo --offline" in quick[0].code
+    examples = blocks(ROOT / "examples" / "README.md")
+    assert [b.marker for b in examples] == ["runnable", "cfnd: ms", "runnable"]
 
 
 @pytest.mark.timeout(180)
@@ -66,30 +69,48 @@ def test_readme_blocks_run(short_tmp: Path) -> None:
     assert "hello from the swarm" in outputs[0]
 
 
-@pytest.mark.timeout(240)
-def test_quickstart_blocks_run_in_order(short_tmp: Path) -> None:
+def run_project_doc(path: Path, where: Path) -> list[str]:
+    """Run ``path``'s blocks in order from ``where`` (which has ``examples/`` as the
+    repository's root has it), starting cfnd at its ``cfnd: DIR`` block; the outputs
+    of the runnable blocks."""
+    (where / "examples").symlink_to(ROOT / "examples")
     env = shell_env()
     daemons: list[CfndProcess] = []
     outputs: list[str] = []
     try:
-        for block in blocks(ROOT / "docs" / "QUICKSTART.md"):
+        for block in blocks(path):
             if block.marker.startswith("cfnd: "):
-                project = short_tmp / block.marker.removeprefix("cfnd: ")
+                project = where / block.marker.removeprefix("cfnd: ")
                 assert "cfnd --config cfn.toml" in block.code
                 cfnd = CfndProcess(
-                    short_tmp / f"proc{len(daemons)}", ["--config", "cfn.toml"], cwd=project,
+                    where / f"proc{len(daemons)}", ["--config", "cfn.toml"], cwd=project,
                     own_paths=False,
                 )  # fmt: skip
                 daemons.append(cfnd)
                 cfnd.start(timeout_s=60)
                 continue
-            outputs.append(run_block(block, short_tmp, env))
+            outputs.append(run_block(block, where, env))
         for cfnd in daemons:
             assert cfnd.stop() == 0, cfnd.log()[-3000:]
     finally:
         for cfnd in daemons:
             cfnd.close()
-    init, first, scripted = outputs
+    return outputs
+
+
+@pytest.mark.timeout(240)
+def test_quickstart_blocks_run_in_order(short_tmp: Path) -> None:
+    init, first, scripted = run_project_doc(ROOT / "docs" / "QUICKSTART.md", short_tmp)
     assert "wrote demo/cfn.toml" in init
     assert "PROCEED" in first
     assert "done PROCEED" in scripted
+
+
+@pytest.mark.timeout(240)
+def test_examples_readme_blocks_run_in_order(short_tmp: Path) -> None:
+    init, epic = run_project_doc(ROOT / "examples" / "README.md", short_tmp)
+    assert "wrote ms/cfn.toml" in init
+    swarm, head, *phases = epic.splitlines()
+    assert swarm.startswith("swarm ") and " created" in swarm
+    assert head.startswith("epic ") and head.endswith("(microservices-offline): done")
+    assert sum("PROCEED" in line for line in phases) == 5
