@@ -6,6 +6,7 @@ import re
 
 import click
 import msgspec.inspect as mi
+from click.testing import CliRunner
 
 from cfn_client.cli import docgen
 from cfn_client.cli.main import cfnctl
@@ -26,7 +27,7 @@ def test_cli_md_is_up_to_date() -> None:
 
 def test_every_command_is_documented_with_usage_and_options() -> None:
     documented = sections()
-    ctx = click.Context(cfnctl, info_name="cfnctl")
+    ctx = docgen.root_context(cfnctl)
     paths = [c.command_path for _, c in docgen.walk(cfnctl, ctx)]
     assert len(paths) > 50
     assert set(paths) == set(documented)
@@ -69,3 +70,12 @@ def test_types_read_as_json() -> None:
     block = docgen.struct_block(structs["RunInfo"], structs)
     assert "  phase: str | null" in block
     assert "  implementers: list[str]" in block
+
+
+def test_generating_leaves_the_commands_as_they_were() -> None:
+    # click caches help options from the contexts docgen makes: -h must still work.
+    docgen.generate()
+    for args in (["cfn-loop", "-h"], ["loop", "status", "-h"], ["-h"]):
+        result = CliRunner().invoke(cfnctl, args)
+        assert result.exit_code == 0, (args, result.output)
+        assert result.output.startswith("Usage: cfnctl"), args

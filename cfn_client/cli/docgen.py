@@ -239,6 +239,14 @@ Shell completion: `source <(cfnctl completion bash)` (or `zsh`, `fish`).
 """
 
 
+def root_context(root: click.Command) -> click.Context:
+    """A context of ``root`` with its own settings (``-h`` as well as ``--help``), as
+    click's parsing makes it: click caches each command's help option from the first
+    context it sees, so a bare ``Context`` would take ``-h`` away for the process."""
+    settings = {**root.context_settings, "terminal_width": WIDTH, "max_content_width": WIDTH}
+    return click.Context(root, info_name="cfnctl", **settings)
+
+
 def generate(root: click.Command | None = None) -> str:
     """The whole of docs/CLI.md."""
     if root is None:
@@ -247,7 +255,7 @@ def generate(root: click.Command | None = None) -> str:
         root = cfnctl
     methods = client_ops()
     structs: dict[str, mi.StructType] = {}
-    ctx = click.Context(root, info_name="cfnctl", terminal_width=WIDTH, max_content_width=WIDTH)
+    ctx = root_context(root)
     first_path = canonical_paths(root, ctx)
     sections = [command_section(cmd, c, methods, structs, first_path) for cmd, c in walk(root, ctx)]
     types = []
