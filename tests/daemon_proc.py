@@ -31,6 +31,8 @@ class CfndProcess:
     #: the config's own paths, as a user's `cfnd --config FILE` has them).
     cwd: Path | None = None
     own_paths: bool = True
+    #: The environment's bin dir whose ``cfnd`` runs (None: this test run's own).
+    bin_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -46,7 +48,8 @@ class CfndProcess:
         env.update(self.env)
         env["NOTIFY_SOCKET"] = str(self._notify_path)
         paths = ["--socket", str(self.socket), "--state-dir", str(self.state_dir)]
-        cmd = [*CFND, *(paths if self.own_paths else []), "--log-format", "json", *self.args]
+        cfnd = [str(self.bin_dir / "cfnd")] if self.bin_dir else CFND
+        cmd = [*cfnd, *(paths if self.own_paths else []), "--log-format", "json", *self.args]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             cmd, env=env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT

@@ -231,7 +231,7 @@ def test_render_helpers() -> None:
     assert render.format_counts({"a": 0, "b": 2}) == "b 2"
     assert render.format_counts({}) == "none"
     assert render.format_age(None) == "-"
-    assert render.format_age(1000, now=91_000) == "1m 30s"
+    assert render.format_age(1000, now=91_000) == "1m ago"
     assert render.format_time(0) == "-"
 
 

@@ -28,6 +28,7 @@ from cfn_client.cli.commands.system import doctor, ping, status, test_group
 from cfn_client.cli.commands.task import dlq, run, task
 from cfn_client.cli.commands.team import team
 from cfn_client.cli.commands.web import web
+from cfn_client.cli.completion import completion, swarm_ids
 from cfn_client.cli.env import CliEnv, FiniteRange, report_error
 from cfn_client.cli.hoist import hoist_output_flags
 from cfn_client.conn.base import DEFAULT_TIMEOUT_S
@@ -112,6 +113,7 @@ class CfnGroup(click.Group):
     envvar="CFN_SWARM",
     default=None,
     metavar="ID",
+    shell_complete=swarm_ids,
     help="The swarm to act on [default: $CFN_SWARM, else the current swarm (`swarm use`, "
     "or the last `swarm init`), else the only swarm].",
 )
@@ -167,6 +169,7 @@ cfnctl.add_command(sprints)
 cfnctl.add_command(sprints, "cfn-loop-sprints")
 cfnctl.add_command(web)
 cfnctl.add_command(init)
+cfnctl.add_command(completion)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

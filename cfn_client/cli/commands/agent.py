@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cfn_client.cli import completion as complete
 from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, choice_of, pass_env
 from cfn_client.wire.schema.swarm import AgentRole, AgentStatus
@@ -52,7 +53,7 @@ def list_(env: CliEnv, status: str | None) -> None:
 
 
 @agent.command("status")
-@click.argument("agent_id", metavar="ID")
+@click.argument("agent_id", metavar="ID", shell_complete=complete.agent_ids)
 @pass_env
 def status(env: CliEnv, agent_id: str) -> None:
     """Show one agent."""
@@ -61,7 +62,7 @@ def status(env: CliEnv, agent_id: str) -> None:
 
 
 @agent.command("terminate")
-@click.argument("agent_id", metavar="ID")
+@click.argument("agent_id", metavar="ID", shell_complete=complete.agent_ids)
 @click.option("--force", is_flag=True, help="Stop it even while it runs a task.")
 @pass_env
 def terminate(env: CliEnv, agent_id: str, force: bool) -> None:
@@ -71,7 +72,7 @@ def terminate(env: CliEnv, agent_id: str, force: bool) -> None:
 
 
 @agent.command("restart")
-@click.argument("agent_id", metavar="ID")
+@click.argument("agent_id", metavar="ID", shell_complete=complete.agent_ids)
 @pass_env
 def restart(env: CliEnv, agent_id: str) -> None:
     """Replace an agent by a fresh one of the same type and role (its task is requeued)."""
@@ -80,7 +81,7 @@ def restart(env: CliEnv, agent_id: str) -> None:
 
 
 @agent.command("reset")
-@click.argument("agent_id", metavar="ID")
+@click.argument("agent_id", metavar="ID", shell_complete=complete.agent_ids)
 @pass_env
 def reset(env: CliEnv, agent_id: str) -> None:
     """Give an agent's assigned and running tasks back to the queue and clear its load."""
@@ -89,8 +90,8 @@ def reset(env: CliEnv, agent_id: str) -> None:
 
 
 @agent.command("send")
-@click.argument("from_agent", metavar="FROM")
-@click.argument("to_agent", metavar="TO")
+@click.argument("from_agent", metavar="FROM", shell_complete=complete.agent_ids)
+@click.argument("to_agent", metavar="TO", shell_complete=complete.agent_ids)
 @click.argument("message")
 @pass_env
 def send(env: CliEnv, from_agent: str, to_agent: str, message: str) -> None:

@@ -6,13 +6,14 @@ import json
 
 import click
 
+from cfn_client.cli import completion as complete
 from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, pass_env
 from cfn_client.wire.schema.debug import MAX_DEBUG_EVENTS, AgentDebugResult
 
 
 @click.command()
-@click.argument("agent_id", metavar="AGENT")
+@click.argument("agent_id", metavar="AGENT", shell_complete=complete.agent_ids)
 @click.option("--verbose", "-v", is_flag=True, help="Add the raw record and a longer log tail.")
 @click.option(
     "--events", "events", type=click.IntRange(0, MAX_DEBUG_EVENTS), default=None, metavar="N",

@@ -11,8 +11,10 @@ import click
 import msgspec
 
 from cfn_client.api.sync import Client
+from cfn_client.cli import completion as complete
 from cfn_client.cli.commands.loop import MAX_LOOP_LIMIT
 from cfn_client.cli.env import CliEnv, FiniteRange, pass_env
+from cfn_client.cli.progress import progress
 from cfn_client.wire.schema.workflow import (
     EpicInfo,
     EpicSpec,
@@ -34,6 +36,7 @@ def render_epic(info: EpicInfo) -> str:
     width = max(len(p.name) for p in info.phases)
     for p in info.phases:
         after = f"  after {', '.join(p.depends_on)}" if p.depends_on else ""
+        after += f"  checkpoint {p.checkpoint}" if p.checkpoint else ""
         lines.append(
             f"  {p.name:<{width}}  {p.status:<9}  {p.run or '-':<12}  {p.decision or '-':<8}{after}"
         )
@@ -108,6 +111,17 @@ def with_loop_limits(
     return {**spec, "phases": phases}
 
 
+def epic_step(event_type: str, data: dict[str, Any]) -> str | None:
+    """The progress line of an epic's event (None: not a step worth showing)."""
+    if event_type == "epic.phase_started":
+        return f"phase {data.get('phase')} started as run {data.get('run')}"
+    if event_type == "epic.checkpoint":
+        return f"checkpoint of {data.get('phase')}: {data.get('verdict')}"
+    if event_type == "epic.blocked":
+        return f"phase {data.get('phase')} cannot start: {data.get('reason')}"
+    return None
+
+
 @click.group()
 def epic() -> None:
     """Run an epic: phases (each a CFN loop run) in dependency order; phases marked
@@ -116,23 +130,25 @@ def epic() -> None:
 
 
 def start_epic(env: CliEnv, spec: dict[str, Any], follow: bool) -> None:
-    """Start ``spec``; with ``follow``, print phases as they start and exit by the end."""
+    """Start ``spec``; with ``follow``, show its steps on a live line (stderr, a terminal)
+    and exit by how it ends."""
 
     def go(c: Client) -> EpicInfo:
         info = c.epic_start(spec, swarm=env.swarm)
         if not follow:
             return info
-        # From the epic's creation on, so no event can slip by before we listen.
-        with c.events_follow(swarm=info.swarm, since_ms=info.created_ms, types=["epic"]) as events:
+        total = len(info.phases)
+        # Events from the epic's creation on, so none can slip by before we listen.
+        with (
+            progress(f"epic {info.id}: starting", json_mode=env.json) as line,
+            c.events_follow(swarm=info.swarm, since_ms=info.created_ms, types=["epic"]) as events,
+        ):
             for ev in events:
                 if ev.data.get("epic") != info.id:
                     continue
-                if ev.type == "epic.phase_started" and not env.json:
-                    click.echo(f"phase {ev.data['phase']} started as run {ev.data['run']}")
-                elif ev.type == "epic.checkpoint" and not env.json:
-                    click.echo(f"checkpoint of {ev.data['phase']}: {ev.data['verdict']}")
-                elif ev.type == "epic.blocked" and not env.json:
-                    click.echo(f"phase {ev.data['phase']} cannot start: {ev.data['reason']}")
+                step = epic_step(ev.type, ev.data)
+                if step:
+                    line.update(f"epic {info.id} ({total} phases): {step}")
                 if ev.type in ("epic.finished", "epic.escalated"):
                     break
         return c.epic_status(info.id, swarm=info.swarm)
@@ -159,7 +175,7 @@ def start(
 
 
 @epic.command("status")
-@click.argument("epic_id")
+@click.argument("epic_id", metavar="ID", shell_complete=complete.epic_ids)
 @pass_env
 def status(env: CliEnv, epic_id: str) -> None:
     """Show an epic's phases, their runs and statuses."""

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from cfn_client.api.sync import Client
+from cfn_client.cli import completion as complete
 from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, FiniteRange, pass_env
 from cfn_client.cli.render import loop as render_loop
@@ -271,7 +272,7 @@ cfn_loop = click.Command(
 
 
 @loop.command("follow", epilog=EXIT_CODES_HELP)
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=complete.run_ids)
 @pass_env
 def follow_(env: CliEnv, run_id: str) -> None:
     """Print RUN's events until it ends or escalates, then a summary.
@@ -289,7 +290,7 @@ def follow_(env: CliEnv, run_id: str) -> None:
 
 
 @loop.command("status")
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=complete.run_ids)
 @pass_env
 def status(env: CliEnv, run_id: str) -> None:
     """Show RUN: state, round and iteration, pending agents, decision, feedback, and
@@ -309,7 +310,7 @@ def list_(env: CliEnv, status: str | None, limit: int) -> None:
 
 
 @loop.command("approve")
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=complete.run_ids)
 @click.option("--reason", default="", help="Why (recorded in the run's history).")
 @pass_env
 def approve(env: CliEnv, run_id: str, reason: str) -> None:
@@ -319,7 +320,7 @@ def approve(env: CliEnv, run_id: str, reason: str) -> None:
 
 
 @loop.command("reject")
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=complete.run_ids)
 @click.option("--feedback", default="", metavar="TEXT", help="What the next round must fix.")
 @pass_env
 def reject(env: CliEnv, run_id: str, feedback: str) -> None:
@@ -329,7 +330,7 @@ def reject(env: CliEnv, run_id: str, feedback: str) -> None:
 
 
 @loop.command("extend")
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=complete.run_ids)
 @click.option(
     "--max-loop2", type=_loop_limit(), required=True, metavar="N",
     help="The new budget of validator rounds (above the current one, at most 100).",
@@ -342,7 +343,7 @@ def extend(env: CliEnv, run_id: str, max_loop2: int) -> None:
 
 
 @loop.command("cancel")
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=complete.run_ids)
 @click.option("--reason", default="", help="Why (recorded in the run's history).")
 @pass_env
 def cancel(env: CliEnv, run_id: str, reason: str) -> None:
@@ -352,7 +353,7 @@ def cancel(env: CliEnv, run_id: str, reason: str) -> None:
 
 
 @loop.command("backlog")
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=complete.run_ids)
 @pass_env
 def backlog(env: CliEnv, run_id: str) -> None:
     """Print the backlog items a DEFER decision left on RUN, one per line."""
@@ -364,7 +365,7 @@ def backlog(env: CliEnv, run_id: str) -> None:
 
 
 @loop.command("apply")
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=complete.run_ids)
 @click.option(
     "--merge",
     "how",
@@ -386,7 +387,7 @@ def apply_(env: CliEnv, run_id: str, how: str, patch_file: str | None, repo: str
 
 
 @loop.command("clean")
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=complete.run_ids)
 @pass_env
 def clean(env: CliEnv, run_id: str) -> None:
     """Remove a finished RUN's worktrees and cfn/RUN/* branches."""

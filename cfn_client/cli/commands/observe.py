@@ -31,16 +31,14 @@ def metrics(env: CliEnv, agent: str | None, fmt: str) -> None:
 
 def table(result: MetricsResult) -> str:
     head = ("SWARM", "AGENT", "RUNS", "SUCCESS", "MEAN_MS", "MIN_MS", "MAX_MS", "P95_MS", "TYPES")
-    rows = [head]
+    rows = []
     for a in result.agents:
         types = ",".join(f"{t}:{p.executions}" for t, p in a.by_type.items()) or "-"
         rows.append(
             (a.swarm, a.agent, str(a.executions), f"{a.success_rate:.0%}", f"{a.mean_ms:.1f}",
              f"{a.min_ms:.1f}", f"{a.max_ms:.1f}", f"{a.p95_ms:.1f}", types)
         )  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    out = "".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n"
-                  for r in rows)  # fmt: skip
+    out = render.table(head, rows) + "\n"
     for a in result.agents:
         for e in a.recent:
             state = "ok" if e.ok else "failed"

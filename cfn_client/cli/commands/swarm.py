@@ -7,8 +7,10 @@ import contextlib
 import click
 import msgspec
 
+from cfn_client.cli import completion as complete
 from cfn_client.cli import context, render
 from cfn_client.cli.env import CliEnv, Duration, choice_of, pass_env
+from cfn_client.cli.progress import progress
 from cfn_client.wire.errors import CfnError
 from cfn_client.wire.schema.swarm import (
     MAX_AGENTS,
@@ -84,7 +86,7 @@ def init(
 
 
 @swarm.command("use")
-@click.argument("swarm_id", metavar="ID")
+@click.argument("swarm_id", metavar="ID", shell_complete=complete.swarm_ids)
 @pass_env
 def use(env: CliEnv, swarm_id: str) -> None:
     """Make swarm ID the current one: later commands act on it without --swarm.
@@ -142,7 +144,7 @@ def list_(env: CliEnv) -> None:
 
 
 @swarm.command("status")
-@click.argument("swarm_id", metavar="[ID]", required=False)
+@click.argument("swarm_id", metavar="[ID]", required=False, shell_complete=complete.swarm_ids)
 @click.option("-v", "--verbose", is_flag=True, help="Also show where agents run and more.")
 @pass_env
 def status(env: CliEnv, swarm_id: str | None, verbose: bool) -> None:
@@ -164,9 +166,10 @@ def scale(env: CliEnv, agents: int, agent_type: str, force: bool) -> None:
     Scaling up spawns agents of --type; scaling down drains idle agents first and
     never stops a busy one without --force.
     """
-    result = env.call(
-        lambda c: c.swarm_scale(agents, swarm=env.swarm, type=agent_type, force=force)
-    )
+    with progress(f"scaling {_which(env)} to {agents} agents", json_mode=env.json):
+        result = env.call(
+            lambda c: c.swarm_scale(agents, swarm=env.swarm, type=agent_type, force=force)
+        )
     env.emit(result, lambda: render.swarm_scale(result))
 
 
@@ -175,10 +178,15 @@ def scale(env: CliEnv, agents: int, agent_type: str, force: bool) -> None:
 @pass_env
 def destroy(env: CliEnv, force: bool) -> None:
     """Stop the swarm's agents and remove the swarm."""
-    result = env.call(lambda c: c.swarm_destroy(env.swarm, force=force))
+    with progress(f"destroying {_which(env)}: stopping its agents", json_mode=env.json):
+        result = env.call(lambda c: c.swarm_destroy(env.swarm, force=force))
     with contextlib.suppress(OSError):  # a stale entry is harmless: it is checked on use
         context.forget_swarm(env.socket, result.swarm)
     env.emit(result, lambda: render.swarm_destroy(result))
+
+
+def _which(env: CliEnv) -> str:
+    return f"swarm {env.swarm}" if env.swarm else "the swarm"
 
 
 @swarm.command("reset")
@@ -197,7 +205,10 @@ def reset(env: CliEnv, force: bool) -> None:
 
 @swarm.command("broadcast")
 @click.argument("message")
-@click.option("--from", "from_agent", metavar="AGENT", help="Send as this agent.")
+@click.option(
+    "--from", "from_agent", metavar="AGENT", help="Send as this agent.",
+    shell_complete=complete.agent_ids,
+)  # fmt: skip
 @pass_env
 def broadcast(env: CliEnv, message: str, from_agent: str | None) -> None:
     """Send MESSAGE to every agent of the swarm; prints each delivery's path."""

@@ -7,6 +7,7 @@ from typing import TextIO
 import click
 
 from cfn_client.api.sync import Client
+from cfn_client.cli import completion as complete
 from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, Duration, choice_of, confirm_or_require_yes, pass_env
 from cfn_client.wire.errors import EXIT_ERROR, EXIT_OK
@@ -139,7 +140,7 @@ def list_(env: CliEnv, status: str | None, limit: int, cursor: str | None) -> No
 
 
 @task.command("status")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete.task_ids)
 @pass_env
 def status(env: CliEnv, task_id: str) -> None:
     """Show a task and its result: ok, exit code, output, error, agent, attempts, duration."""
@@ -148,7 +149,7 @@ def status(env: CliEnv, task_id: str) -> None:
 
 
 @task.command("output")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete.task_ids)
 @click.option("--stderr", "field", flag_value="stderr", help="Its stderr instead.")
 @click.option("--text", "field", flag_value="text", help="Its task text instead.")
 @pass_env
@@ -168,7 +169,7 @@ def output(env: CliEnv, task_id: str, field: TaskField | None) -> None:
 
 
 @task.command("cancel")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete.task_ids)
 @pass_env
 def cancel(env: CliEnv, task_id: str) -> None:
     """Cancel a queued or running task."""
@@ -177,7 +178,7 @@ def cancel(env: CliEnv, task_id: str) -> None:
 
 
 @task.command("retry")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete.task_ids)
 @pass_env
 def retry(env: CliEnv, task_id: str) -> None:
     """Queue a finished task again."""
@@ -186,7 +187,7 @@ def retry(env: CliEnv, task_id: str) -> None:
 
 
 @task.command("wait")
-@click.argument("task_ids", metavar="ID...", nargs=-1)
+@click.argument("task_ids", metavar="ID...", nargs=-1, shell_complete=complete.task_ids)
 @click.option(
     "--all", "all_", is_flag=True,
     help="Wait until the swarm has no unfinished task (ones queued meanwhile too); "
@@ -241,7 +242,7 @@ def dlq_list(env: CliEnv, limit: int) -> None:
 
 
 @dlq.command("requeue")
-@click.argument("task_id", metavar="[ID]", required=False)
+@click.argument("task_id", metavar="[ID]", required=False, shell_complete=complete.task_ids)
 @click.option("-y", "--yes", is_flag=True, help="Requeue all without asking.")
 @pass_env
 def requeue(env: CliEnv, task_id: str | None, yes: bool) -> None:

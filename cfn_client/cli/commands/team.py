@@ -8,6 +8,7 @@ from typing import Any
 import click
 import msgspec
 
+from cfn_client.cli import render
 from cfn_client.cli.commands.init import read_team_config
 from cfn_client.cli.env import CliEnv, pass_env
 from cfn_client.wire.schema.team import TeamInfo, TeamRole
@@ -21,11 +22,11 @@ def team() -> None:
 
 
 def _show(info: TeamInfo) -> str:
-    lines = [f"{'ROLE':<20} {'GRANTS':<24} {'AGENT POOL':<30} DESCRIPTION"]
-    for r in info.roles:
-        pool = ",".join(r.agent_types or [r.name])
-        lines.append(f"{r.name:<20} {','.join(r.grants) or '-':<24} {pool:<30} {r.description}")
-    lines.append("")
+    rows = [
+        [r.name, ",".join(r.grants) or "-", ",".join(r.agent_types or [r.name]), r.description]
+        for r in info.roles
+    ]
+    lines = [render.table(["ROLE", "GRANTS", "AGENT POOL", "DESCRIPTION"], rows), ""]
     lines.append("MEMBERS" if info.members else "no members")
     lines += [f"  {user}: {', '.join(roles)}" for user, roles in sorted(info.members.items())]
     return "\n".join(lines)

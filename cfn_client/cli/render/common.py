@@ -6,11 +6,15 @@ prints one JSON document per command, and one JSON line per event when streaming
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 
+import click
 import msgspec
 
 from cfn_client.wire.errors import CfnError
@@ -106,13 +110,106 @@ def _cell(value: Any) -> str:
     return str(value).replace("\n", " ")
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """Left-aligned columns separated by two spaces; the last column is not padded."""
+# --------------------------------------------------------------------------- the terminal
+
+#: Marks a cell cut to fit the terminal.
+ELLIPSIS = "…"
+#: A column is never cut below this many characters (nor below its header).
+MIN_COLUMN = 6
+# Cell values shown in colour (on a terminal, without NO_COLOR): states people scan for.
+STATE_COLOURS = {
+    **dict.fromkeys(("done", "succeeded", "idle", "ok", "PROCEED", "active", "pass"), "green"),
+    **dict.fromkeys(("running", "busy", "loop2", "loop3", "loop4", "starting"), "cyan"),
+    **dict.fromkeys(("escalated", "ESCALATE", "DEFER", "draining", "blocked", "warn"), "yellow"),
+    **dict.fromkeys(("failed", "dead", "lost", "cancelled", "error", "fail"), "red"),
+}
+
+
+def colour_enabled(stream: TextIO | None = None) -> bool:
+    """Colour only for a person: ``stream`` (stdout) is a terminal and NO_COLOR is unset
+    or empty (https://no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    stream = stream if stream is not None else sys.stdout
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def style(text: str, *, colour: bool | None = None, **styles: Any) -> str:
+    """``click.style(text, **styles)`` when colour is on, else ``text`` unchanged: the one
+    place output gets colour. ``colour`` overrides the check (tests, callers that know)."""
+    on = colour_enabled() if colour is None else colour
+    return click.style(text, **styles) if on else text
+
+
+def terminal_width(stream: TextIO | None = None) -> int | None:
+    """The columns tables must fit in: the terminal's (or ``$COLUMNS``); None when output
+    goes to a file or pipe with no ``$COLUMNS``, so scripts get whole cells."""
+    stream = stream if stream is not None else sys.stdout
+    if not os.environ.get("COLUMNS") and not getattr(stream, "isatty", lambda: False)():
+        return None
+    return shutil.get_terminal_size().columns
+
+
+def fit_widths(widths: Sequence[int], floors: Sequence[int], limit: int, sep: int = 2) -> list[int]:
+    """Column widths that fit in ``limit`` characters: the widest columns are cut first,
+    all to one cap, never below their floors (so the table stays wider than ``limit``
+    when every column is at its floor)."""
+    gaps = sep * (len(widths) - 1)
+
+    def total(cap: int) -> int:
+        return sum(max(f, min(w, cap)) for w, f in zip(widths, floors, strict=True)) + gaps
+
+    if total(max(widths, default=0)) <= limit:
+        return list(widths)
+    lo, hi = 0, max(widths)  # the largest cap that fits (bisection: bounded)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if total(mid) <= limit else (lo, mid - 1)
+    fitted = [max(f, min(w, lo)) for w, f in zip(widths, floors, strict=True)]
+    spare = limit - total(lo)
+    for i, w in enumerate(widths):  # what the cap leaves over goes to the cut columns
+        if spare > 0 and fitted[i] < w:
+            fitted[i] += 1
+            spare -= 1
+    return fitted
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, an ellipsis marking a cut."""
+    return text if len(text) <= width else text[: max(0, width - 1)] + ELLIPSIS
+
+
+def table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    width: int | None = -1,
+    colour: bool | None = None,
+) -> str:
+    """Left-aligned columns separated by two spaces; the last column is not padded.
+
+    Every table of cfnctl goes through here. It fits ``width`` columns (default: the
+    terminal's, see ``terminal_width``; None: no limit) by cutting the widest columns
+    with an ellipsis; headers are bold and known states coloured when colour is on.
+    """
+    limit = terminal_width() if width == -1 else width
+    on = colour_enabled() if colour is None else colour
     cells = [[_cell(c) for c in headers]] + [[_cell(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells if i < len(r)) for i in range(len(headers))]
+    if limit is not None:
+        floors = [min(w, max(MIN_COLUMN, len(h))) for w, h in zip(widths, cells[0], strict=True)]
+        widths = fit_widths(widths, floors, limit)
     lines = []
-    for row in cells:
-        padded = [c.ljust(widths[i]) for i, c in enumerate(row)]
+    for n, row in enumerate(cells):
+        padded = []
+        for i, c in enumerate(row):
+            text = clip(c, widths[i]) if i < len(widths) else c
+            pad = " " * (widths[i] - len(text)) if i < len(widths) else ""
+            if n == 0:
+                text = style(text, colour=on, bold=True)
+            elif c in STATE_COLOURS:
+                text = style(text, colour=on, fg=STATE_COLOURS[c])
+            padded.append(text + pad)
         lines.append("  ".join(padded).rstrip())
     return "\n".join(lines)
 
@@ -153,10 +250,19 @@ def format_time(ms: int) -> str:
 
 
 def format_age(ms: int | None, now: int | None = None) -> str:
-    """How long ago ``ms`` (epoch ms) was, as ``format_duration``; ``-`` when unknown."""
+    """How long ago ``ms`` (epoch ms) was, for tables: ``12s ago``, ``3m ago``, ``2h ago``,
+    ``4d ago``; ``-`` when unknown. (``--json`` keeps the epoch milliseconds.)"""
     if not ms:
         return "-"
-    return format_duration(max(0, (now if now is not None else now_ms()) - ms) / 1000)
+    return format_ago(max(0, (now if now is not None else now_ms()) - ms) / 1000)
+
+
+def format_ago(seconds: float) -> str:
+    """An age in its largest whole unit: ``12s ago``, ``3m ago``, ``2h ago``, ``4d ago``."""
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
 
 
 def format_run_time(ms: float) -> str:

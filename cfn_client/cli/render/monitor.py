@@ -89,7 +89,10 @@ def swarm_block(status: SwarmStatusResult, rate: float | None) -> list[str]:
         "  ended   " + _ordered(status.tasks, ENDED_ORDER, others_after=False),
     ]
     if status.agents:
-        lines += ["  " + line for line in render.agents_table(status.agents).splitlines()]
+        # Uncut and plain: fit() cuts the whole screen by characters, which colour
+        # codes would throw off.
+        agents = render.agents_table(status.agents, width=None, colour=False)
+        lines += ["  " + line for line in agents.splitlines()]
     else:
         lines.append("  no agents")
     return lines

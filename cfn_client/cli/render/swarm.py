@@ -74,8 +74,9 @@ def swarm_status(result: SwarmStatusResult, verbose: bool = False) -> str:
     return head + "\n\n" + body
 
 
-def agents_table(agents: Sequence[AgentInfo], verbose: bool = False) -> str:
-    """Agents, one per row; ``verbose`` adds where they run and what they can do."""
+def agents_table(agents: Sequence[AgentInfo], verbose: bool = False, **table_opts: Any) -> str:
+    """Agents, one per row; ``verbose`` adds where they run and what they can do.
+    ``table_opts``: ``width`` and ``colour`` of ``table``."""
     headers = ["ID", "TYPE", "ROLE", "STATUS", "TASK", "HEARTBEAT", "DONE/FAILED"]
     if verbose:
         headers += ["HOST", "PID", "RESTARTS", "CAPABILITIES"]
@@ -91,7 +92,7 @@ def agents_table(agents: Sequence[AgentInfo], verbose: bool = False) -> str:
         if verbose:
             row += [a.host or "-", a.pid or "-", a.restarts, ",".join(a.capabilities) or "-"]
         rows.append(row)
-    return table(headers, rows)
+    return table(headers, rows, **table_opts)
 
 
 def agent_info(agent: AgentInfo) -> str:
