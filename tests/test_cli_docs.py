@@ -32,7 +32,7 @@ def test_every_command_is_documented_with_usage_and_options() -> None:
     assert len(paths) > 50
     assert set(paths) == set(documented)
     init = documented["cfnctl swarm init"]
-    assert "cfnctl swarm init [OPTIONS] TOPOLOGY MAX_AGENTS" in init
+    assert "cfnctl swarm init [OPTIONS] [TOPOLOGY] [MAX_AGENTS]" in init
     assert "`--strategy [balanced\\|performance\\|reliability]`" in init
     assert "`swarm.init` → `SwarmInfo`" in init
     assert "The same command as `cfnctl epic start`." in documented["cfnctl cfn-loop-epic"]

@@ -116,7 +116,8 @@ def test_relative_times(ago_ms: int, text: str) -> None:
 def test_tables_say_ago_and_json_keeps_epoch_ms(swarm: Swarm) -> None:
     code, out, err = swarm.cli("swarm", "list")
     assert code == 0, err
-    row = next(line for line in out.splitlines() if line.startswith(swarm.name))
+    # (the current swarm's row starts with "*": see `swarm use`)
+    row = next(line for line in out.splitlines() if line.lstrip("* ").startswith(swarm.name))
     assert row.endswith(("s ago", "m ago"))
     code, out, _ = swarm.cli("--json", "swarm", "list")
     mine = next(s for s in json.loads(out)["swarms"] if s["id"] == swarm.name)

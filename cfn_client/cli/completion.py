@@ -132,3 +132,8 @@ def completion(ctx: click.Context, shell: str) -> None:
       fish:  cfnctl completion fish > ~/.config/fish/completions/cfnctl.fish
     """
     click.echo(script(ctx.find_root().command, shell), nl=False)
+
+
+def no_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """For an id that must be new (nothing existing to offer)."""
+    return []

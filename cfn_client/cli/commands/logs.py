@@ -12,6 +12,7 @@ from typing import IO, Any
 
 import click
 
+from cfn_client.cli import completion as complete
 from cfn_client.cli.env import CliEnv, Since, pass_env
 from cfn_client.wire.schema.logs import LOG_COLUMNS, LogEntry, LogSource
 
@@ -34,6 +35,7 @@ def logs() -> None:
     "--swarm",
     "swarm_id",
     metavar="ID",
+    shell_complete=complete.swarm_ids,
     help="One swarm's events (and the audit entries naming it).",
 )
 @click.option(

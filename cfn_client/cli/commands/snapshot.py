@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from cfn_client.cli import completion as complete
 from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, pass_env
 from cfn_client.wire.schema.snapshot import SnapshotImportResult
@@ -20,7 +21,10 @@ def snapshot() -> None:
 
 @snapshot.command("export")
 @click.argument("file", metavar="FILE")
-@click.option("--swarm", "swarm_id", metavar="ID", help="Only this swarm [default: every swarm].")
+@click.option(
+    "--swarm", "swarm_id", metavar="ID", shell_complete=complete.swarm_ids,
+    help="Only this swarm [default: every swarm].",
+)  # fmt: skip
 @pass_env
 def export(env: CliEnv, file: str, swarm_id: str | None) -> None:
     """Write the snapshot document to FILE (- for stdout)."""
@@ -46,7 +50,11 @@ def export(env: CliEnv, file: str, swarm_id: str | None) -> None:
 @snapshot.command("import")
 @click.argument("file", metavar="FILE")
 @click.option(
-    "--swarm", "swarm_id", metavar="NEW_ID", help="Import the file's one swarm as NEW_ID."
+    "--swarm",
+    "swarm_id",
+    metavar="NEW_ID",
+    shell_complete=complete.no_ids,
+    help="Import the file's one swarm as NEW_ID.",
 )
 @click.option(
     "--config", "with_config", is_flag=True, help="Apply its runtime config overrides too."
