@@ -270,9 +270,15 @@ async def test_bad_swarm_init_changes_nothing(
     d: Daemon, cfn: AsyncClient, payload: dict[str, Any], error: type[Exception], fragment: str
 ) -> None:
     before = await snapshot(d)
+    audited = await d.store.redis.xlen(d.store.keys.audit)
     with pytest.raises(error, match=fragment):
         await cfn.call("swarm.init", **payload)
     assert await snapshot(d) == before
+    # The one write a refused request may make: its audit entry (arguments that do not
+    # even decode are refused before the op, and audit, are reached).
+    added = (await d.store.redis.xrange(d.store.keys.audit, count=audited + 2))[audited:]
+    assert len(added) <= 1
+    assert all(e[b"op"] == b"swarm.init" and e[b"outcome"] == b"error" for _, e in added)
 
 
 async def test_unknown_ids_are_specific_errors(d: Daemon, cfn: AsyncClient) -> None:
@@ -292,10 +298,13 @@ async def test_unknown_ids_are_specific_errors(d: Daemon, cfn: AsyncClient) -> N
 
 
 async def snapshot(d: Daemon) -> dict[bytes, Any]:
-    """Every key under the daemon's prefix with a type-specific digest of its content."""
+    """Every key under the daemon's prefix with a type-specific digest of its content
+    (but the audit stream, whose job is to record even refused requests)."""
     redis = d.store.redis
     out: dict[bytes, Any] = {}
     async for key in redis.scan_iter(match=f"{d.store.keys.prefix}:*"):
+        if key == d.store.keys.audit.encode():
+            continue
         kind = await redis.type(key)
         if kind == b"hash":
             out[key] = await redis.hgetall(key)
