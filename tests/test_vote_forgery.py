@@ -22,7 +22,7 @@ from cfn_daemon.cfnloop.rounds import Rounds
 from cfn_daemon.core import consensus
 from cfn_daemon.core.run_records import val_task_id
 from cfn_daemon.queue.votes import submit_vote
-from cfn_daemon.swarm import keyring
+from cfn_daemon.swarm.keyring import KeyRing
 from cfn_daemon.util.signing import Signer
 from tests.conftest import DaemonFactory
 from tests.test_loop_integration import FAST, agent_types
@@ -105,12 +105,12 @@ async def test_forged_votes_read_while_the_real_keys_are_in_the_pipe(
     round 4/4; the real key pinned later made them "bad signature" without an event."""
     gate = asyncio.Event()
     tallied = asyncio.Event()
-    read_key = keyring.read_key
+    pin_from_pipe = KeyRing.pin_from_pipe
 
-    async def held_key(fd: int) -> str:
-        key = await read_key(fd)
-        await gate.wait()  # the pipe "delivers" only when the test says so
-        return key
+    async def held_pipe(self: KeyRing, fd: int, swarm: str, agents: list[str]) -> None:
+        if agents[0].startswith("check-"):  # the validators' pipes are read when we say
+            await gate.wait()
+        await pin_from_pipe(self, fd, swarm, agents)
 
     close = Rounds.close
     validator_tasks: list[str] = []
@@ -126,7 +126,7 @@ async def test_forged_votes_read_while_the_real_keys_are_in_the_pipe(
             tallied.set()
         return out
 
-    monkeypatch.setattr(keyring, "read_key", held_key)
+    monkeypatch.setattr(KeyRing, "pin_from_pipe", held_pipe)
     monkeypatch.setattr(Rounds, "close", counted_close)
     d = await daemon_factory(config_text=agent_types({}, NEVER), **FAST)
     async with AsyncClient(d.socket_path, timeout_s=60) as cfn:

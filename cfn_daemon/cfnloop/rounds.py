@@ -81,7 +81,7 @@ class Rounds:
             seen = (vote_run, rnd, vote.validator, vote.signature)
             verified = self._verdicts.get(seen)
             if verified is None:
-                verified = self._verified(swarm, vote_run, rnd, vote, tokens)
+                verified = self._verified(swarm, vote_run, rnd, vote, tokens, state.validators)
                 if verified is None:
                     undecided.append(vote)
                     continue
@@ -148,14 +148,20 @@ class Rounds:
             await emit(self.redis, self.keys, swarm, "security.vote_rejected", data)
 
     def _verified(
-        self, swarm: str, vote_run: str, rnd: int, vote: consensus.Vote, tokens: dict[bytes, bytes]
+        self,
+        swarm: str,
+        vote_run: str,
+        rnd: int,
+        vote: consensus.Vote,
+        tokens: dict[bytes, bytes],
+        members: list[str],
     ) -> bool | None:
         """Checked against the key cfnd pinned for the validator (never one read from
         Redis for a local agent, nor once pinned); a remote agent's Ed25519 key is pinned
         on first use; an old agent's HMAC token (no key) is the legacy check. None: the
         validator is a local agent whose key has not arrived yet (undecided)."""
-        if vote.round not in (0, rnd):
-            return False
+        if vote.round not in (0, rnd) or vote.validator not in members:
+            return False  # nothing is pinned on first use for a name a vote merely claims
         message = consensus.vote_message(vote_run, rnd, vote)
         token = tokens.get(vote.validator.encode(), b"")
         state, key = self.keyring.key_for(swarm, vote.validator, token.decode("ascii", "replace"))
