@@ -23,6 +23,7 @@ from cfn_daemon.queue.events import emit
 from cfn_daemon.queue.tasks import decode_task
 from cfn_daemon.store.keys import Keys
 from cfn_daemon.swarm.keyring import KeyRing
+from cfn_daemon.util import signing
 
 log = structlog.get_logger("cfn.loop")
 # Rejections remembered (so each is announced once); dropped per run, and wholesale
@@ -104,7 +105,12 @@ class TrustedResults:
             result_json=bytes(raw.get(b"result", b"")),
             seal=_text(raw.get(b"seal", b"")),
         )
-        return seals.check(record, claimed_attempt=result.attempt, claimed_agent=signer, key=key)
+        return seals.check(
+            record,
+            claimed_attempt=result.attempt,
+            claimed_agent=signer,
+            verify=lambda message, signature: signing.verify(key, message, signature),
+        )
 
     async def _reject(self, swarm: str, task: TaskInfo, raw: dict[bytes, bytes], why: str) -> None:
         """A forged or replayed result: logged and announced once (per task and seal).

@@ -13,10 +13,9 @@ not match what that task's record says.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import msgspec
-
-from cfn_daemon.util import signing
 
 _DOMAIN = "cfn-result-v1"  # a vote signature (another domain) never verifies as a seal
 
@@ -45,8 +44,15 @@ def result_message(
     )
 
 
-def check(record: Sealed, *, claimed_attempt: int, claimed_agent: str, key: str) -> str | None:
-    """None when ``record`` is sealed by ``key`` exactly as it stands; else why not.
+def check(
+    record: Sealed,
+    *,
+    claimed_attempt: int,
+    claimed_agent: str,
+    verify: Callable[[bytes, str], bool],
+) -> str | None:
+    """None when ``record`` is sealed exactly as it stands; else why not.
+    ``verify(message, signature)`` checks a signature with the signer's pinned key.
 
     ``claimed_attempt`` / ``claimed_agent`` are the ones inside the stored result (it
     says which attempt and agent it is for): both must agree with the task record, so
@@ -67,6 +73,6 @@ def check(record: Sealed, *, claimed_attempt: int, claimed_agent: str, key: str)
         record.ok,
         record.result_json,
     )
-    if not signing.verify(key, message, record.seal):
+    if not verify(message, record.seal):
         return "bad signature"
     return None
