@@ -6,7 +6,7 @@ succeeded task whose result does not verify (unsigned, altered, another task's o
 attempt's seal, a key swapped in Redis, an agent that does not hold the task's slot)
 is handed to the loop as *failed* with the reason, without its result, and rejected
 once: logged, ``security.result_rejected``. A result of a local agent whose key is
-still on its pipe is held back (as if not finished) until the key is in.
+still on its pipe is held back (shown as still running) until the key is in.
 """
 
 from __future__ import annotations
@@ -64,8 +64,10 @@ class TrustedResults:
             if task.status == "succeeded":
                 why = self._judge(swarm, task, raw, tokens)
                 if why == "pending":
-                    continue  # its agent's key is not in yet: not finished for the loop
-                if why is not None:
+                    # Its agent's key is not in yet: not finished, for the loop (whose
+                    # phase deadline still applies to it).
+                    task = msgspec.structs.replace(task, status="running", result=None)
+                elif why is not None:
                     await self._reject(swarm, task, raw, why)
                     task = msgspec.structs.replace(
                         task, status="failed", result=None, error=f"result rejected: {why}"
