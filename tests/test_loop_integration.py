@@ -88,7 +88,7 @@ async def test_passes_on_the_first_round(daemon_factory: DaemonFactory) -> None:
         await asyncio.sleep(0.05)
     assert info.id not in d.loops._locks and info.id not in d.loops._pulses
     assert not [t for t in d.loops.steps._submitted if t.startswith(f"{info.id}.")]
-    assert not [v for v in d.loops.steps.rounds._votes_seen if v[0].startswith(info.id)]
+    assert not [v for v in d.loops.steps.rounds._verdicts if v[0].startswith(info.id)]
 
 
 async def test_fails_the_gate_then_passes(daemon_factory: DaemonFactory, tmp_path: Path) -> None:

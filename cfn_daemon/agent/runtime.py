@@ -33,6 +33,7 @@ from cfn_daemon.agent import types as agent_types
 from cfn_daemon.agent.executors import ExecResult, TaskInput, run_task
 from cfn_daemon.core.consensus import vote_message
 from cfn_daemon.core.placement import AgentRecord
+from cfn_daemon.core.seals import result_message
 from cfn_daemon.core.votes import vote_from_result
 from cfn_daemon.queue.agents import AgentRegistry
 from cfn_daemon.queue.tasks import Retry, TaskQueue, now_ms
@@ -385,10 +386,24 @@ class AgentRuntime:
     async def _complete(self, entry_id: str, task_id: str, result: TaskResult) -> None:
         outcome: list[str] = []
 
+        def seal(stored: bytes) -> str:
+            # Binds the exact stored bytes to this task, attempt and process (core.seals).
+            return self.signer.sign(
+                result_message(
+                    self.swarm,
+                    task_id,
+                    result.attempt,
+                    self.incarnation,
+                    self.id,
+                    result.ok,
+                    stored,
+                )
+            )
+
         async def store() -> None:
             outcome.append(
                 await self.tasks.complete(
-                    self.swarm, task_id, self.id, entry_id, result, self.retry
+                    self.swarm, task_id, self.id, entry_id, result, self.retry, seal=seal
                 )
             )
 

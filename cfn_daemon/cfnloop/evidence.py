@@ -17,6 +17,7 @@ anything depends on them, so a restarted cfnd continues with the same ones.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,11 +79,20 @@ def tail(text: str, lines: int = TAIL_LINES, limit: int = TAIL_BYTES) -> str:
 class Evidence:
     """The git and check steps of workspace runs, for ``LoopService``."""
 
-    def __init__(self, redis: Any, keys: Keys, tasks: TaskQueue, state_dir: Path) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        keys: Keys,
+        tasks: TaskQueue,
+        state_dir: Path,
+        trusted: Callable[[str, list[str]], Awaitable[list[TaskInfo]]] | None = None,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.tasks = tasks
         self.state_dir = state_dir
+        # How checks' outcomes are read: verified results (``TrustedResults``).
+        self._checked_tasks = trusted or tasks.get_many
 
     def workspace(self, run_id: str, ws: WorkspaceInfo) -> RunWorkspace:
         return RunWorkspace(Path(ws.repo), run_id, self.state_dir)
@@ -206,7 +216,7 @@ class Evidence:
                 ok=False, feedback=built["conflicts"], round=rnd, iteration=it
             )
         checks = self.check_ids(state, ws, heads)
-        tasks = {t.id: t for t in await self.tasks.get_many(swarm, [c[0] for c in checks])}
+        tasks = {t.id: t for t in await self._checked_tasks(swarm, [c[0] for c in checks])}
         if len(tasks) < len(checks) or any(
             t.status not in TERMINAL_TASK_STATUSES for t in tasks.values()
         ):

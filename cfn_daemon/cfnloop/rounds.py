@@ -46,11 +46,15 @@ class Rounds:
         self.keys = keys
         self.tasks = tasks
         self.keyring = keyring
-        self._votes_seen: set[tuple[str, int, str, str]] = set()
+        # Each vote's verdict, decided once (when its validator's key is known) and
+        # announced once: a later tally never re-judges it with a key pinned since.
+        self._verdicts: dict[tuple[str, int, str, str], bool] = {}
 
     def forget(self, run_id: str) -> None:
-        self._votes_seen = {
-            v for v in self._votes_seen if v[0] != run_id and not v[0].startswith(f"{run_id}#")
+        self._verdicts = {
+            v: ok
+            for v, ok in self._verdicts.items()
+            if v[0] != run_id and not v[0].startswith(f"{run_id}#")
         }
 
     async def _tally(
@@ -68,68 +72,105 @@ class Rounds:
         tasks = await self.tasks.get_many(swarm, ballot.task_ids)
         finished = sum(1 for t in tasks if t.status in TERMINAL_TASK_STATUSES)
         received: list[tuple[consensus.Vote, bool]] = []
+        # Votes of a local agent whose key is still on its pipe: judged once it is pinned.
+        undecided: list[consensus.Vote] = []
         votes_key = self.keys.votes(swarm, vote_run, rnd)
         votes = await read_votes(self.redis, votes_key)
         votes += await self._redispatch_lost(votes_key, votes, tasks, rnd)
         for vote in votes:
-            verified = self._verified(swarm, vote_run, rnd, vote, tokens)
-            received.append((vote, verified))
             seen = (vote_run, rnd, vote.validator, vote.signature)
-            if seen not in self._votes_seen:
-                self._votes_seen.add(seen)
-                data = {
-                    "run": run,
-                    "round": rnd,
-                    "validator": vote.validator,
-                    "approve": vote.approve,
-                    "confidence": vote.confidence,
-                    "verified": verified,
-                }
-                if ballot.candidate is not None:
-                    data["candidate"] = ballot.candidate
-                await emit(self.redis, self.keys, swarm, "loop.vote", data)
-                if not verified:
-                    # Forged, replayed from another round, or signed with a swapped key.
-                    log.warning(
-                        "vote_rejected",
-                        swarm=swarm,
-                        run=run,
-                        round=rnd,
-                        validator=vote.validator,
-                        reason="bad signature",
-                    )
-                    await emit(self.redis, self.keys, swarm, "security.vote_rejected", data)
+            verified = self._verdicts.get(seen)
+            if verified is None:
+                verified = self._verified(swarm, vote_run, rnd, vote, tokens, state.validators)
+                if verified is None:
+                    undecided.append(vote)
+                    continue
+                await self._judged(swarm, state, ballot, vote, seen, verified)
+            received.append((vote, verified))
         started = await self.redis.hget(self.keys.run(swarm, run), f"round_started:{rnd}")
         deadline = bool(started) and now_ms() - int(started) > timeout_s * 1000
-        # Every validator task ended: nothing more is coming from honest agents.
-        all_done = finished == len(ballot.task_ids)
-        outcome = consensus.close_round(
-            state.validators,
-            received,
-            consensus.RoundConfig(threshold=state.limits.consensus_threshold),
-            deadline_passed=deadline or all_done,
-            required=required,
-        )
+        # Every validator task ended and every key is in: nothing more is coming from
+        # honest agents (a vote waiting for its key keeps the round open to its deadline).
+        all_done = finished == len(ballot.task_ids) and not undecided
+
+        def outcome_of(votes: list[tuple[consensus.Vote, bool]]) -> consensus.RoundOutcome:
+            return consensus.close_round(
+                state.validators,
+                votes,
+                consensus.RoundConfig(threshold=state.limits.consensus_threshold),
+                deadline_passed=deadline or all_done,
+                required=required,
+            )
+
+        outcome = outcome_of(received)
+        if outcome.status != "open" and undecided:
+            # Closing with keys never delivered: those votes cannot be verified.
+            for vote in undecided:
+                seen = (vote_run, rnd, vote.validator, vote.signature)
+                await self._judged(swarm, state, ballot, vote, seen, False)
+                received.append((vote, False))
+            outcome = outcome_of(received)
         return outcome, len(received)
 
+    async def _judged(
+        self,
+        swarm: str,
+        state: loop.RunState,
+        ballot: Ballot,
+        vote: consensus.Vote,
+        seen: tuple[str, int, str, str],
+        verified: bool,
+    ) -> None:
+        """Record a vote's verdict and announce it (once)."""
+        self._verdicts[seen] = verified
+        run, rnd = state.run_id, state.loop2_round
+        data = {
+            "run": run,
+            "round": rnd,
+            "validator": vote.validator,
+            "approve": vote.approve,
+            "confidence": vote.confidence,
+            "verified": verified,
+        }
+        if ballot.candidate is not None:
+            data["candidate"] = ballot.candidate
+        await emit(self.redis, self.keys, swarm, "loop.vote", data)
+        if not verified:
+            # Forged, replayed from another round, or signed with a swapped key.
+            log.warning(
+                "vote_rejected",
+                swarm=swarm,
+                run=run,
+                round=rnd,
+                validator=vote.validator,
+                reason="bad signature",
+            )
+            await emit(self.redis, self.keys, swarm, "security.vote_rejected", data)
+
     def _verified(
-        self, swarm: str, vote_run: str, rnd: int, vote: consensus.Vote, tokens: dict[bytes, bytes]
-    ) -> bool:
+        self,
+        swarm: str,
+        vote_run: str,
+        rnd: int,
+        vote: consensus.Vote,
+        tokens: dict[bytes, bytes],
+        members: list[str],
+    ) -> bool | None:
         """Checked against the key cfnd pinned for the validator (never one read from
-        Redis once pinned); a remote agent's Ed25519 key is pinned on first use; an old
-        agent's HMAC token (no key) is the legacy check."""
-        if vote.round not in (0, rnd):
-            return False
+        Redis for a local agent, nor once pinned); a remote agent's Ed25519 key is pinned
+        on first use; an old agent's HMAC token (no key) is the legacy check. None: the
+        validator is a local agent whose key has not arrived yet (undecided)."""
+        if vote.round not in (0, rnd) or vote.validator not in members:
+            return False  # nothing is pinned on first use for a name a vote merely claims
         message = consensus.vote_message(vote_run, rnd, vote)
-        pinned = self.keyring.get(swarm, vote.validator)
-        if pinned is not None:
-            return signing.verify(pinned, message, vote.signature)
         token = tokens.get(vote.validator.encode(), b"")
-        published = token.decode("ascii", "replace")
-        if signing.is_public_key(published):
-            self.keyring.pin(swarm, vote.validator, published, replace=False)
-            pinned = self.keyring.get(swarm, vote.validator) or ""
-            return signing.verify(pinned, message, vote.signature)
+        state, key = self.keyring.key_for(swarm, vote.validator, token.decode("ascii", "replace"))
+        if state == "pending":
+            return None
+        if key is not None:
+            return signing.verify(key, message, vote.signature)
+        if state == "void" or signing.is_public_key(token.decode("ascii", "replace")):
+            return False
         return bool(token) and consensus.verify_vote(token, vote_run, rnd, vote)
 
     async def _redispatch_lost(

@@ -19,6 +19,7 @@ from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES, TaskInfo
 from cfn_daemon.agent import types as agent_types
 from cfn_daemon.cfnloop.evidence import Evidence, WorkspaceInfo
 from cfn_daemon.cfnloop.rounds import Ballot, Rounds
+from cfn_daemon.cfnloop.trusted import TrustedResults
 from cfn_daemon.cfnloop.workspaces import CANDIDATE
 from cfn_daemon.core import loop
 from cfn_daemon.core.run_records import (
@@ -52,8 +53,13 @@ class RunSteps:
         self.swarms = swarms
         self.redis = swarms.redis
         self.keys = swarms.store.keys
-        self.rounds = Rounds(self.redis, self.keys, swarms.tasks, KeyRing(swarms.state_dir))
-        self.evidence = Evidence(self.redis, self.keys, swarms.tasks, swarms.state_dir)
+        keyring = KeyRing(swarms.state_dir)
+        self.rounds = Rounds(self.redis, self.keys, swarms.tasks, keyring)
+        # Every result the loop acts on (implementers, checks, owner) is verified.
+        self.trusted = TrustedResults(self.redis, self.keys, keyring)
+        self.evidence = Evidence(
+            self.redis, self.keys, swarms.tasks, swarms.state_dir, self.trusted.get_many
+        )
         self._submitted: set[str] = set()
         self._costed: set[str] = set()
 
@@ -63,6 +69,7 @@ class RunSteps:
         self._submitted = {t for t in self._submitted if not t.startswith(prefix)}
         self._costed = {t for t in self._costed if not t.startswith(prefix)}
         self.rounds.forget(run_id)
+        self.trusted.forget(run_id)
 
     # ------------------------------------------------------------------ helpers
 
@@ -263,7 +270,6 @@ class RunSteps:
         """The next event the stored task results imply, or None (keep waiting)."""
         ws = self.workspace_of(fields)
         run, rnd, it = state.run_id, state.loop2_round, state.loop3_iteration
-        queue = self.swarms.tasks
         if state.status == "loop3" and state.pending == ["candidate"]:
             if ws is None:
                 return None
@@ -274,7 +280,7 @@ class RunSteps:
             return event
         if state.status == "loop3":
             ids = [impl_task_id(run, rnd, it, a) for a in state.pending]
-            tasks = await queue.get_many(swarm, ids)
+            tasks = await self.trusted.get_many(swarm, ids)
             for task in tasks:
                 if task.status in TERMINAL_TASK_STATUSES:
                     await self.record_cost(swarm, run, rnd, task)
@@ -290,7 +296,7 @@ class RunSteps:
         if state.status == "loop2":
             return await self._close_round(swarm, state, ws)
         if state.status == "loop4" and state.owner:
-            tasks = await queue.get_many(swarm, [owner_task_id(run, rnd)])
+            tasks = await self.trusted.get_many(swarm, [owner_task_id(run, rnd)])
             for task in tasks:
                 if task.status in TERMINAL_TASK_STATUSES:
                     await self.record_cost(swarm, run, rnd, task)

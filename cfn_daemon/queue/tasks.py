@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -505,8 +505,14 @@ class TaskQueue:
         entry_id: str,
         result: TaskResult,
         retry: Retry,
+        seal: Callable[[bytes], str] | None = None,
     ) -> str:
-        """Store the result (once), ack, and decide succeeded / retrying / failed."""
+        """Store the result (once), ack, and decide succeeded / retrying / failed.
+
+        ``seal`` signs the stored result's exact bytes (``core.seals``); the signature
+        is stored with it by the same script call.
+        """
+        payload = _json.encode(result)
         return _text(
             await self.scripts.run(
                 "complete",
@@ -528,12 +534,13 @@ class TaskQueue:
                     now_ms(),
                     *self._common(swarm),
                     1 if result.ok else 0,
-                    _json.encode(result),
+                    payload,
                     result.duration_ms,
                     int(retry.base_s * 1000),
                     int(retry.max_s * 1000),
                     result.error or "",
                     PERF_KEEP,
+                    seal(payload) if seal is not None else "",
                     *(int(b * 1000) for b in DURATION_BUCKETS_S),
                 ],
             )

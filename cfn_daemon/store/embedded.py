@@ -28,6 +28,7 @@ import structlog
 
 from cfn_client.wire.errors import ConfigError, StoreUnavailable
 from cfn_daemon.settings.schema import RedisConfig
+from cfn_daemon.store.agent_users import AgentUserFile
 
 log = structlog.get_logger("cfn.store")
 
@@ -65,6 +66,8 @@ class EmbeddedRedis:
         self.password_file = self.dir / "password"
         self.conf_path = self.dir / "redis.conf"
         self.password = ""  # read or made at start()
+        # Each local agent's own ACL user, declared again at every start of the server.
+        self.agent_users = AgentUserFile(self.dir / "agent-users.json")
         self.stop_timeout_s = stop_timeout_s
         self._proc: asyncio.subprocess.Process | None = None
 
@@ -196,6 +199,7 @@ class EmbeddedRedis:
             f'pidfile "{self.pidfile}"',
             f'logfile "{self.log_path}"',
             f'requirepass "{self.password}"',
+            *self.agent_users.config_lines(),
         ]
         _write_private(self.conf_path, "\n".join(settings) + "\n")
         return [str(self.conf_path)]

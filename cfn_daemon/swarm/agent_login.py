@@ -10,7 +10,12 @@ import structlog
 from redis.exceptions import ResponseError
 
 from cfn_daemon.store import Store
-from cfn_daemon.store.acl import drop_agent_user, ensure_agent_user
+from cfn_daemon.store.acl import (
+    agent_rules,
+    agent_username,
+    drop_agent_user,
+    ensure_agent_user,
+)
 from cfn_daemon.store.client import describe_error, is_unavailable_error
 
 log = structlog.get_logger("cfn.supervisor")
@@ -18,7 +23,7 @@ log = structlog.get_logger("cfn.supervisor")
 
 def agent_redis_url(store: Store, username: str | None = None) -> str:
     """A password-free URL for child agents (the password goes in their env)."""
-    if store.embedded is not None:
+    if store.embedded is not None and not username:
         return store.embedded.url
     p = store.params
     name = username or p.username
@@ -43,9 +48,10 @@ def agent_tls_args(store: Store) -> list[str]:
 
 
 def own_users_possible(store: Store) -> bool:
-    """Per-agent users make sense where Redis demands a login (a password is set) and
-    one ACL SETUSER reaches the whole of it (not a cluster: that is one per node)."""
-    return store.mode == "external" and bool(store.params.password)
+    """Per-agent users make sense where Redis demands a login (a password is set: the
+    embedded server always has one) and one ACL SETUSER reaches the whole of it (not a
+    cluster: that is one per node)."""
+    return store.mode == "embedded" or (store.mode == "external" and bool(store.params.password))
 
 
 async def agent_login(store: Store, swarm: str, agent_id: str) -> tuple[str, dict[str, str]]:
@@ -62,6 +68,8 @@ async def agent_login(store: Store, swarm: str, agent_id: str) -> tuple[str, dic
                 hint="the agent uses cfnd's own Redis user",
             )
         else:
+            if store.embedded is not None:  # so it can log in after a server restart
+                store.embedded.agent_users.add(user, password, agent_rules(store.keys, swarm))
             return agent_redis_url(store, user), {"CFN_REDIS_PASSWORD": password}
     env = {"CFN_REDIS_PASSWORD": store.params.password} if store.params.password else {}
     return agent_redis_url(store), env
@@ -71,6 +79,8 @@ async def agent_logout(store: Store, agent_id: str) -> None:
     """Delete a gone agent's own ACL user (best effort: Redis may be down)."""
     if not own_users_possible(store):
         return
+    if store.embedded is not None:
+        store.embedded.agent_users.remove(agent_username(store.keys, agent_id))
     try:
         await drop_agent_user(store.redis, store.keys, agent_id)
     except Exception as exc:

@@ -38,7 +38,7 @@ from cfn_daemon.store.client import describe_error, is_unavailable_error
 from cfn_daemon.swarm import retention
 from cfn_daemon.swarm.agent_login import agent_login, agent_logout, agent_tls_args
 from cfn_daemon.swarm.context import SwarmContext
-from cfn_daemon.swarm.keyring import KeyRing, read_key, task_user
+from cfn_daemon.swarm.keyring import KeyRing, task_user
 from cfn_daemon.util.aio import until_stopped
 
 log = structlog.get_logger("cfn.supervisor")
@@ -281,7 +281,9 @@ class Supervisor:
             if not k.startswith(("CFN_", "NOTIFY_", "WATCHDOG_"))
         }
         env.update(login_env)
-        # The agent makes its own signing key and hands us the public half on a pipe.
+        # The agent makes its own signing key and hands us the public half on a pipe;
+        # until it arrives no key can be pinned for this id from Redis.
+        self.keyring.expect(self.swarm, agent.id)
         key_r, key_w = os.pipe()
         argv += ["--key-fd", str(key_w)]
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -307,7 +309,7 @@ class Supervisor:
         slots = [agent.id] + ([agent.slot] if agent.slot else [])
         # A replacement votes for its slot (the validator the run knows): the dead
         # agent's key is void, the slot's votes are verified with the new one.
-        pin = asyncio.create_task(self._pin_key(key_r, slots))
+        pin = asyncio.create_task(self.keyring.pin_from_pipe(key_r, self.swarm, slots))
         self._pin_tasks.add(pin)
         pin.add_done_callback(self._pin_tasks.discard)
         agent.pid = agent.proc.pid
@@ -322,13 +324,6 @@ class Supervisor:
             {"agent": agent.id, "type": agent.type, "pid": agent.pid},
         )
         log.info("agent_spawned", swarm=self.swarm, agent=agent.id, pid=agent.pid)
-
-    async def _pin_key(self, fd: int, agents: list[str]) -> None:
-        """Pin the public key the agent hands us on its pipe for ``agents``."""
-        public = await read_key(fd)
-        for agent in agents:
-            if not self.keyring.pin(self.swarm, agent, public, replace=True):
-                log.warning("agent_key_missing", swarm=self.swarm, agent=agent)
 
     async def _adopt(self) -> None:
         """Take over local agents a previous cfnd left running."""

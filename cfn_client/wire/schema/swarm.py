@@ -81,7 +81,7 @@ class TaskResult(Result, kw_only=True):
     feedback: Any = None
     error: str | None = None
     duration_ms: float = 0.0
-    signature: str = ""  # HMAC of a validator's vote with its agent token
+    signature: str = ""  # a validator's vote, signed by its agent (Ed25519; HMAC if legacy)
     # What an agent CLI reported about itself (claude's JSON envelope, codex's events).
     session_id: str | None = None
     cost_usd: float = 0.0

@@ -6,6 +6,7 @@
 --       agent perf list, the 7 status indexes
 -- ARGV: task id, agent id, work entry id, now, maxlen, channel, ok (1/0), result JSON,
 --       duration ms, retry base ms, retry max ms, error text, executions kept,
+--       the result's seal (the agent's signature, core/seals.py; '' if none),
 --       duration bucket bounds in ms (ascending) ...
 local now = tonumber(ARGV[4])
 redis.call('XACK', KEYS[2], 'agent', ARGV[3])
@@ -32,7 +33,7 @@ redis.call('LTRIM', KEYS[8], 0, tonumber(ARGV[13]) - 1)
 local dur = 'dur:' .. ttype .. ':'
 redis.call('HINCRBY', KEYS[7], dur .. 'count', 1)
 redis.call('HINCRBYFLOAT', KEYS[7], dur .. 'sum_ms', d)
-for i = 14, #ARGV do
+for i = 15, #ARGV do
   if d <= tonumber(ARGV[i]) then redis.call('HINCRBY', KEYS[7], dur .. 'le:' .. ARGV[i], 1) end
 end
 
@@ -47,15 +48,16 @@ if ARGV[7] == '1' then
   redis.call('HINCRBY', KEYS[7], 'done', 1)
   -- 'cancel' stops a replica still running it (reliability strategy) at its next heartbeat.
   set_status(ARGV[1], st, 'succeeded', now)
-  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'result', ARGV[8], 'error', '', 'cancel', '1',
-    'updated_ms', ARGV[4], 'finished_ms', ARGV[4], 'agent', ARGV[2])
+  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'result', ARGV[8], 'seal', ARGV[14],
+    'error', '', 'cancel', '1', 'updated_ms', ARGV[4], 'finished_ms', ARGV[4], 'agent', ARGV[2])
   emit(KEYS[4], ARGV[5], ARGV[6], ARGV[4], 'task.succeeded',
     {task = ARGV[1], agent = ARGV[2], duration_ms = d})
   redis.call('PUBLISH', ARGV[6], 'done:' .. ARGV[1])
   return 'succeeded'
 end
 redis.call('HINCRBY', KEYS[7], 'failed', 1)
-redis.call('HSET', KEYS[1], 'result', ARGV[8], 'error', ARGV[12], 'updated_ms', ARGV[4])
+redis.call('HSET', KEYS[1], 'result', ARGV[8], 'seal', ARGV[14], 'error', ARGV[12],
+  'updated_ms', ARGV[4])
 local pending = redis.call('HINCRBY', KEYS[1], 'pending_replicas', -1)
 if pending > 0 then return 'waiting' end
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
