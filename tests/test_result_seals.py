@@ -287,3 +287,7 @@ async def test_a_result_forged_for_an_implementers_task_is_not_accepted(
     assert final.status == "escalated", final
     assert not final.rounds, final.rounds  # no validator ever saw "pwned"
     assert "result rejected: unsigned result" in final.feedback, final.feedback
+    audit = await redis.xrange(keys.audit)
+    refused = [e for _, e in audit if e[b"op"] == b"security.result_rejected"]
+    assert [e[b"user"].decode() for e in refused] == [f"agent:{agent}"]
+    assert tid in refused[0][b"args"].decode()

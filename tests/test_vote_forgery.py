@@ -70,6 +70,13 @@ async def test_forged_approvals_with_overwritten_keys_do_not_pass_a_round(
     )
     assert final.status != "done", final.status
     assert_each_announced_once(rejected, info.validators)
+    # ... and audited: one entry per forged vote, the agent as the refused sender.
+    audit = await d.store.redis.xrange(d.store.keys.audit)
+    refused = [e for _, e in audit if e[b"op"] == b"security.vote_rejected"]
+    assert sorted(e[b"user"].decode() for e in refused) == sorted(
+        f"agent:{v}" for v in info.validators
+    )
+    assert {(e[b"outcome"], e[b"code"]) for e in refused} == {(b"denied", b"bad_signature")}
 
 
 def assert_each_announced_once(events: list[Any], validators: list[str]) -> None:

@@ -19,6 +19,7 @@ from cfn_client.wire.schema.swarm import TERMINAL_TASK_STATUSES, TaskInfo
 from cfn_daemon.core import consensus, loop
 from cfn_daemon.core.run_records import ballot_run
 from cfn_daemon.core.votes import vote_from_result
+from cfn_daemon.queue import audit_log
 from cfn_daemon.queue.events import emit
 from cfn_daemon.queue.tasks import TaskQueue, now_ms
 from cfn_daemon.queue.votes import read_votes, submit_vote
@@ -146,6 +147,9 @@ class Rounds:
                 reason="bad signature",
             )
             await emit(self.redis, self.keys, swarm, "security.vote_rejected", data)
+            await audit_log.refused_message(
+                self.redis, self.keys, "security.vote_rejected", swarm, data
+            )
 
     def _verified(
         self,

@@ -19,6 +19,7 @@ import structlog
 
 from cfn_client.wire.schema.swarm import TaskInfo
 from cfn_daemon.core import seals
+from cfn_daemon.queue import audit_log
 from cfn_daemon.queue.events import emit
 from cfn_daemon.queue.tasks import decode_task
 from cfn_daemon.store.keys import Keys
@@ -134,3 +135,6 @@ class TrustedResults:
         }
         log.warning("result_rejected", swarm=swarm, **data)
         await emit(self.redis, self.keys, swarm, "security.result_rejected", data)
+        await audit_log.refused_message(
+            self.redis, self.keys, "security.result_rejected", swarm, data
+        )
