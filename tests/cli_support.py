@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -31,7 +33,7 @@ from click.testing import CliRunner
 from cfn_client.api import Client
 from cfn_client.cli.main import cfnctl
 from cfn_client.wire.schema.swarm import AgentInfo, Event
-from tests.daemon_proc import CfndProcess
+from tests.daemon_proc import CFNCTL, CfndProcess
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "agents"
 SHARED_REDIS_DEFAULT = "redis://127.0.0.1:6379/0"
@@ -261,3 +263,18 @@ def started(swarm: Swarm, text: str, **submit: Any) -> tuple[str, str]:
             if event.data.get("task") == task.id:
                 return task.id, str(event.data["agent"])
     raise AssertionError(f"cfnd ended the event stream before task {task.id} started")
+
+
+# Tests that run the client as another uid (setpriv) need root.
+NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="root")
+
+
+def cfnctl_as(
+    d: CfndProcess, uid: int | None, gid: int, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """The real cfnctl executable as ``uid``:``gid`` (None: as this test's user, root)."""
+    who = [] if uid is None else ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+    env = {"PATH": os.environ["PATH"], "HOME": "/tmp", "CFN_SOCKET": str(d.socket)}
+    return subprocess.run(
+        [*who, *CFNCTL, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,11 +21,10 @@ from cfn_daemon.api import roles_doc
 from cfn_daemon.api.access import RoleResolver
 from cfn_daemon.core.ratelimit import RateLimiter
 from cfn_daemon.settings.schema import AuthConfig
-from tests.cli_support import own_cfnd
+from tests.cli_support import NEEDS_ROOT, cfnctl_as, own_cfnd
 from tests.daemon_proc import CFNCTL, CfndProcess
 
 NOBODY = 65534
-NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="root")
 
 
 def test_every_op_declares_a_role() -> None:
@@ -70,17 +68,6 @@ def open_cfnd() -> Iterator[CfndProcess]:
         proc.workdir.parent.chmod(0o755)
         proc.workdir.chmod(0o755)
         yield proc
-
-
-def cfnctl_as(
-    d: CfndProcess, uid: int | None, gid: int, *args: str
-) -> subprocess.CompletedProcess[str]:
-    """The real cfnctl executable, as ``uid``:``gid`` (None: as this test's user)."""
-    who = [] if uid is None else ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
-    env = {"PATH": os.environ["PATH"], "HOME": "/tmp", "CFN_SOCKET": str(d.socket)}
-    return subprocess.run(
-        [*who, *CFNCTL, *args], env=env, capture_output=True, text=True, timeout=30, check=False
-    )
 
 
 @NEEDS_ROOT

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,14 +18,13 @@ from typing import Any
 import pytest
 import redis
 
-from tests.cli_support import own_cfnd
-from tests.daemon_proc import CFNCTL, CfndProcess
+from tests.cli_support import NEEDS_ROOT, cfnctl_as, own_cfnd
+from tests.daemon_proc import CfndProcess
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 NOBODY = 65534
-NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="root")
 SHARED = os.environ.get("CFN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FIELDS = {"t_ms", "uid", "user", "role", "op", "args", "outcome", "code"}
 PLANTED = "sk-ant-api03-" + "Qm9vQmFyQmF6" * 3  # a secret the audit must never keep
@@ -61,17 +58,6 @@ def r() -> Iterator[redis.Redis]:
 
 def prefix(d: CfndProcess) -> str:
     return d.env["CFN_KEY_PREFIX"]
-
-
-def cfnctl_as(
-    d: CfndProcess, uid: int | None, gid: int, *args: str
-) -> subprocess.CompletedProcess[str]:
-    """The real cfnctl executable as ``uid``:``gid`` (None: as this test's user, root)."""
-    who = [] if uid is None else ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
-    env = {"PATH": os.environ["PATH"], "HOME": "/tmp", "CFN_SOCKET": str(d.socket)}
-    return subprocess.run(
-        [*who, *CFNCTL, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
 
 
 def search(d: CfndProcess, *flags: str) -> list[dict[str, Any]]:

@@ -48,14 +48,7 @@ async def test_forged_approvals_with_overwritten_keys_do_not_pass_a_round(
 ) -> None:
     d = await daemon_factory(config_text=agent_types({}, NEVER), **FAST)
     async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
-        await cfn.call("swarm.init", topology="mesh", max_agents=8, name="forge")
-        info = await cfn.call(
-            "loop.start",
-            task="ship it",
-            implementers=["impl"],
-            validators=["check"] * 4,
-            max_loop2=1,
-        )
+        info = await start_run(cfn)
         await forge(d, info.id, info.validators, Signer())
         async with cfn.stream("loop.follow", {"run": info.id}) as events:
             async for _ in events:
@@ -77,6 +70,14 @@ async def test_forged_approvals_with_overwritten_keys_do_not_pass_a_round(
         f"agent:{v}" for v in info.validators
     )
     assert {(e[b"outcome"], e[b"code"]) for e in refused} == {(b"denied", b"bad_signature")}
+
+
+async def start_run(cfn: AsyncClient) -> Any:
+    """Swarm ``forge`` and a run of one implementer and four always-rejecting validators."""
+    await cfn.call("swarm.init", topology="mesh", max_agents=8, name="forge")
+    return await cfn.call(
+        "loop.start", task="ship it", implementers=["impl"], validators=["check"] * 4, max_loop2=1
+    )
 
 
 def assert_each_announced_once(events: list[Any], validators: list[str]) -> None:
@@ -137,14 +138,7 @@ async def test_forged_votes_read_while_the_real_keys_are_in_the_pipe(
     monkeypatch.setattr(Rounds, "close", counted_close)
     d = await daemon_factory(config_text=agent_types({}, NEVER), **FAST)
     async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
-        await cfn.call("swarm.init", topology="mesh", max_agents=8, name="forge")
-        info = await cfn.call(
-            "loop.start",
-            task="ship it",
-            implementers=["impl"],
-            validators=["check"] * 4,
-            max_loop2=1,
-        )
+        info = await start_run(cfn)
         # The agents have published their own keys: the forged ones replace them.
         await asyncio.wait_for(registered(cfn, 5), 30)
         await forge(d, info.id, info.validators, Signer())
