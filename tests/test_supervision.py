@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from cfn_client.api import Client
 from cfn_client.wire.errors import StoreUnavailable
-from tests.daemon_proc import CfndProcess
+from tests.daemon_proc import BIN, CfndProcess
 from tests.redis_servers import RedisFactory, pid_alive, wait_pid_gone
 from tests.waiting import wait_until
 
@@ -225,3 +226,36 @@ def test_a_redis_outage_during_loop2_ends_in_the_real_outcome(
         final = wait_until(lambda: finished(cfn, run.id), 120, "the run's outcome")
     assert (final.status, final.decision) == ("done", "PROCEED"), final
     assert proc.stop() == 0
+
+
+def test_an_agent_started_by_a_cfnd_that_died_meanwhile_exits_by_itself(
+    cfnd_factory: Callable[..., CfndProcess], redis_factory: RedisFactory
+) -> None:
+    """cfnd killed while its agent was still starting: by the time the agent looked, its
+    parent was already init. It took init for its supervisor and lived on for good
+    (seen: test agents alive 40 minutes past --orphan-after-s). cfnd now names itself."""
+    redis = redis_factory()
+    proc = cfnd_factory("--redis-url", redis.url, env={**FAST, "CFN_AGENTS__ORPHAN_AFTER_S": "1"})
+    with Client(proc.socket, timeout_s=30) as cfn:
+        start_swarm(cfn, 1)  # the swarm and its published agent types
+    assert proc.proc is not None
+    dead_cfnd = proc.proc.pid
+    proc.stop(signal.SIGKILL)
+    agent_bin = BIN / "cfn-agent"
+    argv = [
+        str(agent_bin), "--redis", redis.url, "--swarm", "sup", "--type", "shell",
+        "--id", "late-1", "--role", "implementer", "--key-prefix", proc.env["CFN_KEY_PREFIX"],
+        "--heartbeat-s", "0.25", "--orphan-after-s", "1", "--local",
+        "--parent-pid", str(dead_cfnd), "--log-format", "json",
+    ]  # fmt: skip
+    # Our child: its parent (this test) lives, and is not the cfnd it names.
+    late = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        # The dead cfnd's lease lapses within 5 s; then one orphan bound (1 s).
+        _, err = late.communicate(timeout=60)
+    finally:
+        if late.poll() is None:
+            late.kill()
+            late.communicate()
+    assert late.returncode == 0, err
+    assert b'"agent_orphaned"' in err

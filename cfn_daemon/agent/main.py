@@ -153,6 +153,7 @@ async def amain(opts: dict[str, Any]) -> int:
             stop_grace_s=opts["grace_s"],
             retry=Retry(base_s=opts["retry_base_s"], max_s=opts["retry_max_s"]),
             orphan_after_s=orphan_after_s,
+            parent_pid=opts.get("parent_pid"),
             signer=signer,
         )
         runtime.stop = stop
@@ -230,6 +231,13 @@ async def amain(opts: dict[str, Any]) -> int:
     default=120.0,
     hidden=True,
     help="A local agent whose cfnd is gone this long exits (cfnd passes agents.orphan_after_s).",
+)
+@click.option(
+    "--parent-pid",
+    type=click.IntRange(min=1),
+    default=None,
+    hidden=True,
+    help="The supervising cfnd's pid (a cfnd killed before we started is no parent).",
 )
 @click.option("--key-fd", type=int, default=None, hidden=True, help="Hand cfnd our public key.")
 @click.option(

@@ -67,6 +67,7 @@ class AgentRuntime:
         stop_grace_s: float = 10.0,
         retry: Retry | None = None,
         orphan_after_s: float | None = None,
+        parent_pid: int | None = None,
         signer: Signer | None = None,
     ) -> None:
         self.redis = redis
@@ -93,7 +94,9 @@ class AgentRuntime:
         self._free = max(1, record.concurrency)
         # Local agents only: how long we may go without a supervising cfnd.
         self.orphan_after_s = orphan_after_s if record.local else None
-        self._parent = os.getppid()
+        # The cfnd that spawned us, as it said: our parent by the time we get here may
+        # already be init (cfnd killed while we started), which must not count as one.
+        self._parent = parent_pid if parent_pid is not None else os.getppid()
         self._supervised_at = time.monotonic()
         self.orphaned = False
         # A crashing loop is restarted with capped backoff; a remote agent keeps

@@ -257,6 +257,8 @@ class Supervisor:
             str(cfg.agents.stop_grace_s),
             "--orphan-after-s",
             str(cfg.agents.orphan_after_s),
+            "--parent-pid",  # who supervises: our pid, not whoever the parent is by then
+            str(os.getpid()),
             "--retry-base-s",
             str(cfg.tasks.retry_base_s),
             "--retry-max-s",
