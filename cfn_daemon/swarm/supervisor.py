@@ -346,6 +346,12 @@ class Supervisor:
             self.local[agent.id] = agent
             self._watch_in_group(agent)
             log.info("agent_adopted", swarm=self.swarm, agent=agent.id, pid=agent.pid)
+            if (state := self.keyring.lookup(self.swarm, agent.id)[0]) != "pinned":
+                # Its key went down with the cfnd whose pipe it was on: nothing it signs can
+                # verify. Stopped, it hands its work back and is replaced (with a new key).
+                log.warning("agent_key_lost", swarm=self.swarm, agent=agent.id, key=state)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(agent.pid, signal.SIGTERM)
 
     async def _renew_lease(self, interval_s: float) -> None:
         """Tell this swarm's local agents a cfnd supervises them (see ``orphan_after_s``)."""
