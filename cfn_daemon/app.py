@@ -393,6 +393,8 @@ class Daemon:
             self.notifier.notify("WATCHDOG=1")
 
     def _config_changed(self, old: Config, new: Config) -> None:
+        if old.redis.command_timeout_s != new.redis.command_timeout_s:
+            self.store.set_command_timeout(new.redis.command_timeout_s)
         if (old.daemon.log_level, old.daemon.log_format) != (
             new.daemon.log_level,
             new.daemon.log_format,

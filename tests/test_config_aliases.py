@@ -76,9 +76,9 @@ def test_config_set_alias_has_its_effect(cfnd_factory: CfndFactory) -> None:
     code, out, err = run(sock, "swarm", "init", "--name", "twenty")
     assert (code, out.strip()) == (0, "swarm twenty created: mesh, balanced, up to 20 agents"), err
     # A key for restart only names where to set it; a typo gets "did you mean".
-    code, _, err = run(sock, "config", "set", "redis.timeout", "5000")
+    code, _, err = run(sock, "config", "set", "redis.connectTimeout", "3000")
     assert code == 1
-    assert "redis.timeout (redis.command_timeout_s) cannot change at runtime" in err
+    assert "redis.connectTimeout (redis.connect_timeout_s) cannot change at runtime" in err
     code, _, err = run(sock, "config", "set", "swarm.maxAgent", "20")
     assert code == 1
     assert "did you mean swarm.maxAgents, swarm.max_agents?" in err
@@ -105,3 +105,25 @@ async def test_redis_timeout_reaches_the_redis_client(daemon_factory: DaemonFact
     daemon = await daemon_factory(config_text="[redis]\ncommandTimeout = 4000\n")
     pool = daemon.store.redis.connection_pool
     assert pool.connection_kwargs["socket_timeout"] == 4.0  # what every command waits
+
+
+async def test_config_set_redis_timeout_reaches_the_live_clients(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """``config set redis.timeout 5000`` (ms, the guide's spelling) at runtime: the pool's
+    new connections and the connections it holds wait 5 s per command from then on."""
+    from cfn_client.api import AsyncClient
+
+    daemon = await daemon_factory()
+    pool = daemon.store.redis.connection_pool
+    await daemon.store.redis.ping()  # a held connection, made with the old timeout
+    async with AsyncClient(daemon.socket_path, timeout_s=30) as cfn:
+        await cfn.call("config.set", key="redis.timeout", value="5000")
+        shown = await cfn.call("config.show", key="redis.command_timeout_s")
+    assert [(e.key, e.value, e.source) for e in shown.entries] == [
+        ("redis.command_timeout_s", 5.0, "runtime")
+    ]
+    assert pool.connection_kwargs["socket_timeout"] == 5.0
+    held = [*pool._available_connections, *pool._in_use_connections]
+    assert held and all(c.socket_timeout == 5.0 for c in held)
+    assert daemon.store.cfg.command_timeout_s == 5.0

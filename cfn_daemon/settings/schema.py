@@ -371,4 +371,4 @@ class Config(Section):
 
 # Keys that `cfnctl config set` may change while cfnd runs; the rest need a restart.
 RUNTIME_SECTIONS = ("loop", "limits", "swarm", "tasks")
-RUNTIME_KEYS = frozenset({"daemon.log_level"})
+RUNTIME_KEYS = frozenset({"daemon.log_level", "redis.command_timeout_s"})

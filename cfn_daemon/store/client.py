@@ -204,3 +204,21 @@ def permission_right(exc: BaseException) -> str:
     if access:
         return f"access a{what}"
     return text
+
+
+def set_command_timeout(client: Client, timeout_s: float) -> None:
+    """Apply a new command timeout (``redis.command_timeout_s``) to a live client: the
+    connections it will open and the ones it holds (``config set redis.timeout``)."""
+    if isinstance(client, RedisCluster):
+        for node in client.get_nodes():
+            node.connection_kwargs["socket_timeout"] = timeout_s
+            for node_conn in [*node._connections, *node._free]:
+                node_conn.socket_timeout = timeout_s
+        return
+    pool = client.connection_pool
+    pool.connection_kwargs["socket_timeout"] = timeout_s
+    if isinstance(pool, BlockingConnectionPool):
+        pool.timeout = timeout_s  # how long a request queues for a free connection
+    held = [*pool._available_connections, *pool._in_use_connections]
+    for conn in held:
+        conn.socket_timeout = timeout_s

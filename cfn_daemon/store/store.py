@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ClusterDownError, NoPermissionError, RedisClusterException, RedisError
@@ -29,6 +30,7 @@ from cfn_daemon.store.client import (
     is_pool_exhausted,
     is_unavailable_error,
     permission_right,
+    set_command_timeout,
 )
 from cfn_daemon.store.embedded import EmbeddedRedis
 from cfn_daemon.store.keys import Keys
@@ -81,6 +83,12 @@ class Store:
         self._down_since: float | None = time.monotonic()
         self._up_since: float | None = None
         self._version: str | None = None
+
+    def set_command_timeout(self, timeout_s: float) -> None:
+        """``redis.command_timeout_s`` changed at runtime: every client of ours uses it now."""
+        self.cfg = msgspec.structs.replace(self.cfg, command_timeout_s=timeout_s)
+        for client in (self.redis, self._probe_client):
+            set_command_timeout(client, timeout_s)
 
     # ------------------------------------------------------------------ lifecycle
 
