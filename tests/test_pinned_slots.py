@@ -3,6 +3,7 @@ slot, not a process. Real cfnd, real cfn-agent processes, the example agents."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 from cfn_client.api import AsyncClient
 from tests.conftest import DaemonFactory
 from tests.test_loop_integration import EXAMPLES
-from tests.test_swarm_integration import next_event, until_running
+from tests.test_swarm_integration import next_event
 
 FAST = {
     "agents.heartbeat_interval_s": 0.2,
@@ -21,14 +22,19 @@ FAST = {
     "tasks.retry_base_s": 0.05,
 }
 
-# Runs the example agent, except the first time: then it hangs (and gets killed).
+# Runs the example agent, except the first time: then it hangs (and gets killed), and
+# tells the test which agent runs it. The marker is claimed with O_EXCL: two validators
+# start their tasks within milliseconds, and a check-then-create let both hang (the run
+# then waited on the unkilled one and never finished).
 STALL_ONCE = """
 import os, runpy, sys, time
-marker = os.environ["STALL_MARKER"]
-if not os.path.exists(marker):
-    open(marker, "w").close()
-    with open(os.environ["STALL_FIFO"], "w") as fifo:  # tell the test it runs now
-        fifo.write("go")
+try:
+    os.close(os.open(os.environ["STALL_MARKER"], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+except FileExistsError:
+    pass
+else:
+    with open(os.environ["STALL_FIFO"], "w") as fifo:  # tell the test it runs now, where
+        fifo.write(os.environ["CFN_AGENT_ID"])
     time.sleep(120)
 sys.argv = [os.environ["STALL_SCRIPT"]]
 runpy.run_path(os.environ["STALL_SCRIPT"], run_name="__main__")
@@ -62,6 +68,11 @@ def stalling_types(tmp_path: Path, stall: str) -> str:
     )
 
 
+async def stalled_agent(fifo: Path) -> str:
+    """The id of the agent whose task process claimed the stall (it writes it to ``fifo``)."""
+    return await asyncio.wait_for(asyncio.to_thread(fifo.read_text), 30)
+
+
 async def _kill_the_stalled_agent_and_finish(
     daemon_factory: DaemonFactory, tmp_path: Path, stall: str, kind: str
 ) -> None:
@@ -74,16 +85,15 @@ async def _kill_the_stalled_agent_and_finish(
                 "loop.start", task="add a health endpoint", implementers=["impl"],
                 validators=["check", "check"],
             )  # fmt: skip
-            victim = None
-            async for ev in events:
-                if ev.type != "task.started" or not ev.data["task"].startswith(run.id):
-                    continue
-                task = await cfn.call("task.status", task=ev.data["task"])
-                if task.context.get("kind") == kind:
-                    victim = ev.data["agent"]
-                    break
-            assert victim is not None
-            await until_running(tmp_path / "stalled.fifo")  # its process runs (and hangs)
+            # The agent whose task process claimed the stall (runs, and hangs), not merely
+            # the first to start a task of that kind: a twin may have started first.
+            victim = await stalled_agent(tmp_path / "stalled.fifo")
+            stalled = [
+                t
+                for t in (await cfn.call("task.list", limit=1000)).tasks
+                if t.id.startswith(run.id) and t.agent == victim and t.status == "running"
+            ]
+            assert [t.context.get("kind") for t in stalled] == [kind], stalled
             info = await cfn.call("agent.status", agent=victim)
             os.killpg(info.pid, signal.SIGKILL)
             replaced = await next_event(events, "agent.replaced", agent=victim)
