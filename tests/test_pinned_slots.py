@@ -128,3 +128,39 @@ async def test_killed_validators_vote_comes_from_its_replacement(
     daemon_factory: DaemonFactory, tmp_path: Path
 ) -> None:
     await _kill_the_stalled_agent_and_finish(daemon_factory, tmp_path, "check", "validate")
+
+
+async def test_stall_once_hangs_exactly_one_of_two_concurrent_runs(tmp_path: Path) -> None:
+    """The tests above kill the one agent whose task hangs: with two validators starting
+    their tasks at once, exactly one process may claim the stall, and it names itself."""
+    wrapper = tmp_path / "stall_once.py"
+    wrapper.write_text(STALL_ONCE)
+    script = tmp_path / "ran.py"
+    script.write_text("print('ran')\n")
+    os.mkfifo(tmp_path / "stalled.fifo")
+    env = os.environ | {
+        "STALL_SCRIPT": str(script),
+        "STALL_MARKER": str(tmp_path / "stalled"),
+        "STALL_FIFO": str(tmp_path / "stalled.fifo"),
+    }
+    procs = {
+        agent: await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(wrapper),
+            env=env | {"CFN_AGENT_ID": agent},
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for agent in ("check-a", "check-b")
+    }
+    try:
+        victim = await stalled_agent(tmp_path / "stalled.fifo")
+        assert victim in procs
+        (other,) = set(procs) - {victim}
+        out, _ = await asyncio.wait_for(procs[other].communicate(), 30)
+        assert (procs[other].returncode, out) == (0, b"ran\n")  # it ran the real script
+        assert procs[victim].returncode is None  # the claimer hangs
+    finally:
+        for proc in procs.values():
+            if proc.returncode is None:
+                proc.kill()
+            await proc.communicate()
