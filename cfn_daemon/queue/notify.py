@@ -3,14 +3,17 @@
 Changes are announced on ``cfn:{s}:notify``. cfnd holds ONE pattern subscription for
 every swarm and fans the notifications out in process (like saq's multiplexer): the
 dispatcher wakes on ``queued``/``agent``, waiters on ``done:<task>``, followers on
-``ev``. A lost subscription wakes everybody on reconnect so nobody waits on a
-notification that was missed.
+``ev``, the swarm-id cache on ``swarms``. One message may carry several of these
+words, space-separated (a Lua script announces all it changed with one PUBLISH). A
+lost subscription wakes everybody on reconnect so nobody waits on a notification that
+was missed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 
 import structlog
 
@@ -19,6 +22,7 @@ from cfn_daemon.util.aio import until_stopped
 
 log = structlog.get_logger("cfn.events")
 _SWARM = re.compile(rb"\{([^}]*)\}:notify$")
+SWARMS_CHANGED = "swarms"  # a swarm was created or destroyed (the swarms set changed)
 
 
 class Pulse:
@@ -48,7 +52,12 @@ class NotifyHub:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._swarms: dict[str, SwarmPulses] = {}
+        self._swarms_changed: list[Callable[[], None]] = []
         self.subscribed = asyncio.Event()
+
+    def on_swarms_changed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the swarms set may have changed (also on reconnect)."""
+        self._swarms_changed.append(callback)
 
     def pulses(self, swarm: str) -> SwarmPulses:
         if swarm not in self._swarms:
@@ -56,6 +65,8 @@ class NotifyHub:
         return self._swarms[swarm]
 
     def wake_all(self) -> None:
+        for callback in self._swarms_changed:
+            callback()
         for p in self._swarms.values():
             p.work.fire()
             p.done.fire()
@@ -65,12 +76,29 @@ class NotifyHub:
         m = _SWARM.search(channel)
         if not m:
             return
+        words = data.split()
+        if words == [b"swarms"]:
+            for callback in self._swarms_changed:
+                callback()
+            return
         p = self.pulses(m.group(1).decode())
-        if data == b"ev":
+        done = events = work = False
+        for word in words:
+            if word == b"ev":
+                events = True
+            elif word.startswith(b"done:"):
+                done = True
+            elif word == b"swarms":
+                for callback in self._swarms_changed:
+                    callback()
+            else:
+                work = True
+        # Each pulse once per message, however many words asked for it.
+        if events:
             p.events.fire()
-        elif data.startswith(b"done:"):
+        if done:
             p.done.fire()
-        else:
+        if work:
             p.work.fire()
 
     async def run(self, stop: asyncio.Event) -> None:

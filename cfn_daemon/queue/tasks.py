@@ -423,30 +423,25 @@ class TaskQueue:
         """
         if not placements:
             return []
+        calls = []
+        for task_id, entry_id, priority, agents, via in placements:
+            keys = [
+                self.keys.task(swarm, task_id),
+                self.keys.queue(swarm, priority),
+                self.keys.events(swarm),
+            ]
+            for agent in agents:
+                keys += [self.keys.agent(swarm, agent), self.keys.work(swarm, agent)]
+            keys += self.keys.status_indexes(swarm)
+            args = [task_id, entry_id, now_ms(), *self._common(swarm), DISPATCH_GROUP, via]
+            calls.append((keys, [*args, *agents]))
+        if len(calls) == 1:
+            # The usual pass places one task: a plain EVALSHA, not a pipeline (which
+            # sends SCRIPT EXISTS for its scripts on every execute).
+            return [int(await self.scripts.run("assign", *calls[0]))]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id, entry_id, priority, agents, via in placements:
-                keys = [
-                    self.keys.task(swarm, task_id),
-                    self.keys.queue(swarm, priority),
-                    self.keys.events(swarm),
-                ]
-                for agent in agents:
-                    keys += [self.keys.agent(swarm, agent), self.keys.work(swarm, agent)]
-                keys += self.keys.status_indexes(swarm)
-                await self.scripts.run(
-                    "assign",
-                    keys,
-                    [
-                        task_id,
-                        entry_id,
-                        now_ms(),
-                        *self._common(swarm),
-                        DISPATCH_GROUP,
-                        via,
-                        *agents,
-                    ],
-                    client=pipe,
-                )
+            for keys, args in calls:
+                await self.scripts.run("assign", keys, args, client=pipe)
             return [int(r) for r in await pipe.execute()]
 
     async def reclaim_agent(self, swarm: str, agent: str) -> list[str]:
