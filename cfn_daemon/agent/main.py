@@ -36,7 +36,7 @@ from cfn_daemon.store.client import (
 )
 from cfn_daemon.store.keys import Keys
 from cfn_daemon.store.urls import resolve
-from cfn_daemon.util.aio import run_loop, until_stopped
+from cfn_daemon.util.aio import until_stopped
 from cfn_daemon.util.logs import configure_logging
 from cfn_daemon.util.restart import Fatal
 from cfn_daemon.util.signing import Signer
@@ -250,7 +250,7 @@ def main(**opts: Any) -> None:
     configure_logging(opts["log_format"], "info", opts.pop("log_file"), opts.pop("log_max_bytes"))
     started = time.monotonic()
     try:
-        rc = run_loop(amain(opts))
+        rc = asyncio.run(amain(opts))
     except ConfigError as exc:
         click.echo(f"cfn-agent: {exc.message}", err=True)
         rc = 78

@@ -151,7 +151,19 @@ class Dispatcher:
                 continue
             tid = fields[b"t"].decode()
             prio = (queue.decode() if isinstance(queue, bytes) else queue).rsplit(":", 1)[1]
-            fresh.append((entry_id, tid, prio))
+            ttype = fields.get(b"y")
+            if ttype is not None:  # the entry says all we place it by (queue_entry in Lua)
+                target = fields.get(b"g")
+                self.backlog[entry_id] = Pending(
+                    entry_id,
+                    tid,
+                    prio,
+                    ttype.decode(),
+                    int(fields.get(b"e") or now_ms()),
+                    target.decode() if target else None,
+                )
+                continue
+            fresh.append((entry_id, tid, prio))  # an entry of an older cfnd: read the task
         if not fresh and not deleted:
             return
         async with self.store.redis.pipeline(transaction=False) as pipe:

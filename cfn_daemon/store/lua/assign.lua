@@ -6,18 +6,25 @@ for i = 8, #ARGV do
   local st = redis.call('HGET', KEYS[4 + (i - 8) * 2], 'status')
   if st ~= 'idle' and st ~= 'busy' then return -1 end
 end
-local status = redis.call('HGET', KEYS[1], 'status')
+-- The status, and each agent's incarnation mark from an earlier delivery (if any).
+local fields = {'status'}
+for i = 8, #ARGV do fields[#fields + 1] = 'inc:' .. ARGV[i] end
+local got = redis.call('HMGET', KEYS[1], unpack(fields))
+local status = got[1]
 redis.call('XACK', KEYS[2], ARGV[6], ARGV[2])
 redis.call('XDEL', KEYS[2], ARGV[2])
 if status ~= 'queued' then return 0 end
 local agents = {}
+local stale = {}
 for i = 8, #ARGV do
   local n = i - 8
   redis.call('XADD', KEYS[5 + n * 2], '*', 't', ARGV[1])
   redis.call('HINCRBY', KEYS[4 + n * 2], 'load', 1)
-  redis.call('HDEL', KEYS[1], 'inc:' .. ARGV[i])  -- a new delivery: no incarnation ran it yet
+  -- A new delivery: no incarnation ran it yet.
+  if got[n + 2] then stale[#stale + 1] = fields[n + 2] end
   agents[#agents + 1] = ARGV[i]
 end
+if #stale > 0 then redis.call('HDEL', KEYS[1], unpack(stale)) end
 set_status(ARGV[1], 'queued', 'assigned', ARGV[3])
 redis.call('HSET', KEYS[1], 'status', 'assigned', 'agent', table.concat(agents, ','),
   'updated_ms', ARGV[3], 'pending_replicas', #agents)
