@@ -39,11 +39,32 @@ class Pulse:
         self._event = asyncio.Event()
 
 
+class WorkNews:
+    """What the ``work`` notifications said since the dispatcher last took them."""
+
+    def __init__(self, *, everything: bool = False) -> None:
+        self.queued = everything  # a task was queued: read the queues
+        self.agents_changed = everything  # an agent joined, left or changed: re-read them
+        # An agent's load and status as a completion left them (``cap:<id>:<load>:<st>``).
+        self.capacity: dict[str, tuple[int, str]] = {}
+
+    def everything(self) -> WorkNews:
+        """As if every kind of news had come (a lost subscription, a safety recheck)."""
+        self.queued = self.agents_changed = True
+        return self
+
+
 class SwarmPulses:
     def __init__(self) -> None:
         self.work = Pulse()  # a task was queued or an agent's capacity changed
         self.done = Pulse()  # some task reached a final state
         self.events = Pulse()  # a new event was appended
+        self._news = WorkNews(everything=True)
+
+    def take_news(self) -> WorkNews:
+        """The work news gathered since the last call (the first call: everything)."""
+        news, self._news = self._news, WorkNews()
+        return news
 
 
 class NotifyHub:
@@ -68,6 +89,7 @@ class NotifyHub:
         for callback in self._swarms_changed:
             callback()
         for p in self._swarms.values():
+            p._news.everything()
             p.work.fire()
             p.done.fire()
             p.events.fire()
@@ -93,6 +115,7 @@ class NotifyHub:
                     callback()
             else:
                 work = True
+                self._note_work(p, word)
         # Each pulse once per message, however many words asked for it.
         if events:
             p.events.fire()
@@ -100,6 +123,22 @@ class NotifyHub:
             p.done.fire()
         if work:
             p.work.fire()
+
+    @staticmethod
+    def _note_work(p: SwarmPulses, word: bytes) -> None:
+        news = p._news
+        if word == b"queued":
+            news.queued = True
+        elif word == b"agent":
+            news.agents_changed = True
+        elif word.startswith(b"cap:"):
+            try:
+                agent, load, status = word[4:].decode().rsplit(":", 2)
+                news.capacity[agent] = (int(load), status)
+            except ValueError:
+                news.agents_changed = True
+        else:  # a word this cfnd does not know (a newer cfnd's): assume the most
+            news.everything()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep the subscription alive until ``stop``; reconnect with backoff."""

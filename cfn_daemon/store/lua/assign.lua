@@ -1,10 +1,12 @@
 -- Move one queue entry to one or more agents' work streams (replicas), atomically.
 -- KEYS: task, queue, events, then (agent hash, work stream) per agent, the 7 status indexes
 -- ARGV: task id, queue entry id, now, maxlen, channel, dispatch group, via, agent ids...
--- Returns 1 assigned, 0 dropped (task no longer queued), -1 kept (an agent is gone).
+-- Returns 1 assigned, 0 dropped (task no longer queued), -1 kept (an agent is gone),
+-- -2 kept (an agent is full: the dispatcher's in-memory view of the agents was stale).
 for i = 8, #ARGV do
-  local st = redis.call('HGET', KEYS[4 + (i - 8) * 2], 'status')
-  if st ~= 'idle' and st ~= 'busy' then return -1 end
+  local a = redis.call('HMGET', KEYS[4 + (i - 8) * 2], 'status', 'load', 'concurrency')
+  if a[1] ~= 'idle' and a[1] ~= 'busy' then return -1 end
+  if (tonumber(a[2] or '0') or 0) >= (tonumber(a[3] or '1') or 1) then return -2 end
 end
 -- The status, and each agent's incarnation mark from an earlier delivery (if any).
 local fields = {'status'}

@@ -11,7 +11,7 @@ local now = tonumber(ARGV[4])
 redis.call('XACK', KEYS[2], 'agent', ARGV[3])
 redis.call('XDEL', KEYS[2], ARGV[3])
 -- Each hash is read once (HMGET) and written once (HSET); the agent's capacity change
--- ('agent') is announced with the outcome's event, in one PUBLISH.
+-- (``cap:<agent>:<load>:<status>``) is announced with the outcome's event, in one PUBLISH.
 local done_field = 'tasks_failed'
 if ARGV[7] == '1' then done_field = 'tasks_done' end
 local a = redis.call('HMGET', KEYS[3], 'load', 'ewma_ms', 'current_task', done_field)
@@ -26,6 +26,7 @@ local cur = a[3]
 if cur == ARGV[1] then cur = '' end
 redis.call('HSET', KEYS[3], 'load', load, 'ewma_ms', tostring(ewma), 'status', astatus,
   'current_task', cur or '', done_field, (tonumber(a[4] or '0') or 0) + 1)
+local capw = 'cap:' .. ARGV[2] .. ':' .. load .. ':' .. astatus  -- the dispatcher's view
 
 local t = redis.call('HMGET', KEYS[1], 'type', 'status')
 local ttype = t[1] or '?'
@@ -51,7 +52,7 @@ if st ~= 'running' and st ~= 'assigned' then
   -- A re-delivery or a losing replica: its result is not stored (one per task).
   emit(KEYS[4], ARGV[5], ARGV[6], ARGV[4], 'task.duplicate',
     {task = ARGV[1], agent = ARGV[2], ok = ARGV[7] == '1', error = ARGV[12], duration_ms = d},
-    'agent')
+    capw)
   return 'duplicate'
 end
 if ARGV[7] == '1' then
@@ -61,14 +62,14 @@ if ARGV[7] == '1' then
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'result', ARGV[8], 'error', '', 'cancel', '1',
     'updated_ms', ARGV[4], 'finished_ms', ARGV[4], 'agent', ARGV[2])
   emit(KEYS[4], ARGV[5], ARGV[6], ARGV[4], 'task.succeeded',
-    {task = ARGV[1], agent = ARGV[2], duration_ms = d}, 'agent done:' .. ARGV[1])
+    {task = ARGV[1], agent = ARGV[2], duration_ms = d}, capw .. ' done:' .. ARGV[1])
   return 'succeeded'
 end
 redis.call('HINCRBY', KEYS[7], 'failed', 1)
 redis.call('HSET', KEYS[1], 'result', ARGV[8], 'error', ARGV[12], 'updated_ms', ARGV[4])
 local pending = redis.call('HINCRBY', KEYS[1], 'pending_replicas', -1)
 if pending > 0 then
-  redis.call('PUBLISH', ARGV[6], 'agent')
+  redis.call('PUBLISH', ARGV[6], capw)
   return 'waiting'
 end
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
@@ -81,7 +82,7 @@ if attempts < max_attempts then
   redis.call('ZADD', KEYS[5], now + delay, ARGV[1])
   emit(KEYS[4], ARGV[5], ARGV[6], ARGV[4], 'task.retrying',
     {task = ARGV[1], agent = ARGV[2], attempt = attempts, delay_ms = delay, error = ARGV[12]},
-    'agent')
+    capw)
   return 'retrying'
 end
 redis.call('HINCRBY', KEYS[7], 'dead_lettered', 1)
@@ -90,5 +91,5 @@ local dlq_entry = redis.call('XADD', KEYS[6], '*', 't', ARGV[1], 'error', ARGV[1
 redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_ms', ARGV[4], 'dlq_entry', dlq_entry)
 emit(KEYS[4], ARGV[5], ARGV[6], ARGV[4], 'task.failed',
   {task = ARGV[1], agent = ARGV[2], attempts = attempts, error = ARGV[12]},
-  'agent done:' .. ARGV[1])
+  capw .. ' done:' .. ARGV[1])
 return 'failed'

@@ -29,6 +29,7 @@ if st == 'running' then
       -- A second entry for a task this very process is running (a re-delivery).
       local load = redis.call('HINCRBY', KEYS[2], 'load', -1)
       if load < 0 then redis.call('HSET', KEYS[2], 'load', 0) end
+      redis.call('PUBLISH', ARGV[5], 'agent')  -- its capacity changed
       return {0, 'duplicate'}
     end
     redis.call('HDEL', KEYS[1], inc_field)
@@ -68,6 +69,7 @@ if st ~= 'assigned' and st ~= 'running' then
     redis.call('XDEL', KEYS[4], ARGV[7])
     local load = redis.call('HINCRBY', KEYS[2], 'load', -1)
     if load < 0 then redis.call('HSET', KEYS[2], 'load', 0) end
+    redis.call('PUBLISH', ARGV[5], 'agent')  -- its capacity changed
   end
   return {0, st or 'missing'}
 end
