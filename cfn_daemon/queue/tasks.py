@@ -24,6 +24,7 @@ from redis.exceptions import ResponseError
 from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound
 from cfn_client.wire.schema.swarm import Priority, TaskInfo, TaskResult
 from cfn_daemon.core.placement import PRIORITIES
+from cfn_daemon.queue.stored import decode_result, encode_result
 from cfn_daemon.queue.task_index import TaskIndex
 from cfn_daemon.queue.task_io import TaskIO
 from cfn_daemon.store.keys import (
@@ -36,6 +37,7 @@ from cfn_daemon.store.keys import (
 from cfn_daemon.store.scripts import Scripts
 
 _OPTIONAL_STR = ("agent", "error", "target")
+_REPLY_ONLY = frozenset({"clipped", "text_bytes"})  # set on replies (task_views), never stored
 _json = msgspec.json.Encoder()
 
 
@@ -69,7 +71,7 @@ def decode_task(raw: Mapping[Any, Any]) -> TaskInfo:
         record.pop("timeout_s", None)
     info = msgspec.convert(record, TaskInfo, strict=False)
     if result_json:
-        info.result = msgspec.json.decode(result_json, type=TaskResult)
+        info.result = decode_result(result_json, agent=info.agent or "", attempt=info.attempts)
     return info
 
 
@@ -145,8 +147,11 @@ class TaskQueue:
         )
         fields: list[Any] = []
         for key, value in msgspec.structs.asdict(info).items():
+            if key in _REPLY_ONLY:
+                continue
             if key == "context":
-                fields += [key, _json.encode(value)]
+                if value:  # an empty one is not stored (decode_task gives {})
+                    fields += [key, _json.encode(value)]
             elif value is not None:
                 fields += [key, str(value) if not isinstance(value, str) else value]
         fields += ["enqueued_ms", ts]
@@ -523,7 +528,7 @@ class TaskQueue:
                     now_ms(),
                     *self._common(swarm),
                     1 if result.ok else 0,
-                    _json.encode(result),
+                    encode_result(result),
                     result.duration_ms,
                     int(retry.base_s * 1000),
                     int(retry.max_s * 1000),

@@ -9,7 +9,7 @@ for i = 8, #ARGV do
   if (tonumber(a[2] or '0') or 0) >= (tonumber(a[3] or '1') or 1) then return -2 end
 end
 -- The status, and each agent's incarnation mark from an earlier delivery (if any).
-local fields = {'status'}
+local fields = {'status', 'pending_replicas'}
 for i = 8, #ARGV do fields[#fields + 1] = 'inc:' .. ARGV[i] end
 local got = redis.call('HMGET', KEYS[1], unpack(fields))
 local status = got[1]
@@ -23,13 +23,15 @@ for i = 8, #ARGV do
   redis.call('XADD', KEYS[5 + n * 2], '*', 't', ARGV[1])
   redis.call('HINCRBY', KEYS[4 + n * 2], 'load', 1)
   -- A new delivery: no incarnation ran it yet.
-  if got[n + 2] then stale[#stale + 1] = fields[n + 2] end
+  if got[n + 3] then stale[#stale + 1] = fields[n + 3] end
   agents[#agents + 1] = ARGV[i]
 end
 if #stale > 0 then redis.call('HDEL', KEYS[1], unpack(stale)) end
 set_status(ARGV[1], 'queued', 'assigned', ARGV[3])
 redis.call('HSET', KEYS[1], 'status', 'assigned', 'agent', table.concat(agents, ','),
-  'updated_ms', ARGV[3], 'pending_replicas', #agents)
+  'updated_ms', ARGV[3])
+-- Replicas still to report: stored only when not the one a missing field stands for.
+if #agents > 1 or got[2] then redis.call('HSET', KEYS[1], 'pending_replicas', #agents) end
 emit(KEYS[3], ARGV[4], ARGV[5], ARGV[3], 'task.assigned',
   {task = ARGV[1], agents = agents, via = ARGV[7]})
 return 1

@@ -28,7 +28,7 @@ redis.call('HSET', KEYS[3], 'load', load, 'ewma_ms', tostring(ewma), 'status', a
   'current_task', cur or '', done_field, (tonumber(a[4] or '0') or 0) + 1)
 local capw = 'cap:' .. ARGV[2] .. ':' .. load .. ':' .. astatus  -- the dispatcher's view
 
-local t = redis.call('HMGET', KEYS[1], 'type', 'status')
+local t = redis.call('HMGET', KEYS[1], 'type', 'status', 'error')
 local ttype = t[1] or '?'
 redis.call('LPUSH', KEYS[8], cjson.encode({ts = now, type = ttype, task = ARGV[1],
   ms = d, ok = ARGV[7] == '1'}))
@@ -59,8 +59,9 @@ if ARGV[7] == '1' then
   redis.call('HINCRBY', KEYS[7], 'done', 1)
   -- 'cancel' stops a replica still running it (reliability strategy) at its next heartbeat.
   set_status(ARGV[1], st, 'succeeded', now)
-  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'result', ARGV[8], 'error', '', 'cancel', '1',
+  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'result', ARGV[8], 'cancel', '1',
     'updated_ms', ARGV[4], 'finished_ms', ARGV[4], 'agent', ARGV[2])
+  if t[3] and t[3] ~= '' then redis.call('HSET', KEYS[1], 'error', '') end  -- an earlier try's
   emit(KEYS[4], ARGV[5], ARGV[6], ARGV[4], 'task.succeeded',
     {task = ARGV[1], agent = ARGV[2], duration_ms = d}, capw .. ' done:' .. ARGV[1])
   return 'succeeded'
