@@ -23,6 +23,7 @@ from cfn_daemon.util.aio import until_stopped
 log = structlog.get_logger("cfn.events")
 _SWARM = re.compile(rb"\{([^}]*)\}:notify$")
 SWARMS_CHANGED = "swarms"  # a swarm was created or destroyed (the swarms set changed)
+ALL_DONE = 1 << 40  # added to done_count when notifications may have been missed
 
 
 class Pulse:
@@ -60,6 +61,9 @@ class SwarmPulses:
         self.done = Pulse()  # some task reached a final state
         self.events = Pulse()  # a new event was appended
         self._news = WorkNews(everything=True)
+        # Tasks announced finished so far (``done:`` words). A lost subscription adds
+        # ALL_DONE: whoever counts on it looks again, as if every task had finished.
+        self.done_count = 0
 
     def take_news(self) -> WorkNews:
         """The work news gathered since the last call (the first call: everything)."""
@@ -90,6 +94,7 @@ class NotifyHub:
             callback()
         for p in self._swarms.values():
             p._news.everything()
+            p.done_count += ALL_DONE
             p.work.fire()
             p.done.fire()
             p.events.fire()
@@ -110,6 +115,7 @@ class NotifyHub:
                 events = True
             elif word.startswith(b"done:"):
                 done = True
+                p.done_count += 1
             elif word == b"swarms":
                 for callback in self._swarms_changed:
                     callback()
