@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import cfnd, percentile, private_redis  # noqa: E402
 from cfn_client.api import AsyncClient  # noqa: E402
+from cfn_daemon.util.aio import run_loop  # noqa: E402
 from cfn_daemon.util.logs import configure_logging  # noqa: E402
 
 NOOP = '[agent_types.noop]\nkind = "python"\nentry = "examples.agents.noop:run"\n'
@@ -131,7 +132,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     configure_logging("console", "warning")
-    res = asyncio.run(run(args.n, args.cli_n))
+    res = run_loop(run(args.n, args.cli_n))
     print(markdown(res))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))

@@ -13,7 +13,6 @@ starts the agents; the figures are the median of the runs after it.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import cfnd, private_redis  # noqa: E402
 from cfn_client.api import AsyncClient  # noqa: E402
+from cfn_daemon.util.aio import run_loop  # noqa: E402
 from cfn_daemon.util.logs import configure_logging  # noqa: E402
 
 EXAMPLES = ROOT / "examples" / "agents"
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     configure_logging("console", "warning")
-    res = asyncio.run(run(args.runs))
+    res = run_loop(run(args.runs))
     print(markdown(res))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))

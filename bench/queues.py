@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import CpuMeter, RedisServer, Series, Trial, cfnd, private_redis  # noqa: E402
 from bench.peers import PEERS, peer_trial  # noqa: E402
 from cfn_client.api import AsyncClient  # noqa: E402
+from cfn_daemon.util.aio import run_loop  # noqa: E402
 from cfn_daemon.util.logs import configure_logging  # noqa: E402
 
 AGENT_TYPES = {
@@ -174,12 +175,22 @@ def systems(workload: str, backlog: bool) -> dict[str, Runner]:
     }
 
 
-async def run(jobs: int, reps: int, spawn_jobs: int) -> list[dict[str, float | str | int]]:
+async def run(
+    jobs: int, reps: int, spawn_jobs: int, only: list[str] | None = None
+) -> list[dict[str, float | str | int]]:
+    """Every workload on every system (``only``: the systems whose name contains one of
+    these words, cfn always included)."""
     plans = [("noop", False, jobs), ("noop", True, jobs), ("spawn", False, spawn_jobs)]
     out: list[dict[str, float | str | int]] = []
     for workload, backlog, n in plans:
+        if n <= 0:
+            continue
         label = f"{workload}, {'backlog first' if backlog else 'consume while arriving'}"
-        table = systems(workload, backlog)
+        table = {
+            name: runner
+            for name, runner in systems(workload, backlog).items()
+            if only is None or name.startswith("cfn") or any(w in name for w in only)
+        }
         series = {name: Series(name, label) for name in table}
         for _ in range(reps):  # interleaved A/B/A/B
             for name, runner in table.items():
@@ -215,9 +226,15 @@ def main() -> None:
     parser.add_argument("--spawn-jobs", type=int, default=300)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--systems",
+        help="comma-separated words: only the systems whose name contains one (cfn is "
+        "always run), e.g. --systems saq; --spawn-jobs 0 skips the spawn workload",
+    )
     args = parser.parse_args()
     configure_logging("console", "warning")
-    rows = asyncio.run(run(args.jobs, args.reps, args.spawn_jobs))
+    only = args.systems.split(",") if args.systems else None
+    rows = run_loop(run(args.jobs, args.reps, args.spawn_jobs, only))
     print(markdown(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

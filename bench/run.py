@@ -10,7 +10,6 @@ the benchmarks still work (tests/test_bench_smoke.py), its figures mean nothing.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import platform
 import subprocess
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import latency, loop, queues, scale  # noqa: E402
+from cfn_daemon.util.aio import run_loop  # noqa: E402
 from cfn_daemon.util.logs import configure_logging  # noqa: E402
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -65,13 +65,13 @@ def main() -> None:
     configure_logging("console", "warning")
     started = time.perf_counter()
     results: dict[str, Any] = {"machine": machine()}
-    results["queues"] = asyncio.run(queues.run(s["jobs"], s["reps"], s["spawn_jobs"]))
+    results["queues"] = run_loop(queues.run(s["jobs"], s["reps"], s["spawn_jobs"]))
     print("## Queues\n\n" + queues.markdown(results["queues"]) + "\n", flush=True)
-    results["latency"] = asyncio.run(latency.run(s["n"], s["cli_n"]))
+    results["latency"] = run_loop(latency.run(s["n"], s["cli_n"]))
     print("## Latency\n\n" + latency.markdown(results["latency"]) + "\n", flush=True)
-    results["scale"] = asyncio.run(scale.run(s["stored"], s["clients"]))
+    results["scale"] = run_loop(scale.run(s["stored"], s["clients"]))
     print("## Scale\n\n" + scale.markdown(results["scale"]) + "\n", flush=True)
-    results["loop"] = asyncio.run(loop.run(s["loop_runs"]))
+    results["loop"] = run_loop(loop.run(s["loop_runs"]))
     print("## CFN loop\n\n" + loop.markdown(results["loop"]) + "\n", flush=True)
     results["total_s"] = time.perf_counter() - started
     args.json.write_text(json.dumps(results, indent=2))

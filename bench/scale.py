@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import cfnd, percentile, private_redis, proc_cpu_s  # noqa: E402
 from cfn_client.api import AsyncClient  # noqa: E402
+from cfn_daemon.util.aio import run_loop  # noqa: E402
 from cfn_daemon.util.logs import configure_logging  # noqa: E402
 
 NOOP = '[agent_types.noop]\nkind = "python"\nentry = "examples.agents.noop:run"\n'
@@ -133,7 +134,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     configure_logging("console", "warning")
-    res = asyncio.run(run([int(x) for x in args.stored.split(",")], args.clients))
+    res = run_loop(run([int(x) for x in args.stored.split(",")], args.clients))
     print(markdown(res))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))

@@ -12,8 +12,6 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Coroutine
-from typing import Any
 
 import click
 import structlog
@@ -24,6 +22,7 @@ from cfn_daemon.app import Daemon
 from cfn_daemon.settings.load import find_config_file
 from cfn_daemon.settings.runtime import ConfigManager
 from cfn_daemon.util import memory
+from cfn_daemon.util.aio import run_loop
 from cfn_daemon.util.logs import configure_logging
 from cfn_daemon.util.sdnotify import Notifier
 
@@ -45,15 +44,6 @@ async def serve(manager: ConfigManager) -> int:
         click.echo(f"cfnd: {exc.message}", err=True)
         return EX_CONFIG if isinstance(exc, ConfigError) else 1
     return 0
-
-
-def run_loop(coro: Coroutine[Any, Any, int]) -> int:
-    """Run on uvloop when it is installed (Linux), else on asyncio's default loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

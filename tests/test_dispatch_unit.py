@@ -3,7 +3,10 @@ the LLM process cap."""
 
 from __future__ import annotations
 
+import random
+
 from cfn_client.wire.schema.swarm import SwarmInfo
+from cfn_daemon.core.backlog import Backlog
 from cfn_daemon.core.placement import (
     AgentRecord,
     LlmRoom,
@@ -12,8 +15,10 @@ from cfn_daemon.core.placement import (
     choose,
     llm_load,
     llm_room,
+    order_backlog,
     plan,
 )
+from cfn_daemon.queue.notify import NotifyHub
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.settings.schema import AgentTypeConfig, Config, TasksConfig
 from cfn_daemon.swarm.context import LlmSlots
@@ -102,13 +107,35 @@ def test_aging_serves_old_low_priority_before_new_high() -> None:
     d = Dispatcher.__new__(Dispatcher)
     d.config = lambda: cfg
     now = now_ms()
-    d.backlog = {
-        "1": Pending("1", "new-high", "high", "shell", now),
-        "2": Pending("2", "old-low", "low", "shell", now - 31_000),
-        "3": Pending("3", "new-normal", "normal", "shell", now - 1000),
-        "4": Pending("4", "newer-low", "low", "shell", now - 2000),
-    }
+    d.backlog = Backlog()
+    for p in [
+        Pending("1", "new-high", "high", "shell", now),
+        Pending("2", "old-low", "low", "shell", now - 31_000),
+        Pending("3", "new-normal", "normal", "shell", now - 1000),
+        Pending("4", "newer-low", "low", "shell", now - 2000),
+    ]:
+        d.backlog[p.entry_id] = p
     assert [p.task_id for p in d._ordered()] == ["old-low", "new-high", "new-normal", "newer-low"]
+
+
+def test_backlog_keeps_the_order_of_a_full_sort() -> None:
+    """The incremental per-priority order equals sorting the whole backlog (which the
+    dispatcher did on every pass), through additions and removals in any order."""
+    rng = random.Random(13)
+    now = 1_000_000
+    for _ in range(300):
+        backlog, plain = Backlog(), {}
+        for i in range(rng.randint(0, 60)):
+            prio = rng.choice(["high", "normal", "low"])
+            p = Pending(str(i), f"t{i}", prio, "shell", now - rng.randint(0, 60_000))
+            backlog[p.entry_id] = plain[p.entry_id] = p
+            if plain and rng.random() < 0.3:
+                gone = rng.choice(sorted(plain))
+                del backlog[gone], plain[gone]
+        aging_ms = rng.choice([0, 10_000, 30_000, 1e12])
+        got = [p.entry_id for p in backlog.ordered(now, aging_ms)]
+        assert got == [p.entry_id for p in order_backlog(plain.values(), now, aging_ms)]
+        assert len(backlog) == len(plain) and set(backlog) == set(plain)
 
 
 # ---------------------------------------------------------------------------- LLM cap
@@ -227,3 +254,24 @@ def test_llm_slots_share_room_and_wake_held_swarms() -> None:
     slots.forget("a")
     assert woken == ["b", "c", "c"]
     assert slots.load("a") is None and slots.total == 1
+
+
+def test_work_news_from_notify_words() -> None:
+    """The dispatcher learns from one message what changed: a queued task, an agent's
+    capacity after a completion (no re-read), anything else about agents (re-read)."""
+    hub = NotifyHub.__new__(NotifyHub)
+    hub._swarms, hub._swarms_changed = {}, []
+    first = hub.pulses("s").take_news()
+    assert first.queued and first.agents_changed  # a new dispatcher looks at everything
+    hub.dispatch(b"cfn:{s}:notify", b"ev cap:shell-1a:0:idle done:t1")
+    news = hub.pulses("s").take_news()
+    assert (news.queued, news.agents_changed, news.capacity) == (
+        False, False, {"shell-1a": (0, "idle")},
+    )  # fmt: skip
+    hub.dispatch(b"cfn:{s}:notify", b"ev queued")
+    hub.dispatch(b"cfn:{s}:notify", b"agent")
+    news = hub.pulses("s").take_news()
+    assert news.queued and news.agents_changed
+    hub.dispatch(b"cfn:{s}:notify", b"something-new")
+    news = hub.pulses("s").take_news()
+    assert news.queued and news.agents_changed

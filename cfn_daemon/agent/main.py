@@ -111,7 +111,7 @@ async def amain(opts: dict[str, Any]) -> int:
         tls_key_file=opts["tls_key_file"],
     )
     params = resolve(cfg, env)
-    redis = build_client(params, cfg, pool_size=8)
+    redis = build_client(params, cfg, pool_size=8, health_check=False)
     keys = Keys(opts["key_prefix"])
     stop = asyncio.Event()
     main_task = asyncio.current_task()

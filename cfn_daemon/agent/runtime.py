@@ -324,7 +324,7 @@ class AgentRuntime:
                 if task == "agent-lost":
                     log.warning("task_of_previous_incarnation", agent=self.id, task=task_id)
                 return
-            log.info("task_started", agent=self.id, task=task_id, attempt=task.attempts)
+            log.debug("task_started", agent=self.id, task=task_id, attempt=task.attempts)
             res = await self._run_guarded(task, cancel)
             result = to_result(res, self.id, task.attempts)
             if task.context.get("kind") == "validate":
@@ -414,7 +414,7 @@ class AgentRuntime:
             # Still pending in our work stream: cfnd re-delivers it once our heartbeat lapses.
             log.error("task_result_lost", agent=self.id, task=task_id)
             return
-        log.info(
+        log.debug(  # per task: DEBUG, the events stream has them at INFO's level of detail
             "task_finished",
             agent=self.id,
             task=task_id,

@@ -14,11 +14,10 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
-
 from cfn_client.wire.errors import InvalidArgs, NotFound
-from cfn_client.wire.schema.swarm import TaskInfo, TaskResult
+from cfn_client.wire.schema.swarm import TaskInfo
 from cfn_daemon.core.task_views import OUTPUT_PREVIEW, TEXT_PREVIEW
+from cfn_daemon.queue.stored import decode_result
 from cfn_daemon.store.keys import Keys
 from cfn_daemon.store.scripts import Scripts
 
@@ -132,7 +131,7 @@ class TaskIO:
             value = _text(await self.redis.hget(key, "text") or b"")
         else:
             raw = await self.redis.hget(key, "result")
-            result = msgspec.json.decode(raw, type=TaskResult) if raw else None
+            result = decode_result(raw) if raw else None
             value = "" if result is None else (result.output if name == "output" else result.stderr)
         self._cache[token] = (version, value)
         while len(self._cache) > READ_CACHE_ENTRIES:

@@ -24,6 +24,7 @@ from redis.exceptions import ResponseError
 from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound
 from cfn_client.wire.schema.swarm import Priority, TaskInfo, TaskResult
 from cfn_daemon.core.placement import PRIORITIES
+from cfn_daemon.queue.stored import decode_result, encode_result
 from cfn_daemon.queue.task_index import TaskIndex
 from cfn_daemon.queue.task_io import TaskIO
 from cfn_daemon.store.keys import (
@@ -36,6 +37,7 @@ from cfn_daemon.store.keys import (
 from cfn_daemon.store.scripts import Scripts
 
 _OPTIONAL_STR = ("agent", "error", "target")
+_REPLY_ONLY = frozenset({"clipped", "text_bytes"})  # set on replies (task_views), never stored
 _json = msgspec.json.Encoder()
 
 
@@ -69,7 +71,7 @@ def decode_task(raw: Mapping[Any, Any]) -> TaskInfo:
         record.pop("timeout_s", None)
     info = msgspec.convert(record, TaskInfo, strict=False)
     if result_json:
-        info.result = msgspec.json.decode(result_json, type=TaskResult)
+        info.result = decode_result(result_json, agent=info.agent or "", attempt=info.attempts)
     return info
 
 
@@ -145,8 +147,11 @@ class TaskQueue:
         )
         fields: list[Any] = []
         for key, value in msgspec.structs.asdict(info).items():
+            if key in _REPLY_ONLY:
+                continue
             if key == "context":
-                fields += [key, _json.encode(value)]
+                if value:  # an empty one is not stored (decode_task gives {})
+                    fields += [key, _json.encode(value)]
             elif value is not None:
                 fields += [key, str(value) if not isinstance(value, str) else value]
         fields += ["enqueued_ms", ts]
@@ -423,30 +428,25 @@ class TaskQueue:
         """
         if not placements:
             return []
+        calls = []
+        for task_id, entry_id, priority, agents, via in placements:
+            keys = [
+                self.keys.task(swarm, task_id),
+                self.keys.queue(swarm, priority),
+                self.keys.events(swarm),
+            ]
+            for agent in agents:
+                keys += [self.keys.agent(swarm, agent), self.keys.work(swarm, agent)]
+            keys += self.keys.status_indexes(swarm)
+            args = [task_id, entry_id, now_ms(), *self._common(swarm), DISPATCH_GROUP, via]
+            calls.append((keys, [*args, *agents]))
+        if len(calls) == 1:
+            # The usual pass places one task: a plain EVALSHA, not a pipeline (which
+            # sends SCRIPT EXISTS for its scripts on every execute).
+            return [int(await self.scripts.run("assign", *calls[0]))]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id, entry_id, priority, agents, via in placements:
-                keys = [
-                    self.keys.task(swarm, task_id),
-                    self.keys.queue(swarm, priority),
-                    self.keys.events(swarm),
-                ]
-                for agent in agents:
-                    keys += [self.keys.agent(swarm, agent), self.keys.work(swarm, agent)]
-                keys += self.keys.status_indexes(swarm)
-                await self.scripts.run(
-                    "assign",
-                    keys,
-                    [
-                        task_id,
-                        entry_id,
-                        now_ms(),
-                        *self._common(swarm),
-                        DISPATCH_GROUP,
-                        via,
-                        *agents,
-                    ],
-                    client=pipe,
-                )
+            for keys, args in calls:
+                await self.scripts.run("assign", keys, args, client=pipe)
             return [int(r) for r in await pipe.execute()]
 
     async def reclaim_agent(self, swarm: str, agent: str) -> list[str]:
@@ -512,7 +512,7 @@ class TaskQueue:
         ``seal`` signs the stored result's exact bytes (``core.seals``); the signature
         is stored with it by the same script call.
         """
-        payload = _json.encode(result)
+        payload = encode_result(result)
         return _text(
             await self.scripts.run(
                 "complete",

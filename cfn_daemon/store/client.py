@@ -50,11 +50,19 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def build_client(
-    params: ConnectionParams, cfg: RedisConfig, *, pool_size: int, retries: int = COMMAND_RETRIES
+    params: ConnectionParams,
+    cfg: RedisConfig,
+    *,
+    pool_size: int,
+    retries: int = COMMAND_RETRIES,
+    health_check: bool = True,
 ) -> Client:
     """A ``Redis`` (blocking pool of ``pool_size``) or ``RedisCluster`` for ``params``.
 
     Responses are bytes (``decode_responses=False``): callers decode what they need.
+    ``health_check=False``: no PING before a command on a connection idle for
+    ``health_interval_s`` (an agent blocks on its work stream for a second at a time,
+    so it would PING every second; a dead connection is retried anyway).
     """
     retry = (
         Retry(ExponentialWithJitterBackoff(cap=cfg.retry_max_s, base=cfg.retry_base_s), retries)
@@ -66,7 +74,7 @@ def build_client(
         "password": params.password,
         "socket_timeout": cfg.command_timeout_s,
         "socket_connect_timeout": cfg.connect_timeout_s,
-        "health_check_interval": cfg.health_interval_s,
+        "health_check_interval": cfg.health_interval_s if health_check else 0,
         "retry": retry,
         "decode_responses": False,
     }

@@ -125,7 +125,9 @@ class Keys:
         return f"{self._s(swarm)}:delayed"
 
     def notify(self, swarm: str) -> str:
-        """channel: wake-ups (``ev`` new event, ``done:<task>``, ``agent``, ``queued``)."""
+        """channel: wake-ups, space-separated words, one message per change (``ev`` new
+        event, ``done:<task>``, ``agent``, ``cap:<agent>:<load>:<status>``, ``queued``,
+        ``swarms``; see queue/notify.py)."""
         return f"{self._s(swarm)}:notify"
 
     def heartbeats(self, swarm: str) -> str:

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import structlog
 
-from cfn_daemon.core.placement import PRIORITIES, Pending, llm_load, order_backlog, plan
-from cfn_daemon.queue.notify import NotifyHub
+from cfn_daemon.core.backlog import Backlog
+from cfn_daemon.core.placement import PRIORITIES, AgentRecord, Pending, llm_load, plan
+from cfn_daemon.queue.notify import NotifyHub, WorkNews
 from cfn_daemon.queue.tasks import now_ms
 from cfn_daemon.store.client import describe_error, is_unavailable_error
 from cfn_daemon.store.keys import DISPATCH_CONSUMER, DISPATCH_GROUP
@@ -36,6 +39,7 @@ READ_COUNT = 500
 PENDING_PAGES_MAX = 100_000  # 50M entries: a bound, not a limit anyone reaches
 RECHECK_S = 2.0  # safety net: re-examine the backlog even if a notification was missed
 PENDING_RESCAN_S = 30.0  # re-read our whole pending list this often (see run)
+AGENTS_REFRESH_S = 1.0  # the in-memory agent view is re-read from Redis at least this often
 
 
 def _text(value: Any) -> str:
@@ -63,8 +67,14 @@ class Dispatcher:
         self.config = ctx.config
         self.info = ctx.info
         self.llm = ctx.llm
-        self.backlog: dict[str, Pending] = {}
+        self.backlog = Backlog()
         self.live_types: set[str] = set()  # agent types seen live on the last pass
+        # The agents as last read (with when), kept up to date between reads from the
+        # capacity each completion announces and from what this dispatcher assigns.
+        # It is only a hint: assign.lua refuses an agent that is gone or full, and a
+        # refusal, a membership change or AGENTS_REFRESH_S re-reads it.
+        self._agents: list[AgentRecord] | None = None
+        self._agents_read = 0.0
         self._cursor: str | None = None
         self.assigned_total = 0
         self.llm_held = 0  # LLM tasks the last pass left waiting for the LLM cap
@@ -76,24 +86,31 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         first = True
         scanned = time.monotonic()
+        pulses = self.hub.pulses(self.swarm)
+        news = pulses.take_news()
         while not stop.is_set():
-            pulse = self.hub.pulses(self.swarm).work.current()
+            pulse = pulses.work.current()
             # Safety net: redis-py retries a read whose reply timed out, and the retry
             # returns newer entries; those of the lost reply sit in our pending list.
             if time.monotonic() - scanned >= PENDING_RESCAN_S:
                 first = True
+            again = False
             try:
                 if first:
                     await ensure_groups(self.store.redis, self.queues)
                     await self._read_pending()  # our pending entries from before a restart
                     first = False
                     scanned = time.monotonic()
-                await self._read(">")
-                await self._assign_backlog()
+                self._apply(news)
+                # Only a queued task brings queue entries: a capacity change does not.
+                if news.queued:
+                    await self._read(">")
+                again = await self._assign_backlog()
             except Exception as exc:
                 # A reply lost on the wire (Redis stalled or restarted mid-command)
                 # leaves entries delivered to us unseen: read our pending list again.
                 first = True
+                news = pulses.take_news().everything()
                 if not is_unavailable_error(exc):
                     log.exception("dispatch_failed", swarm=self.swarm)
                 else:
@@ -102,7 +119,45 @@ class Dispatcher:
                     )
                     await until_stopped(self.store.wait_available(), stop)
                 continue
-            await until_stopped(asyncio.wait_for(pulse.wait(), RECHECK_S), stop)
+            if not again:
+                await until_stopped(asyncio.wait_for(pulse.wait(), RECHECK_S), stop)
+            news = pulses.take_news()
+            if not pulse.is_set():
+                news.everything()  # the safety-net recheck: read and look at everything
+
+    def _apply(self, news: WorkNews) -> None:
+        """What the notifications said about the agents since the last pass."""
+        if news.agents_changed:
+            self._agents = None
+            return
+        if not news.capacity or self._agents is None:
+            return
+        by_id = {a.id: a for a in self._agents}
+        for agent_id, (load, status) in news.capacity.items():
+            rec = by_id.get(agent_id)
+            if rec is None:
+                self._agents = None  # an agent we have not read yet
+                return
+            if status == "idle":
+                rec.load, rec.status = load, "idle"
+            elif status == "busy":
+                rec.load, rec.status = load, "busy"
+            else:  # complete.lua only says idle or busy
+                self._agents = None
+                return
+
+    async def _agent_view(self) -> list[AgentRecord]:
+        """The agents (heartbeat ages as of now), read again when stale or unknown."""
+        now = time.monotonic()
+        if self._agents is None or now - self._agents_read >= AGENTS_REFRESH_S:
+            self._agents = await self.registry.all(self.swarm)
+            self._agents_read = now
+            return list(self._agents)
+        aged_ms = int((now - self._agents_read) * 1000)
+        return [
+            msgspec.structs.replace(a, heartbeat_age_ms=(a.heartbeat_age_ms or 0) + aged_ms)
+            for a in self._agents
+        ]
 
     async def _read(self, start: str) -> None:
         for _ in range(1000):  # bounded drain of what is there right now
@@ -151,7 +206,19 @@ class Dispatcher:
                 continue
             tid = fields[b"t"].decode()
             prio = (queue.decode() if isinstance(queue, bytes) else queue).rsplit(":", 1)[1]
-            fresh.append((entry_id, tid, prio))
+            ttype = fields.get(b"y")
+            if ttype is not None:  # the entry says all we place it by (queue_entry in Lua)
+                target = fields.get(b"g")
+                self.backlog[entry_id] = Pending(
+                    entry_id,
+                    tid,
+                    prio,
+                    ttype.decode(),
+                    int(fields.get(b"e") or now_ms()),
+                    target.decode() if target else None,
+                )
+                continue
+            fresh.append((entry_id, tid, prio))  # an entry of an older cfnd: read the task
         if not fresh and not deleted:
             return
         async with self.store.redis.pipeline(transaction=False) as pipe:
@@ -171,9 +238,14 @@ class Dispatcher:
             )
 
     def _ordered(self) -> list[Pending]:
-        return order_backlog(self.backlog.values(), now_ms(), self.config().tasks.aging_s * 1000)
+        return list(self._in_order())
 
-    async def _assign_backlog(self) -> None:
+    def _in_order(self) -> Iterator[Pending]:
+        return self.backlog.ordered(now_ms(), self.config().tasks.aging_s * 1000)
+
+    async def _assign_backlog(self) -> bool:
+        """One placement pass; True when it should run again at once (an assignment was
+        refused on a stale agent view, which is now dropped)."""
         swarm = self.info()
         cfg = self.config()
         cap = cfg.agents.max_llm_processes
@@ -181,8 +253,9 @@ class Dispatcher:
         # Under a cap, a swarm with LLM work in flight keeps reporting its load (even
         # with nothing to assign) so other swarms see the room it frees.
         if not wanted and not (cap and self.llm.load(self.swarm) != 0):
-            return
-        agents = await self.registry.all(self.swarm)
+            return False
+        fresh = self._agents is None or time.monotonic() - self._agents_read >= AGENTS_REFRESH_S
+        agents = await self._agent_view()
 
         def is_llm(agent_type: str) -> bool:
             return self.llm.is_llm(agent_type, cfg)
@@ -191,14 +264,14 @@ class Dispatcher:
         if not wanted or swarm is None:
             self.llm.report(self.swarm, own)
             self.llm_held = 0
-            return
+            return False
         lapse_ms = cfg.agents.lapse_s * 1000
         agents = [a for a in agents if (a.heartbeat_age_ms or 0) <= lapse_ms]
         self.live_types = {a.type for a in agents if a.status in ("idle", "busy")}
         started = time.monotonic()
         # No await from the room to the report: swarms cannot overbook between them.
         room = self.llm.room(self.swarm, own, cap)
-        chosen = plan(swarm, agents, self._ordered(), self._cursor, is_llm=is_llm, llm=room)
+        chosen = plan(swarm, agents, self._in_order(), self._cursor, is_llm=is_llm, llm=room)
         if cap:
             self.llm.report(self.swarm, own + chosen.llm_used, held=chosen.llm_held > 0)
         self.llm_held = chosen.llm_held
@@ -210,11 +283,21 @@ class Dispatcher:
                 for c in chosen.placements
             ],
         )
+        refused = False
+        by_id = {a.id: a for a in self._agents or []}
         for c, placed in zip(chosen.placements, outcomes, strict=True):
             if placed < 0:
-                continue  # an agent vanished under us: it stays in the backlog
+                refused = True  # an agent vanished or is full: it stays in the backlog
+                continue
             del self.backlog[c.pending.entry_id]
             self.assigned_total += placed
+            for aid in c.agents if placed else ():
+                rec = by_id.get(aid)
+                if rec is not None:
+                    rec.load += 1
+                    rec.status = "busy"
+        if refused:
+            self._agents = None  # read them again: the view was wrong
         if self.backlog:
             log.debug(
                 "dispatch_waiting",
@@ -223,3 +306,4 @@ class Dispatcher:
                 llm_held=chosen.llm_held,
                 took_ms=round((time.monotonic() - started) * 1000, 2),
             )
+        return refused and not fresh

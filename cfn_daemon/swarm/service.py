@@ -47,6 +47,7 @@ from cfn_daemon.swarm import ephemeral
 from cfn_daemon.swarm.context import LlmSlots, SwarmContext
 from cfn_daemon.swarm.dispatcher import Dispatcher, ensure_groups
 from cfn_daemon.swarm.supervisor import Supervisor
+from cfn_daemon.swarm.swarm_ids import SwarmIds
 from cfn_daemon.util.aio import until_stopped
 from cfn_daemon.util.restart import Keeper
 
@@ -89,6 +90,7 @@ class SwarmService:
         self.tasks = TaskQueue(store.redis, store.keys, self.scripts)
         self.registry = AgentRegistry(store.redis, store.keys, self.scripts)
         self.runtimes: dict[str, SwarmRuntime] = {}
+        self.swarm_ids = SwarmIds(store.redis, store.keys, hub)
         # `agents.max_llm_processes` counts LLM processes across every swarm: one ledger.
         self.llm = LlmSlots(wake=lambda swarm: hub.pulses(swarm).work.fire())
         self.ready = asyncio.Event()
@@ -242,8 +244,13 @@ class SwarmService:
     # ------------------------------------------------------------------ lookup
 
     async def resolve(self, swarm: str | None) -> str:
-        """``swarm`` if it exists; with None, the only swarm (else a specific error)."""
-        ids = sorted(_text(s) for s in await self.redis.smembers(self.store.keys.swarms))
+        """``swarm`` if it exists; with None, the only swarm (else a specific error).
+
+        From the cached ids; an answer other than "yes, that one" is re-checked in Redis
+        (a swarm another cfnd created a moment ago is found)."""
+        ids = await self.swarm_ids.get()
+        if (swarm is None and len(ids) != 1) or (swarm is not None and swarm not in ids):
+            ids = await self.swarm_ids.get(fresh=True)
         if swarm is not None:
             if swarm not in ids:
                 raise NotFound(
@@ -352,6 +359,8 @@ class SwarmService:
                 [self.store.keys.swarms],
                 [sid, limits.max_swarms if within_limits else 0],
             )
+            if claimed == 1:
+                await self.swarm_ids.announce(sid)
             if claimed == 0:
                 raise Conflict(
                     f"swarm {sid} was just created by another request; use --force to replace it",
@@ -386,6 +395,7 @@ class SwarmService:
             except BaseException:
                 with contextlib.suppress(Exception):
                     await self.redis.srem(self.store.keys.swarms, sid)  # give the place back
+                    await self.swarm_ids.announce(sid)
                 raise
             await ensure_groups(self.redis, [self.store.keys.queue(sid, p) for p in PRIORITIES])
             await emit(
@@ -443,6 +453,7 @@ class SwarmService:
         if batch:
             await self.redis.unlink(*batch)
         await self.redis.srem(self.store.keys.swarms, swarm)
+        await self.swarm_ids.announce(swarm)
 
     async def status(self, swarm: str) -> SwarmStatusResult:
         info = await self.info(swarm)

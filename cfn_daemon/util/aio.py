@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop when it is installed (Linux), else on asyncio's default loop.
+
+    uvloop's socket writes cost a fraction of the default loop's (py-spy: the default
+    loop's ``StreamWriter.writelines`` was ~15% of an agent's samples on the no-op path).
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 async def until_stopped(aw: Awaitable[Any], stop: asyncio.Event) -> bool:

@@ -291,14 +291,23 @@ class TaskOps:
         wait``): O(1) checks of the status indexes. Reports what finished meanwhile."""
         index = self.service.tasks.index
         started_ms = int(time.time() * 1000)
-        pulse = self.service.hub.pulses(swarm).done
+        pulses = self.service.hub.pulses(swarm)
+        pulse = pulses.done
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
+        unfinished, counted, rechecked = 0, -1, 0.0
         while True:
             waiter = pulse.current()
-            unfinished = await index.unfinished(swarm)
-            if not unfinished:
-                break
+            # Counted again only once as many tasks were announced finished as were
+            # unfinished (new ones count too, so it may take several rounds), or after
+            # WAIT_RECHECK_S: not once per finished task (a round trip each).
+            if pulses.done_count - counted >= unfinished or (
+                loop.time() - rechecked >= WAIT_RECHECK_S
+            ):
+                counted, rechecked = pulses.done_count, loop.time()
+                unfinished = await index.unfinished(swarm)
+                if not unfinished:
+                    break
             remaining = WAIT_RECHECK_S if deadline is None else deadline - loop.time()
             if remaining <= 0:
                 pending: list[str] = []
@@ -312,8 +321,9 @@ class TaskOps:
                     f"{', '.join(pending[:10])}",
                     details={"pending": pending, "pending_count": unfinished},
                 )
+            recheck_in = max(0.0, WAIT_RECHECK_S - (loop.time() - rechecked))
             await until_stopped(
-                asyncio.wait_for(waiter.wait(), min(remaining, WAIT_RECHECK_S)), self.stop
+                asyncio.wait_for(waiter.wait(), min(remaining, recheck_in)), self.stop
             )
             if self.stop.is_set():
                 raise RequestTimeout("cfnd is shutting down; wait again when it is back")

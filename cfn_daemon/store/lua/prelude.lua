@@ -1,10 +1,24 @@
 -- Shared by every cfn script (prepended at load time).
 -- Events are appended to the swarm's bounded stream and announced on its notify
--- channel in the same script as the state change they describe.
-local function emit(events_key, maxlen, channel, now, etype, data)
+-- channel in the same script as the state change they describe. ``words``: the other
+-- wake-ups of this change (``queued``, ``agent``, ``done:<task>``), in the same PUBLISH
+-- (one per script: each costs cfnd a pub/sub message to parse; see queue/notify.py).
+local function emit(events_key, maxlen, channel, now, etype, data, words)
   redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*',
     'type', etype, 'ts', now, 'data', cjson.encode(data))
-  redis.call('PUBLISH', channel, 'ev')
+  if words then redis.call('PUBLISH', channel, 'ev ' .. words)
+  else redis.call('PUBLISH', channel, 'ev') end
+end
+
+-- A queue entry: the task id, with what the dispatcher places it by (type, target,
+-- enqueued at) so it need not read the task (an entry with only ``t`` is read).
+local function queue_entry(queue, tid, type_target, now)
+  local target = type_target[2]
+  if target and target ~= '' then
+    redis.call('XADD', queue, '*', 't', tid, 'y', type_target[1] or '', 'e', now, 'g', target)
+  else
+    redis.call('XADD', queue, '*', 't', tid, 'y', type_target[1] or '', 'e', now)
+  end
 end
 
 -- Task status indexes: the scripts that change a task's status pass the seven index

@@ -22,8 +22,7 @@ if ARGV[5] == 'agent-lost' then
     redis.call('HSET', KEYS[1], 'status', 'failed', 'error', err, 'updated_ms', ARGV[2],
       'finished_ms', ARGV[2], 'dlq_entry', dlq_entry)
     emit(KEYS[3], ARGV[3], ARGV[4], ARGV[2], 'task.failed',
-      {task = ARGV[1], attempts = attempts, error = err})
-    redis.call('PUBLISH', ARGV[4], 'done:' .. ARGV[1])
+      {task = ARGV[1], attempts = attempts, error = err}, 'done:' .. ARGV[1])
     return 'failed'
   end
 end
@@ -45,7 +44,7 @@ if ARGV[7] == '1' then
 end
 set_status(ARGV[1], st, 'queued', ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('XADD', KEYS[2], '*', 't', ARGV[1])
-emit(KEYS[3], ARGV[3], ARGV[4], ARGV[2], 'task.requeued', {task = ARGV[1], reason = ARGV[5]})
-redis.call('PUBLISH', ARGV[4], 'queued')
+queue_entry(KEYS[2], ARGV[1], redis.call('HMGET', KEYS[1], 'type', 'target'), ARGV[2])
+emit(KEYS[3], ARGV[3], ARGV[4], ARGV[2], 'task.requeued', {task = ARGV[1], reason = ARGV[5]},
+  'queued')
 return 'queued'

@@ -13,7 +13,11 @@ if tonumber(ARGV[6]) > 0 then redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[6])
 redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 set_status(ARGV[1], nil, 'queued', ARGV[2])
-redis.call('XADD', KEYS[3], '*', 't', ARGV[1])
-emit(KEYS[4], ARGV[3], ARGV[4], ARGV[2], 'task.queued', cjson.decode(ARGV[5]))
-redis.call('PUBLISH', ARGV[4], 'queued')
+local type_target = {}
+for i = 7, #ARGV - 1, 2 do
+  if ARGV[i] == 'type' then type_target[1] = ARGV[i + 1]
+  elseif ARGV[i] == 'target' then type_target[2] = ARGV[i + 1] end
+end
+queue_entry(KEYS[3], ARGV[1], type_target, ARGV[2])
+emit(KEYS[4], ARGV[3], ARGV[4], ARGV[2], 'task.queued', cjson.decode(ARGV[5]), 'queued')
 return 1
