@@ -291,3 +291,15 @@ async def test_a_result_forged_for_an_implementers_task_is_not_accepted(
     refused = [e for _, e in audit if e[b"op"] == b"security.result_rejected"]
     assert [e[b"user"].decode() for e in refused] == [f"agent:{agent}"]
     assert tid in refused[0][b"args"].decode()
+
+
+async def test_a_small_sealed_tasks_hash_stays_a_listpack(world: World) -> None:
+    # The seal is stored as its 64 raw bytes: its 136-byte text form would make the
+    # whole task hash a hashtable (about three times the memory per stored task).
+    signer = local(world, "impl-1")
+    await world.finish("t-small", "impl-1", signer)
+    key = world.keys.task(SWARM, "t-small")
+    assert len(await world.redis.hget(key, "seal")) == 64
+    assert await world.redis.object("ENCODING", key) == b"listpack"
+    task = await world.read("t-small")
+    assert task is not None and task.result.output == "done"

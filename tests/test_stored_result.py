@@ -31,3 +31,13 @@ def test_a_whole_result_stored_by_an_older_cfnd_still_decodes() -> None:
 
     old = TaskResult(ok=True, agent="a1", attempt=1, output="hi")
     assert decode_result(msgspec.json.encode(old), agent="other", attempt=5) == old
+
+
+def test_a_seal_is_stored_as_its_raw_bytes_and_read_back_as_text() -> None:
+    from cfn_daemon.core.seals import pack, unpack
+    from cfn_daemon.util.signing import Signer
+
+    text = Signer().sign(b"m")
+    assert len(pack(text)) == 64 and unpack(pack(text)) == text
+    # Anything that is not a signature is kept as it is (the check then refuses it).
+    assert unpack(pack("forged")) == "forged" and pack("") == b""

@@ -106,7 +106,7 @@ class TrustedResults:
             agent=task.agent or "",
             ok=True,
             result_json=bytes(raw.get(b"result", b"")),
-            seal=_text(raw.get(b"seal", b"")),
+            seal=seals.unpack(raw.get(b"seal", b"")),
         )
         return seals.check(
             record,
@@ -120,7 +120,7 @@ class TrustedResults:
         The one place a rejection is reported: an audit hook belongs here."""
         result = task.result
         digest = hashlib.sha256(bytes(raw.get(b"result", b""))).hexdigest()
-        seen = (swarm, task.id, _text(raw.get(b"seal", b"")), digest)
+        seen = (swarm, task.id, seals.unpack(raw.get(b"seal", b"")), digest)
         if seen in self._rejected:
             return
         if len(self._rejected) >= REJECTED_MAX:

@@ -18,6 +18,32 @@ from collections.abc import Callable
 import msgspec
 
 _DOMAIN = "cfn-result-v1"  # a vote signature (another domain) never verifies as a seal
+_PREFIX = "ed25519:"  # util.signing's text form of a signature
+
+
+def pack(seal: str) -> bytes:
+    """The stored form of a seal: its 64 raw signature bytes.
+
+    The text form (``ed25519:`` + 128 hex digits) is 136 bytes; one value over 64
+    bytes turns the whole task hash from a listpack into a hashtable (about three
+    times the memory), so the hash keeps the raw bytes. Anything else is kept as it
+    is, for ``check`` to refuse.
+    """
+    if seal.startswith(_PREFIX):
+        try:
+            return bytes.fromhex(seal[len(_PREFIX) :])
+        except ValueError:
+            pass
+    return seal.encode()
+
+
+def unpack(stored: bytes | str) -> str:
+    """The text form of a stored seal ("" when none)."""
+    if isinstance(stored, str):
+        return stored
+    if len(stored) == 64:
+        return _PREFIX + stored.hex()
+    return stored.decode(errors="replace")
 
 
 class Sealed(msgspec.Struct, frozen=True, kw_only=True):

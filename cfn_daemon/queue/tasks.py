@@ -23,6 +23,7 @@ from redis.exceptions import ResponseError
 
 from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound
 from cfn_client.wire.schema.swarm import Priority, TaskInfo, TaskResult
+from cfn_daemon.core import seals
 from cfn_daemon.core.placement import PRIORITIES
 from cfn_daemon.queue.stored import decode_result, encode_result
 from cfn_daemon.queue.task_index import TaskIndex
@@ -54,9 +55,13 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_SEAL = (b"seal", "seal")
+
+
 def decode_task(raw: Mapping[Any, Any]) -> TaskInfo:
     """A task hash (bytes or str fields) → TaskInfo."""
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    # The seal is raw signature bytes (core.seals.pack), not text; cfnloop.trusted reads it.
+    fields = {_text(k): _text(v) for k, v in raw.items() if k not in _SEAL}
     result_json = fields.pop("result", "")
     context_json = fields.pop("context", "")
     record: dict[str, Any] = {
@@ -540,7 +545,7 @@ class TaskQueue:
                     int(retry.max_s * 1000),
                     result.error or "",
                     PERF_KEEP,
-                    seal(payload) if seal is not None else "",
+                    seals.pack(seal(payload)) if seal is not None else b"",
                     *(int(b * 1000) for b in DURATION_BUCKETS_S),
                 ],
             )

@@ -29,6 +29,7 @@ from cfn_client.wire.schema.snapshot import (
     SnapSwarm,
     SnapTask,
 )
+from cfn_daemon.core import seals
 from cfn_daemon.core import snapshot as rules
 from cfn_daemon.core.placement import PRIORITIES
 from cfn_daemon.queue.events import queue_events
@@ -48,7 +49,8 @@ def _text(value: Any) -> str:
 
 
 def _record(raw: dict[Any, Any]) -> Record:
-    return {_text(k): _text(v) for k, v in raw.items()}
+    # A task's seal is stored as raw bytes (core.seals.pack); the snapshot keeps its text.
+    return {_text(k): seals.unpack(v) if k == b"seal" else _text(v) for k, v in raw.items()}
 
 
 class SnapshotTooLarge(InvalidArgs):
@@ -270,8 +272,11 @@ async def _write_swarm(
             )
         for task in tasks:
             rec, requeued = rules.imported_task(ren(task.record))
+            stored: dict[str, str | bytes] = dict(rec)
+            if rec.get("seal"):
+                stored["seal"] = seals.pack(rec["seal"])
             status = rec.get("status", "queued")
-            pipe.hset(keys.task(new, task.id), mapping=rec)
+            pipe.hset(keys.task(new, task.id), mapping=stored)
             pipe.zadd(keys.tasks(new), {task.id: task.created_ms})
             since = int(rec.get("updated_ms") or task.created_ms or now)
             pipe.zadd(keys.status_index(new, status), {task.id: since})
