@@ -179,6 +179,8 @@ async def cfnd(server: RedisServer, config_toml: str, **flags: str) -> AsyncIter
             "daemon.state_dir": str(server.tmp / "state"),
             "redis.url": server.url,
             "redis.key_prefix": "bench",
+            # Several cfnds run one after another: none needs the metrics port.
+            "metrics.enabled": "false",
             **flags,
         },
     )

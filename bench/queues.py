@@ -127,11 +127,16 @@ async def bare_spawn(server: RedisServer, jobs: int, *, backlog: bool) -> Trial:
 # ---- cfn ----------------------------------------------------------------------------
 
 
-async def cfn_trial(server: RedisServer, jobs: int, *, backlog: bool, agent_type: str) -> Trial:
-    """cfnd in this process, one cfn-agent process of ``agent_type``."""
+async def cfn_trial(
+    server: RedisServer, jobs: int, *, backlog: bool, agent_type: str, dispatch: str = "direct"
+) -> Trial:
+    """cfnd in this process, one cfn-agent process of ``agent_type``; ``dispatch``:
+    ``direct`` (the agent reads its type's streams) or ``routed`` (the dispatcher
+    assigns every task)."""
     text = "true" if agent_type == "shell" else "x"
+    flags = {"daemon.log_level": "warning", "tasks.dispatch": dispatch}
     async with (
-        cfnd(server, AGENT_TYPES[agent_type], **{"daemon.log_level": "warning"}) as daemon,
+        cfnd(server, AGENT_TYPES[agent_type], **flags) as daemon,
         AsyncClient(daemon.socket_path, timeout_s=600) as c,
     ):
         await c.call("swarm.init", topology="mesh", max_agents=2, name="bench")
@@ -172,6 +177,9 @@ def systems(workload: str, backlog: bool) -> dict[str, Runner]:
             for peer in PEERS
         },
         "cfn, 1 agent, no-op": lambda s, n: cfn_trial(s, n, backlog=backlog, agent_type="noop"),
+        "cfn, 1 agent, no-op, routed": lambda s, n: cfn_trial(
+            s, n, backlog=backlog, agent_type="noop", dispatch="routed"
+        ),
     }
 
 

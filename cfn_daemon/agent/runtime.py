@@ -31,15 +31,17 @@ from cfn_client.wire.errors import Conflict
 from cfn_client.wire.schema.swarm import TaskInfo, TaskResult
 from cfn_daemon.agent import types as agent_types
 from cfn_daemon.agent.executors import ExecResult, TaskInput, run_task
+from cfn_daemon.agent.intake import Intake
 from cfn_daemon.core.consensus import vote_message
 from cfn_daemon.core.placement import AgentRecord
 from cfn_daemon.core.seals import result_message
 from cfn_daemon.core.votes import vote_from_result
+from cfn_daemon.queue import direct
 from cfn_daemon.queue.agents import AgentRegistry
 from cfn_daemon.queue.tasks import Retry, TaskQueue, now_ms
 from cfn_daemon.queue.votes import submit_vote
 from cfn_daemon.store.client import describe_error, is_outage, is_unavailable_error
-from cfn_daemon.store.keys import AGENT_GROUP, Keys
+from cfn_daemon.store.keys import Keys
 from cfn_daemon.store.scripts import Scripts
 from cfn_daemon.util.aio import until_stopped
 from cfn_daemon.util.restart import Backoff, Fatal, Keeper
@@ -47,8 +49,6 @@ from cfn_daemon.util.signing import Signer
 
 log = structlog.get_logger("cfn.agent")
 
-READ_BLOCK_MS = 1000
-PENDING_RESCAN_S = 30.0  # re-read our own pending entries this often (see _work)
 HAND_BACK_TIMEOUT_S = 5.0  # a stopping agent gives up on a Redis that does not answer
 COMPLETE_ATTEMPTS = 60  # ~ a few minutes of Redis outage before giving the task up
 
@@ -152,6 +152,9 @@ class AgentRuntime:
             await self.registry.register(self.record)
         except Conflict as exc:  # the swarm is full: retrying does not make room
             raise Fatal(exc.message) from exc
+        # Before the first read: with no group, XREADGROUP on the type's direct streams
+        # fails (and one made from "0" also sees what was queued before we came).
+        await direct.ensure_groups(self.redis, self.keys, self.swarm, self.record.type)
         self.registered.set()
         log.info("agent_registered", agent=self.id, swarm=self.swarm, type=self.record.type)
 
@@ -242,81 +245,61 @@ class AgentRuntime:
                 self._running[tid].set()
 
     async def _work(self, tg: asyncio.TaskGroup, runners: set[asyncio.Task[None]]) -> None:
-        stream = self.keys.work(self.swarm, self.id)
-        # Our own pending entries first (after a restart), then new ones. After a failed
-        # read the pending list is read again: a reply lost on the wire (Redis stalled or
-        # restarted mid-command) left its entries delivered to us but never seen.
-        pending_from: str | None = "0"
-        scanned = time.monotonic()
+        own = self.keys.work(self.swarm, self.id)
+        intake = Intake(
+            self.redis, self.id, [own, *direct.streams(self.keys, self.swarm, self.record.type)]
+        )
         while not self.stop.is_set():
             if not await until_stopped(self._slots.acquire(), self.stop):
                 return
             self._slots.release()
-            # Also now and then: redis-py retries a read whose reply timed out, and the
-            # retry returns newer entries; the lost reply's stay in our pending list.
-            if pending_from is None and time.monotonic() - scanned >= PENDING_RESCAN_S:
-                pending_from = "0"
-            if pending_from == "0":
-                scanned = time.monotonic()
             try:
-                reply = await self.redis.xreadgroup(
-                    AGENT_GROUP,
-                    self.id,
-                    {stream: pending_from or ">"},
-                    count=max(1, self._free),
-                    block=None if pending_from else READ_BLOCK_MS,
-                )
+                entries = await intake.read(self._free)
             except Exception as exc:
                 if not is_unavailable_error(exc) and "NOGROUP" not in str(exc):
                     raise
                 log.warning("work_read_failed", agent=self.id, error=describe_error(exc))
-                pending_from = "0"
+                intake.rescan()
                 if "NOGROUP" in str(exc):
                     await self._register()
                 await until_stopped(asyncio.sleep(1.0), self.stop)
                 continue
-            entries = reply[0][1] if reply else []
-            if pending_from is not None:
-                if not entries:
-                    pending_from = None
-                    continue
-                last = entries[-1][0]
-                pending_from = last.decode() if isinstance(last, bytes) else str(last)
-            for entry_id, fields in entries:
-                if not fields:  # a pending entry deleted meanwhile
-                    continue
-                tid = fields[b"t"].decode()
+            for stream, eid, tid in entries:
                 if tid in self._running:  # re-read while it runs here
                     continue
                 await self._slots.acquire()
                 self._free -= 1
-                eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-                task = tg.create_task(self._run_one(eid, tid), name=f"task-{tid}")
+                task = tg.create_task(self._run_one(eid, tid, stream), name=f"task-{tid}")
                 runners.add(task)
                 task.add_done_callback(runners.discard)
 
-    async def _run_one(self, entry_id: str, task_id: str) -> None:
+    async def _run_one(self, entry_id: str, task_id: str, stream: str) -> None:
         """One task; whatever goes wrong with it, the agent lives on and the task
         fails as a task (retried by its policy), rather than waiting forever in our
         work stream for a reclaim that never comes while we heartbeat."""
         try:
-            await self._execute(entry_id, task_id)
+            await self._execute(entry_id, task_id, stream)
         except Exception as exc:
             log.exception("task_execute_failed", agent=self.id, task=task_id)
             failed = TaskResult(
                 ok=False, agent=self.id, attempt=0, error=f"agent error: {describe_error(exc)}"
             )
             try:
-                await self._complete(entry_id, task_id, failed)
+                await self._complete(entry_id, task_id, failed, stream)
             except Exception:  # the entry stays pending; a reclaim retries it
                 log.exception("task_fail_report_failed", agent=self.id, task=task_id)
 
-    async def _execute(self, entry_id: str, task_id: str) -> None:
+    async def _execute(self, entry_id: str, task_id: str, stream: str) -> None:
         cancel = asyncio.Event()
         self._running[task_id] = cancel
         try:
             task = await self.tasks.start(
-                self.swarm, task_id, self.id, incarnation=self.incarnation, entry_id=entry_id
+                self.swarm,
+                task_id,
+                self.id,
+                incarnation=self.incarnation,
+                entry_id=entry_id,
+                stream=stream,
             )
             if isinstance(task, str):
                 # Cancelled, finished elsewhere, or started by our previous incarnation
@@ -329,7 +312,7 @@ class AgentRuntime:
             result = to_result(res, self.id, task.attempts)
             if task.context.get("kind") == "validate":
                 await self._vote(task.target or self.id, task.context, result)
-            await self._complete(entry_id, task_id, result)
+            await self._complete(entry_id, task_id, result, stream)
         finally:
             self._running.pop(task_id, None)
             self._free += 1
@@ -386,7 +369,7 @@ class AgentRuntime:
             # The vote is also in the task's stored result: cfnd re-submits it from there.
             log.error("vote_lost", agent=self.id, run=run, round=round_no)
 
-    async def _complete(self, entry_id: str, task_id: str, result: TaskResult) -> None:
+    async def _complete(self, entry_id: str, task_id: str, result: TaskResult, stream: str) -> None:
         outcome: list[str] = []
 
         def seal(stored: bytes) -> str:
@@ -406,7 +389,14 @@ class AgentRuntime:
         async def store() -> None:
             outcome.append(
                 await self.tasks.complete(
-                    self.swarm, task_id, self.id, entry_id, result, self.retry, seal=seal
+                    self.swarm,
+                    task_id,
+                    self.id,
+                    entry_id,
+                    result,
+                    self.retry,
+                    seal=seal,
+                    stream=stream,
                 )
             )
 

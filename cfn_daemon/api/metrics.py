@@ -297,10 +297,12 @@ class MetricsFeed:
             redis = self.store.redis
             for info in await self.swarms.all():
                 view.swarms[info.status] = view.swarms.get(info.status, 0) + 1
-                for agent in await self.swarms.registry.all(info.id):
+                agents = await self.swarms.registry.all(info.id)
+                for agent in agents:
                     key = (info.id, agent.status)
                     view.agents[key] = view.agents.get(key, 0) + 1
-                for prio, n in (await self.swarms.tasks.queue_depths(info.id)).items():
+                depths = await self.swarms.tasks.queue_depths(info.id, {a.type for a in agents})
+                for prio, n in depths.items():
                     view.queues[(info.id, prio)] = n
                 raw = await redis.hgetall(self.store.keys.stats(info.id))
                 view.stats[info.id] = {_s(k): _s(v) for k, v in raw.items()}

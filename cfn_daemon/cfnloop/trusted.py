@@ -21,7 +21,7 @@ from cfn_client.wire.schema.swarm import TaskInfo
 from cfn_daemon.core import seals
 from cfn_daemon.queue import audit_log
 from cfn_daemon.queue.events import emit
-from cfn_daemon.queue.tasks import decode_task
+from cfn_daemon.queue.stored import decode_task
 from cfn_daemon.store.keys import Keys
 from cfn_daemon.swarm.keyring import KeyRing
 from cfn_daemon.util import signing

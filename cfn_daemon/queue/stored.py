@@ -11,13 +11,15 @@ The duration is kept to the microsecond. Every reader goes through ``decode_resu
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
-from cfn_client.wire.schema.swarm import TaskResult
+from cfn_client.wire.schema.swarm import TaskInfo, TaskResult
 
 _json = msgspec.json.Encoder()
+_OPTIONAL_STR = ("agent", "error", "target")
 _decode = msgspec.json.Decoder()
 
 
@@ -52,3 +54,32 @@ def decode_result(raw: bytes | str, *, agent: str = "", attempt: int = 0) -> Tas
     fields.setdefault("agent", agent)
     fields.setdefault("attempt", attempt)
     return msgspec.convert(fields, TaskResult)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_SEAL = (b"seal", "seal")
+
+
+def decode_task(raw: Mapping[Any, Any]) -> TaskInfo:
+    """A task hash (bytes or str fields) → TaskInfo."""
+    # The seal is raw signature bytes (core.seals.pack), not text; cfnloop.trusted reads it.
+    fields = {_text(k): _text(v) for k, v in raw.items() if k not in _SEAL}
+    result_json = fields.pop("result", "")
+    context_json = fields.pop("context", "")
+    record: dict[str, Any] = {
+        k: v for k, v in fields.items() if k in TaskInfo.__struct_fields__ and k != "result"
+    }
+    if context_json:
+        record["context"] = msgspec.json.decode(context_json)
+    for key in _OPTIONAL_STR:
+        if not record.get(key):
+            record.pop(key, None)
+    if not record.get("timeout_s"):
+        record.pop("timeout_s", None)
+    info = msgspec.convert(record, TaskInfo, strict=False)
+    if result_json:
+        info.result = decode_result(result_json, agent=info.agent or "", attempt=info.attempts)
+    return info

@@ -41,7 +41,7 @@ class TaskIO:
         self.redis = redis
         self.keys = keys
         self.scripts = scripts
-        self._decode = decode  # tasks.decode_task (kept there: agents use it too)
+        self._decode = decode  # stored.decode_task
         self._cache: OrderedDict[tuple[str, str, str], tuple[str, str]] = OrderedDict()
 
     async def summaries(

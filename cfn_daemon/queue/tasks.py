@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,8 @@ from cfn_client.wire.errors import Conflict, InvalidArgs, NotFound
 from cfn_client.wire.schema.swarm import Priority, TaskInfo, TaskResult
 from cfn_daemon.core import seals
 from cfn_daemon.core.placement import PRIORITIES
-from cfn_daemon.queue.stored import decode_result, encode_result
+from cfn_daemon.queue import direct
+from cfn_daemon.queue.stored import decode_task, encode_result
 from cfn_daemon.queue.task_index import TaskIndex
 from cfn_daemon.queue.task_io import TaskIO
 from cfn_daemon.store.keys import (
@@ -37,7 +38,6 @@ from cfn_daemon.store.keys import (
 )
 from cfn_daemon.store.scripts import Scripts
 
-_OPTIONAL_STR = ("agent", "error", "target")
 _REPLY_ONLY = frozenset({"clipped", "text_bytes"})  # set on replies (task_views), never stored
 _json = msgspec.json.Encoder()
 
@@ -53,31 +53,6 @@ def new_task_id() -> str:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-_SEAL = (b"seal", "seal")
-
-
-def decode_task(raw: Mapping[Any, Any]) -> TaskInfo:
-    """A task hash (bytes or str fields) → TaskInfo."""
-    # The seal is raw signature bytes (core.seals.pack), not text; cfnloop.trusted reads it.
-    fields = {_text(k): _text(v) for k, v in raw.items() if k not in _SEAL}
-    result_json = fields.pop("result", "")
-    context_json = fields.pop("context", "")
-    record: dict[str, Any] = {
-        k: v for k, v in fields.items() if k in TaskInfo.__struct_fields__ and k != "result"
-    }
-    if context_json:
-        record["context"] = msgspec.json.decode(context_json)
-    for key in _OPTIONAL_STR:
-        if not record.get(key):
-            record.pop(key, None)
-    if not record.get("timeout_s"):
-        record.pop("timeout_s", None)
-    info = msgspec.convert(record, TaskInfo, strict=False)
-    if result_json:
-        info.result = decode_result(result_json, agent=info.agent or "", attempt=info.attempts)
-    return info
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +92,12 @@ class TaskQueue:
         context: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         idempotency_ttl_s: float = 86_400.0,
+        direct: bool = False,
     ) -> TaskInfo:
         """Enqueue a task; returns its record.
+
+        ``direct``: an untargeted task goes to its type's direct stream, which the
+        agents of that type read themselves (queue/direct.py), not past the dispatcher.
 
         With an ``idempotency_key``, a repeated submit (a client retrying after a
         timeout) returns the task first submitted under that key, for
@@ -163,17 +142,22 @@ class TaskQueue:
         event = _json.encode({"task": tid, "type": type, "priority": priority})
         idem_key = self.keys.idempotency(swarm, idempotency_key) if idempotency_key else None
         ttl_ms = max(1, int(idempotency_ttl_s * 1000)) if idem_key else 0
+        to_direct = direct and not target
         created = await self.scripts.run(
             "submit",
             [
                 self.keys.task(swarm, tid),
                 self.keys.tasks(swarm),
-                self.keys.queue(swarm, priority),
+                (
+                    self.keys.direct(swarm, type, priority)
+                    if to_direct
+                    else self.keys.queue(swarm, priority)
+                ),
                 self.keys.events(swarm),
                 idem_key or self.keys.task(swarm, tid),
                 *self.keys.status_indexes(swarm),
             ],
-            [tid, ts, *self._common(swarm), event, ttl_ms, *fields],
+            [tid, ts, *self._common(swarm), event, ttl_ms, 1 if to_direct else 0, *fields],
         )
         if isinstance(created, bytes | str):
             return await self._same_submit(swarm, _text(created), info, idempotency_key)
@@ -242,13 +226,17 @@ class TaskQueue:
         """Tasks by status over the retained history (O(1): the status indexes)."""
         return await self.index.counts(swarm)
 
-    async def queue_depths(self, swarm: str) -> dict[str, int]:
+    async def queue_depths(self, swarm: str, direct_types: Iterable[str] = ()) -> dict[str, int]:
+        """Waiting tasks per priority (the routed queues, and the direct streams of
+        ``direct_types`` not yet read), plus those waiting out a retry's backoff."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for prio in PRIORITIES:
                 pipe.xlen(self.keys.queue(swarm, prio))
             pipe.zcard(self.keys.delayed(swarm))
             lens = await pipe.execute()
-        return {**dict(zip(PRIORITIES, lens[:3], strict=True)), "retrying": lens[3]}
+        unread = await direct.depths(self.redis, self.keys, swarm, direct_types)
+        out = {p: n + unread[p] for p, n in zip(PRIORITIES, lens[:3], strict=True)}
+        return {**out, "retrying": lens[3]}
 
     async def cancel(self, swarm: str, task_id: str) -> TaskInfo:
         """Cancel a queued or running task (a running one is stopped by its agent)."""
@@ -455,27 +443,46 @@ class TaskQueue:
             return [int(r) for r in await pipe.execute()]
 
     async def reclaim_agent(self, swarm: str, agent: str) -> list[str]:
-        """Give back everything in a lost agent's work stream; returns requeued task ids."""
+        """Give back everything in a lost agent's work stream, and the entries it had
+        read from its type's direct streams; returns requeued task ids."""
         work = self.keys.work(swarm, agent)
         entries = await self.redis.xrange(work)
         requeued = []
         for _, fields in entries:
             tid = _text(fields[b"t"])
-            try:
-                outcome = await self.requeue(
-                    swarm, tid, reason="agent-lost", allowed=("assigned", "running")
-                )
-            except Conflict:
-                continue  # finished or cancelled meanwhile: nothing to give back
-            if outcome == "queued":
+            if await self._requeue_lost(swarm, tid, ("assigned", "running")):
                 requeued.append(tid)
         await self.redis.delete(work)
+        agent_type = await self.redis.hget(self.keys.agent(swarm, agent), "type")
+        if agent_type:
+            requeued += await direct.reclaim(
+                self.redis,
+                self.keys,
+                swarm,
+                agent,
+                _text(agent_type),
+                lambda tid: self._requeue_lost(swarm, tid, ("running",)),
+            )
         return requeued
+
+    async def _requeue_lost(self, swarm: str, tid: str, allowed: tuple[str, ...]) -> bool:
+        try:
+            outcome = await self.requeue(swarm, tid, reason="agent-lost", allowed=allowed)
+        except Conflict:
+            return False  # finished or cancelled meanwhile: nothing to give back
+        return outcome == "queued"
 
     # ------------------------------------------------------------------ agent side
 
     async def start(
-        self, swarm: str, task_id: str, agent: str, *, incarnation: str, entry_id: str
+        self,
+        swarm: str,
+        task_id: str,
+        agent: str,
+        *,
+        incarnation: str,
+        entry_id: str,
+        stream: str | None = None,
     ) -> TaskInfo | str:
         """Mark the task running (attempt + 1) by this agent ``incarnation`` (process).
 
@@ -483,20 +490,26 @@ class TaskQueue:
         or ``agent-lost``: an earlier incarnation of this agent started it, so it is
         requeued or failed by its retry policy instead of being run again here). On
         ``duplicate`` and ``agent-lost`` the work entry is already acknowledged.
+        ``stream``: where the entry was read, when not the agent's work stream (a
+        direct stream: the task starts from queued).
         """
+        work = self.keys.work(swarm, agent)
         reply = await self.scripts.run(
             "start",
             [
                 self.keys.task(swarm, task_id),
                 self.keys.agent(swarm, agent),
                 self.keys.events(swarm),
-                self.keys.work(swarm, agent),
+                stream or work,
                 *(self.keys.queue(swarm, p) for p in PRIORITIES),
                 self.keys.dlq(swarm),
                 *self.keys.status_indexes(swarm),
             ],
-            [task_id, agent, now_ms(), *self._common(swarm), incarnation, entry_id],
-        )
+            [
+                task_id, agent, now_ms(), *self._common(swarm), incarnation, entry_id,
+                1 if stream not in (None, work) else 0,
+            ],
+        )  # fmt: skip
         if int(reply[0]) != 1:
             return _text(reply[1])
         flat = reply[1]
@@ -511,8 +524,11 @@ class TaskQueue:
         result: TaskResult,
         retry: Retry,
         seal: Callable[[bytes], str] | None = None,
+        stream: str | None = None,
     ) -> str:
         """Store the result (once), ack, and decide succeeded / retrying / failed.
+
+        ``stream``: where the entry was read, when not the agent's work stream.
 
         ``seal`` signs the stored result's exact bytes (``core.seals``); the signature
         is stored with it by the same script call.
@@ -523,7 +539,7 @@ class TaskQueue:
                 "complete",
                 [
                     self.keys.task(swarm, task_id),
-                    self.keys.work(swarm, agent),
+                    stream or self.keys.work(swarm, agent),
                     self.keys.agent(swarm, agent),
                     self.keys.events(swarm),
                     self.keys.delayed(swarm),

@@ -248,6 +248,11 @@ class TasksConfig(Section):
     default_timeout_s: Annotated[float, Meta(ge=0.0, le=86_400.0)] = 0.0  # 0: no limit
     # How long a submit's idempotency key maps to its task (a retry within it is a no-op).
     idempotency_ttl_s: PositiveSeconds = 86_400.0
+    # "direct": in a mesh swarm with the balanced strategy, untargeted tasks go to their
+    # type's own streams, which its agents read themselves (no dispatcher pass; fewer
+    # Redis commands per task). LLM types under agents.max_llm_processes, replicated,
+    # pinned and retried tasks keep the dispatcher ("routed"). See docs/SWARMS.md.
+    dispatch: Literal["routed", "direct"] = "routed"
 
 
 class AgentsConfig(Section):

@@ -140,6 +140,11 @@ class Keys:
     def queue(self, swarm: str, priority: str) -> str:
         return f"{self._s(swarm)}:q:{priority}"
 
+    def direct(self, swarm: str, agent_type: str, priority: str) -> str:
+        """stream + group ``agent``: untargeted tasks of one type that its agents read
+        themselves (``[tasks] dispatch = "direct"``; see queue/direct.py)."""
+        return f"{self._s(swarm)}:dq:{agent_type}:{priority}"
+
     def task(self, swarm: str, task_id: str) -> str:
         return f"{self._s(swarm)}:task:{task_id}"
 

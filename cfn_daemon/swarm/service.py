@@ -463,7 +463,7 @@ class SwarmService:
             agents=[
                 msgspec.convert(msgspec.structs.asdict(a), AgentInfo, strict=False) for a in agents
             ],
-            queues=await self.tasks.queue_depths(swarm),
+            queues=await self.tasks.queue_depths(swarm, {a.type for a in agents}),
             tasks=await self.tasks.counts(swarm),
         )
 

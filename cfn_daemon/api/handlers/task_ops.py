@@ -20,6 +20,7 @@ from cfn_client.wire.schema.swarm import (
     Event,
     EventsArgs,
     EventsResult,
+    SwarmInfo,
     TaskChunk,
     TaskCleanArgs,
     TaskInfo,
@@ -44,6 +45,7 @@ from cfn_daemon.core.placement import LIVE_STATUSES
 from cfn_daemon.core.task_views import JSON_WORST_GROWTH, byte_range, fitted, page_within
 from cfn_daemon.queue import events
 from cfn_daemon.queue.task_index import encode_cursor
+from cfn_daemon.settings.schema import Config
 from cfn_daemon.swarm.service import SwarmService
 from cfn_daemon.util.aio import until_stopped
 
@@ -129,6 +131,7 @@ class TaskOps:
             ),
             idempotency_key=args.idempotency_key,
             idempotency_ttl_s=cfg.tasks.idempotency_ttl_s,
+            direct=self._direct(swarm, info, agent_type, cfg),
         )
         if args.upload is not None:
             await self.service.tasks.io.drop_upload(swarm, args.upload)
@@ -173,6 +176,18 @@ class TaskOps:
             task=args.task, field=args.field, offset=min(args.offset, total), data=data,
             next_offset=next_offset, total_bytes=total, eof=next_offset >= total,
         )  # fmt: skip
+
+    def _direct(self, swarm: str, info: SwarmInfo, agent_type: str, cfg: Config) -> bool:
+        """Whether this untargeted task may skip the dispatcher (queue/direct.py): only
+        where the dispatcher would not route, replicate or hold it back anyway."""
+        if cfg.tasks.dispatch != "direct" or info.topology != "mesh":
+            return False
+        if info.strategy != "balanced":
+            return False
+        rt = self.service.runtimes.get(swarm)
+        if rt is None:
+            return False
+        return not (cfg.agents.max_llm_processes and rt.dispatcher.llm.is_llm(agent_type, cfg))
 
     async def _ensure_worker(self, swarm: str, agent_type: str, max_agents: int) -> None:
         """Out of the box: with no agent of the task's type, start one (room permitting)."""

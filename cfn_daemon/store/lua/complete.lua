@@ -2,7 +2,8 @@
 -- decide success / retry with backoff / dead-letter, in one round trip.
 -- It also keeps the observability records (docs/OPERATIONS.md): the agent's last
 -- executions (a capped list) and the swarm's task counters and duration histogram.
--- KEYS: task, work stream, agent hash, events, delayed zset, dlq, swarm stats hash,
+-- KEYS: task, the stream the entry is in (work or direct), agent hash, events,
+--       delayed zset, dlq, swarm stats hash,
 --       agent perf list, the 7 status indexes
 -- ARGV: task id, agent id, work entry id, now, maxlen, channel, ok (1/0), result JSON,
 --       duration ms, retry base ms, retry max ms, error text, executions kept,
@@ -31,12 +32,20 @@ local capw = 'cap:' .. ARGV[2] .. ':' .. load .. ':' .. astatus  -- the dispatch
 
 local t = redis.call('HMGET', KEYS[1], 'type', 'status', 'error')
 local ttype = t[1] or '?'
-redis.call('LPUSH', KEYS[8], cjson.encode({ts = now, type = ttype, task = ARGV[1],
-  ms = d, ok = ARGV[7] == '1'}))
-redis.call('LTRIM', KEYS[8], 0, tonumber(ARGV[13]) - 1)
--- The duration histogram (cumulative buckets): count, sum and every bucket it falls in.
+local st = t[2]
+local counted = st == 'running' or st == 'assigned'  -- else a duplicate, not counted
+-- Capped at ARGV[13]; trimmed only once 64 past the cap (one LTRIM per 64 executions).
+if redis.call('LPUSH', KEYS[8], cjson.encode({ts = now, type = ttype, task = ARGV[1],
+    ms = d, ok = ARGV[7] == '1'})) > tonumber(ARGV[13]) + 64 then
+  redis.call('LTRIM', KEYS[8], 0, tonumber(ARGV[13]) - 1)
+end
+-- The duration histogram (cumulative buckets: count, sum and every bucket it falls in)
+-- and the outcome's counter, in one HMGET and one HSET.
 local dur = 'dur:' .. ttype .. ':'
 local hist = {dur .. 'count', dur .. 'sum_ms'}
+if counted then
+  if ARGV[7] == '1' then hist[3] = 'done' else hist[3] = 'failed' end
+end
 for i = 15, #ARGV do
   if d <= tonumber(ARGV[i]) then hist[#hist + 1] = dur .. 'le:' .. ARGV[i] end
 end
@@ -48,8 +57,7 @@ for i = 3, #hist do
 end
 redis.call('HSET', KEYS[7], unpack(put))
 
-local st = t[2]
-if st ~= 'running' and st ~= 'assigned' then
+if not counted then
   -- A re-delivery or a losing replica: its result is not stored (one per task).
   emit(KEYS[4], ARGV[5], ARGV[6], ARGV[4], 'task.duplicate',
     {task = ARGV[1], agent = ARGV[2], ok = ARGV[7] == '1', error = ARGV[12], duration_ms = d},
@@ -57,7 +65,6 @@ if st ~= 'running' and st ~= 'assigned' then
   return 'duplicate'
 end
 if ARGV[7] == '1' then
-  redis.call('HINCRBY', KEYS[7], 'done', 1)
   -- 'cancel' stops a replica still running it (reliability strategy) at its next heartbeat.
   set_status(ARGV[1], st, 'succeeded', now)
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'result', ARGV[8], 'seal', ARGV[14],
@@ -67,7 +74,6 @@ if ARGV[7] == '1' then
     {task = ARGV[1], agent = ARGV[2], duration_ms = d}, capw .. ' done:' .. ARGV[1])
   return 'succeeded'
 end
-redis.call('HINCRBY', KEYS[7], 'failed', 1)
 redis.call('HSET', KEYS[1], 'result', ARGV[8], 'seal', ARGV[14], 'error', ARGV[12],
   'updated_ms', ARGV[4])
 local pending = redis.call('HINCRBY', KEYS[1], 'pending_replicas', -1)

@@ -1,7 +1,9 @@
--- An agent begins a task it read from its work stream.
--- KEYS: task, agent hash, events, work stream, queues high / normal / low, dlq,
---       the 7 status indexes
--- ARGV: task id, agent id, now, maxlen, channel, incarnation, work entry id
+-- An agent begins a task it read from its work stream, or from its type's direct
+-- stream (ARGV[8] = '1'): a direct task goes from queued to running here, taking a
+-- place of the agent's load (a routed one took it when it was assigned).
+-- KEYS: task, agent hash, events, the stream the entry is in, queues high / normal /
+--       low, dlq, the 7 status indexes
+-- ARGV: task id, agent id, now, maxlen, channel, incarnation, entry id, direct (1/0)
 -- Returns {1, task fields...} to run it, or {0, status} to skip (cancelled, done, lost).
 -- The task records which incarnation (agent process) of each agent started it
 -- (``inc:<agent>``): a restarted agent finding a task its previous incarnation was
@@ -12,6 +14,7 @@ local flat = redis.call('HGETALL', KEYS[1])
 local task = {}
 for i = 1, #flat, 2 do task[flat[i]] = flat[i + 1] end
 local st = task.status
+local direct = ARGV[8] == '1'
 local inc_field = 'inc:' .. ARGV[2]
 local entry_field = 'entry:' .. ARGV[2]
 if st == 'running' then
@@ -26,10 +29,13 @@ if st == 'running' then
     redis.call('XACK', KEYS[4], 'agent', ARGV[7])
     redis.call('XDEL', KEYS[4], ARGV[7])
     if prev == ARGV[6] then
-      -- A second entry for a task this very process is running (a re-delivery).
-      local load = redis.call('HINCRBY', KEYS[2], 'load', -1)
-      if load < 0 then redis.call('HSET', KEYS[2], 'load', 0) end
-      redis.call('PUBLISH', ARGV[5], 'agent')  -- its capacity changed
+      -- A second entry for a task this very process is running (a re-delivery); a
+      -- direct entry took no place of the load.
+      if not direct then
+        local load = redis.call('HINCRBY', KEYS[2], 'load', -1)
+        if load < 0 then redis.call('HSET', KEYS[2], 'load', 0) end
+        redis.call('PUBLISH', ARGV[5], 'agent')  -- its capacity changed
+      end
       return {0, 'duplicate'}
     end
     redis.call('HDEL', KEYS[1], inc_field)
@@ -61,7 +67,14 @@ if st == 'running' then
     return {0, 'agent-lost'}
   end
 end
-if st ~= 'assigned' and st ~= 'running' then
+if direct and st ~= 'queued' then
+  -- Cancelled, finished, or being run elsewhere (a stale direct entry): it took no
+  -- place of our load, so only the entry goes.
+  redis.call('XACK', KEYS[4], 'agent', ARGV[7])
+  redis.call('XDEL', KEYS[4], ARGV[7])
+  return {0, st or 'missing'}
+end
+if not direct and st ~= 'assigned' and st ~= 'running' then
   -- Cancelled (or finished elsewhere) after it was assigned to us: the assignment's
   -- load is given back here, once (XACK counts 1 only the first time), or the agent
   -- stays "full" for good and work pinned to it never comes.
@@ -74,12 +87,16 @@ if st ~= 'assigned' and st ~= 'running' then
   return {0, st or 'missing'}
 end
 local changes = {inc_field, ARGV[6], entry_field, ARGV[7]}
-if st == 'assigned' then
+if st == 'assigned' or st == 'queued' then
   local attempt = tonumber(task.attempts or '0') + 1
-  set_status(ARGV[1], 'assigned', 'running', ARGV[3])
+  set_status(ARGV[1], st, 'running', ARGV[3])
   for _, v in ipairs({'status', 'running', 'started_ms', ARGV[3], 'updated_ms', ARGV[3],
       'attempts', tostring(attempt)}) do
     changes[#changes + 1] = v
+  end
+  if st == 'queued' then
+    changes[#changes + 1] = 'agent'; changes[#changes + 1] = ARGV[2]
+    redis.call('HINCRBY', KEYS[2], 'load', 1)
   end
   emit(KEYS[3], ARGV[4], ARGV[5], ARGV[3], 'task.started',
     {task = ARGV[1], agent = ARGV[2], attempt = attempt})
