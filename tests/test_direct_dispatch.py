@@ -185,7 +185,9 @@ async def test_a_dead_agents_running_task_is_requeued_as_agent_lost(q: Q) -> Non
     await q.tasks.submit("s", text="x", type="impl", task_id="t2", direct=True)
     entry = await q.read("ghost")
     stream = q.keys.direct("s", "impl", "normal")
-    started = await q.tasks.start("s", "t2", "ghost", incarnation="i1", entry_id=entry, stream=stream)
+    started = await q.tasks.start(
+        "s", "t2", "ghost", incarnation="i1", entry_id=entry, stream=stream
+    )
     assert not isinstance(started, str) and started.status == "running"
     assert started.agent == "ghost" and started.attempts == 1
     load = await q.redis.hget(q.keys.agent("s", "ghost"), "load")
