@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -54,12 +54,16 @@ WAIT_RECHECK_S = 5.0
 MAX_PAGE = 1000  # tasks per list page
 MAX_WAIT_IDS = 100_000
 WAIT_SHOWN_FAILURES = 50  # `task wait --all` lists at most this many failed / cancelled
+LIVE_SEEN_S = 1.0  # a live agent of a type seen this recently needs no new look
 
 
 @dataclass
 class TaskOps:
     service: SwarmService
     stop: asyncio.Event  # the daemon's stop event: ends follow streams
+    # (swarm, agent type) → when a live agent of it was last seen (monotonic s): with
+    # direct dispatch the dispatcher makes no passes, so its live_types go stale.
+    _live_seen: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def register(self, router: Router) -> None:
         handlers: dict[str, Handler[Any, Any]] = {
@@ -194,8 +198,16 @@ class TaskOps:
         rt = self.service.runtimes.get(swarm)
         if rt is not None and agent_type in rt.dispatcher.live_types:
             return  # the dispatcher saw a live agent of this type on its last pass
+        now = time.monotonic()
+        if now - self._live_seen.get((swarm, agent_type), -LIVE_SEEN_S) < LIVE_SEEN_S:
+            return
         agents = [a for a in await self.service.registry.all(swarm) if a.status in LIVE_STATUSES]
-        if any(a.type == agent_type for a in agents) or len(agents) >= max_agents:
+        if any(a.type == agent_type for a in agents):
+            if len(self._live_seen) > 10_000:  # bounded: types x swarms, in practice few
+                self._live_seen.clear()
+            self._live_seen[(swarm, agent_type)] = now
+            return
+        if len(agents) >= max_agents:
             return
         rt = await self.service.runtime(swarm)
         await rt.supervisor.ensure_one(agent_type)  # re-checked under the spawn lock
