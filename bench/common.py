@@ -194,6 +194,7 @@ async def cfnd(server: RedisServer, config_toml: str, **flags: str) -> AsyncIter
             "daemon.state_dir": str(server.tmp / "state"),
             "redis.url": server.url,
             "redis.key_prefix": "bench",
+            "metrics.listen": "127.0.0.1:0",  # another cfnd may hold the default port
             **flags,
         },
     )
@@ -231,7 +232,10 @@ async def cfnd_process(server: RedisServer, config_toml: str = "") -> AsyncItera
     ``bench``) until the block ends, ready once it answers a ping (bounded wait)."""
     sock = server.tmp / "cfnd-proc.sock"
     conf = server.tmp / "cfnd-proc.toml"
-    conf.write_text(f'[redis]\nkey_prefix = "bench"\n{config_toml}')
+    # /metrics on a free port: another cfnd on this machine may hold the default one.
+    conf.write_text(
+        f'[redis]\nkey_prefix = "bench"\n[metrics]\nlisten = "127.0.0.1:0"\n{config_toml}'
+    )
     cmd = [
         str(Path(sys.executable).parent / "cfnd"), "--config", str(conf),
         "--socket", str(sock), "--state-dir", str(server.tmp / "state-proc"),

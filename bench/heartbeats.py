@@ -106,7 +106,7 @@ async def run(server: RedisServer, sizes: list[int], seconds: float) -> list[dic
                         swarms.append(info.id)
                     room = PER_SWARM - sum(s == swarms[-1] for s, _ in herd.agents)
                     await herd.add(swarms[-1], min(room, n - len(herd.agents)))
-                await asyncio.sleep(1.5)  # let every new agent's phase come round once
+                await asyncio.sleep(1.1)  # every new agent beats once (phases < 1 s)
                 cpu0, redis_cpu0 = proc_cpu_s(cfnd.pid), proc_cpu_s(server.pid)
                 cmds0 = _redis_commands(await probe.info("stats"))
                 beats0, missed0 = herd.beats, herd.missed
