@@ -113,8 +113,9 @@ async def run(server: RedisServer, sizes: list[int], seconds: float) -> list[dic
                 t0 = time.monotonic()
                 await asyncio.sleep(seconds)  # the measured window: steady state, nothing to await
                 wall = time.monotonic() - t0
-                stats = await probe.info("stats")
+                beats, missed = herd.beats - beats0, herd.missed - missed0
                 cpu, redis_cpu = proc_cpu_s(cfnd.pid) - cpu0, proc_cpu_s(server.pid) - redis_cpu0
+                stats = await probe.info("stats")
                 lost = 0
                 for sid in swarms:
                     status = await c.swarm_status(sid)
@@ -123,8 +124,8 @@ async def run(server: RedisServer, sizes: list[int], seconds: float) -> list[dic
                     "agents": n,
                     "swarms": math.ceil(n / PER_SWARM),
                     "seconds": wall,
-                    "beats_per_s": (herd.beats - beats0) / wall,
-                    "late_beats": herd.missed - missed0,
+                    "beats_per_s": beats / wall,
+                    "late_beats": missed,
                     "not_live": lost,
                     "cfnd_cpu_pct": 100 * cpu / wall,
                     "cfnd_rss_mb": rss_bytes(cfnd.pid) / 2**20,
