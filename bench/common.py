@@ -1,4 +1,5 @@
-"""Shared bench helpers: a private redis-server per trial, CPU from /proc, Redis counters."""
+"""Shared bench helpers: a private redis-server per trial, cfnd in this process or as its
+own process, CPU and RSS from /proc, Redis counters."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import redis
 
+from cfn_client.api import AsyncClient
 from cfn_daemon.app import Daemon
 from cfn_daemon.settings.runtime import ConfigManager
 
@@ -29,6 +32,18 @@ def proc_cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of one live process (0 if it is gone)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def descendants(pid: int) -> list[int]:
@@ -179,8 +194,7 @@ async def cfnd(server: RedisServer, config_toml: str, **flags: str) -> AsyncIter
             "daemon.state_dir": str(server.tmp / "state"),
             "redis.url": server.url,
             "redis.key_prefix": "bench",
-            # Several cfnds run one after another: none needs the metrics port.
-            "metrics.enabled": "false",
+            "metrics.listen": "127.0.0.1:0",  # another cfnd may hold the default port
             **flags,
         },
     )
@@ -193,3 +207,59 @@ async def cfnd(server: RedisServer, config_toml: str, **flags: str) -> AsyncIter
         finally:
             daemon.request_stop()
             await runner
+
+
+@dataclass
+class CfndProcess:
+    """A real ``cfnd`` child process (its CPU and RSS are its own, not this process's)."""
+
+    pid: int
+    socket_path: Path
+
+
+async def _answers(sock: Path) -> bool:
+    try:
+        async with AsyncClient(sock, timeout_s=5) as c:
+            await c.ping()
+    except Exception:
+        return False
+    return True
+
+
+@asynccontextmanager
+async def cfnd_process(server: RedisServer, config_toml: str = "") -> AsyncIterator[CfndProcess]:
+    """The installed ``cfnd`` executable on ``server``'s private Redis (key prefix
+    ``bench``) until the block ends, ready once it answers a ping (bounded wait)."""
+    sock = server.tmp / "cfnd-proc.sock"
+    conf = server.tmp / "cfnd-proc.toml"
+    # /metrics on a free port: another cfnd on this machine may hold the default one.
+    conf.write_text(
+        f'[redis]\nkey_prefix = "bench"\n[metrics]\nlisten = "127.0.0.1:0"\n{config_toml}'
+    )
+    cmd = [
+        str(Path(sys.executable).parent / "cfnd"), "--config", str(conf),
+        "--socket", str(sock), "--state-dir", str(server.tmp / "state-proc"),
+        "--redis-url", server.url, "--log-format", "json", "--log-level", "warning",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CFN_")}
+    env["PYTHONPATH"] = str(REPO)
+    log = os.open(server.tmp / "cfnd-proc.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # bounded by the deadline: until it answers
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"cfnd did not start; see {server.tmp / 'cfnd-proc.log'}")
+            if sock.exists() and await _answers(sock):
+                break
+            await asyncio.sleep(0.05)
+        yield CfndProcess(proc.pid, sock)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        os.close(log)

@@ -28,15 +28,21 @@ from cfn_daemon.util.logs import configure_logging  # noqa: E402
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
         "jobs": 2000, "spawn_jobs": 300, "reps": 3, "n": 1000, "cli_n": 10,
-        "stored": [0, 1000, 10000, 50000], "clients": 100, "loop_runs": 5,
+        "validators": (3, 7, 15), "rounds": 10,
+        "stored": [0, 1000, 10000, 50000], "clients": 100,
+        "beaters": (10, 100, 1000), "beat_s": 30.0, "loop_runs": 5,
     },
     "quick": {
         "jobs": 500, "spawn_jobs": 100, "reps": 3, "n": 300, "cli_n": 5,
-        "stored": [0, 1000, 10000], "clients": 100, "loop_runs": 3,
+        "validators": (3, 7, 15), "rounds": 5,
+        "stored": [0, 1000, 10000], "clients": 100,
+        "beaters": (10, 100, 1000), "beat_s": 10.0, "loop_runs": 3,
     },
     "tiny": {
         "jobs": 20, "spawn_jobs": 5, "reps": 1, "n": 10, "cli_n": 1,
-        "stored": [0, 20], "clients": 5, "loop_runs": 1,
+        "validators": (3,), "rounds": 1,
+        "stored": [0, 20], "clients": 5,
+        "beaters": (10, 50), "beat_s": 1.0, "loop_runs": 1,
     },
 }  # fmt: skip
 
@@ -67,9 +73,11 @@ def main() -> None:
     results: dict[str, Any] = {"machine": machine()}
     results["queues"] = run_loop(queues.run(s["jobs"], s["reps"], s["spawn_jobs"]))
     print("## Queues\n\n" + queues.markdown(results["queues"]) + "\n", flush=True)
-    results["latency"] = run_loop(latency.run(s["n"], s["cli_n"]))
+    results["latency"] = run_loop(latency.run(s["n"], s["cli_n"], s["validators"], s["rounds"]))
     print("## Latency\n\n" + latency.markdown(results["latency"]) + "\n", flush=True)
-    results["scale"] = run_loop(scale.run(s["stored"], s["clients"]))
+    results["scale"] = run_loop(
+        scale.run(s["stored"], s["clients"], 3.0, s["beaters"], s["beat_s"])
+    )
     print("## Scale\n\n" + scale.markdown(results["scale"]) + "\n", flush=True)
     results["loop"] = run_loop(loop.run(s["loop_runs"]))
     print("## CFN loop\n\n" + loop.markdown(results["loop"]) + "\n", flush=True)

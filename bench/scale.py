@@ -1,10 +1,16 @@
-"""Scale: `swarm.status` against stored tasks, Redis bytes per stored task, 100 clients.
+"""Scale: `swarm.status` and the monitor's poll against stored tasks, Redis bytes per
+stored task, 100 clients, an idle cfn-agent, and cfnd under 10 / 100 / 1,000 agents
+heartbeating at 1 Hz.
 
-    python bench/scale.py [--stored 0,1000,10000,50000] [--clients 100] [--json FILE]
+    python bench/scale.py [--stored 0,1000,10000,50000] [--clients 100]
+                          [--heartbeaters 10,100,1000] [--beat-s 10] [--json FILE]
 
 Tasks are stored by submitting them (no agent, so they stay queued) in concurrent
-batches; ``swarm.status`` is timed (median of 5) after each step, and how it grows
-with N is printed as the ratio to the 0-task figure.
+batches; after each step ``swarm.status`` and the monitor's poll (what ``cfnctl
+monitor`` calls each interval: ``swarm.list``, then ``swarm.status`` of each swarm)
+are timed (median of 5), and how they grow with N is printed as the ratio to the first
+row. The heartbeaters are emulated remote agents against a separate cfnd process
+(bench/heartbeats.py).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cfnd, percentile, private_redis, proc_cpu_s  # noqa: E402
+from bench import heartbeats  # noqa: E402
+from bench.common import cfnd, percentile, private_redis, proc_cpu_s, rss_bytes  # noqa: E402
 from cfn_client.api import AsyncClient  # noqa: E402
 from cfn_daemon.util.aio import run_loop  # noqa: E402
 from cfn_daemon.util.logs import configure_logging  # noqa: E402
@@ -39,11 +46,16 @@ async def timed(c: AsyncClient, reps: int = 5) -> float:
     return percentile(times, 0.5)
 
 
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+async def monitor_poll(c: AsyncClient, reps: int = 5) -> float:
+    """One ``cfnctl monitor`` refresh (cfn_client.cli.commands.monitor.fetch, no
+    --swarm): ``swarm.list``, then ``swarm.status`` of every swarm (median of ``reps``)."""
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for info in (await c.swarm_list()).swarms:
+            await c.swarm_status(info.id)
+        times.append(time.perf_counter() - t0)
+    return percentile(times, 0.5)
 
 
 async def idle_agents(c: AsyncClient, idle_s: float, count: int = 2) -> dict[str, float]:
@@ -67,7 +79,13 @@ async def idle_agents(c: AsyncClient, idle_s: float, count: int = 2) -> dict[str
     }
 
 
-async def run(stored: list[int], clients: int, idle_s: float = 3.0) -> dict[str, Any]:
+async def run(
+    stored: list[int],
+    clients: int,
+    idle_s: float = 3.0,
+    beaters: tuple[int, ...] = (10, 100, 1000),
+    beat_s: float = 10.0,
+) -> dict[str, Any]:
     out: dict[str, Any] = {"swarm_status": []}
     async with private_redis() as server, cfnd(server, NOOP) as daemon:
         async with AsyncClient(daemon.socket_path, timeout_s=120) as c:
@@ -79,12 +97,14 @@ async def run(stored: list[int], clients: int, idle_s: float = 3.0) -> dict[str,
                     batch = min(200, n - have)
                     await asyncio.gather(*(c.task_submit("x", type="noop") for _ in range(batch)))
                     have += batch
-                out["swarm_status"].append({"tasks": n, "ms": await timed(c) * 1e3})
+                status_ms, monitor_ms = await timed(c) * 1e3, await monitor_poll(c) * 1e3
+                out["swarm_status"].append({"tasks": n, "ms": status_ms, "monitor_ms": monitor_ms})
             if have:
                 out["redis_bytes_per_task"] = (server.used_memory() - mem0) / have
-            base = out["swarm_status"][0]["ms"]
+            base = out["swarm_status"][0]
             for row in out["swarm_status"]:
-                row["x_first"] = row["ms"] / base
+                row["x_first"] = row["ms"] / base["ms"]
+                row["monitor_x_first"] = row["monitor_ms"] / base["monitor_ms"]
 
         async def one_client() -> list[float]:
             async with AsyncClient(daemon.socket_path, timeout_s=60) as cc:
@@ -104,13 +124,22 @@ async def run(stored: list[int], clients: int, idle_s: float = 3.0) -> dict[str,
             "ping_p50_us": percentile(flat, 0.5) * 1e6,
             "ping_p99_us": percentile(flat, 0.99) * 1e6,
         }
+    if beaters:
+        async with private_redis() as server:
+            out["heartbeaters"] = await heartbeats.run(server, list(beaters), beat_s)
     return out
 
 
 def markdown(res: dict[str, Any]) -> str:
-    lines = ["| stored tasks | swarm.status ms | x 1st row |", "|---|---|---|"]
+    lines = [
+        "| stored tasks | swarm.status ms | x 1st row | monitor poll ms | x 1st row |",
+        "|---|---|---|---|---|",
+    ]
     for row in res["swarm_status"]:
-        lines.append(f"| {row['tasks']:,} | {row['ms']:.1f} | {row['x_first']:.2f}x |")
+        lines.append(
+            f"| {row['tasks']:,} | {row['ms']:.1f} | {row['x_first']:.2f}x "
+            f"| {row['monitor_ms']:.1f} | {row['monitor_x_first']:.2f}x |"
+        )
     if "redis_bytes_per_task" in res:
         lines.append(f"\nRedis bytes per stored (queued) task: {res['redis_bytes_per_task']:,.0f}")
     cc = res["concurrent_clients"]
@@ -124,6 +153,13 @@ def markdown(res: dict[str, Any]) -> str:
         f"{ia['idle_s']:.0f} s): "
         f"{ia['rss_mb_per_slot']:.1f} MB RSS and {ia['cpu_pct_per_slot']:.2f}% of a core per slot"
     )
+    if res.get("heartbeaters"):
+        secs = res["heartbeaters"][0]["seconds"]
+        lines.append(
+            f"\nEmulated remote agents heartbeating at 1 Hz ({secs:.0f} s each; cfnd its own "
+            "process; x 1st = ratio to the first row):\n"
+        )
+        lines.append(heartbeats.markdown(res["heartbeaters"]))
     return "\n".join(lines)
 
 
@@ -131,10 +167,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stored", default="0,1000,10000,50000")
     parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--heartbeaters", default="10,100,1000", help="'' to skip")
+    parser.add_argument("--beat-s", type=float, default=10.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     configure_logging("console", "warning")
-    res = run_loop(run([int(x) for x in args.stored.split(",")], args.clients))
+    beaters = tuple(int(x) for x in args.heartbeaters.split(",") if x)
+    res = run_loop(
+        run([int(x) for x in args.stored.split(",")], args.clients, 3.0, beaters, args.beat_s)
+    )
     print(markdown(res))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))

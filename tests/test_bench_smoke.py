@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(200)  # ~20 s alone; a loaded 2-core CI machine needs far more
+@pytest.mark.timeout(200)  # ~35 s alone; a loaded 2-core CI machine needs far more
 def test_quick_bench_runs_at_tiny_size(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     # Its own process group: on a timeout the bench's redis-servers and agents go too.
@@ -45,7 +45,26 @@ def test_quick_bench_runs_at_tiny_size(tmp_path: Path) -> None:
     assert res["latency"]["ping"]["p50_us"] > 0
     assert res["latency"]["cli"]["status_ratio"] > 0
     assert res["latency"]["kill_detect"]["detect_ms"] > 0
+    assert res["latency"]["submit_to_start"]["p50_ms"] > 0
+    assert res["latency"]["submit_to_start"]["p99_ms"] > 0
+    (rounds,) = res["latency"]["round_close"]
+    assert rounds["validators"] == 3
+    assert rounds["samples"] == 1
+    # 1 ms resolution (Redis stream ids): a round closing within the same ms reads 0.
+    assert rounds["p50_ms"] >= 0
     assert res["scale"]["swarm_status"][1]["tasks"] == 20
+    assert all(row["monitor_ms"] > 0 for row in res["scale"]["swarm_status"])
+    assert res["scale"]["swarm_status"][1]["monitor_x_first"] > 0
+    beaters = res["scale"]["heartbeaters"]
+    assert [row["agents"] for row in beaters] == [10, 50]
+    for row in beaters:
+        assert row["beats_per_s"] > 0
+        assert row["cfnd_rss_mb"] > 0
+        assert row["redis_ops_per_s"] > 0
+        assert row["cfnd_cpu_pct"] >= 0  # 1 s at 10 ms clock ticks: an idle cfnd may read 0
+        assert row["cfnd_rss_mb_x_first"] > 0
     assert res["loop"]["wall_ms"] > 0
     assert res["scale"]["idle_agent"]["rss_mb_per_slot"] > 0
     assert "| cfn, 1 agent, no-op |" in proc.stdout
+    assert "| agents at 1 Hz (swarms) |" in proc.stdout
+    assert "last vote -> decision, 3 validators" in proc.stdout
