@@ -76,6 +76,16 @@ def decode_task(raw: Mapping[Any, Any]) -> TaskInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class PreparedSubmit:
+    """A checked task and its submit.lua call (``TaskQueue.prepare``)."""
+
+    info: TaskInfo
+    keys: list[str]
+    args: list[Any]
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Retry:
     """Backoff between attempts: base * 2^(attempt-1), capped."""
 
@@ -98,7 +108,27 @@ class TaskQueue:
 
     # ------------------------------------------------------------------ client side
 
-    async def submit(
+    async def submit(self, swarm: str, **spec: Any) -> TaskInfo:
+        """Enqueue a task (the fields of ``prepare``); returns its record.
+
+        With an ``idempotency_key``, a repeated submit (a client retrying after a
+        timeout) returns the task first submitted under that key, for
+        ``idempotency_ttl_s``, instead of queuing it again; the check and the submit
+        are one script, so two concurrent retries cannot both queue it.
+        """
+        job = self.prepare(swarm, **spec)
+        return await self._submitted(job, await self.scripts.run("submit", job.keys, job.args))
+
+    async def submit_many(self, jobs: list[PreparedSubmit]) -> list[TaskInfo]:
+        """Every ``prepare``d submit in one MULTI/EXEC (one round trip, all or none
+        recorded: a link lost before EXEC queues nothing); the records in order."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for job in jobs:
+                await self.scripts.run("submit", job.keys, job.args, client=pipe)
+            replies = await pipe.execute()
+        return [await self._submitted(j, r) for j, r in zip(jobs, replies, strict=True)]
+
+    def prepare(
         self,
         swarm: str,
         *,
@@ -112,14 +142,8 @@ class TaskQueue:
         context: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         idempotency_ttl_s: float = 86_400.0,
-    ) -> TaskInfo:
-        """Enqueue a task; returns its record.
-
-        With an ``idempotency_key``, a repeated submit (a client retrying after a
-        timeout) returns the task first submitted under that key, for
-        ``idempotency_ttl_s``, instead of queuing it again; the check and the submit
-        are one script, so two concurrent retries cannot both queue it.
-        """
+    ) -> PreparedSubmit:
+        """Check a task's fields and build its submit.lua call (nothing is sent)."""
         if not text.strip():
             raise InvalidArgs("task text is empty; expected the command or prompt to run")
         if priority not in PRIORITIES:
@@ -158,22 +182,24 @@ class TaskQueue:
         event = _json.encode({"task": tid, "type": type, "priority": priority})
         idem_key = self.keys.idempotency(swarm, idempotency_key) if idempotency_key else None
         ttl_ms = max(1, int(idempotency_ttl_s * 1000)) if idem_key else 0
-        created = await self.scripts.run(
-            "submit",
-            [
-                self.keys.task(swarm, tid),
-                self.keys.tasks(swarm),
-                self.keys.queue(swarm, priority),
-                self.keys.events(swarm),
-                idem_key or self.keys.task(swarm, tid),
-                *self.keys.status_indexes(swarm),
-            ],
-            [tid, ts, *self._common(swarm), event, ttl_ms, *fields],
-        )
+        keys = [
+            self.keys.task(swarm, tid),
+            self.keys.tasks(swarm),
+            self.keys.queue(swarm, priority),
+            self.keys.events(swarm),
+            idem_key or self.keys.task(swarm, tid),
+            *self.keys.status_indexes(swarm),
+        ]
+        args = [tid, ts, *self._common(swarm), event, ttl_ms, *fields]
+        return PreparedSubmit(info, keys, args, idempotency_key)
+
+    async def _submitted(self, job: PreparedSubmit, created: Any) -> TaskInfo:
+        """The record of a submit.lua reply: the new task, or the one its key names."""
+        info = job.info
         if isinstance(created, bytes | str):
-            return await self._same_submit(swarm, _text(created), info, idempotency_key)
+            return await self._same_submit(info.swarm, _text(created), info, job.idempotency_key)
         if not created:
-            raise Conflict(f"task {tid} already exists in swarm {swarm}")
+            raise Conflict(f"task {info.id} already exists in swarm {info.swarm}")
         return info
 
     async def _same_submit(
