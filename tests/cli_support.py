@@ -270,11 +270,13 @@ NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv")
 
 
 def cfnctl_as(
-    d: CfndProcess, uid: int | None, gid: int, *args: str
+    d: CfndProcess, uid: int | None, gid: int, *args: str, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """The real cfnctl executable as ``uid``:``gid`` (None: as this test's user, root)."""
+    """The real cfnctl executable as ``uid``:``gid`` (None: as this test's user, root),
+    ``input`` on its stdin."""
     who = [] if uid is None else ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
     env = {"PATH": os.environ["PATH"], "HOME": "/tmp", "CFN_SOCKET": str(d.socket)}
     return subprocess.run(
-        [*who, *CFNCTL, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+        [*who, *CFNCTL, *args], env=env, capture_output=True, text=True, timeout=60,
+        check=False, input=input,
+    )  # fmt: skip

@@ -103,6 +103,28 @@ def test_operator_cannot_run_shell_but_admin_can(open_cfnd: CfndProcess) -> None
         cfnctl_as(open_cfnd, None, 0, "--swarm", name, "swarm", "destroy", "--force")
 
 
+@NEEDS_ROOT
+def test_a_batch_is_refused_whole_when_one_task_needs_exec(open_cfnd: CfndProcess) -> None:
+    name = f"secb{os.getpid()}"
+    made = cfnctl_as(open_cfnd, None, 0, "swarm", "init", "mesh", "4", "--name", name)
+    assert made.returncode == 0, made
+    try:
+        # Two tasks an operator may queue (a type that does not run its text as code),
+        # then one that does: the whole batch is refused, nothing queued.
+        lines = [{"text": "a", "type": "coder"}, {"text": "b", "type": "coder"},
+                 {"text": "echo pwned", "type": "shell"}]  # fmt: skip
+        batch = "".join(json.dumps(line) + "\n" for line in lines)
+        refused = cfnctl_as(
+            open_cfnd, NOBODY, 0, "--swarm", name, "run", "--batch", "-", input=batch
+        )
+        assert refused.returncode == 4, refused
+        assert "line 3: tasks[2]:" in refused.stderr and "exec" in refused.stderr, refused
+        listed = cfnctl_as(open_cfnd, None, 0, "--swarm", name, "--json", "task", "list")
+        assert json.loads(listed.stdout)["tasks"] == []
+    finally:
+        cfnctl_as(open_cfnd, None, 0, "--swarm", name, "swarm", "destroy", "--force")
+
+
 def test_security_md_role_table_is_current() -> None:
     doc = roles_doc.DOC.read_text()
     assert roles_doc.render(doc) == doc, "run python -m cfn_daemon.api.roles_doc"

@@ -275,3 +275,19 @@ def test_work_news_from_notify_words() -> None:
     hub.dispatch(b"cfn:{s}:notify", b"something-new")
     news = hub.pulses("s").take_news()
     assert news.queued and news.agents_changed
+
+
+async def test_same_entry_id_in_two_queues_keeps_both_tasks() -> None:
+    # Stream ids are unique per stream only: a MULTI of submits (task.submit_many) puts
+    # `<ms>-0` in q:high and in q:normal. Keyed by the id alone, one task was dropped
+    # from the backlog and stayed queued for good.
+    d = Dispatcher.__new__(Dispatcher)
+    d.backlog = Backlog()
+    entries = [
+        (b"p:{s}:q:high", b"1700000000000-0", {b"t": b"t-high", b"y": b"shell", b"e": b"1"}),
+        (b"p:{s}:q:normal", b"1700000000000-0", {b"t": b"t-norm", b"y": b"shell", b"e": b"1"}),
+        (b"p:{s}:q:normal", b"1700000000000-1", {b"t": b"t-norm2", b"y": b"shell", b"e": b"1"}),
+    ]
+    await d._remember(entries)
+    assert len(d.backlog) == 3
+    assert [p.task_id for p in d.backlog.ordered(2, 1e12)] == ["t-high", "t-norm", "t-norm2"]

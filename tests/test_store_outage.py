@@ -46,6 +46,7 @@ ARGS: dict[str, dict[str, Any]] = {
     "agent.reset": {"swarm": "s1", "agent": "a1"},
     "agent.send": {"swarm": "s1", "from_agent": "a1", "to_agent": "a2", "message": "hi"},
     "task.submit": {"swarm": "s1", "text": "echo hi"},
+    "task.submit_many": {"swarm": "s1", "tasks": [{"text": "echo hi"}]},
     "task.list": {"swarm": "s1"},
     "task.status": {"swarm": "s1", "task": "t1"},
     "task.cancel": {"swarm": "s1", "task": "t1"},

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from cfn_client.api.async_admin import AsyncAdminOps
+from cfn_client.api.async_batch import AsyncBatchOps
 from cfn_client.api.async_transport import AsyncEventFollow
 from cfn_client.api.base import (
     RETRYABLE_SUBMIT_ERRORS,
@@ -69,7 +70,7 @@ from cfn_client.wire.schema.workflow import EpicInfo, EpicListResult, EpicSpec
 __all__ = ["AsyncClient"]
 
 
-class AsyncClient(AsyncAdminOps):
+class AsyncClient(AsyncBatchOps, AsyncAdminOps):
     """cfnd's client: every op as a method, each result a typed Struct.
 
     ``AsyncClient`` (anyio: asyncio or trio) lives in ``async with AsyncClient() as cfn``

@@ -19,7 +19,8 @@ from cfn_client.wire.errors import (
 )
 from cfn_client.wire.ops import OPS
 from cfn_client.wire.paths import default_socket_path
-from cfn_client.wire.protocol import Args, Result, decode_args
+from cfn_client.wire.protocol import DEFAULT_MAX_FRAME_BYTES, Args, Result, decode_args
+from cfn_client.wire.schema.swarm import MAX_SUBMIT_MANY, TaskSpec
 
 R = TypeVar("R", bound=Result)
 
@@ -27,6 +28,7 @@ __all__ = [
     "RETRYABLE_SUBMIT_ERRORS",
     "SUBMIT_RETRIES",
     "ClientBase",
+    "batch_chunks",
     "build_args",
     "chunk_bytes",
     "decode_result",
@@ -64,6 +66,27 @@ def utf8_chunks(text: str, max_bytes: int) -> list[str]:
         out.append(data[start:end].decode())
         start = end
     return out
+
+
+def batch_chunks(
+    specs: Iterable[TaskSpec], max_frame_bytes: int, max_tasks: int = MAX_SUBMIT_MANY
+) -> Iterator[list[TaskSpec]]:
+    """``specs`` in order, cut into ``task.submit_many`` calls of at most ``max_tasks``
+    tasks whose JSON fits half a frame (``max_frame_bytes`` 0: unknown, the default
+    cap). A single task too large for that is a chunk of its own (cfnd refuses it:
+    submit it with ``task_submit``, which uploads big texts)."""
+    budget = (max_frame_bytes or DEFAULT_MAX_FRAME_BYTES) // 2
+    chunk: list[TaskSpec] = []
+    used = 0
+    for spec in specs:
+        size = len(msgspec.json.encode(spec)) + 1
+        if chunk and (len(chunk) >= max_tasks or used + size > budget):
+            yield chunk
+            chunk, used = [], 0
+        chunk.append(spec)
+        used += size
+    if chunk:
+        yield chunk
 
 
 # A submit whose answer did not come is sent again (same idempotency key) this often.

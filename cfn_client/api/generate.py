@@ -1,5 +1,6 @@
 """Generate ``api/sync.py`` (the blocking ``Client``) from ``api/async_.py`` with unasync
-(and ``api/sync_admin.py``, the admin ops it inherits, from ``api/async_admin.py``).
+(and ``api/sync_admin.py``, the admin ops it inherits, from ``api/async_admin.py``;
+``api/sync_batch.py`` from ``api/async_batch.py``).
 
     python -m cfn_client.api.generate          # rewrite sync.py
     python -m cfn_client.api.generate --check  # exit 1 if sync.py is stale
@@ -21,7 +22,10 @@ PYPROJECT = HERE.parent.parent / "pyproject.toml"
 SOURCE = HERE / "async_.py"
 TARGET = HERE / "sync.py"
 # Further (source, target) pairs: ops split out of async_.py to keep it small.
-EXTRA = ((HERE / "async_admin.py", HERE / "sync_admin.py"),)
+EXTRA = (
+    (HERE / "async_admin.py", HERE / "sync_admin.py"),
+    (HERE / "async_batch.py", HERE / "sync_batch.py"),
+)
 
 REPLACEMENTS = {
     "AsyncClient": "Client",
@@ -29,6 +33,8 @@ REPLACEMENTS = {
     "async_transport": "sync_transport",
     "AsyncAdminOps": "AdminOps",
     "async_admin": "sync_admin",
+    "AsyncBatchOps": "BatchOps",
+    "async_batch": "sync_batch",
 }
 BANNER = (
     "# GENERATED from cfn_client/api/{source} by `python -m cfn_client.api.generate`:\n"
@@ -36,7 +42,8 @@ BANNER = (
 )
 DOCSTRING = '"""The blocking client: every op of cfnd as a method, results as typed Structs."""\n'
 DOCSTRINGS = {
-    "async_admin.py": '"""The blocking client\'s admin ops (``Client`` inherits them)."""\n'
+    "async_admin.py": '"""The blocking client\'s admin ops (``Client`` inherits them)."""\n',
+    "async_batch.py": '"""The blocking client\'s batched submit (``Client`` inherits it)."""\n',
 }
 
 

@@ -22,6 +22,7 @@ from cfn_client.api.base import (
     wait_request_timeout,
 )
 from cfn_client.api.sync_admin import AdminOps
+from cfn_client.api.sync_batch import BatchOps
 from cfn_client.api.sync_transport import EventFollow
 from cfn_client.wire.errors import InvalidArgs
 from cfn_client.wire.schema.loop import (
@@ -69,7 +70,7 @@ from cfn_client.wire.schema.workflow import EpicInfo, EpicListResult, EpicSpec
 __all__ = ["Client"]
 
 
-class Client(AdminOps):
+class Client(BatchOps, AdminOps):
     """cfnd's client: every op as a method, each result a typed Struct.
 
     ``AsyncClient`` (anyio: asyncio or trio) lives in ``async with AsyncClient() as cfn``

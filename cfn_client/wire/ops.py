@@ -78,6 +78,8 @@ from cfn_client.wire.schema.swarm import (
     TaskReadArgs,
     TaskRefArgs,
     TaskSubmitArgs,
+    TaskSubmitManyArgs,
+    TaskSubmitManyResult,
     TaskUploadArgs,
     TaskUploadResult,
     TaskWaitArgs,
@@ -161,6 +163,7 @@ OPS: dict[str, OpSpec] = {
     "agent.debug": OpSpec(AgentDebugArgs, AgentDebugResult, Role.operator),  # logs: task text
     # tasks
     "task.submit": OpSpec(TaskSubmitArgs, TaskInfo, Role.operator),
+    "task.submit_many": OpSpec(TaskSubmitManyArgs, TaskSubmitManyResult, Role.operator),
     "task.list": OpSpec(TaskListArgs, TaskListResult, Role.viewer),
     "task.status": OpSpec(TaskRefArgs, TaskInfo, Role.viewer),
     "task.cancel": OpSpec(TaskRefArgs, TaskInfo, Role.operator),

@@ -18,6 +18,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "SECURITY.md"
 # Ops whose handler also asks for the `exec` right, and when.
 EXEC_WHEN = {
     "task.submit": "type runs text as code (shell, check, `text_is_code`)",
+    "task.submit_many": "a task's type runs text as code (as `task.submit`)",
     "agent.create": "with `task` for a type that runs text as code",
     "loop.start": "with `checks`, or an agent type that runs text as code",
     "epic.start": "a phase with `checks`, or an agent type that runs text as code",

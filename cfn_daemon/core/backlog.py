@@ -21,7 +21,8 @@ _Key = tuple[int, int, str]  # (enqueued ms, arrival number, entry id)
 
 
 class Backlog(MutableMapping[str, Pending]):
-    """Entry id → Pending, plus per-priority order (see the module docstring)."""
+    """``Pending.key`` (priority and entry id) → Pending, plus per-priority order (see
+    the module docstring)."""
 
     def __init__(self) -> None:
         self._by_entry: dict[str, Pending] = {}

@@ -47,6 +47,13 @@ class Pending:
     enqueued_ms: int
     target: str | None = None
 
+    @property
+    def key(self) -> str:
+        """Its key in the dispatcher's backlog. A stream entry id is unique only within
+        its queue: tasks queued in the same millisecond (one MULTI of submits) get the
+        same ``<ms>-0`` in ``q:high`` and ``q:normal``, so the id alone would drop one."""
+        return f"{self.priority} {self.entry_id}"
+
 
 def order_backlog(backlog: Iterable[Pending], now_ms: int, aging_ms: float) -> list[Pending]:
     """Tasks in the order they should be placed: aged ones first, then by priority, FIFO."""

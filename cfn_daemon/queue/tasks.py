@@ -56,6 +56,16 @@ def _text(value: Any) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class PreparedSubmit:
+    """A checked task and its submit.lua call (``TaskQueue.prepare``)."""
+
+    info: TaskInfo
+    keys: list[str]
+    args: list[Any]
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Retry:
     """Backoff between attempts: base * 2^(attempt-1), capped."""
 
@@ -78,7 +88,27 @@ class TaskQueue:
 
     # ------------------------------------------------------------------ client side
 
-    async def submit(
+    async def submit(self, swarm: str, **spec: Any) -> TaskInfo:
+        """Enqueue a task (the fields of ``prepare``); returns its record.
+
+        With an ``idempotency_key``, a repeated submit (a client retrying after a
+        timeout) returns the task first submitted under that key, for
+        ``idempotency_ttl_s``, instead of queuing it again; the check and the submit
+        are one script, so two concurrent retries cannot both queue it.
+        """
+        job = self.prepare(swarm, **spec)
+        return await self._submitted(job, await self.scripts.run("submit", job.keys, job.args))
+
+    async def submit_many(self, jobs: list[PreparedSubmit]) -> list[TaskInfo]:
+        """Every ``prepare``d submit in one MULTI/EXEC (one round trip, all or none
+        recorded: a link lost before EXEC queues nothing); the records in order."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for job in jobs:
+                await self.scripts.run("submit", job.keys, job.args, client=pipe)
+            replies = await pipe.execute()
+        return [await self._submitted(j, r) for j, r in zip(jobs, replies, strict=True)]
+
+    def prepare(
         self,
         swarm: str,
         *,
@@ -93,16 +123,11 @@ class TaskQueue:
         idempotency_key: str | None = None,
         idempotency_ttl_s: float = 86_400.0,
         direct: bool = False,
-    ) -> TaskInfo:
-        """Enqueue a task; returns its record.
+    ) -> PreparedSubmit:
+        """Check a task's fields and build its submit.lua call (nothing is sent).
 
         ``direct``: an untargeted task goes to its type's direct stream, which the
         agents of that type read themselves (queue/direct.py), not past the dispatcher.
-
-        With an ``idempotency_key``, a repeated submit (a client retrying after a
-        timeout) returns the task first submitted under that key, for
-        ``idempotency_ttl_s``, instead of queuing it again; the check and the submit
-        are one script, so two concurrent retries cannot both queue it.
         """
         if not text.strip():
             raise InvalidArgs("task text is empty; expected the command or prompt to run")
@@ -143,26 +168,26 @@ class TaskQueue:
         idem_key = self.keys.idempotency(swarm, idempotency_key) if idempotency_key else None
         ttl_ms = max(1, int(idempotency_ttl_s * 1000)) if idem_key else 0
         to_direct = direct and not target
-        created = await self.scripts.run(
-            "submit",
-            [
-                self.keys.task(swarm, tid),
-                self.keys.tasks(swarm),
-                (
-                    self.keys.direct(swarm, type, priority)
-                    if to_direct
-                    else self.keys.queue(swarm, priority)
-                ),
-                self.keys.events(swarm),
-                idem_key or self.keys.task(swarm, tid),
-                *self.keys.status_indexes(swarm),
-            ],
-            [tid, ts, *self._common(swarm), event, ttl_ms, 1 if to_direct else 0, *fields],
-        )
+        keys = [
+            self.keys.task(swarm, tid),
+            self.keys.tasks(swarm),
+            self.keys.direct(swarm, type, priority)
+            if to_direct
+            else self.keys.queue(swarm, priority),
+            self.keys.events(swarm),
+            idem_key or self.keys.task(swarm, tid),
+            *self.keys.status_indexes(swarm),
+        ]
+        args = [tid, ts, *self._common(swarm), event, ttl_ms, 1 if to_direct else 0, *fields]
+        return PreparedSubmit(info, keys, args, idempotency_key)
+
+    async def _submitted(self, job: PreparedSubmit, created: Any) -> TaskInfo:
+        """The record of a submit.lua reply: the new task, or the one its key names."""
+        info = job.info
         if isinstance(created, bytes | str):
-            return await self._same_submit(swarm, _text(created), info, idempotency_key)
+            return await self._same_submit(info.swarm, _text(created), info, job.idempotency_key)
         if not created:
-            raise Conflict(f"task {tid} already exists in swarm {swarm}")
+            raise Conflict(f"task {info.id} already exists in swarm {info.swarm}")
         return info
 
     async def _same_submit(

@@ -209,13 +209,15 @@ class Dispatcher:
             ttype = fields.get(b"y")
             if ttype is not None:  # the entry says all we place it by (queue_entry in Lua)
                 target = fields.get(b"g")
-                self.backlog[entry_id] = Pending(
-                    entry_id,
-                    tid,
-                    prio,
-                    ttype.decode(),
-                    int(fields.get(b"e") or now_ms()),
-                    target.decode() if target else None,
+                self._keep(
+                    Pending(
+                        entry_id,
+                        tid,
+                        prio,
+                        ttype.decode(),
+                        int(fields.get(b"e") or now_ms()),
+                        target.decode() if target else None,
+                    )
                 )
                 continue
             fresh.append((entry_id, tid, prio))  # an entry of an older cfnd: read the task
@@ -228,14 +230,19 @@ class Dispatcher:
                 pipe.hmget(self.store.keys.task(self.swarm, tid), "type", "enqueued_ms", "target")
             meta = (await pipe.execute())[len(deleted) :]
         for (entry_id, tid, prio), (ttype, enq, target) in zip(fresh, meta, strict=True):
-            self.backlog[entry_id] = Pending(
-                entry_id,
-                tid,
-                prio,
-                (ttype or b"").decode(),
-                int(enq or now_ms()),
-                target.decode() if target else None,
+            self._keep(
+                Pending(
+                    entry_id,
+                    tid,
+                    prio,
+                    (ttype or b"").decode(),
+                    int(enq or now_ms()),
+                    target.decode() if target else None,
+                )
             )
+
+    def _keep(self, pending: Pending) -> None:
+        self.backlog[pending.key] = pending
 
     def _ordered(self) -> list[Pending]:
         return list(self._in_order())
@@ -289,7 +296,7 @@ class Dispatcher:
             if placed < 0:
                 refused = True  # an agent vanished or is full: it stays in the backlog
                 continue
-            del self.backlog[c.pending.entry_id]
+            del self.backlog[c.pending.key]
             self.assigned_total += placed
             for aid in c.agents if placed else ():
                 rec = by_id.get(aid)

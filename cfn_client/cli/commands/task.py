@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 import click
 
 from cfn_client.api.sync import Client
 from cfn_client.cli import completion as complete
 from cfn_client.cli import render
+from cfn_client.cli.commands.batch import read_batch, submit_batch
 from cfn_client.cli.env import CliEnv, Duration, choice_of, confirm_or_require_yes, pass_env
 from cfn_client.wire.errors import EXIT_ERROR, EXIT_OK
 from cfn_client.wire.schema.swarm import (
+    MAX_SUBMIT_MANY,
     TERMINAL_TASK_STATUSES,
     Priority,
     TaskField,
     TaskInfo,
+    TaskListResult,
+    TaskSpec,
     TaskStatus,
 )
 
@@ -27,6 +31,17 @@ WAIT_TIMEOUT_HELP = "Stop waiting after this long (e.g. 30, 5m) and exit 1; the 
 @click.option(
     "-f", "--file", "text_file", type=click.File("r", encoding="utf-8"),
     help="Read the task text from FILE ('-': stdin), of any size up to tasks.max_text_bytes.",
+)  # fmt: skip
+@click.option(
+    "--batch", "batch_file", type=click.File("r", encoding="utf-8"), metavar="FILE",
+    help="Queue many tasks from FILE ('-': stdin), JSON Lines: one "
+    '{"text": ..., "type": ..., "priority": ...} per line; --type, --priority, '
+    "--task-timeout and --max-attempts fill in what a line leaves out. Every line is "
+    "checked before any task is sent; prints the ids.",
+)  # fmt: skip
+@click.option(
+    "--chunk", type=click.IntRange(1, MAX_SUBMIT_MANY), default=MAX_SUBMIT_MANY,
+    show_default=True, metavar="N", help="--batch: send at most N tasks per request.",
 )  # fmt: skip
 @click.option(
     "--type", "task_type", default=None, metavar="TYPE",
@@ -53,8 +68,8 @@ WAIT_TIMEOUT_HELP = "Stop waiting after this long (e.g. 30, 5m) and exit 1; the 
 )  # fmt: skip
 @pass_env
 def run(
-    env: CliEnv, text: str | None, text_file: TextIO | None, task_type: str | None,
-    priority: Priority,
+    env: CliEnv, text: str | None, text_file: TextIO | None, batch_file: TextIO | None,
+    chunk: int, task_type: str | None, priority: Priority,
     wait: bool, wait_s: float | None, task_timeout: float | None, max_attempts: int | None,
     idempotency_key: str | None,
 ) -> None:  # fmt: skip
@@ -64,9 +79,25 @@ def run(
     succeeded, 1 otherwise (its error and the tail of its stderr go to stderr).
     A text larger than one frame is sent in chunks; outputs of any size are read
     back in ranges.
+
+    With --batch FILE, queue every task of FILE and print their ids, one per
+    line; a bad line is an error naming it, and then nothing is queued. With
+    --wait, print how each task ended (as `task wait`) and exit 0 only if all
+    succeeded.
     """
     if wait_s is not None and not wait:
         raise click.UsageError("--timeout is how long --wait waits; add --wait")
+    if batch_file is not None:
+        if text is not None or text_file is not None or idempotency_key is not None:
+            raise click.UsageError(
+                '--batch takes its tasks from FILE: give no "TASK", --file or '
+                "--idempotency-key (set idempotency_key per line instead)"
+            )
+        options = {"type": task_type, "priority": priority, "timeout_s": task_timeout,
+                   "max_attempts": max_attempts}  # fmt: skip
+        # No --type: a line without one goes to cfnd's default type, as `run "TASK"`.
+        defaults = {k: v for k, v in options.items() if v is not None or k == "type"}
+        _run_batch(env, *read_batch(batch_file, defaults), chunk, wait, wait_s)
     if (text is None) == (text_file is None):
         raise click.UsageError('give the task as "TASK" or with --file (one of them)')
     if text_file is not None:
@@ -96,6 +127,21 @@ def run(
     elif task.result is not None and task.result.output:
         click.echo(task.result.output, nl=not task.result.output.endswith("\n"))
     env.exit(_outcome(env, [task], wait_s, tails=True))
+
+
+def _run_batch(
+    env: CliEnv, specs: list[TaskSpec], numbers: list[int], chunk: int, wait: bool,
+    wait_s: float | None,
+) -> NoReturn:  # fmt: skip
+    result, tasks, counts, omitted = submit_batch(env, specs, numbers, chunk, wait, wait_s)
+    if tasks is None:
+        env.emit(result, lambda: "\n".join(result.ids))
+        env.exit(EXIT_OK)
+    done = TaskListResult(tasks=tasks, counts=counts, omitted=omitted)
+    env.emit(done, lambda: render.wait_outcomes(tasks, counts, omitted))
+    if omitted:
+        env.exit(EXIT_OK if counts.get("succeeded", 0) == len(result.ids) else EXIT_ERROR)
+    env.exit(_outcome(env, tasks, wait_s, tails=True))
 
 
 def _outcome(env: CliEnv, tasks: list[TaskInfo], wait_s: float | None, tails: bool) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import msgspec
 from msgspec import Meta
 
 from cfn_client.wire.protocol import Args, Result
@@ -227,6 +228,27 @@ class TaskSubmitArgs(SwarmArgs, kw_only=True):
     idempotency_key: IdempotencyKey | None = None
 
 
+#: The most tasks one ``task.submit_many`` takes (send more in chunks).
+MAX_SUBMIT_MANY = 1000
+
+
+class TaskSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One task of ``task.submit_many``: ``task.submit``'s fields, the text inline."""
+
+    text: str
+    type: str | None = "shell"  # None: cfnd's default agent type
+    priority: Priority = "normal"
+    timeout_s: float | None = None
+    max_attempts: int | None = None
+    idempotency_key: IdempotencyKey | None = None
+
+
+class TaskSubmitManyArgs(SwarmArgs, kw_only=True):
+    """1..MAX_SUBMIT_MANY tasks, all checked before any is queued (all or none)."""
+
+    tasks: list[TaskSpec]
+
+
 class TaskListArgs(SwarmArgs, kw_only=True):
     status: str | None = None
     limit: int = 100
@@ -323,6 +345,13 @@ class TaskListResult(Result, kw_only=True):
     next_cursor: str | None = None
     counts: dict[str, int] = {}
     omitted: int = 0
+
+
+class TaskSubmitManyResult(Result, kw_only=True):
+    """The ids of the tasks queued, in the order they were given."""
+
+    swarm: str
+    ids: list[str]
 
 
 class TaskUploadResult(Result, kw_only=True):

@@ -11,8 +11,9 @@ from typing import Any
 
 import msgspec
 
-from cfn_client.wire.errors import InvalidArgs, NotFound, RequestTimeout
+from cfn_client.wire.errors import CfnError, InvalidArgs, NotFound, RequestTimeout
 from cfn_client.wire.schema.swarm import (
+    MAX_SUBMIT_MANY,
     TERMINAL_TASK_STATUSES,
     CountResult,
     DlqListArgs,
@@ -28,7 +29,10 @@ from cfn_client.wire.schema.swarm import (
     TaskListResult,
     TaskReadArgs,
     TaskRefArgs,
+    TaskSpec,
     TaskSubmitArgs,
+    TaskSubmitManyArgs,
+    TaskSubmitManyResult,
     TaskUploadArgs,
     TaskUploadResult,
     TaskWaitArgs,
@@ -68,6 +72,7 @@ class TaskOps:
     def register(self, router: Router) -> None:
         handlers: dict[str, Handler[Any, Any]] = {
             "task.submit": self.submit,
+            "task.submit_many": self.submit_many,
             "task.list": self.list_tasks,
             "task.status": self.status,
             "task.cancel": self.cancel,
@@ -85,14 +90,65 @@ class TaskOps:
         router.add_stream("events.follow", self.events_follow)
 
     async def submit(self, ctx: RequestContext, args: TaskSubmitArgs) -> TaskInfo:
-        swarm = await self.service.resolve(args.swarm)
+        swarm, info = await self._active(args.swarm)
+        agent_type = self._allowed_type(ctx, args.type)
+        text = args.text
+        if args.upload is not None:
+            if text:
+                raise InvalidArgs("give the task's text or an upload id, not both")
+            text = await self.service.tasks.io.take_upload(swarm, args.upload)
+        task = await self.service.tasks.submit(swarm, **self._fields(args, agent_type, text, info))
+        if args.upload is not None:
+            await self.service.tasks.io.drop_upload(swarm, args.upload)
+        await self._ensure_worker(swarm, agent_type, info.max_agents)
+        return fitted(task, self._budget())
+
+    async def submit_many(
+        self, ctx: RequestContext, args: TaskSubmitManyArgs
+    ) -> TaskSubmitManyResult:
+        """Up to MAX_SUBMIT_MANY tasks: every one checked as ``task.submit`` checks it
+        (type, pools, exec right, text size) before any is queued, then all queued in
+        one MULTI/EXEC. A refused item refuses the call, naming its index."""
+        count = len(args.tasks)
+        if not 1 <= count <= MAX_SUBMIT_MANY:
+            raise InvalidArgs(
+                f"{count} tasks: expected 1..{MAX_SUBMIT_MANY} per task.submit_many "
+                "(send more in several calls)",
+                details={"count": count, "max_tasks": MAX_SUBMIT_MANY},
+            )
+        swarm, info = await self._active(args.swarm)
+        queue = self.service.tasks
+        jobs, types = [], set()
+        for i, spec in enumerate(args.tasks):
+            try:
+                agent_type = self._allowed_type(ctx, spec.type)
+                jobs.append(queue.prepare(swarm, **self._fields(spec, agent_type, spec.text, info)))
+            except CfnError as err:
+                raise type(err)(
+                    f"tasks[{i}]: {err.message}; none of the {count} tasks was queued",
+                    details={**err.details, "index": i},
+                    code=err.instance_code,
+                ) from None
+            types.add(agent_type)
+        tasks = await queue.submit_many(jobs)
+        for agent_type in sorted(types):
+            await self._ensure_worker(swarm, agent_type, info.max_agents)
+        return TaskSubmitManyResult(swarm=swarm, ids=[t.id for t in tasks])
+
+    async def _active(self, name: str | None) -> tuple[str, SwarmInfo]:
+        """The swarm's id and record; an error unless it takes new tasks."""
+        swarm = await self.service.resolve(name)
         # The running swarm's record is in memory: no Redis reads on this hot path.
         rt = self.service.runtimes.get(swarm)
         info = rt.info if rt is not None else await self.service.info(swarm)
         if info.status != "active":
             raise InvalidArgs(f"swarm {swarm} is {info.status}; it takes no new tasks")
+        return swarm, info
+
+    def _allowed_type(self, ctx: RequestContext, agent_type: str | None) -> str:
+        """The task's agent type (None: the default one, which must be runnable here),
+        if the caller may submit to it (its pools; the exec right for text run as code)."""
         cfg = self.service.config()
-        agent_type = args.type
         if agent_type is None:
             # No type given (`cfnctl run "TEXT"`): the configured default, and if its
             # program is missing here, say so now with the install hint, not after
@@ -112,35 +168,33 @@ class TaskOps:
         # Unknown type: a clear error now. Text run as code needs the exec right.
         if agent_types.runs_text_as_code(agent_type, cfg.agent_types):
             require_exec(ctx, f"agent type {agent_type} runs the task text as code")
-        text = args.text
-        if args.upload is not None:
-            if text:
-                raise InvalidArgs("give the task's text or an upload id, not both")
-            text = await self.service.tasks.io.take_upload(swarm, args.upload)
+        return agent_type
+
+    def _fields(
+        self, args: TaskSubmitArgs | TaskSpec, agent_type: str, text: str, info: SwarmInfo
+    ) -> dict[str, Any]:
+        """``TaskQueue.prepare``'s fields of a submit, the config's defaults filled in;
+        a text over ``tasks.max_text_bytes`` is refused."""
+        cfg = self.service.config()
         if len(text) > cfg.tasks.max_text_bytes or len(text.encode()) > cfg.tasks.max_text_bytes:
             raise InvalidArgs(
                 f"task text of {len(text.encode())} bytes is over tasks.max_text_bytes "
                 f"({cfg.tasks.max_text_bytes})",
                 details={"max_text_bytes": cfg.tasks.max_text_bytes},
             )
-        task = await self.service.tasks.submit(
-            swarm,
-            text=text,
-            type=agent_type,
-            priority=args.priority,
-            timeout_s=args.timeout_s or (cfg.tasks.default_timeout_s or None),
+        return {
+            "text": text,
+            "type": agent_type,
+            "priority": args.priority,
+            "timeout_s": args.timeout_s or (cfg.tasks.default_timeout_s or None),
             # 0 is refused (1..100), not taken for "the default": omit it for that.
-            max_attempts=(
+            "max_attempts": (
                 args.max_attempts if args.max_attempts is not None else cfg.tasks.max_attempts
             ),
-            idempotency_key=args.idempotency_key,
-            idempotency_ttl_s=cfg.tasks.idempotency_ttl_s,
-            direct=self._direct(swarm, info, agent_type, cfg),
-        )
-        if args.upload is not None:
-            await self.service.tasks.io.drop_upload(swarm, args.upload)
-        await self._ensure_worker(swarm, agent_type, info.max_agents)
-        return fitted(task, self._budget())
+            "idempotency_key": args.idempotency_key,
+            "idempotency_ttl_s": cfg.tasks.idempotency_ttl_s,
+            "direct": self._direct(info, agent_type, cfg),
+        }
 
     def _budget(self) -> int:
         """Bytes a reply may use: half the frame cap leaves room for the envelope and
@@ -181,14 +235,14 @@ class TaskOps:
             next_offset=next_offset, total_bytes=total, eof=next_offset >= total,
         )  # fmt: skip
 
-    def _direct(self, swarm: str, info: SwarmInfo, agent_type: str, cfg: Config) -> bool:
+    def _direct(self, info: SwarmInfo, agent_type: str, cfg: Config) -> bool:
         """Whether this untargeted task may skip the dispatcher (queue/direct.py): only
         where the dispatcher would not route, replicate or hold it back anyway."""
         if cfg.tasks.dispatch != "direct" or info.topology != "mesh":
             return False
         if info.strategy != "balanced":
             return False
-        rt = self.service.runtimes.get(swarm)
+        rt = self.service.runtimes.get(info.id)
         if rt is None:
             return False
         return not (cfg.agents.max_llm_processes and rt.dispatcher.llm.is_llm(agent_type, cfg))
