@@ -84,3 +84,28 @@ async def test_the_blocking_client_retries_with_the_same_key(
 
     a, b = await asyncio.to_thread(submit_twice)
     assert a == b
+
+
+async def test_a_client_picked_task_id_is_its_own_idempotency(
+    daemon_factory: DaemonFactory,
+) -> None:
+    d = await daemon_factory(**SLOW_LAPSE)
+    async with AsyncClient(d.socket_path, timeout_s=60) as cfn:
+        await cfn.call("swarm.init", topology="mesh", max_agents=2, name="ids")
+        first = await cfn.call("task.submit", text="echo one", task_id="job-7")
+        again = await cfn.call("task.submit", text="echo one", task_id="job-7")  # a retry
+        assert first.id == again.id == "job-7"
+        with pytest.raises(Conflict, match="task id 'job-7' was already used"):
+            await cfn.call("task.submit", text="echo two", task_id="job-7")
+        with pytest.raises(InvalidArgs, match="task_id"):
+            await cfn.call("task.submit", text="echo one", task_id="no spaces please")
+        queued = [e.data["task"] for e in await all_events(cfn, ["task.queued"])]
+        assert queued == ["job-7"]
+        # The Python client picks the id itself: no idempotency key is stored for it.
+        picked = await cfn.task_submit("echo picked")
+        assert picked.id.startswith("t")
+        swarm = (await cfn.call("swarm.list")).swarms[0].id
+        keys = [k async for k in d.store.redis.scan_iter(match=f"{d.store.keys.prefix}*idem*")]
+        assert keys == []
+        (done,) = await wait_tasks(cfn, [picked.id])
+        assert (done.swarm, done.status) == (swarm, "succeeded")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "events_args",
     "loop_start_args",
     "new_idempotency_key",
+    "new_task_id",
     "submit_pauses",
     "utf8_chunks",
     "wait_request_timeout",
@@ -99,6 +101,12 @@ RETRYABLE_SUBMIT_ERRORS = (RequestTimeout, DaemonUnreachable, StoreUnavailable)
 def new_idempotency_key() -> str:
     """A key for one logical submit (its retries reuse it)."""
     return f"c-{uuid.uuid4().hex}"
+
+
+def new_task_id() -> str:
+    """The id of a task this client submits (its retries reuse it): as cfnd makes them,
+    millisecond time and a random suffix, so ids still sort by submit time."""
+    return f"t{int(time.time() * 1000):x}{uuid.uuid4().hex[:8]}"
 
 
 def submit_pauses(retries: int) -> Iterator[float | None]:

@@ -16,7 +16,7 @@ from cfn_client.api.base import (
     chunk_bytes,
     events_args,
     loop_start_args,
-    new_idempotency_key,
+    new_task_id,
     submit_pauses,
     utf8_chunks,
     wait_request_timeout,
@@ -286,10 +286,10 @@ class Client(BatchOps, AdminOps):
         A text too large for one frame is sent first in chunks (``task.upload``), then
         submitted by its upload id. The returned record's text may be clipped.
 
-        The submit carries an idempotency key (a new one per call unless given) and is
-        retried up to ``retries`` times with the same key when no answer came (timeout,
-        lost link, store outage): cfnd returns the task already submitted under the key,
-        so a retried submit never queues (or runs) the task twice.
+        The submit names its task (an id picked here) or carries ``idempotency_key``,
+        and is retried up to ``retries`` times with the same id or key when no answer
+        came (timeout, lost link, store outage): cfnd returns the task already
+        submitted under it, so a retried submit never queues (or runs) the task twice.
         """
         upload = None
         chunk = chunk_bytes((self.hello()).max_frame_bytes)
@@ -297,13 +297,14 @@ class Client(BatchOps, AdminOps):
             for piece in utf8_chunks(text, chunk):
                 upload = (self.task_upload(piece, upload=upload, swarm=swarm)).upload
             text = ""
-        key = idempotency_key or new_idempotency_key()
+        # A picked id needs no key of its own in Redis (nor its look-up per submit).
+        task_id = None if idempotency_key else new_task_id()
         for pause in submit_pauses(retries):
             try:
                 return self._op(
                     "task.submit", TaskInfo, swarm=swarm, text=text, upload=upload, type=type,
                     priority=priority, timeout_s=timeout_s, max_attempts=max_attempts,
-                    idempotency_key=key,
+                    idempotency_key=idempotency_key, task_id=task_id,
                 )  # fmt: skip
             except RETRYABLE_SUBMIT_ERRORS:
                 if pause is None:

@@ -63,6 +63,7 @@ class PreparedSubmit:
     keys: list[str]
     args: list[Any]
     idempotency_key: str | None
+    same_if_exists: bool = False  # a client-picked id: its retry gets the task back
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,7 @@ class TaskQueue:
         idempotency_key: str | None = None,
         idempotency_ttl_s: float = 86_400.0,
         direct: bool = False,
+        same_if_exists: bool = False,
     ) -> PreparedSubmit:
         """Check a task's fields and build its submit.lua call (nothing is sent).
 
@@ -179,7 +181,7 @@ class TaskQueue:
             *self.keys.status_indexes(swarm),
         ]
         args = [tid, ts, *self._common(swarm), event, ttl_ms, 1 if to_direct else 0, *fields]
-        return PreparedSubmit(info, keys, args, idempotency_key)
+        return PreparedSubmit(info, keys, args, idempotency_key, same_if_exists)
 
     async def _submitted(self, job: PreparedSubmit, created: Any) -> TaskInfo:
         """The record of a submit.lua reply: the new task, or the one its key names."""
@@ -187,25 +189,29 @@ class TaskQueue:
         if isinstance(created, bytes | str):
             return await self._same_submit(info.swarm, _text(created), info, job.idempotency_key)
         if not created:
+            if job.same_if_exists:
+                return await self._same_submit(info.swarm, info.id, info, None)
             raise Conflict(f"task {info.id} already exists in swarm {info.swarm}")
         return info
 
     async def _same_submit(
         self, swarm: str, task_id: str, wanted: TaskInfo, key: str | None
     ) -> TaskInfo:
-        """The task a repeated idempotency key stands for (the same task, or an error)."""
+        """The task a repeated submit stands for (the same task, or an error): by its
+        idempotency ``key``, or (None) by the id the client picked."""
+        named = f"idempotency key {key!r}" if key else f"task id {task_id!r}"
         try:
             existing = await self.get(swarm, task_id)
         except NotFound:
             raise Conflict(
-                f"idempotency key {key!r} was used for task {task_id}, which no longer "
-                "exists (retention); submit with a new key",
+                f"{named} was used for task {task_id}, which no longer exists "
+                "(retention); submit with a new one",
                 details={"task": task_id, "idempotency_key": key},
             ) from None
         if (existing.text, existing.type) != (wanted.text, wanted.type):
             raise Conflict(
-                f"idempotency key {key!r} was already used for task {task_id} with a "
-                "different text or type; use a new key for a different task",
+                f"{named} was already used for task {task_id} with a different text or "
+                "type; use a new one for a different task",
                 details={"task": task_id, "idempotency_key": key},
             )
         return existing

@@ -211,6 +211,8 @@ class AgentSendArgs(SwarmArgs, kw_only=True):
 
 
 IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+# A task id the client picked (``task.submit task_id``): a retry with it is the same submit.
+TaskId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 
 
 class TaskSubmitArgs(SwarmArgs, kw_only=True):
@@ -226,6 +228,9 @@ class TaskSubmitArgs(SwarmArgs, kw_only=True):
     max_attempts: int | None = None
     # A repeated key (a retry) returns the task first submitted with it; nothing new runs.
     idempotency_key: IdempotencyKey | None = None
+    # The new task's id, picked by the client: a repeated submit of the same id, text and
+    # type returns that task (a retry); another text or type under it is a conflict.
+    task_id: TaskId | None = None
 
 
 #: The most tasks one ``task.submit_many`` takes (send more in chunks).

@@ -97,7 +97,10 @@ class TaskOps:
             if text:
                 raise InvalidArgs("give the task's text or an upload id, not both")
             text = await self.service.tasks.io.take_upload(swarm, args.upload)
-        task = await self.service.tasks.submit(swarm, **self._fields(args, agent_type, text, info))
+        fields = self._fields(args, agent_type, text, info)
+        if args.task_id is not None:
+            fields |= {"task_id": args.task_id, "same_if_exists": True}
+        task = await self.service.tasks.submit(swarm, **fields)
         if args.upload is not None:
             await self.service.tasks.io.drop_upload(swarm, args.upload)
         await self._ensure_worker(swarm, agent_type, info.max_agents)
