@@ -36,7 +36,7 @@ def test_quick_bench_runs_at_tiny_size(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     res = json.loads(out.read_text())
     systems = {(r["workload"], r["system"]) for r in res["queues"]}
-    assert len(systems) == 14
+    assert len(systems) == 16  # + noop, batched submit: batched and one by one
     for row in res["queues"]:
         assert row["jobs_per_s_median"] > 0
         assert row["cfn_ratio"] > 0
@@ -49,3 +49,4 @@ def test_quick_bench_runs_at_tiny_size(tmp_path: Path) -> None:
     assert res["loop"]["wall_ms"] > 0
     assert res["scale"]["idle_agent"]["rss_mb_per_slot"] > 0
     assert "| cfn, 1 agent, no-op |" in proc.stdout
+    assert "| cfn, 1 agent, no-op, batched submit |" in proc.stdout
