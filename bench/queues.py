@@ -9,7 +9,9 @@ timed from the first enqueue to the last result):
   in both modes: ``arriving`` (the worker consumes while jobs arrive) and ``backlog``
   (every job queued before the worker starts);
 - ``spawn``: ``true`` through cfn's ``shell`` executor against a bare asyncio
-  subprocess loop spawning ``true``.
+  subprocess loop spawning ``true``;
+- ``noop, batched submit``: cfn only, consume while arriving, the producer sending
+  ``task.submit_many`` chunks of ``BATCH`` tasks against one ``task.submit`` per job.
 
 Each trial gets its own redis-server (Unix socket, temp dir); systems alternate
 A/B/A/B within each repetition. Printed per system: jobs/s (median, min-max), CPU s
@@ -36,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import CpuMeter, RedisServer, Series, Trial, cfnd, private_redis  # noqa: E402
 from bench.peers import PEERS, peer_trial  # noqa: E402
 from cfn_client.api import AsyncClient  # noqa: E402
+from cfn_client.wire.schema.swarm import TaskSpec  # noqa: E402
 from cfn_daemon.util.aio import run_loop  # noqa: E402
 from cfn_daemon.util.logs import configure_logging  # noqa: E402
 
@@ -127,12 +130,22 @@ async def bare_spawn(server: RedisServer, jobs: int, *, backlog: bool) -> Trial:
 # ---- cfn ----------------------------------------------------------------------------
 
 
+BATCH = 100  # tasks per task.submit_many of the batched-submit workload
+
+
 async def cfn_trial(
-    server: RedisServer, jobs: int, *, backlog: bool, agent_type: str, dispatch: str = "direct"
+    server: RedisServer,
+    jobs: int,
+    *,
+    backlog: bool,
+    agent_type: str,
+    batch: int = 0,
+    dispatch: str = "direct",
 ) -> Trial:
-    """cfnd in this process, one cfn-agent process of ``agent_type``; ``dispatch``:
-    ``direct`` (the agent reads its type's streams) or ``routed`` (the dispatcher
-    assigns every task)."""
+    """cfnd in this process, one cfn-agent process of ``agent_type``; ``batch`` > 0:
+    jobs submitted ``batch`` at a time (``task.submit_many``), else one by one;
+    ``dispatch``: ``direct`` (the agent reads its type's streams) or ``routed`` (the
+    dispatcher assigns every task)."""
     text = "true" if agent_type == "shell" else "x"
     flags = {"daemon.log_level": "warning", "tasks.dispatch": dispatch}
     async with (
@@ -146,8 +159,13 @@ async def cfn_trial(
             await c.task_wait([warm.id], timeout_s=60)
         m = Measure(server)
         m.start()
-        for _ in range(jobs):
-            await c.task_submit(text, type=agent_type)
+        if batch:
+            for start in range(0, jobs, batch):
+                specs = [TaskSpec(text=text, type=agent_type)] * min(batch, jobs - start)
+                await c.task_submit_many(specs)
+        else:
+            for _ in range(jobs):
+                await c.task_submit(text, type=agent_type)
         if backlog:
             await c.call("agent.create", type=agent_type, count=1)
         result = await c.task_wait(all=True, timeout_s=600)
@@ -162,6 +180,13 @@ Runner = Callable[[RedisServer, int], Awaitable[Trial]]
 
 
 def systems(workload: str, backlog: bool) -> dict[str, Runner]:
+    if workload == "noop, batched submit":  # the batched one first: the ratios are to it
+        return {
+            "cfn, 1 agent, no-op, batched submit": lambda s, n: cfn_trial(
+                s, n, backlog=backlog, agent_type="noop", batch=BATCH
+            ),
+            "cfn, 1 agent, no-op": lambda s, n: cfn_trial(s, n, backlog=backlog, agent_type="noop"),
+        }
     if workload == "spawn":
         return {
             "asyncio subprocess loop": lambda s, n: bare_spawn(s, n, backlog=backlog),
@@ -188,7 +213,12 @@ async def run(
 ) -> list[dict[str, float | str | int]]:
     """Every workload on every system (``only``: the systems whose name contains one of
     these words, cfn always included)."""
-    plans = [("noop", False, jobs), ("noop", True, jobs), ("spawn", False, spawn_jobs)]
+    plans = [
+        ("noop", False, jobs),
+        ("noop", True, jobs),
+        ("noop, batched submit", False, jobs),
+        ("spawn", False, spawn_jobs),
+    ]
     out: list[dict[str, float | str | int]] = []
     for workload, backlog, n in plans:
         if n <= 0:

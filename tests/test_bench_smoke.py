@@ -36,7 +36,7 @@ def test_quick_bench_runs_at_tiny_size(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     res = json.loads(out.read_text())
     systems = {(r["workload"], r["system"]) for r in res["queues"]}
-    assert len(systems) == 14
+    assert len(systems) == 16  # + noop, batched submit: batched and one by one
     for row in res["queues"]:
         assert row["jobs_per_s_median"] > 0
         assert row["cfn_ratio"] > 0
@@ -68,3 +68,4 @@ def test_quick_bench_runs_at_tiny_size(tmp_path: Path) -> None:
     assert "| cfn, 1 agent, no-op |" in proc.stdout
     assert "| agents at 1 Hz (swarms) |" in proc.stdout
     assert "last vote -> decision, 3 validators" in proc.stdout
+    assert "| cfn, 1 agent, no-op, batched submit |" in proc.stdout
