@@ -109,7 +109,8 @@ def worker(system: str, url: str, jobs: int) -> None:
 async def peer_trial(system: str, server: RedisServer, jobs: int, *, backlog: bool) -> Trial:
     from bench.queues import Measure
 
-    r = aioredis.from_url(server.url)
+    # No socket timeout (redis-py's default is 5 s): a loaded run's BLPOP waits longer.
+    r = aioredis.from_url(server.url, socket_timeout=None)
     if system == "taskiq-redis":
         broker = taskiq_broker(server.url)
         await broker.startup()
