@@ -1,9 +1,10 @@
-"""Peer job queues (taskiq-redis, arq, saq) for bench/queues.py: a worker process and a producer.
+"""Peer job queues (taskiq-redis, arq, saq, streaq) for bench/queues.py: a worker process and a producer.
 
 The worker runs in its own process (``python bench/peers.py SYSTEM URL JOBS``), like
 a cfn-agent; the job counts in memory and the ``JOBS``-th RPUSHes ``bench:done`` once
 (no per-job overhead), which the producer BLPOPs. At startup it RPUSHes ``bench:ready``.
-Tuning: arq polls every 10 ms (default 0.5 s), saq with its defaults.
+Tuning: arq polls every 10 ms (default 0.5 s); saq and streaq with their defaults
+(streaq: results kept, as cfn keeps every result).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import RedisServer, Trial  # noqa: E402
 
-PEERS = ("taskiq-redis", "arq", "saq")
+PEERS = ("taskiq-redis", "arq", "saq", "streaq")
 
 
 def _socket(url: str) -> str:
@@ -65,6 +66,19 @@ async def noop_taskiq() -> None:
     await noop(None)
 
 
+def streaq_worker(url: str) -> tuple[Any, Any]:
+    """A streaq Worker on the bench's queue and its registered no-op task (the producer
+    needs the same registration to enqueue it)."""
+    from streaq import Worker
+
+    w = Worker(redis_url=url, queue_name="bench", handle_signals=True)
+
+    async def noop_streaq() -> None:
+        await noop(None)
+
+    return w, w.task(name="noop")(noop_streaq)
+
+
 def worker(system: str, url: str, jobs: int) -> None:
     global COUNTER
     counter = COUNTER = Counter(url, jobs)
@@ -93,6 +107,10 @@ def worker(system: str, url: str, jobs: int) -> None:
             log_results=False,
         )
         w.run()
+    elif system == "streaq":
+        w, _ = streaq_worker(url)
+        counter.r.rpush("bench:ready", 1)
+        w.run_sync()
     else:
         from saq import Worker as SaqWorker
         from saq.queue.redis import RedisQueue
@@ -127,6 +145,13 @@ async def peer_trial(system: str, server: RedisServer, jobs: int, *, backlog: bo
 
         async def enqueue() -> None:
             await pool.enqueue_job("noop")
+
+    elif system == "streaq":
+        producer, streaq_task = streaq_worker(server.url)
+        await producer.__aenter__()
+
+        async def enqueue() -> None:
+            await streaq_task.enqueue()
 
     else:
         from saq.queue.redis import RedisQueue
@@ -165,6 +190,8 @@ async def peer_trial(system: str, server: RedisServer, jobs: int, *, backlog: bo
         await broker.shutdown()
     elif system == "arq":
         await pool.aclose()
+    elif system == "streaq":
+        await producer.__aexit__(None, None, None)
     else:
         await queue.disconnect()
     return trial

@@ -36,7 +36,8 @@ def test_quick_bench_runs_at_tiny_size(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     res = json.loads(out.read_text())
     systems = {(r["workload"], r["system"]) for r in res["queues"]}
-    assert len(systems) == 16  # + noop, batched submit: batched and one by one
+    # (raw, raw pipelined, 4 peers, cfn direct and routed) x 2 modes + spawn 2 + batched 2
+    assert len(systems) == 20
     for row in res["queues"]:
         assert row["jobs_per_s_median"] > 0
         assert row["cfn_ratio"] > 0
