@@ -1,4 +1,4 @@
-"""Peer job queues (taskiq-redis, arq, saq, streaq) for bench/queues.py: a worker process and a producer.
+"""Peer job queues (taskiq-redis, arq, saq, streaq) for bench/queues.py: worker + producer.
 
 The worker runs in its own process (``python bench/peers.py SYSTEM URL JOBS``), like
 a cfn-agent; the job counts in memory and the ``JOBS``-th RPUSHes ``bench:done`` once
