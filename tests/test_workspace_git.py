@@ -6,8 +6,8 @@ import asyncio
 import os
 import shutil
 import stat
+import select
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -145,6 +145,17 @@ async def test_git_error_names_the_command_and_its_stderr(repo: Path) -> None:
     assert "does not name a commit" in str(info.value)
 
 
+def _exited_within(pid: int, timeout_s: float) -> None:
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        select.select([fd], [], [], timeout_s)
+    finally:
+        os.close(fd)
+
+
 def _proc_state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -160,10 +171,10 @@ async def test_timeout_kills_git_and_its_children(repo: Path, wts: Path) -> None
     with pytest.raises(GitTimeoutError, match="killed"):
         await ensure_worktree(repo, wts / "a", "cfn/r1/a", "main", timeout_s=2.0)
     pid = int(pidfile.read_text())
-    # SIGKILLed, it may still be R until a loaded machine schedules its exit: a bound.
-    deadline = time.monotonic() + 5.0
-    while (state := _proc_state(pid)) not in {"gone", "Z", "X"} and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    # SIGKILLed, it may still be R until a loaded machine schedules its exit: wait for
+    # its exit on a pidfd (readable once it has exited), within a bound.
+    await asyncio.to_thread(_exited_within, pid, 5.0)
+    state = _proc_state(pid)
     assert state in {"gone", "Z", "X"}, f"hook process {pid} survived the timeout ({state})"
     # A later attempt (the daemon restarted) repairs what the killed one left.
     hook.unlink()
