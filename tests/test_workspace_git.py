@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import shutil
 import stat
-import select
 import subprocess
 from pathlib import Path
 
