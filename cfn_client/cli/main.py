@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cfn_client import __version__
-from cfn_client.cli.completion import swarm_ids
 from cfn_client.cli.env import CliEnv, FiniteRange, report_error
 from cfn_client.cli.hoist import hoist_output_flags
 from cfn_client.cli.lazy import LazyCommand, LazyGroup
@@ -18,6 +17,9 @@ from cfn_client.cli.render.common import cli_error_document, to_json
 from cfn_client.conn.base import DEFAULT_TIMEOUT_S
 from cfn_client.wire.errors import CfnError
 from cfn_client.wire.paths import default_socket_path
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 _C = "cfn_client.cli.commands."
 _SPRINTS = (
@@ -170,6 +172,14 @@ class CfnGroup(LazyGroup):
             ctx.exit(exc.exit_code)
 
 
+def _complete_swarm(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    from cfn_client.cli.completion import swarm_ids  # on <Tab> only
+
+    return swarm_ids(ctx, param, incomplete)
+
+
 @click.group(
     cls=CfnGroup,
     lazy=COMMANDS,
@@ -208,7 +218,7 @@ class CfnGroup(LazyGroup):
     envvar="CFN_SWARM",
     default=None,
     metavar="ID",
-    shell_complete=swarm_ids,
+    shell_complete=_complete_swarm,
     help="The swarm to act on [default: $CFN_SWARM, else the current swarm (`swarm use`, "
     "or the last `swarm init`), else the only swarm].",
 )
