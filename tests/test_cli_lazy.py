@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from cfn_client.cli.lazy import LazyCommand, LazyGroup
 from cfn_client.cli.main import COMMANDS, cfnctl
@@ -60,3 +61,14 @@ def test_an_unknown_command_is_a_usage_error() -> None:
     assert cfnctl.get_command(click.Context(cfnctl), "no-such") is None
     with pytest.raises(TypeError, match="not a click command"):
         LazyCommand("cfn_client.cli.main:COMMANDS", "x").load()
+
+
+def test_a_mistyped_command_is_matched_against_every_name() -> None:
+    # click suggests close names from the commands it holds; the lazy root holds few.
+    untouched = LazyGroup("cfnctl", lazy=COMMANDS)
+    result = CliRunner().invoke(untouched, ["stat"])
+    assert result.exit_code == 2
+    assert "No such command 'stat'." in result.output
+    if hasattr(click.exceptions, "NoSuchCommand"):  # click >= 8.4 suggests
+        assert "Did you mean 'status'?" in result.output
+    assert not untouched.commands

@@ -60,6 +60,20 @@ class LazyGroup(click.Group):
             cmd = self.commands[cmd_name] = self.lazy[cmd_name].load()
         return cmd
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            # click >= 8.4 suggests a close name from ``self.commands``, which holds only
+            # the commands imported so far: suggest from every name, as a plain group does.
+            no_such = getattr(click.exceptions, "NoSuchCommand", None)
+            if no_such is None or not isinstance(exc, no_such):
+                raise
+            names = self.list_commands(ctx)
+            raise no_such(exc.command_name, possibilities=names, ctx=exc.ctx) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """click's listing, made from the table for the commands not imported yet."""
         names = self.list_commands(ctx)
