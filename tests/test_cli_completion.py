@@ -90,8 +90,11 @@ def test_every_id_parameter_completes_from_cfnd() -> None:
         for param in cmd.params:
             if param.name in ID_PARAMS and param._custom_shell_complete is None:
                 missing.append(f"{path} {param.name}")
-        if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
+        if isinstance(cmd, click.Group):  # get_command: the root imports its commands on demand
+            ctx = click.Context(cmd)
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None
                 walk(sub, f"{path} {name}")
 
     walk(cfnctl, "cfnctl")

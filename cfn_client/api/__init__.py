@@ -22,14 +22,21 @@ Arguments are checked against the op's schema before anything is sent, so a typo
 fails locally with ``InvalidArgs`` naming the field. Adding an op is one method in
 ``api/async_.py`` (``return await self._op("name", NameResult, **args)``), then
 ``python -m cfn_client.api.generate`` writes the blocking twin into ``api/sync.py``.
-Importing this package never loads anyio; the async client does on connect.
+Importing this package never loads anyio; the async client does on connect. Each
+name is imported on first use (``Client`` alone never loads the async client).
 """
 
-from cfn_client.api.async_ import AsyncClient
-from cfn_client.api.async_transport import AsyncEventFollow
-from cfn_client.api.base import build_args, decode_result, wait_request_timeout
-from cfn_client.api.sync import Client
-from cfn_client.api.sync_transport import EventFollow
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cfn_client.api.async_ import AsyncClient
+    from cfn_client.api.async_transport import AsyncEventFollow
+    from cfn_client.api.base import build_args, decode_result, wait_request_timeout
+    from cfn_client.api.sync import Client
+    from cfn_client.api.sync_transport import EventFollow
 
 __all__ = [
     "AsyncClient",
@@ -40,3 +47,28 @@ __all__ = [
     "decode_result",
     "wait_request_timeout",
 ]
+
+# Each name's module, imported on first use: ``cfnctl`` (which imports ``api.sync``)
+# never pays for the async client.
+_HOMES = {
+    "AsyncClient": "cfn_client.api.async_",
+    "AsyncEventFollow": "cfn_client.api.async_transport",
+    "Client": "cfn_client.api.sync",
+    "EventFollow": "cfn_client.api.sync_transport",
+    "build_args": "cfn_client.api.base",
+    "decode_result": "cfn_client.api.base",
+    "wait_request_timeout": "cfn_client.api.base",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

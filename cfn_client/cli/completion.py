@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.shell_completion import CompletionItem, get_completion_class
 
-from cfn_client.api.sync import Client
 from cfn_client.wire.paths import default_socket_path
+
+if TYPE_CHECKING:
+    from cfn_client.api.sync import Client
 
 #: How long a <Tab> may wait for cfnd, connect and reply together.
 COMPLETION_TIMEOUT_S = 0.5
@@ -49,6 +51,8 @@ def _swarm(ctx: click.Context) -> str | None:
 
 def ask(ctx: click.Context, fetch: Callable[[Client, str | None], Candidates]) -> Candidates:
     """``fetch(client, swarm)`` against cfnd with a short timeout; nothing if that fails."""
+    from cfn_client.api.sync import Client  # on <Tab> only: `cfnctl --version` needs none
+
     try:
         with Client(_socket(ctx), timeout_s=COMPLETION_TIMEOUT_S) as client:
             return list(fetch(client, _swarm(ctx)))

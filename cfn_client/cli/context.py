@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -48,6 +47,8 @@ def _load(path: Path) -> ContextFile:
 
 
 def _save(path: Path, ctx: ContextFile) -> None:
+    import tempfile  # only when the file is written (`swarm init`, `swarm use`)
+
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=".context-", dir=path.parent)
     try:

@@ -19,14 +19,16 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, get_args
 
 import click
 
-from cfn_client.api.sync import Client
-from cfn_client.cli import context, render
-from cfn_client.cli.render.csv_out import to_csv
+from cfn_client.cli import context
+from cfn_client.cli.render.common import error_document, error_text, to_json
 from cfn_client.wire.errors import CfnError
 
 T = TypeVar("T")
 
-if TYPE_CHECKING:  # click >= 8.2 types ParamType; older clicks cannot subscript it at run time
+if TYPE_CHECKING:
+    from cfn_client.api.sync import Client
+
+    # click >= 8.2 types ParamType; older clicks cannot subscript it at run time.
     FloatParam = click.ParamType[float, Any]
     IntParam = click.ParamType[int, Any]
 else:
@@ -73,6 +75,8 @@ class CliEnv:
 
     def client(self) -> Client:
         """A client for the chosen socket (not yet connected)."""
+        from cfn_client.api.sync import Client  # imported by the commands that call cfnd
+
         return Client(self.socket, timeout_s=self.timeout_s)
 
     def call(self, fn: Callable[[Client], T]) -> T:
@@ -83,11 +87,13 @@ class CliEnv:
     def emit(self, result: Any, human: Callable[[], str]) -> None:
         """Print ``result`` as one JSON document, as CSV, or ``human()`` for people."""
         if self.format == "csv" and not self.json:
+            from cfn_client.cli.render.csv_out import to_csv
+
             table = to_csv(result)
             if table is not None:
                 click.echo(table, nl=False)
                 return
-        text = render.to_json(result) if self.json else human()
+        text = to_json(result) if self.json else human()
         if text:
             click.echo(text)
 
@@ -106,9 +112,9 @@ pass_env = click.make_pass_decorator(CliEnv)
 def report_error(err: CfnError, json_mode: bool) -> None:
     """Print ``err``: a JSON error document on stdout with --json, else a line on stderr."""
     if json_mode:
-        click.echo(render.to_json(render.error_document(err)))
+        click.echo(to_json(error_document(err)))
     else:
-        click.echo(render.error_text(err), err=True)
+        click.echo(error_text(err), err=True)
 
 
 def interactive() -> bool:

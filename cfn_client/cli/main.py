@@ -1,39 +1,131 @@
-"""``cfnctl``: the command line of cfnd. Imports only click, msgspec and cfn_client."""
+"""``cfnctl``: the command line of cfnd. Imports only click, msgspec and cfn_client, and of
+those only what the command run needs (``COMMANDS`` are imported when used)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cfn_client import __version__
-from cfn_client.cli import render
-from cfn_client.cli.commands.agent import agent
-from cfn_client.cli.commands.audit import audit, redis
-from cfn_client.cli.commands.config import config
-from cfn_client.cli.commands.debug import debug
-from cfn_client.cli.commands.epic import epic, sprints
-from cfn_client.cli.commands.epic import start as epic_start
-from cfn_client.cli.commands.events import events
-from cfn_client.cli.commands.init import init
-from cfn_client.cli.commands.logs import logs
-from cfn_client.cli.commands.loop import cfn_loop, loop
-from cfn_client.cli.commands.monitor import monitor
-from cfn_client.cli.commands.observe import metrics
-from cfn_client.cli.commands.snapshot import snapshot
-from cfn_client.cli.commands.swarm import swarm
-from cfn_client.cli.commands.system import doctor, ping, status, test_group
-from cfn_client.cli.commands.task import dlq, run, task
-from cfn_client.cli.commands.team import team
-from cfn_client.cli.commands.web import web
-from cfn_client.cli.completion import completion, swarm_ids
 from cfn_client.cli.env import CliEnv, FiniteRange, report_error
 from cfn_client.cli.hoist import hoist_output_flags
+from cfn_client.cli.lazy import LazyCommand, LazyGroup
+from cfn_client.cli.render.common import cli_error_document, to_json
 from cfn_client.conn.base import DEFAULT_TIMEOUT_S
 from cfn_client.wire.errors import CfnError
 from cfn_client.wire.paths import default_socket_path
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
+_C = "cfn_client.cli.commands."
+_SPRINTS = (
+    "Run GOAL as N sprints, one after the other, each a CFN run followed by its "
+    "checkpoint (--check commands, --min-confidence); a failed checkpoint stops."
+)
+
+#: Every subcommand of the root: where it lives (imported when it runs, or for its own
+#: help) and the start of its help, which the root's ``--help`` lists. Change a
+#: command's help and this line with it (tests/test_cli_lazy.py fails until both agree).
+COMMANDS: dict[str, LazyCommand] = {
+    "status": LazyCommand(
+        _C + "system:status", "Show the daemon, its Redis store and swarm counts."
+    ),
+    "ping": LazyCommand(
+        _C + "system:ping", "Measure the round trip to cfnd (connection setup excluded)."
+    ),
+    "doctor": LazyCommand(
+        _C + "system:doctor",
+        "Check the socket, the connection, then the daemon's own checks (Redis etc.).",
+    ),
+    "test": LazyCommand(_C + "system:test_group", "Connectivity tests."),
+    "config": LazyCommand(_C + "config:config", "Show, change and validate cfnd's configuration."),
+    "swarm": LazyCommand(_C + "swarm:swarm", "Create, inspect, scale and remove swarms."),
+    "agent": LazyCommand(
+        _C + "agent:agent",
+        "Create, inspect, stop, restart and message the current swarm's agents.",
+    ),
+    "team": LazyCommand(
+        _C + "team:team",
+        "Team roles: what their members may do (access roles, `exec`, agent pools).",
+    ),
+    "run": LazyCommand(
+        _C + "task:run",
+        "Queue TASK (or the text of --file) on the current swarm and print its id.",
+    ),
+    "task": LazyCommand(
+        _C + "task:task",
+        "List, inspect, cancel, wait for, retry and clean up tasks (queue them with `run`).",
+    ),
+    "dlq": LazyCommand(_C + "task:dlq", "The dead-letter queue: tasks that ran out of attempts."),
+    "events": LazyCommand(_C + "events:events", "Show the current swarm's events, oldest first."),
+    "monitor": LazyCommand(
+        _C + "monitor:monitor",
+        "Watch every swarm live (only one, with --swarm or $CFN_SWARM): queues, tasks, "
+        "throughput and agents, redrawn every --interval. Quit with q or Ctrl-C.",
+    ),
+    "metrics": LazyCommand(
+        _C + "observe:metrics",
+        "Show agents' last 1,000 executions: success rate, mean/min/max/p95 duration and a "
+        "per-task-type breakdown (every swarm's agents unless --swarm or --agent).",
+    ),
+    "debug": LazyCommand(
+        _C + "debug:debug",
+        "Show AGENT's record, heartbeat, pending work, last events, log tail and restarts.",
+    ),
+    "logs": LazyCommand(
+        _C + "logs:logs", "Export cfn's logs: every swarm's events and the audit trail."
+    ),
+    "snapshot": LazyCommand(
+        _C + "snapshot:snapshot", "Export cfn's records to a file, or import them back (admin)."
+    ),
+    "audit": LazyCommand(
+        _C + "audit:audit",
+        "The audit stream: every mutating op and every denied request (admin).",
+    ),
+    "redis": LazyCommand(_C + "audit:redis", "The Redis cfnd uses: health figures and alerts."),
+    "loop": LazyCommand(
+        _C + "loop:loop",
+        "Run a task through the CFN loop: implementers (Loop 3) until their confidence "
+        "passes the gate, validators' consensus (Loop 2), then the product owner's "
+        "decision (Loop 4) — PROCEED, DEFER or ESCALATE to a human.",
+    ),
+    "cfn-loop": LazyCommand(
+        _C + "loop:cfn_loop", 'Start a CFN loop run (the same as `loop "TASK"`).', short=True
+    ),
+    "epic": LazyCommand(
+        _C + "epic:epic",
+        "Run an epic: phases (each a CFN loop run) in dependency order; phases marked "
+        "`parallel = true` run side by side. Exit status of a followed epic: 0 done, "
+        "5 blocked on an escalated phase, 6 failed.",
+    ),
+    "cfn-loop-epic": LazyCommand(
+        _C + "epic:start",
+        "Start an epic from FILE (TOML, JSON or YAML: name, phases[name, depends_on, "
+        "parallel, implementers, validators, owner]) or from a GOAL with --phases N.",
+    ),
+    "sprints": LazyCommand(_C + "epic:sprints", _SPRINTS),
+    "cfn-loop-sprints": LazyCommand(_C + "epic:sprints", _SPRINTS),
+    "web": LazyCommand(
+        _C + "web:web",
+        "Print a login URL of the web console (needs `[web] enabled = true` in cfnd).",
+    ),
+    "init": LazyCommand(
+        _C + "init:init",
+        "Write a ready cfn project in DIR (default: here): cfn.toml, config/team.toml, "
+        "Claude Code slash commands (/cfn-loop, /cfn-loop-sprints, /cfn-loop-epic), "
+        ".mcp.json for cfn-mcp and a cfn section in CLAUDE.md. Nothing outside DIR is "
+        "touched and no file is overwritten without --force.",
+    ),
+    "completion": LazyCommand(
+        "cfn_client.cli.completion:completion",
+        "Print the completion script of SHELL: commands, options, and swarm, agent, run, "
+        "task and epic ids asked of cfnd as you type (nothing when it is down).",
+    ),
+}
 
 # "\b" keeps click from re-wrapping the table.
 EPILOG = """\b
@@ -50,7 +142,7 @@ Exit codes:
 """
 
 
-class CfnGroup(click.Group):
+class CfnGroup(LazyGroup):
     """The root group: turns any ``CfnError`` into one message and its exit code."""
 
     # Exit-code contract: CfnError subclasses carry their exit_code (1, 3, 4, 7); click usage
@@ -75,12 +167,25 @@ class CfnGroup(click.Group):
             if env is None or not env.json:
                 raise
             code = "usage_error" if isinstance(exc, click.UsageError) else "cli_error"
-            doc = render.cli_error_document(code, exc.format_message(), exc.exit_code)
-            click.echo(render.to_json(doc))
+            doc = cli_error_document(code, exc.format_message(), exc.exit_code)
+            click.echo(to_json(doc))
             ctx.exit(exc.exit_code)
 
 
-@click.group(cls=CfnGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+def _complete_swarm(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    from cfn_client.cli.completion import swarm_ids  # on <Tab> only
+
+    return swarm_ids(ctx, param, incomplete)
+
+
+@click.group(
+    cls=CfnGroup,
+    lazy=COMMANDS,
+    epilog=EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--socket",
     "socket_path",
@@ -113,7 +218,7 @@ class CfnGroup(click.Group):
     envvar="CFN_SWARM",
     default=None,
     metavar="ID",
-    shell_complete=swarm_ids,
+    shell_complete=_complete_swarm,
     help="The swarm to act on [default: $CFN_SWARM, else the current swarm (`swarm use`, "
     "or the last `swarm init`), else the only swarm].",
 )
@@ -140,36 +245,6 @@ def cfnctl(
         timeout_s=timeout,
         swarm_flag=swarm_id or None,
     )
-
-
-cfnctl.add_command(status)
-cfnctl.add_command(ping)
-cfnctl.add_command(doctor)
-cfnctl.add_command(test_group)
-cfnctl.add_command(config)
-cfnctl.add_command(swarm)
-cfnctl.add_command(agent)
-cfnctl.add_command(team)
-cfnctl.add_command(run)
-cfnctl.add_command(task)
-cfnctl.add_command(dlq)
-cfnctl.add_command(events)
-cfnctl.add_command(monitor)
-cfnctl.add_command(metrics)
-cfnctl.add_command(debug)
-cfnctl.add_command(logs)
-cfnctl.add_command(snapshot)
-cfnctl.add_command(audit)
-cfnctl.add_command(redis)
-cfnctl.add_command(loop)
-cfnctl.add_command(cfn_loop)
-cfnctl.add_command(epic)
-cfnctl.add_command(epic_start, "cfn-loop-epic")
-cfnctl.add_command(sprints)
-cfnctl.add_command(sprints, "cfn-loop-sprints")
-cfnctl.add_command(web)
-cfnctl.add_command(init)
-cfnctl.add_command(completion)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -7,7 +7,6 @@ method to each client class. Tests fail until all four are done.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 from cfn_client.wire.errors import ProtocolError
@@ -208,6 +207,8 @@ def lookup_op(op: str) -> OpSpec:
     """Return the spec of ``op`` or raise ``unknown_op`` listing close matches."""
     spec = OPS.get(op)
     if spec is None:
+        import difflib  # only for a mistyped op (cfnctl never sends one)
+
         close = difflib.get_close_matches(op, list(OPS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ProtocolError(

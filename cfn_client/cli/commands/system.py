@@ -8,8 +8,8 @@ import click
 import msgspec
 
 from cfn_client.api.sync import Client
-from cfn_client.cli import render
 from cfn_client.cli.env import CliEnv, pass_env
+from cfn_client.cli.render import system as view
 from cfn_client.conn.diagnose import socket_checks
 from cfn_client.wire.errors import EXIT_ERROR, CfnError
 from cfn_client.wire.schema.system import Check, DoctorResult, PingResult
@@ -24,9 +24,9 @@ def status(env: CliEnv, verbose: bool) -> None:
     Exits 1 (after printing the status) when Redis is unavailable.
     """
     result = env.call(lambda c: c.status(verbose=verbose))
-    env.emit(result, lambda: render.status(result, verbose))
+    env.emit(result, lambda: view.status(result, verbose))
     if not result.store.available:
-        env.warn(render.store_unavailable_hint(result))
+        env.warn(view.store_unavailable_hint(result))
         env.exit(EXIT_ERROR)
 
 
@@ -42,7 +42,7 @@ def ping(env: CliEnv) -> None:
 
     result, rtt_ms = env.call(timed)
     document = {**msgspec.structs.asdict(result), "rtt_ms": round(rtt_ms, 3)}
-    env.emit(document, lambda: render.ping(result, rtt_ms))
+    env.emit(document, lambda: view.ping(result, rtt_ms))
 
 
 @click.command()
@@ -88,7 +88,7 @@ def run_doctor(env: CliEnv) -> None:
             checks.append(Check(name=stage, ok=False, detail=err.message, fix=fix))
     # A failed warning check is advice, not a failure (same rule as the daemon's).
     result = DoctorResult(ok=all(c.ok or c.warning for c in checks), checks=checks)
-    env.emit(result, lambda: render.doctor(result))
+    env.emit(result, lambda: view.doctor(result))
     if failure is not None:
         env.exit(failure.exit_code)
     if not result.ok:

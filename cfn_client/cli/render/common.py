@@ -7,7 +7,6 @@ prints one JSON document per command, and one JSON line per event when streaming
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -147,6 +146,8 @@ def terminal_width(stream: TextIO | None = None) -> int | None:
     stream = stream if stream is not None else sys.stdout
     if not os.environ.get("COLUMNS") and not getattr(stream, "isatty", lambda: False)():
         return None
+    import shutil  # not for output to a pipe or file
+
     return shutil.get_terminal_size().columns
 
 
