@@ -48,7 +48,7 @@ class Herd:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def add(self, swarm: str, count: int) -> None:
-        new = []
+        new: list[AgentRecord] = []
         for _ in range(count):
             i = len(self.agents) + len(new)
             record = AgentRecord(

@@ -162,6 +162,8 @@ async def run(
                 await c.task_wait([t.id], timeout_s=60)
                 starts.append(time.perf_counter() - t0)
                 started = await r.hget(KEYS.task(first.swarm, t.id), "started_ms")
+                if started is None:
+                    raise RuntimeError(f"task {t.id} has no started_ms")
                 to_start.append(int(started) - wall0 * 1e3)
             await r.aclose()
             out["ping"] = stats_us(pings)
