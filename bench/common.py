@@ -157,14 +157,23 @@ class Series:
     system: str
     workload: str
     trials: list[Trial] = field(default_factory=list)
+    failed: int = 0  # trials that raised or ran out of time (see queues.run)
 
     def summary(self) -> dict[str, float | str | int]:
+        if not self.trials:
+            return {
+                "system": self.system, "workload": self.workload, "reps": 0,
+                "failed": self.failed, "jobs": 0, "jobs_per_s_median": 0.0,
+                "jobs_per_s_min": 0.0, "jobs_per_s_max": 0.0, "cpu_s_per_1000": 0.0,
+                "redis_cmds_per_job": 0.0, "redis_bytes_per_job": 0.0,
+            }  # fmt: skip
         rates = [t.rate for t in self.trials]
         jobs = self.trials[0].jobs
         return {
             "system": self.system,
             "workload": self.workload,
             "reps": len(self.trials),
+            "failed": self.failed,
             "jobs": jobs,
             "jobs_per_s_median": statistics.median(rates),
             "jobs_per_s_min": min(rates),

@@ -170,22 +170,24 @@ async def peer_trial(system: str, server: RedisServer, jobs: int, *, backlog: bo
         )  # fmt: skip
 
     proc = None
-    if not backlog:
-        proc = await spawn()
-        await r.blpop(["bench:ready"], timeout=60)
-    m = Measure(server)
-    m.start()
-    for _ in range(jobs):
-        await enqueue()
-    if backlog:
-        proc = await spawn()
-    if await r.blpop(["bench:done"], timeout=600) is None:
-        raise RuntimeError(f"{system}: the worker did not finish")
-    trial = m.stop(jobs)
-    assert proc is not None
-    proc.terminate()
-    await proc.wait()
-    await r.aclose()
+    try:
+        if not backlog:
+            proc = await spawn()
+            await r.blpop(["bench:ready"], timeout=60)
+        m = Measure(server)
+        m.start()
+        for _ in range(jobs):
+            await enqueue()
+        if backlog:
+            proc = await spawn()
+        if await r.blpop(["bench:done"], timeout=600) is None:
+            raise RuntimeError(f"{system}: the worker did not finish")
+        trial = m.stop(jobs)
+    finally:  # also when the trial is cancelled (queues._trial's time bound)
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await r.aclose()
     if system == "taskiq-redis":
         await broker.shutdown()
     elif system == "arq":

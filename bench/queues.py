@@ -208,6 +208,17 @@ def systems(workload: str, backlog: bool) -> dict[str, Runner]:
     }
 
 
+async def _trial(series: Series, runner: Runner, jobs: int) -> None:
+    """One trial on a fresh Redis; one that fails or hangs (a peer's worker that never
+    reports its last job) is counted as failed and the rest of the bench goes on."""
+    try:
+        async with private_redis() as server, asyncio.timeout(max(120.0, jobs / 5)):
+            series.trials.append(await runner(server, jobs))
+    except Exception as exc:  # a TimeoutError included
+        series.failed += 1
+        print(f"bench: {series.system} ({series.workload}) trial failed: {exc!r}", file=sys.stderr)
+
+
 async def run(
     jobs: int, reps: int, spawn_jobs: int, only: list[str] | None = None
 ) -> list[dict[str, float | str | int]]:
@@ -232,12 +243,12 @@ async def run(
         series = {name: Series(name, label) for name in table}
         for _ in range(reps):  # interleaved A/B/A/B
             for name, runner in table.items():
-                async with private_redis() as server:
-                    series[name].trials.append(await runner(server, n))
+                await _trial(series[name], runner, n)
         rows = [s.summary() for s in series.values()]
         cfn = next(r for r in rows if str(r["system"]).startswith("cfn"))
         for r in rows:
-            r["cfn_ratio"] = float(cfn["jobs_per_s_median"]) / float(r["jobs_per_s_median"])
+            rate = float(r["jobs_per_s_median"])
+            r["cfn_ratio"] = float(cfn["jobs_per_s_median"]) / rate if rate else 0.0
         out += rows
     return out
 
@@ -249,6 +260,9 @@ def markdown(rows: list[dict[str, float | str | int]]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if not r["reps"]:
+            lines.append(f"| {r['workload']} | {r['system']} | failed | | | | |")
+            continue
         lines.append(
             f"| {r['workload']} | {r['system']} | {r['jobs_per_s_median']:,.0f} "
             f"({r['jobs_per_s_min']:,.0f}-{r['jobs_per_s_max']:,.0f}) "
