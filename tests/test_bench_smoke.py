@@ -65,6 +65,7 @@ def test_quick_bench_runs_at_tiny_size(tmp_path: Path) -> None:
         assert row["cfnd_cpu_pct"] >= 0  # 1 s at 10 ms clock ticks: an idle cfnd may read 0
         assert row["cfnd_rss_mb_x_first"] > 0
     assert res["loop"]["wall_ms"] > 0
+    assert res["loop"]["agent_ms"] > 0 and res["loop"]["coordination_per_round_ms"] != 0
     assert res["scale"]["idle_agent"]["rss_mb_per_slot"] > 0
     assert "| cfn, 1 agent, no-op |" in proc.stdout
     assert "| agents at 1 Hz (swarms) |" in proc.stdout
