@@ -5,8 +5,10 @@ heartbeating at 1 Hz.
     python bench/scale.py [--stored 0,1000,10000,50000] [--clients 100]
                           [--heartbeaters 10,100,1000] [--beat-s 10] [--json FILE]
 
-Tasks are stored by submitting them (no agent, so they stay queued) in concurrent
-batches; after each step ``swarm.status`` and the monitor's poll (what ``cfnctl
+Tasks are stored by submitting them in batches (``task.submit_many``) to a no-op agent (started by
+cfnd for the first one) and waiting until every one has finished: what a swarm keeps
+(finished tasks with their results, until the retention). Then ``swarm.status`` and the
+monitor's poll (what ``cfnctl
 monitor`` calls each interval: ``swarm.list``, then ``swarm.status`` of each swarm)
 are timed (median of 5), and how they grow with N is printed as the ratio to the first
 row. The heartbeaters are emulated remote agents against a separate cfnd process
@@ -33,7 +35,7 @@ from cfn_daemon.util.aio import run_loop  # noqa: E402
 from cfn_daemon.util.logs import configure_logging  # noqa: E402
 
 NOOP = '[agent_types.noop]\nkind = "python"\nentry = "examples.agents.noop:run"\n'
-# The idle agents' own type: the stored (queued) noop tasks never reach them.
+# The idle agents' own type: the stored noop tasks never reach them.
 NOOP += '[agent_types.idle]\nkind = "python"\nentry = "examples.agents.noop:run"\n'
 
 
@@ -94,9 +96,11 @@ async def run(
             mem0 = server.used_memory()
             for n in sorted(stored):
                 while have < n:  # bounded: ``have`` grows every round
-                    batch = min(200, n - have)
-                    await asyncio.gather(*(c.task_submit("x", type="noop") for _ in range(batch)))
+                    batch = min(500, n - have)
+                    await c.task_submit_many([{"text": "x", "type": "noop"}] * batch)
                     have += batch
+                if n:  # at rest: the timings below must not share the machine with the work
+                    await c.task_wait(all=True, timeout_s=max(600.0, n / 20))
                 status_ms, monitor_ms = await timed(c) * 1e3, await monitor_poll(c) * 1e3
                 out["swarm_status"].append({"tasks": n, "ms": status_ms, "monitor_ms": monitor_ms})
             if have:
@@ -141,7 +145,8 @@ def markdown(res: dict[str, Any]) -> str:
             f"| {row['monitor_ms']:.1f} | {row['monitor_x_first']:.2f}x |"
         )
     if "redis_bytes_per_task" in res:
-        lines.append(f"\nRedis bytes per stored (queued) task: {res['redis_bytes_per_task']:,.0f}")
+        per_task = res["redis_bytes_per_task"]
+        lines.append(f"\nRedis bytes per stored (finished, result kept) task: {per_task:,.0f}")
     cc = res["concurrent_clients"]
     lines.append(
         f"\n{cc['clients']} concurrent socket clients, ping: p50 {cc['ping_p50_us']:,.0f} us, "
