@@ -6,7 +6,6 @@ and the depth of what nobody has read yet."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from collections import Counter
@@ -31,6 +30,7 @@ from tests.conftest import SHARED_REDIS, DaemonFactory
 from tests.test_swarm_integration import (  # run again below, under direct dispatch
     FAST,
     all_events,
+    cfn,
     test_balanced_strategy_prefers_the_least_loaded_agent,
     test_cancel_stops_a_running_task,
     test_failing_task_retries_with_backoff_then_dead_letters,
@@ -44,6 +44,7 @@ from tests.test_swarm_integration import (  # run again below, under direct disp
 )
 
 __all__ = [
+    "cfn",  # its `d` is this module's: the daemon runs with direct dispatch
     "test_balanced_strategy_prefers_the_least_loaded_agent",
     "test_cancel_stops_a_running_task",
     "test_failing_task_retries_with_backoff_then_dead_letters",
@@ -61,22 +62,6 @@ DIRECT = {**FAST, "tasks.dispatch": "direct"}
 @pytest.fixture
 async def d(daemon_factory: DaemonFactory) -> Daemon:
     return await daemon_factory(**DIRECT)
-
-
-@pytest.fixture
-async def cfn(d: Daemon) -> AsyncIterator[AsyncClient]:
-    ready: asyncio.Future[AsyncClient] = asyncio.get_running_loop().create_future()
-    done = asyncio.Event()
-
-    async def owner() -> None:  # one task enters and leaves the client (anyio)
-        async with AsyncClient(d.socket_path, timeout_s=60) as client:
-            ready.set_result(client)
-            await done.wait()
-
-    task = asyncio.create_task(owner())
-    yield await ready
-    done.set()
-    await task
 
 
 async def test_200_tasks_run_exactly_once_with_no_assignment_step(
