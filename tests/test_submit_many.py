@@ -4,7 +4,6 @@ against a real cfnd whose ``shell`` agents run the task text (tests/cli_support.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -14,24 +13,10 @@ from cfn_client.api import AsyncClient, Client
 from cfn_client.api.base import batch_chunks
 from cfn_client.wire.errors import InvalidArgs
 from cfn_client.wire.schema.swarm import MAX_SUBMIT_MANY, TaskSpec
-from tests.cli_support import Swarm, destroy, new_swarm_name, swarm, wait_agents
-from tests.daemon_proc import CfndProcess
+from tests.cli_support import Swarm, swarm
+from tests.test_cli_tasks import workers  # two idle shell agents, one swarm per module
 
-__all__ = ["swarm"]  # fixture, imported for pytest
-
-
-@pytest.fixture(scope="module")
-def workers(shared_cfnd: CfndProcess) -> Iterator[Swarm]:
-    """One swarm with two idle shell agents, for tests that look at their own tasks."""
-    name = new_swarm_name()
-    with Client(shared_cfnd.socket, timeout_s=60) as cfn:
-        cfn.swarm_init("mesh", 4, name=name)
-        cfn.agent_create("shell", swarm=name, count=2)
-        wait_agents(cfn, name, 2)
-    try:
-        yield Swarm(shared_cfnd.socket, name)
-    finally:
-        destroy(shared_cfnd.socket, name)
+__all__ = ["swarm", "workers"]  # fixtures, imported for pytest
 
 
 def task_count(cfn: Client, name: str) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from cfn_daemon.core.placement import PRIORITIES
+from cfn_daemon.queue.streams import ack_and_delete
 from cfn_daemon.store.keys import AGENT_GROUP, Keys
 
 RECLAIM_PAGE = 500
@@ -107,10 +108,9 @@ async def reclaim(
                 tid = _text(fields[b"t"]) if fields else ""
                 if tid and await _give_back(redis, keys, swarm, agent, stream, tid, requeue_lost):
                     requeued.append(tid)
-                async with redis.pipeline(transaction=True) as pipe:
-                    pipe.xack(stream, AGENT_GROUP, eid)
-                    pipe.xdel(stream, eid)
-                    await pipe.execute()
+            # After the page was given back: a crash before this leaves at most a stale
+            # duplicate entry, which start.lua skips (its task is no longer queued).
+            await ack_and_delete(redis, stream, ids)
     return requeued
 
 

@@ -43,8 +43,8 @@ from cfn_daemon.api.router import (
 from cfn_daemon.core import topology
 from cfn_daemon.core.placement import LIVE_STATUSES, AgentRecord, members_of
 from cfn_daemon.queue.events import emit
+from cfn_daemon.queue.streams import ack_and_delete
 from cfn_daemon.queue.tasks import now_ms
-from cfn_daemon.store.keys import AGENT_GROUP
 from cfn_daemon.swarm.service import SwarmService
 
 
@@ -255,11 +255,7 @@ class SwarmOps:
                 )
                 if outcome == "queued":
                     requeued.append(tid)
-            # Ack, then delete: nothing stays pending, and the group is kept.
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.xack(work, AGENT_GROUP, entry_id)
-                pipe.xdel(work, entry_id)
-                await pipe.execute()
+            await ack_and_delete(redis, work, [entry_id])
         return requeued
 
     async def agent_send(self, ctx: RequestContext, args: AgentSendArgs) -> DeliveriesResult:
