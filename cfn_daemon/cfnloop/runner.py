@@ -501,6 +501,13 @@ class LoopService:
                     if event is None:
                         await self.steps.realise(swarm, state, fields)
                         event = await self.steps.collect(swarm, state, fields)
+                        if event is not None:
+                            # collect recorded the costs of the results it read: money
+                            # that ran out with them comes before what they decide, as
+                            # when they arrive one pass at a time (a loaded cfnd reads
+                            # several results in one pass).
+                            fresh = await self._fields(swarm, run_id)
+                            event = self._over_budget(state, fresh) or event
                     if event is not None:
                         await self.apply(swarm, run_id, event)
                         continue
